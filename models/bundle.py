@@ -1,0 +1,183 @@
+"""The model bundle: ``model.onnx`` + ``spec.json`` (+ ``MODEL_CARD.md``) in one directory.
+
+``spec.json`` holds everything inference needs (ordered labels, sample rate, segment, VAD and
+feature parameters, normalisation statistics, ONNX input/output names, the sha256 of
+``model.onnx``) and everything a reader needs to trust it (training corpora and licences,
+evaluation protocol and figures, library versions). :func:`load_bundle` validates all of it and
+raises :class:`BundleError` naming the first mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.errors import BundleError, ParameterError
+from models.features import FeatureParams, SegmentParams, VadParams
+
+#: Version of the spec.json layout this code reads and writes.
+SPEC_FORMAT = 1
+SPEC_FILE = "spec.json"
+ONNX_FILE = "model.onnx"
+CARD_FILE = "MODEL_CARD.md"
+#: The bundle shipped with the package (trained on ../shared/data; see its MODEL_CARD.md).
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Parsed, validated ``spec.json``. ``info`` keeps the provenance/metrics sections verbatim."""
+
+    name: str
+    version: str
+    labels: tuple[str, ...]
+    sample_rate: int
+    segment: SegmentParams
+    features: FeatureParams
+    vad: VadParams
+    norm_mean: np.ndarray  # (n_mels,)
+    norm_std: np.ndarray  # (n_mels,)
+    input_name: str = "features"
+    output_name: str = "probs"
+    onnx_sha256: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_id(self) -> str:
+        """``name@version``, as published with every result."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def n_frames(self) -> int:
+        """Frames per segment: the model's time axis."""
+        window, _, _ = self.segment.samples(self.sample_rate)
+        return self.features.n_frames(window)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format": SPEC_FORMAT,
+            "name": self.name,
+            "version": self.version,
+            "labels": list(self.labels),
+            "sample_rate": self.sample_rate,
+            "segment": self.segment.to_dict(),
+            "vad": self.vad.to_dict(),
+            "features": self.features.to_dict(),
+            "normalisation": {
+                "mean": [float(v) for v in self.norm_mean],
+                "std": [float(v) for v in self.norm_std],
+            },
+            "onnx": {"file": ONNX_FILE, "sha256": self.onnx_sha256, "input": self.input_name,
+                     "output": self.output_name, "input_shape": [None, self.n_frames, self.features.n_mels]},
+        }
+        out.update(self.info)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Spec:
+        """Build a Spec from parsed JSON; raises :class:`BundleError` naming the bad field."""
+        try:
+            if data.get("format") != SPEC_FORMAT:
+                raise BundleError(f"spec format {data.get('format')!r} is not the supported {SPEC_FORMAT}")
+            labels = tuple(str(v) for v in data["labels"])
+            if len(labels) < 2 or len(set(labels)) != len(labels):
+                raise BundleError(f"labels {list(labels)} must be at least two distinct names")
+            features = FeatureParams(**data["features"])
+            mean = np.asarray(data["normalisation"]["mean"], dtype=np.float32)
+            std = np.asarray(data["normalisation"]["std"], dtype=np.float32)
+            if mean.shape != (features.n_mels,) or std.shape != (features.n_mels,):
+                raise BundleError(
+                    f"normalisation mean/std have shapes {mean.shape}/{std.shape}, expected ({features.n_mels},)"
+                )
+            if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+                raise BundleError("normalisation stats must be finite with std > 0")
+            onnx = data["onnx"]
+            known = {"format", "name", "version", "labels", "sample_rate", "segment", "vad",
+                     "features", "normalisation", "onnx"}
+            spec = cls(
+                name=str(data["name"]), version=str(data["version"]), labels=labels,
+                sample_rate=int(data["sample_rate"]), segment=SegmentParams(**data["segment"]),
+                features=features, vad=VadParams(**data["vad"]), norm_mean=mean, norm_std=std,
+                input_name=str(onnx["input"]), output_name=str(onnx["output"]),
+                onnx_sha256=str(onnx["sha256"]), info={k: v for k, v in data.items() if k not in known},
+            )
+        except KeyError as exc:
+            raise BundleError(f"spec.json lacks the field {exc.args[0]!r}") from None
+        except (TypeError, ParameterError) as exc:
+            raise BundleError(f"spec.json: {exc}") from None
+        if spec.features.fmax > spec.sample_rate / 2:
+            raise BundleError(f"features.fmax {spec.features.fmax} exceeds Nyquist for {spec.sample_rate} Hz")
+        return spec
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle directory: ``path``, ``spec`` and the ONNX bytes' location."""
+
+    path: Path
+    spec: Spec
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / ONNX_FILE
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_bundle(path: str | Path | None = None) -> Bundle:
+    """Read and validate a bundle directory (default: :data:`DEFAULT_BUNDLE`).
+
+    Checks that ``spec.json`` parses and is complete, that ``model.onnx`` exists and matches the
+    recorded sha256. The ONNX graph's shapes are checked against the spec when a session is made
+    (:class:`models.runtime.EmotionModel`).
+    """
+    root = Path(path) if path is not None else DEFAULT_BUNDLE
+    if not root.is_dir():
+        raise BundleError(f"model bundle {root} is not a directory")
+    spec_path, onnx_path = root / SPEC_FILE, root / ONNX_FILE
+    if not spec_path.is_file():
+        raise BundleError(f"model bundle {root} has no {SPEC_FILE}")
+    if not onnx_path.is_file():
+        raise BundleError(f"model bundle {root} has no {ONNX_FILE}")
+    try:
+        data = json.loads(spec_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{spec_path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{spec_path} must hold a JSON object")
+    spec = Spec.from_dict(data)
+    actual = sha256_file(onnx_path)
+    if actual != spec.onnx_sha256:
+        raise BundleError(
+            f"{onnx_path} has sha256 {actual[:12]}…, but spec.json records {spec.onnx_sha256[:12] or 'none'}…"
+            " (corrupt or mismatched bundle)"
+        )
+    return Bundle(path=root, spec=spec)
+
+
+def write_bundle(path: str | Path, *, onnx_bytes: bytes, spec: Spec, card: str | None = None) -> Bundle:
+    """Write ``model.onnx``, ``spec.json`` (with the ONNX sha256 filled in) and the model card.
+
+    Returns the re-loaded, validated bundle.
+    """
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / ONNX_FILE).write_bytes(onnx_bytes)
+    digest = hashlib.sha256(onnx_bytes).hexdigest()
+    data = Spec.from_dict(spec.to_dict()).to_dict()
+    data["onnx"]["sha256"] = digest
+    (root / SPEC_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    if card is not None:
+        (root / CARD_FILE).write_text(card, encoding="utf-8")
+    return load_bundle(root)

@@ -1,0 +1,169 @@
+"""Segmenting, voice-activity gating and log-mel features: the numbers the model sees.
+
+All functions are keyword-only and shared by training and serving, so there is no train/serve
+skew. The log-mel is computed with ``scipy.fft`` on a strided frame view (about 3x faster than
+``librosa.feature.melspectrogram`` on one core) and agrees with librosa to within 1e-3 dB; the
+test suite checks both that agreement and a committed golden array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+
+from models.errors import ParameterError
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Log-mel parameters (librosa's names). ``center`` is always False: segments are cut first."""
+
+    n_fft: int = 256
+    hop_length: int = 80
+    n_mels: int = 64
+    fmin: float = 50.0
+    fmax: float = 4000.0
+    amin: float = 1e-8
+    kind: str = "logmel"
+
+    def __post_init__(self) -> None:
+        if self.kind != "logmel":
+            raise ParameterError(f"features.kind={self.kind!r}; only 'logmel' is implemented")
+        for name in ("n_fft", "hop_length", "n_mels"):
+            if int(getattr(self, name)) <= 0:
+                raise ParameterError(f"features.{name}={getattr(self, name)!r} must be positive")
+        if not 0 <= self.fmin < self.fmax:
+            raise ParameterError(f"features.fmin={self.fmin!r} must be >= 0 and below fmax={self.fmax!r}")
+        if self.amin <= 0:
+            raise ParameterError(f"features.amin={self.amin!r} must be positive")
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames produced for ``n_samples`` samples (``center=False``)."""
+        if n_samples < self.n_fft:
+            raise ParameterError(f"n_samples={n_samples} is shorter than n_fft={self.n_fft}")
+        return 1 + (n_samples - self.n_fft) // self.hop_length
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SegmentParams:
+    """How audio is cut: windows of ``window_s`` every ``hop_s``; a tail shorter than ``min_s`` is dropped."""
+
+    window_s: float = 3.0
+    hop_s: float = 3.0
+    min_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_s <= self.window_s:
+            raise ParameterError(f"segment.min_s={self.min_s!r} must be in (0, window_s={self.window_s!r}]")
+        if not 0 < self.hop_s <= self.window_s:
+            raise ParameterError(f"segment.hop_s={self.hop_s!r} must be in (0, window_s={self.window_s!r}]")
+
+    def samples(self, sr: int) -> tuple[int, int, int]:
+        """``(window, hop, min)`` in samples at rate ``sr``."""
+        return round(self.window_s * sr), round(self.hop_s * sr), round(self.min_s * sr)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VadParams:
+    """Energy gate: a segment is voiced when at least ``min_voiced_ratio`` of its 10 ms frames
+    (25 ms long) have an RMS level above ``threshold_dbfs`` (dB relative to full scale)."""
+
+    threshold_dbfs: float = -40.0
+    min_voiced_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not -120 <= self.threshold_dbfs <= 0:
+            raise ParameterError(f"vad.threshold_dbfs={self.threshold_dbfs!r} must be in [-120, 0]")
+        if not 0 <= self.min_voiced_ratio <= 1:
+            raise ParameterError(f"vad.min_voiced_ratio={self.min_voiced_ratio!r} must be in [0, 1]")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def segment(*, y: np.ndarray, sr: int, params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
+    """Cut mono ``y`` of shape ``(n,)`` into windows.
+
+    Returns ``(starts, segments)``: ``starts`` int64 of shape ``(k,)`` (sample offsets) and
+    ``segments`` float32 of shape ``(k, window)``; the last window is zero-padded. A tail shorter
+    than ``params.min_s`` (after at least one full window, or the whole input) yields no segment.
+    """
+    if y.ndim != 1:
+        raise ParameterError(f"y must be 1-D, got shape {y.shape}")
+    window, hop, min_len = params.samples(sr)
+    n = len(y)
+    starts = []
+    pos = 0
+    while pos < n:
+        remaining = n - pos
+        if remaining < min_len:
+            break
+        starts.append(pos)
+        if remaining <= window:
+            break
+        pos += hop
+    out = np.zeros((len(starts), window), dtype=np.float32)
+    for i, s in enumerate(starts):
+        chunk = y[s : s + window]
+        out[i, : len(chunk)] = chunk
+    return np.asarray(starts, dtype=np.int64), out
+
+
+def frame_levels_dbfs(*, segments: np.ndarray, sr: int) -> np.ndarray:
+    """RMS level per 25 ms frame, hop 10 ms, in dBFS. ``segments``: ``(k, n)`` -> ``(k, frames)``."""
+    frame, hop = round(0.025 * sr), round(0.010 * sr)
+    if segments.shape[-1] < frame:
+        return np.full((segments.shape[0], 1), -120.0, dtype=np.float32)
+    view = np.lib.stride_tricks.sliding_window_view(segments, frame, axis=-1)[..., ::hop, :]
+    rms = np.sqrt(np.mean(np.square(view, dtype=np.float32), axis=-1))
+    return (20.0 * np.log10(np.maximum(rms, 1e-6))).astype(np.float32)
+
+
+def voiced(*, segments: np.ndarray, sr: int, params: VadParams) -> np.ndarray:
+    """Boolean mask of shape ``(k,)``: which of ``segments`` ``(k, n)`` carry speech energy."""
+    levels = frame_levels_dbfs(segments=segments, sr=sr)
+    ratio = (levels > params.threshold_dbfs).mean(axis=-1)
+    return np.asarray(ratio >= params.min_voiced_ratio)
+
+
+@lru_cache(maxsize=8)
+def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    import librosa  # imported lazily: its first import costs ~1 s, paid once per process
+
+    basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    return np.ascontiguousarray(basis.T.astype(np.float32))  # (1 + n_fft // 2, n_mels)
+
+
+@lru_cache(maxsize=8)
+def _window(n_fft: int) -> np.ndarray:
+    return scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+
+
+def logmel(*, y: np.ndarray, sr: int, params: FeatureParams) -> np.ndarray:
+    """Log-mel power spectrogram in dB (``10 log10(max(S, amin))``, no top_db clipping).
+
+    ``y``: ``(n,)`` or ``(k, n)`` float32 -> ``(n_frames, n_mels)`` or ``(k, n_frames, n_mels)``
+    float32, with ``n_frames = 1 + (n - n_fft) // hop_length`` (``center=False``).
+    Equals ``librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft,
+    hop_length=hop_length, center=False, n_mels=n_mels, fmin=fmin, fmax=fmax), amin=amin,
+    top_db=None).T`` to within 1e-3 dB.
+    """
+    if params.fmax > sr / 2:
+        raise ParameterError(f"features.fmax={params.fmax} is above the Nyquist frequency of sr={sr}")
+    y = np.asarray(y, dtype=np.float32)
+    params.n_frames(y.shape[-1])  # validates the length
+    frames = np.lib.stride_tricks.sliding_window_view(y, params.n_fft, axis=-1)[..., :: params.hop_length, :]
+    spec = scipy.fft.rfft(frames * _window(params.n_fft), axis=-1)
+    power = np.square(spec.real) + np.square(spec.imag)
+    mel = power.astype(np.float32) @ _mel_basis(sr, params.n_fft, params.n_mels, params.fmin, params.fmax)
+    return (10.0 * np.log10(np.maximum(mel, params.amin))).astype(np.float32)

@@ -1,0 +1,108 @@
+"""The onnxruntime wrapper: a batch of segments (or features) in, probabilities out.
+
+Create one :class:`EmotionModel` per process (onnxruntime sessions are neither fork-safe nor
+picklable) and reuse it for every job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from models.bundle import Bundle, load_bundle
+from models.errors import BundleError, ParameterError
+from models.features import logmel, segment, voiced
+
+#: Default intra-op threads per session: one, so N worker processes use N cores.
+DEFAULT_THREADS = 1
+
+
+class EmotionModel:
+    """A loaded, validated bundle with its onnxruntime session."""
+
+    def __init__(self, bundle: Bundle | str | Path | None = None, *, threads: int = DEFAULT_THREADS) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.spec = self.bundle.spec
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(self.bundle.onnx_path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
+            raise BundleError(f"{self.bundle.onnx_path} cannot be loaded by onnxruntime: {exc}") from None
+        self._check_graph()
+        self._mean = self.spec.norm_mean.astype(np.float32)
+        self._inv_std = (1.0 / self.spec.norm_std).astype(np.float32)
+
+    def _check_graph(self) -> None:
+        spec = self.spec
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if spec.input_name not in inputs:
+            raise BundleError(f"model.onnx has no input {spec.input_name!r} (has {sorted(inputs)})")
+        if spec.output_name not in outputs:
+            raise BundleError(f"model.onnx has no output {spec.output_name!r} (has {sorted(outputs)})")
+        want_in = [spec.n_frames, spec.features.n_mels]
+        got_in = list(inputs[spec.input_name].shape)[1:]
+        if len(got_in) != 2 or any(isinstance(g, int) and g != w for g, w in zip(got_in, want_in)):
+            raise BundleError(f"model.onnx input shape {got_in} does not match spec (frames, n_mels) {want_in}")
+        got_out = list(outputs[spec.output_name].shape)[1:]
+        if len(got_out) != 1 or (isinstance(got_out[0], int) and got_out[0] != len(spec.labels)):
+            raise BundleError(f"model.onnx output shape {got_out} does not match {len(spec.labels)} labels")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.model_id
+
+    def features(self, segments: np.ndarray) -> np.ndarray:
+        """Normalised log-mel of ``segments`` ``(k, window)`` -> ``(k, frames, n_mels)`` float32."""
+        feats = logmel(y=segments, sr=self.spec.sample_rate, params=self.spec.features)
+        return (feats - self._mean) * self._inv_std
+
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities ``(k, n_labels)`` for normalised features ``(k, frames, n_mels)``."""
+        if x.ndim != 3 or x.shape[1:] != (self.spec.n_frames, self.spec.features.n_mels):
+            raise ParameterError(
+                f"features have shape {x.shape}, expected (k, {self.spec.n_frames}, {self.spec.features.n_mels})"
+            )
+        if len(x) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        (probs,) = self.session.run([self.spec.output_name], {self.spec.input_name: x.astype(np.float32)})
+        return np.asarray(probs, dtype=np.float32)
+
+    def predict_segments(self, segments: np.ndarray) -> np.ndarray:
+        """Probabilities ``(k, n_labels)`` for raw segments ``(k, window)`` at the spec's rate."""
+        window, _, _ = self.spec.segment.samples(self.spec.sample_rate)
+        if segments.ndim != 2 or segments.shape[1] != window:
+            raise ParameterError(f"segments have shape {segments.shape}, expected (k, {window})")
+        return self.predict_features(self.features(segments))
+
+    def predict_clip(self, y: np.ndarray) -> tuple[np.ndarray, int]:
+        """Classify a whole mono clip ``(n,)``: mean of the voiced segments' probabilities.
+
+        Returns ``(probs (n_labels,), n_segments_used)``. When no segment passes the VAD gate,
+        all segments are used (a quiet clip still gets a label).
+        """
+        sr = self.spec.sample_rate
+        _, segs = segment(y=y, sr=sr, params=self.spec.segment)
+        if len(segs) == 0:
+            raise ParameterError(f"clip of {len(y) / sr:.2f} s is shorter than segment.min_s={self.spec.segment.min_s}")
+        mask = voiced(segments=segs, sr=sr, params=self.spec.vad)
+        if mask.any():
+            segs = segs[mask]
+        probs = self.predict_segments(segs)
+        return probs.mean(axis=0), len(segs)
+
+    def warmup(self) -> None:
+        """Pay librosa's lazy imports and onnxruntime's first-run cost before real work."""
+        window, _, _ = self.spec.segment.samples(self.spec.sample_rate)
+        self.predict_segments(np.zeros((1, window), dtype=np.float32))
