@@ -49,7 +49,7 @@ class EmotionModel:
             raise BundleError(f"model.onnx has no output {spec.output_name!r} (has {sorted(outputs)})")
         want_in = [spec.n_frames, spec.features.n_mels]
         got_in = list(inputs[spec.input_name].shape)[1:]
-        if len(got_in) != 2 or any(isinstance(g, int) and g != w for g, w in zip(got_in, want_in)):
+        if len(got_in) != 2 or any(isinstance(g, int) and g != w for g, w in zip(got_in, want_in, strict=True)):
             raise BundleError(f"model.onnx input shape {got_in} does not match spec (frames, n_mels) {want_in}")
         got_out = list(outputs[spec.output_name].shape)[1:]
         if len(got_out) != 1 or (isinstance(got_out[0], int) and got_out[0] != len(spec.labels)):
