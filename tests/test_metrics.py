@@ -1,0 +1,254 @@
+"""workers.metrics: several processes summed through the multiprocess dir, HTTP endpoints, and a
+real Prometheus scraping the endpoint (skipped where the ``prometheus`` binary is absent)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from workers import metrics as wm
+
+SEGMENTS_PER_CHILD = 3
+MODEL_INFO = {"name": "tiny", "version": "1.2.3", "labels": wm.DEFAULT_LABELS}
+
+
+def _child(go_away: Any, index: int) -> None:
+    """One worker process: records a known set of values, then waits to be told to exit."""
+    m = wm.WorkerMetrics()
+    m.ready()
+    for _ in range(SEGMENTS_PER_CHILD):
+        with m.stage("inference"):
+            pass
+        m.segment("ok", "angry")
+        m.e2e(0.5)
+        m.busy(0.25)
+    m.segment("error")
+    m.error("Inference Failed!" if index else "inference_failed")
+    go_away.wait(30)
+
+
+class FakeRedis:
+    """The four calls the collector makes, over an RQ-shaped queue."""
+
+    def __init__(self, jobs: dict[str, datetime] | None = None, up: bool = True) -> None:
+        self.jobs = jobs or {}
+        self.up = up
+
+    def _check(self) -> None:
+        if not self.up:
+            raise ConnectionError("redis down")
+
+    def ping(self) -> bool:
+        self._check()
+        return True
+
+    def llen(self, key: str) -> int:
+        self._check()
+        assert key == "rq:queue:ser"
+        return len(self.jobs)
+
+    def lindex(self, key: str, index: int) -> bytes | None:
+        self._check()
+        ids = list(self.jobs)
+        return ids[index].encode() if ids else None
+
+    def hget(self, key: str, field: str) -> bytes | None:
+        self._check()
+        assert field == "enqueued_at"
+        when = self.jobs.get(key.removeprefix("rq:job:"))
+        return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode() if when else None
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+@pytest.fixture
+def mp_dir() -> Iterator[Path]:
+    with wm.multiprocess_dir() as path:
+        yield path
+
+
+def test_two_processes_are_summed_and_dead_ones_dropped(mp_dir: Path) -> None:
+    ctx = mp.get_context("spawn")
+    go_away = ctx.Event()
+    redis = FakeRedis({"j1": datetime.now(UTC) - timedelta(seconds=42), "j2": datetime.now(UTC)})
+    server = wm.start_metrics_server(0, host="127.0.0.1", redis=redis, queue="ser", model_info=MODEL_INFO)
+    children = [ctx.Process(target=_child, args=(go_away, i)) for i in range(2)]
+    try:
+        assert _get(server.url + "/healthz")[0] == 200
+        assert _get(server.url + "/readyz")[0] == 503  # no worker has loaded its model yet
+        for c in children:
+            c.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            code, text = _get(server.url + "/metrics")
+            s = _samples(text)
+            if s.get(("ser_errors_total", (("reason", "inference_failed"),))) == 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"children's values never showed up:\n{text}")
+        assert code == 200
+        # Every family the module declares is exposed, and nothing else under ser_.
+        exposed = {m.group(1) for m in re.finditer(r"^# TYPE (ser_\w+) ", text, re.M)}
+        assert exposed == set(wm.METRIC_FAMILIES)
+        assert s[("ser_segments_total", (("label", "angry"), ("status", "ok")))] == 2 * SEGMENTS_PER_CHILD
+        assert s[("ser_segments_total", (("label", "none"), ("status", "error")))] == 2
+        assert s[("ser_stage_seconds_count", (("stage", "inference"),))] == 2 * SEGMENTS_PER_CHILD
+        assert s[("ser_stage_seconds_count", (("stage", "decode"),))] == 0
+        assert s[("ser_end_to_end_seconds_bucket", (("le", "0.5"),))] == 2 * SEGMENTS_PER_CHILD
+        assert s[("ser_worker_busy_seconds_total", ())] == pytest.approx(2 * SEGMENTS_PER_CHILD * 0.25)
+        assert s[("ser_workers", ())] == 2
+        assert s[("ser_workers_ready", ())] == 2
+        assert s[("ser_queue_depth", ())] == 2
+        assert 41 < s[("ser_queue_oldest_job_age_seconds", ())] < 60
+        assert s[("ser_redis_up", ())] == 1
+        assert s[("ser_model_info", (("labels", ",".join(wm.DEFAULT_LABELS)), ("name", "tiny"),
+                                     ("version", "1.2.3")))] == 1
+        assert _get(server.url + "/readyz") == (200, "2 worker(s) with a loaded model\n")
+
+        go_away.set()
+        for c in children:
+            c.join(30)
+            assert c.exitcode == 0
+            wm.mark_process_dead(c.pid)  # type: ignore[arg-type]
+        s = _samples(_get(server.url + "/metrics")[1])
+        assert s.get(("ser_workers", ()), 0) == 0  # live gauges go with their process ...
+        assert s[("ser_segments_total", (("label", "angry"), ("status", "ok")))] == 6  # ... counts stay
+        assert _get(server.url + "/readyz")[0] == 503
+        redis.up = False
+        s = _samples(_get(server.url + "/metrics")[1])
+        assert s[("ser_redis_up", ())] == 0 and ("ser_queue_depth", ()) not in s
+        assert _get(server.url + "/readyz") == (503, "redis unreachable\n")
+    finally:
+        go_away.set()
+        for c in children:
+            if c.is_alive():
+                c.kill()
+        server.close()
+
+
+def test_readiness_callback_and_flag_flip() -> None:
+    state = {"ready": False}
+    server = wm.start_metrics_server(0, host="127.0.0.1", ready=lambda: state["ready"])
+    try:
+        assert _get(server.url + "/readyz")[0] == 503
+        state["ready"] = True
+        assert _get(server.url + "/readyz")[0] == 200
+        assert _get(server.url + "/nope")[0] == 404
+    finally:
+        server.close()
+    server = wm.start_metrics_server(0, host="127.0.0.1", redis=FakeRedis())
+    try:
+        server.set_ready(True)
+        assert _get(server.url + "/readyz")[0] == 200
+        server.set_ready(False)
+        assert _get(server.url + "/readyz")[0] == 503
+    finally:
+        server.close()
+
+
+def test_api_rejects_unbounded_labels() -> None:
+    from prometheus_client import CollectorRegistry
+
+    reg = CollectorRegistry()
+    m = wm.WorkerMetrics(registry=reg)
+    with pytest.raises(ValueError):
+        m.segment("weird", "angry")
+    with pytest.raises(ValueError), m.stage("resample"):
+        pass
+    m.segment("ok", "not-a-label")
+    m.error("Redis: connection refused (call 12)")
+    assert reg.get_sample_value("ser_segments_total", {"status": "ok", "label": "other"}) == 1
+    assert reg.get_sample_value("ser_errors_total", {"reason": "redis_connection_refused_call_12"}) == 1
+    enq = datetime(2026, 1, 1, 12, 0, 0)  # naive UTC, as RQ stores it
+    assert m.e2e_since(enq, now=enq.replace(tzinfo=UTC) + timedelta(seconds=2.5)) == pytest.approx(2.5)
+    assert reg.get_sample_value("ser_end_to_end_seconds_bucket", {"le": "3.0"}) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_real_prometheus_scrapes_the_endpoint(tmp_path: Path, mp_dir: Path) -> None:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus binary not installed (bash .ci/install-system-deps.sh installs it)")
+    from prometheus_client import CollectorRegistry
+
+    m = wm.WorkerMetrics(registry=CollectorRegistry())  # in-process, values still land in mp_dir
+    m.segment("ok", "happy")
+    with m.stage("decode"):
+        pass
+    server = wm.start_metrics_server(0, host="127.0.0.1", redis=FakeRedis(), queue="ser", model_info=MODEL_INFO)
+    prom_port = _free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: ser-worker\n    static_configs: [{{targets: ['127.0.0.1:{server.port}']}}]\n"
+    )
+    proc = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{prom_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    wanted = ["ser_segments_total", "ser_stage_seconds_bucket", "ser_queue_depth", "ser_model_info"]
+    seen: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(seen) < len(wanted):
+            time.sleep(0.5)
+            for name in wanted:
+                if name in seen:
+                    continue
+                query = urllib.parse.urlencode({"query": name})
+                try:
+                    code, body = _get(f"http://127.0.0.1:{prom_port}/api/v1/query?{query}")
+                except (urllib.error.URLError, ConnectionError):
+                    break  # not listening yet
+                result = json.loads(body)["data"]["result"] if code == 200 else []
+                if result:
+                    seen[name] = result
+    finally:
+        proc.terminate()
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        server.close()
+    assert set(seen) == set(wanted), f"prometheus saw only {sorted(seen)}; its log:\n{err.decode()[-3000:]}"
+    happy = [r for r in seen["ser_segments_total"] if r["metric"].get("label") == "happy"]
+    assert happy and float(happy[0]["value"][1]) == 1
+    assert happy[0]["metric"]["job"] == "ser-worker"
