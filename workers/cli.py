@@ -1,0 +1,62 @@
+"""``ser-worker``: run a pool of RQ workers that classify segments (options and env: docs/pipeline.md)."""
+
+from __future__ import annotations
+
+import os
+
+from workers.settings import THREAD_ENV_VARS
+
+# Cap BLAS/OpenMP threads before anything imports numpy (children inherit the environment).
+for _var in THREAD_ENV_VARS:
+    os.environ.setdefault(_var, "1")
+
+import click  # noqa: E402
+
+from workers.contract import DEFAULT_QUEUE  # noqa: E402
+from workers.settings import (  # noqa: E402
+    DEFAULT_LOG_LEVEL,
+    DEFAULT_PROCESSES,
+    DEFAULT_REDIS_URL,
+    MAX_PROCESSES,
+    WorkerSettings,
+)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--redis-url", envvar="SER_REDIS_URL", default=DEFAULT_REDIS_URL, show_default=True,
+              help="Redis holding the queue and the results streams [env SER_REDIS_URL].")
+@click.option("--queue", envvar="SER_QUEUE", default=DEFAULT_QUEUE, show_default=True,
+              help="RQ queue to work [env SER_QUEUE].")
+@click.option("--processes", "-n", envvar="SER_WORKER_PROCESSES", type=click.IntRange(1, MAX_PROCESSES),
+              default=DEFAULT_PROCESSES, show_default=True,
+              help="Worker processes (each loads the model once, one thread) [env SER_WORKER_PROCESSES].")
+@click.option("--model", "model_dir", envvar="SER_MODEL", type=click.Path(file_okay=False), default=None,
+              help="Model bundle directory [env SER_MODEL; default: the shipped bundle models/default].")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+@click.option("--log-level", envvar="SER_LOG_LEVEL", default=DEFAULT_LOG_LEVEL, show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="RQ log level [env SER_LOG_LEVEL].")
+def main(redis_url: str, queue: str, processes: int, model_dir: str | None, burst: bool, log_level: str) -> None:
+    """Classify queued speech segments and publish the results to Redis Streams."""
+    import redis
+
+    from models.bundle import load_bundle
+    from models.errors import SERError
+    from workers.pool import run_pool
+
+    settings = WorkerSettings(redis_url=redis_url, queue=queue, processes=processes, model_dir=model_dir,
+                              burst=burst, log_level=log_level.upper())
+    try:  # fail fast, with one line, before spawning anything
+        load_bundle(model_dir)
+        redis.Redis.from_url(redis_url).ping()
+    except SERError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (redis.RedisError, ValueError) as exc:
+        raise click.ClickException(f"cannot reach Redis at {redis_url}: {exc}") from None
+    code = run_pool(settings)
+    if code:
+        raise click.ClickException(f"a worker process exited with code {code}")
+
+
+if __name__ == "__main__":
+    main()

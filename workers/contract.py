@@ -1,0 +1,173 @@
+"""The job/result contract between the producer and the workers (the only part of ``workers``
+the producer may import).
+
+* Queue: RQ queue :data:`DEFAULT_QUEUE`, JSON-serialised jobs (``rq.serializers.JSONSerializer``)
+  calling :data:`JOB_FUNC` with one argument, the payload dict built by :func:`make_payload`.
+* PCM: int16 little-endian mono samples of ``len(items)`` segments of ``window`` samples each,
+  concatenated, stored under :func:`pcm_key` with a TTL (never inside RQ's job data).
+* Results: one Redis Stream per call, :func:`results_key`; each entry has the fields
+  ``kind`` (``result``, ``failure`` or ``end``) and ``record`` (the JSON record).
+* :func:`classify` is the job itself as a pure function, shared by the RQ job and the producer's
+  embedded (no Redis) mode, so both give identical records.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+#: Payload layout version; workers reject other versions with a failure record.
+PAYLOAD_VERSION = 1
+#: Default RQ queue name (Redis list ``rq:queue:ser``).
+DEFAULT_QUEUE = "ser"
+#: Dotted path of the RQ job function (a string, so the producer never imports the job module).
+JOB_FUNC = "workers.job.process"
+#: Dotted path of the RQ on_failure callback (publishes failure records for crashed jobs).
+FAILURE_CALLBACK = "workers.job.on_failure"
+#: Key prefixes. Every key the pipeline writes starts with ``ser:``.
+RESULTS_PREFIX = "ser:results:"
+PCM_PREFIX = "ser:pcm:"
+CLAIM_PREFIX = "ser:claim:"
+#: Seconds a PCM key lives if no worker picks it up (the job then fails with a failure record).
+PCM_TTL_S = 600
+#: Seconds a results stream (and a job claim) lives after its last write.
+RESULTS_TTL_S = 3600
+#: Approximate cap on entries per results stream (``XADD ... MAXLEN ~``).
+RESULTS_MAXLEN = 100_000
+#: RQ ``result_ttl`` / ``failure_ttl``: short, the results live in the stream, not in RQ.
+JOB_RESULT_TTL_S = 60
+JOB_FAILURE_TTL_S = 600
+#: RQ job timeout (seconds) for one batch.
+JOB_TIMEOUT_S = 120
+#: Most segments one job may carry, and most PCM bytes one job may reference.
+MAX_BATCH = 256
+MAX_PCM_BYTES = 32 << 20
+#: Scale between float samples in [-1, 1] and int16 PCM.
+PCM_SCALE = 32768.0
+
+_ID_RE = re.compile(r"[^A-Za-z0-9_-]+")
+KINDS = ("result", "failure", "end")
+
+
+def sanitize(name: str, *, max_len: int = 64) -> str:
+    """Map any name to ``[A-Za-z0-9_-]+`` (RQ job ids and key parts must not hold colons)."""
+    out = _ID_RE.sub("_", str(name)).strip("_")[:max_len]
+    return out or "x"
+
+
+def job_id(stream_id: str, channel: str, seq: int) -> str:
+    """Deterministic job id ``{stream_id}-{channel}-{seq}`` of the batch starting at ``seq``."""
+    return f"{sanitize(stream_id)}-{sanitize(channel)}-{int(seq)}"
+
+
+def results_key(stream_id: str) -> str:
+    return RESULTS_PREFIX + sanitize(stream_id)
+
+
+def pcm_key(jid: str) -> str:
+    return PCM_PREFIX + jid
+
+
+def claim_key(jid: str) -> str:
+    return CLAIM_PREFIX + jid
+
+
+def pcm_encode(segments: np.ndarray) -> bytes:
+    """Float segments ``(k, window)`` -> int16 little-endian bytes (rounded, clipped)."""
+    q = np.clip(np.rint(np.asarray(segments, dtype=np.float32) * PCM_SCALE), -32768, 32767)
+    return q.astype("<i2").tobytes()
+
+
+def pcm_decode(data: bytes, *, k: int, window: int) -> np.ndarray:
+    """int16 bytes -> float32 ``(k, window)``; raises ValueError when the size does not match."""
+    if len(data) != 2 * k * window:
+        raise ValueError(f"PCM holds {len(data)} bytes, expected {2 * k * window} ({k} x {window} int16)")
+    return (np.frombuffer(data, dtype="<i2").astype(np.float32) / PCM_SCALE).reshape(k, window)
+
+
+def make_payload(
+    *, stream_id: str, channel: str, model_id: str, sample_rate: int, window: int,
+    items: Sequence[tuple[int, float, float]], pcm_key: str,
+) -> dict[str, Any]:
+    """The JSON job argument. ``items``: ``(seq, start_s, end_s)`` per segment, in PCM order."""
+    if not 1 <= len(items) <= MAX_BATCH:
+        raise ValueError(f"a job carries 1-{MAX_BATCH} segments, got {len(items)}")
+    if 2 * len(items) * window > MAX_PCM_BYTES:
+        raise ValueError(f"a job may reference at most {MAX_PCM_BYTES} PCM bytes")
+    return {
+        "v": PAYLOAD_VERSION, "stream_id": stream_id, "channel": channel, "model_id": model_id,
+        "sample_rate": int(sample_rate), "window": int(window), "pcm_key": pcm_key,
+        "results_key": results_key(stream_id),
+        "items": [[int(s), round(float(a), 3), round(float(b), 3)] for s, a, b in items],
+    }
+
+
+def base_record(payload: dict[str, Any], item: Sequence[Any]) -> dict[str, Any]:
+    seq, start_s, end_s = item
+    return {"stream_id": payload["stream_id"], "channel": payload["channel"], "seq": int(seq),
+            "start_s": float(start_s), "end_s": float(end_s)}
+
+
+def failure_records(payload: dict[str, Any], error: str, *, model: str | None = None) -> list[dict[str, Any]]:
+    """One ``failure`` record per segment of ``payload`` (error: a one-line reason)."""
+    reason = " ".join(str(error).split())[:500] or "unknown error"
+    return [{**base_record(payload, it), "kind": "failure", "error": reason, "model": model}
+            for it in payload.get("items", [])]
+
+
+class Classifier(Protocol):
+    """What :func:`classify` needs of a model (``models.runtime.EmotionModel`` fits)."""
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+    def predict_segments(self, segments: np.ndarray) -> np.ndarray: ...
+
+
+def classify(model: Classifier, payload: dict[str, Any], pcm: bytes) -> list[dict[str, Any]]:
+    """The job as a pure function: payload + its PCM -> one record per segment.
+
+    A mismatch between the job's model and ``model`` gives failure records, not an exception.
+    """
+    if payload.get("v") != PAYLOAD_VERSION:
+        return failure_records(payload, f"payload version {payload.get('v')!r} is not {PAYLOAD_VERSION}",
+                               model=model.model_id)
+    if payload["model_id"] != model.model_id:
+        return failure_records(
+            payload, f"model mismatch: job wants {payload['model_id']}, worker has {model.model_id}",
+            model=model.model_id)
+    items = payload["items"]
+    segs = pcm_decode(pcm, k=len(items), window=int(payload["window"]))
+    probs = model.predict_segments(segs)
+    labels = model.labels
+    out = []
+    for item, p in zip(items, probs, strict=True):
+        best = int(np.argmax(p))
+        out.append({**base_record(payload, item), "kind": "result", "label": labels[best],
+                    "confidence": round(float(p[best]), 6),
+                    "probs": {lab: round(float(v), 6) for lab, v in zip(labels, p, strict=True)},
+                    "model": model.model_id})
+    return out
+
+
+def encode_entry(record: dict[str, Any]) -> dict[str, str]:
+    """Stream entry fields for one record: ``{"kind": ..., "record": json}``."""
+    return {"kind": str(record["kind"]), "record": json.dumps(record, separators=(",", ":"))}
+
+
+def decode_entry(fields: dict[Any, Any]) -> dict[str, Any]:
+    """Inverse of :func:`encode_entry` (accepts bytes or str keys/values)."""
+    raw = fields.get(b"record", fields.get("record"))
+    if raw is None:
+        raise ValueError("stream entry has no 'record' field")
+    record = json.loads(raw)
+    if not isinstance(record, dict) or record.get("kind") not in KINDS:
+        raise ValueError("stream entry holds no valid record")
+    return record

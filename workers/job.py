@@ -1,0 +1,107 @@
+"""The RQ job: fetch a batch's PCM, classify it with the process's model, publish the records.
+
+The model is loaded once per worker process (:func:`set_model`, called by
+:mod:`workers.process` before the first job). Every outcome, including errors, is published to
+the call's results stream, so a producer never waits for a job that failed.
+
+Metrics hook: :func:`set_stage_timer` installs ``timer(stage) -> context manager``; the job wraps
+its stages (:data:`STAGES`) in it. The default does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from workers.contract import (
+    JOB_FUNC,
+    RESULTS_MAXLEN,
+    RESULTS_TTL_S,
+    Classifier,
+    classify,
+    encode_entry,
+    failure_records,
+)
+
+#: Stage names passed to the stage timer, in order.
+STAGES = ("fetch", "classify", "publish")
+
+StageTimer = Callable[[str], AbstractContextManager[Any]]
+
+_model: Classifier | None = None
+_timer: StageTimer = lambda stage: contextlib.nullcontext()  # noqa: E731
+
+
+def set_model(model: Classifier | None) -> None:
+    """Install the process's model (one per process, reused by every job)."""
+    global _model
+    _model = model
+
+
+def get_model() -> Classifier:
+    """The installed model; loads the shipped bundle on first use if none was installed."""
+    global _model
+    if _model is None:
+        from models.runtime import EmotionModel
+
+        _model = EmotionModel()
+    return _model
+
+
+def set_stage_timer(timer: StageTimer | None) -> None:
+    """Install a metrics hook: ``timer(stage)`` must return a context manager."""
+    global _timer
+    _timer = timer if timer is not None else (lambda stage: contextlib.nullcontext())
+
+
+def publish(connection: Any, payload: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """XADD the records to the call's stream (MAXLEN ~) and refresh its TTL, in one round trip."""
+    key = payload["results_key"]
+    pipe = connection.pipeline(transaction=False)
+    for rec in records:
+        pipe.xadd(key, encode_entry(rec), maxlen=RESULTS_MAXLEN, approximate=True)
+    pipe.expire(key, RESULTS_TTL_S)
+    pipe.execute()
+
+
+def run_batch(connection: Any, payload: dict[str, Any]) -> dict[str, int]:
+    """Do one job's work against ``connection``; never raises for a bad batch."""
+    model_id: str | None = None
+    try:
+        model = get_model()
+        model_id = model.model_id
+        with _timer("fetch"):
+            pcm = connection.getdel(payload["pcm_key"])
+        if pcm is None:
+            records = failure_records(payload, "PCM data expired or missing (job ran too late or twice)",
+                                      model=model_id)
+        else:
+            with _timer("classify"):
+                records = classify(model, payload, pcm)
+    except Exception as exc:  # any bad batch becomes failure records, the worker keeps going
+        records = failure_records(payload, f"{type(exc).__name__}: {exc}", model=model_id)
+    with _timer("publish"):
+        publish(connection, payload, records)
+    return {"segments": len(records), "failed": sum(r["kind"] == "failure" for r in records)}
+
+
+def process(payload: dict[str, Any]) -> dict[str, int]:
+    """The RQ job function (:data:`workers.contract.JOB_FUNC`)."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError(f"{JOB_FUNC} must run inside an RQ worker")
+    return run_batch(job.connection, payload)
+
+
+def on_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:
+    """RQ on_failure callback: publish failure records for a job that crashed or timed out."""
+    try:
+        payload = job.args[0]
+        records = failure_records(payload, f"job failed: {getattr(exc_type, '__name__', exc_type)}: {exc_value}")
+        publish(connection, payload, records)
+    except Exception:  # a malformed payload has nowhere to publish to
+        pass

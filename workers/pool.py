@@ -1,0 +1,50 @@
+"""A pool of N non-forking worker processes started with multiprocessing 'spawn'.
+
+The parent forwards SIGTERM/SIGINT to every child as one SIGTERM (RQ's warm shutdown: finish
+the current job, then exit) and waits for all of them. If a child fails, the others are stopped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from typing import Any
+
+from workers.process import pool_child
+from workers.settings import WorkerSettings
+
+#: Seconds between liveness checks of the children.
+JOIN_POLL_S = 0.2
+
+
+def run_pool(settings: WorkerSettings) -> int:
+    """Run ``settings.processes`` workers; return the worst child exit code (0 when all were clean)."""
+    ctx = multiprocessing.get_context("spawn")
+    parent = os.getpid()
+    procs = [ctx.Process(target=pool_child, args=(settings, i, parent), name=f"ser-worker-{i}")
+             for i in range(settings.processes)]
+
+    def forward(signum: int, frame: Any) -> None:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for p in procs:
+            p.start()
+        stopping = False
+        while any(p.is_alive() for p in procs):
+            for p in procs:
+                p.join(JOIN_POLL_S)
+                if not stopping and p.exitcode not in (None, 0):
+                    print(f"ser-worker: {p.name} exited with code {p.exitcode}; stopping the pool",
+                          file=sys.stderr)
+                    stopping = True
+                    forward(signal.SIGTERM, None)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return max((abs(p.exitcode or 0) for p in procs), default=0)

@@ -1,0 +1,61 @@
+"""One worker process: load and warm the model once, then run a non-forking RQ worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+from workers.settings import WorkerSettings
+
+#: Seconds between checks that the pool parent is still alive.
+PARENT_POLL_S = 1.0
+
+
+def _watch_parent(parent: int) -> None:
+    """Ask for a warm shutdown when the pool parent dies (the child is then re-parented)."""
+    while True:
+        time.sleep(PARENT_POLL_S)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
+    """Load the model, warm it up and work the queue until stopped (or empty, with burst).
+
+    Raises :class:`models.errors.SERError` for a bad bundle and redis errors for a bad URL.
+    """
+    import redis
+    from rq import Queue, SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    from models.runtime import EmotionModel
+    from workers import job
+
+    model = EmotionModel(settings.model_dir, threads=1)
+    model.warmup()
+    job.set_model(model)
+    connection = redis.Redis.from_url(settings.redis_url)
+    connection.ping()
+    queue = Queue(settings.queue, connection=connection, serializer=JSONSerializer)
+    worker = SimpleWorker([queue], connection=connection, serializer=JSONSerializer, name=name)
+    return bool(worker.work(burst=settings.burst, logging_level=settings.log_level))
+
+
+def pool_child(settings: WorkerSettings, index: int, parent: int) -> None:
+    """Entry point of a spawned pool process (exit code 0 on a clean stop, 2 on an error)."""
+    os.setpgrp()  # the terminal's Ctrl-C reaches only the parent, which forwards one SIGTERM
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    from models.errors import SERError
+
+    try:
+        run_worker(settings, name=f"ser-{os.uname().nodename}-{parent}-{index}")
+    except SERError as exc:
+        print(f"ser-worker[{index}]: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:  # redis connection errors and the like: one line, not a traceback
+        print(f"ser-worker[{index}]: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(2)
