@@ -1,0 +1,131 @@
+"""``ser-produce``: classify a call's speech emotions segment by segment (options and env: docs/pipeline.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from models.audio import RAW_ENCODINGS
+from producer.settings import (
+    DEFAULT_BATCH_FILE,
+    DEFAULT_BATCH_LIVE,
+    DEFAULT_FORMAT,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_RAW_CHANNELS,
+    DEFAULT_RAW_ENCODING,
+    DEFAULT_TIMEOUT_S,
+    FORMATS,
+    ProducerSettings,
+    RawFormat,
+)
+from workers.contract import DEFAULT_QUEUE, MAX_BATCH, sanitize
+
+#: Exit status when the run did not complete (a timeout, or segments that failed).
+EXIT_INCOMPLETE = 3
+
+
+class IncompleteRun(click.ClickException):
+    exit_code = EXIT_INCOMPLETE
+
+
+def default_stream_id(audio: str) -> str:
+    """``{file stem}-{8 hex of its sha256}`` for a file (a re-send reuses it); time and pid for stdin."""
+    if audio == "-":
+        return f"stdin-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
+    digest = hashlib.sha256()
+    try:
+        with open(audio, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return sanitize(Path(audio).stem)  # the source reports the real problem
+    return f"{sanitize(Path(audio).stem, max_len=48)}-{digest.hexdigest()[:8]}"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("audio")
+@click.option("--model", "model_dir", envvar="SER_MODEL", type=click.Path(file_okay=False), default=None,
+              help="Model bundle directory [env SER_MODEL; default: the shipped bundle models/default].")
+@click.option("--redis-url", envvar="SER_REDIS_URL", default=None,
+              help="Redis of the worker pool [env SER_REDIS_URL]; unset: classify in this process.")
+@click.option("--queue", envvar="SER_QUEUE", default=DEFAULT_QUEUE, show_default=True,
+              help="RQ queue [env SER_QUEUE].")
+@click.option("--stream-id", default=None,
+              help="Call id in job ids and the results stream key [default: file stem + content hash].")
+@click.option("--channel-names", default=None, help="Comma-separated channel names, e.g. agent,customer.")
+@click.option("--realtime", is_flag=True, help="Pace a file at real time, as a live call arrives.")
+@click.option("--rate", type=int, default=None, help="Raw PCM on stdin: sample rate in Hz.")
+@click.option("--channels", type=int, default=None,
+              help=f"Raw PCM on stdin: interleaved channels [default {DEFAULT_RAW_CHANNELS}].")
+@click.option("--encoding", type=click.Choice(list(RAW_ENCODINGS)), default=None,
+              help=f"Raw PCM on stdin: sample encoding [default {DEFAULT_RAW_ENCODING}].")
+@click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=None,
+              help=f"Segments per job [default {DEFAULT_BATCH_FILE} for files, {DEFAULT_BATCH_LIVE} for stdin "
+                   "or --realtime].")
+@click.option("--max-pending", type=click.IntRange(1), envvar="SER_MAX_PENDING", default=DEFAULT_MAX_PENDING,
+              show_default=True, help="Stop reading while the queue holds this many jobs [env SER_MAX_PENDING].")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1), envvar="SER_TIMEOUT",
+              default=DEFAULT_TIMEOUT_S, show_default=True,
+              help="Give up after this many seconds without progress [env SER_TIMEOUT].")
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default=DEFAULT_FORMAT,
+              show_default=True, help="Output format.")
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8", lazy=True), default="-",
+              help="Write records here [default: stdout].")
+def main(audio: str, model_dir: str | None, redis_url: str | None, queue: str, stream_id: str | None,
+         channel_names: str | None, realtime: bool, rate: int | None, channels: int | None,
+         encoding: str | None, batch: int | None, max_pending: int, timeout_s: float, output_format: str,
+         output: Any) -> None:
+    """Cut AUDIO (a file, or - for a WAV or raw PCM stream on stdin) into segments, classify every
+    voiced segment's emotion, print the results in order and a per-channel summary."""
+    from models.errors import SERError
+    from producer.pipeline import run
+
+    if rate is None and (channels is not None or encoding is not None):
+        raise click.UsageError("--channels/--encoding describe raw PCM: give --rate too")
+    raw = None if rate is None else RawFormat(rate=rate, channels=channels or DEFAULT_RAW_CHANNELS,
+                                              encoding=encoding or DEFAULT_RAW_ENCODING)
+    live = audio == "-" or realtime
+    settings = ProducerSettings(
+        audio=audio, stream_id=sanitize(stream_id) if stream_id else default_stream_id(audio),
+        model_dir=model_dir, redis_url=redis_url or None, queue=queue, raw=raw, realtime=realtime,
+        channel_names=tuple(n.strip() for n in channel_names.split(",")) if channel_names else (),
+        batch=batch or (DEFAULT_BATCH_LIVE if live else DEFAULT_BATCH_FILE), max_pending=max_pending,
+        timeout_s=timeout_s, output_format=output_format,
+    )
+    connection = None
+    if settings.redis_url:
+        import redis
+
+        try:
+            connection = redis.Redis.from_url(settings.redis_url)
+            connection.ping()
+        except (redis.RedisError, ValueError) as exc:
+            raise click.ClickException(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
+    stdin = sys.stdin.buffer
+    try:
+        outcome = run(settings, stdin=stdin, out=output, connection=connection)
+    except SERError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        import redis
+
+        if isinstance(exc, redis.RedisError):
+            raise click.ClickException(f"Redis at {settings.redis_url} failed: {exc}") from None
+        raise
+    summary_out = output if output_format == "table" else sys.stderr  # jsonl/csv stay machine-readable
+    if output_format == "table":
+        output.write("\n")
+    for line in outcome.summary:
+        click.echo(line, file=summary_out)
+    mode = f"queue {settings.queue!r}" if connection is not None else "embedded"
+    click.echo(f"stream {settings.stream_id}: {outcome.results} of {outcome.expected} segment(s) in "
+               f"{outcome.seconds:.2f} s ({mode}, {outcome.jobs} job(s)"
+               + (f", {outcome.resent} already sent" if outcome.resent else "") + ")", err=True)
+    if outcome.error:
+        raise IncompleteRun(outcome.error)

@@ -1,0 +1,59 @@
+"""Collect records, drop duplicates, and release them in order.
+
+Order: by segment start time, then by channel (the order the segments were cut); within a
+channel that is the order of ``seq``. A record is released once every earlier expected segment
+has its record, so output is stable whatever order the workers finish in.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+Key = tuple[str, int]  # (channel, seq)
+
+
+class Collector:
+    def __init__(self) -> None:
+        self._order: deque[Key] = deque()
+        self._expected: set[Key] = set()
+        self._arrived: dict[Key, dict[str, Any]] = {}
+        self.released: list[dict[str, Any]] = []
+        self.duplicates = 0
+        self._done = 0  # expected segments that have a record
+
+    def expect(self, channel: str, seq: int) -> None:
+        key = (channel, int(seq))
+        if key not in self._expected:
+            self._expected.add(key)
+            self._order.append(key)
+            self._done += key in self._arrived
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Take a result or failure record; a second record for the same segment is dropped."""
+        if record.get("kind") not in ("result", "failure"):
+            return
+        key = (str(record["channel"]), int(record["seq"]))
+        if key in self._arrived:
+            self.duplicates += 1
+            return
+        self._arrived[key] = record
+        self._done += key in self._expected
+
+    def pop_ready(self) -> list[dict[str, Any]]:
+        """Records whose predecessors have all arrived, in output order."""
+        out = []
+        while self._order and self._order[0] in self._arrived:
+            key = self._order.popleft()
+            out.append(self._arrived[key])
+        self.released.extend(out)
+        return out
+
+    @property
+    def expected(self) -> int:
+        return len(self._expected)
+
+    @property
+    def outstanding(self) -> int:
+        """Expected segments without a record yet."""
+        return len(self._expected) - self._done

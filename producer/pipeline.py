@@ -1,0 +1,145 @@
+"""One producer run: read -> resample -> segment -> VAD gate -> batch -> classify -> ordered output."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TextIO
+
+from models.bundle import load_bundle
+from models.errors import SERError
+from models.features import voiced
+from producer.collector import Collector
+from producer.dispatch import Backend, Batch, Batcher, EmbeddedBackend, RedisBackend, StalledError
+from producer.output import make_writer
+from producer.segmenter import Segmenter
+from producer.settings import ProducerSettings
+from producer.source import open_source
+from producer.summary import ChannelStats, summary_lines
+
+#: Seconds one blocking XREAD waits while results are outstanding.
+FOLLOW_BLOCK_S = 0.5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    expected: int
+    results: int
+    failures: int
+    jobs: int
+    resent: int
+    duplicates: int
+    seconds: float
+    summary: list[str]
+    max_queue: int = 0
+    error: str | None = None  # why the run is incomplete (timeout, failed segments), else None
+
+
+def channel_names(given: tuple[str, ...], channels: int) -> list[str]:
+    if not given:
+        return [f"ch{i}" for i in range(channels)]
+    if len(given) != channels:
+        raise SERError(f"--channel-names gives {len(given)} name(s) for {channels} channel(s)")
+    if len(set(given)) != len(given) or not all(given):
+        raise SERError(f"--channel-names must be distinct and non-empty: {','.join(given)}")
+    return list(given)
+
+
+def make_backend(settings: ProducerSettings, *, spec: Any, bundle: Any, connection: Any) -> Backend:
+    if connection is None:
+        from models.runtime import EmotionModel
+
+        model = EmotionModel(bundle, threads=1)
+        return EmbeddedBackend(spec=spec, stream_id=settings.stream_id, model=model)
+    return RedisBackend(spec=spec, stream_id=settings.stream_id, connection=connection, queue=settings.queue,
+                        max_pending=settings.max_pending, timeout_s=settings.timeout_s)
+
+
+def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection: Any = None) -> Outcome:
+    """Produce one call. ``connection``: a redis client (distributed) or None (embedded).
+
+    Raises :class:`SERError` for bad input; an incomplete run (timeout, failed segments) returns an
+    :class:`Outcome` whose ``error`` says why.
+    """
+    t0 = time.monotonic()
+    bundle = load_bundle(settings.model_dir)
+    spec = bundle.spec
+    source = open_source(settings.audio, stdin=stdin, raw=settings.raw)
+    names = channel_names(settings.channel_names, source.channels)
+    backend = make_backend(settings, spec=spec, bundle=bundle, connection=connection)
+    writer = make_writer(settings.output_format, out, spec.labels)
+    collector = Collector()
+    stats = [ChannelStats(n) for n in names]
+    by_name = {s.name: s for s in stats}
+    segmenter = Segmenter(spec=spec, in_rate=source.rate, channels=source.channels)
+    batcher = Batcher(settings.batch)
+    sr = spec.sample_rate
+    writer.start()
+
+    def take(records: list[dict[str, Any]]) -> bool:
+        for rec in records:
+            collector.add(rec)
+        ready = collector.pop_ready()
+        for rec in ready:
+            writer.write(rec)
+            if rec["channel"] in by_name:
+                by_name[rec["channel"]].records.append(rec)
+        if ready:
+            writer.flush()
+        return bool(records)
+
+    def on_idle(block_s: float) -> bool:
+        return take(backend.poll(block_s))
+
+    def send(batch: Batch) -> None:
+        take(backend.submit(batch, on_idle=on_idle))
+
+    def cut(cuts: list[Any]) -> None:
+        for c in cuts:
+            mask = voiced(segments=c.samples, sr=sr, params=spec.vad)
+            for i, st in enumerate(stats):
+                st.cut += 1
+                if not mask[i]:
+                    st.skipped += 1
+                    continue
+                st.sent += 1
+                collector.expect(st.name, c.seq)
+                batch = batcher.add(st.name, c.seq, c.start / sr, c.end / sr, c.samples[i])
+                if batch is not None:
+                    send(batch)
+
+    error = None
+    try:
+        for block in source.blocks(realtime=settings.realtime):
+            cut(segmenter.feed(block))
+            take(backend.poll())
+        cut(segmenter.finish())
+        for batch in batcher.flush():
+            send(batch)
+        backend.finish({
+            "kind": "end", "stream_id": settings.stream_id, "segments": collector.expected,
+            "duration_s": round(segmenter.samples_seen / sr, 3), "model": spec.model_id,
+            "channels": {s.name: {"segments": s.sent, "skipped": s.skipped} for s in stats},
+        })
+        deadline = time.monotonic() + settings.timeout_s
+        while collector.outstanding:
+            if take(backend.poll(FOLLOW_BLOCK_S)):
+                deadline = time.monotonic() + settings.timeout_s
+            elif time.monotonic() > deadline:
+                raise StalledError(f"timed out after {settings.timeout_s:g} s without progress: "
+                                   f"{collector.outstanding} of {collector.expected} segment(s) have no result")
+    except StalledError as exc:
+        error = str(exc)
+    finally:
+        writer.flush()
+    released = collector.released
+    failures = [r for r in released if r["kind"] == "failure"]
+    if failures and error is None:
+        error = (f"{len(failures)} of {collector.expected} segment(s) failed; first: "
+                 f"{failures[0]['channel']} seq {failures[0]['seq']}: {failures[0]['error']}")
+    return Outcome(
+        expected=collector.expected, results=len(released) - len(failures), failures=len(failures),
+        jobs=backend.jobs, resent=backend.resent, duplicates=collector.duplicates,
+        seconds=time.monotonic() - t0, summary=summary_lines(stats, hop_s=spec.segment.hop_s),
+        max_queue=getattr(backend, "max_queue_seen", 0), error=error,
+    )

@@ -1,0 +1,48 @@
+"""Frozen settings of one ``ser-produce`` run (built by :mod:`producer.cli` from options/env)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workers.contract import DEFAULT_QUEUE
+
+#: Segments per job for files read as fast as possible (measured: docs/pipeline.md, "Throughput").
+DEFAULT_BATCH_FILE = 16
+#: Segments per job for live input (stdin) and ``--realtime``: every segment leaves at once.
+DEFAULT_BATCH_LIVE = 1
+#: Stop reading while the queue holds this many jobs.
+DEFAULT_MAX_PENDING = 64
+#: Seconds without progress (a new result, or the queue shrinking) before giving up.
+DEFAULT_TIMEOUT_S = 60.0
+#: Input block length: audio is read, resampled and paced in blocks of this many seconds.
+BLOCK_S = 0.1
+#: Raw PCM defaults for ``-`` with ``--rate``.
+DEFAULT_RAW_CHANNELS = 1
+DEFAULT_RAW_ENCODING = "pcm16"
+FORMATS = ("table", "jsonl", "csv")
+DEFAULT_FORMAT = "table"
+
+
+@dataclass(frozen=True)
+class RawFormat:
+    """Headerless interleaved little-endian PCM on stdin (see models.audio.RAW_ENCODINGS)."""
+
+    rate: int
+    channels: int = DEFAULT_RAW_CHANNELS
+    encoding: str = DEFAULT_RAW_ENCODING
+
+
+@dataclass(frozen=True)
+class ProducerSettings:
+    audio: str  # a path, or "-" for stdin
+    stream_id: str
+    model_dir: str | None = None  # None: models.bundle.DEFAULT_BUNDLE
+    redis_url: str | None = None  # None: embedded mode, no Redis
+    queue: str = DEFAULT_QUEUE
+    raw: RawFormat | None = None
+    realtime: bool = False
+    channel_names: tuple[str, ...] = ()
+    batch: int = DEFAULT_BATCH_FILE
+    max_pending: int = DEFAULT_MAX_PENDING
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    output_format: str = DEFAULT_FORMAT

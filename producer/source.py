@@ -1,0 +1,116 @@
+"""Audio sources: a file, a WAV stream or raw PCM on stdin, read in fixed blocks of float32.
+
+Every source yields ``(channels, n)`` float32 blocks of :data:`producer.settings.BLOCK_S` at
+its own rate; files and streams are cut into the same blocks, so the same audio gives the same
+segments either way. ``realtime`` paces the blocks at the audio's own speed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+
+from models.audio import RAW_ENCODINGS, check_channels, check_rate, decode_raw
+from models.errors import AudioError
+from producer.settings import BLOCK_S, RawFormat
+from producer.wavstream import read_exact, read_header
+
+
+class Source:
+    """A decoded audio input: ``rate``, ``channels`` and :meth:`blocks`."""
+
+    def __init__(self, *, rate: int, channels: int, name: str) -> None:
+        self.rate = check_rate(rate, what=f"{name}: sample rate")
+        self.channels = check_channels(channels)
+        self.name = name
+        self.block_frames = max(1, round(BLOCK_S * self.rate))
+
+    def _raw_blocks(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def blocks(self, *, realtime: bool = False) -> Iterator[np.ndarray]:
+        start, sent = time.monotonic(), 0
+        for block in self._raw_blocks():
+            if realtime:
+                delay = start + sent / self.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            sent += block.shape[1]
+            yield block
+
+
+class FileSource(Source):
+    """Any file libsndfile reads (WAV, FLAC, Ogg, MP3, ...)."""
+
+    def __init__(self, path: str) -> None:
+        if not os.path.isfile(path):
+            raise AudioError(f"no such audio file: {path}")
+        if os.path.getsize(path) == 0:
+            raise AudioError(f"{path} is empty")
+        try:
+            self._file = sf.SoundFile(path)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            raise AudioError(f"cannot decode {path}: {str(exc).strip() or type(exc).__name__}") from None
+        super().__init__(rate=self._file.samplerate, channels=self._file.channels, name=path)
+
+    def _raw_blocks(self) -> Iterator[np.ndarray]:
+        with self._file as fh:
+            while True:
+                try:
+                    data = fh.read(self.block_frames, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as exc:
+                    raise AudioError(f"cannot decode {self.name}: {exc}") from None
+                if len(data) == 0:
+                    return
+                if not np.isfinite(data).all():
+                    raise AudioError(f"{self.name} contains NaN or infinite samples")
+                yield np.ascontiguousarray(data.T)
+
+
+class StreamSource(Source):
+    """Interleaved PCM from a (possibly non-seekable) byte stream."""
+
+    def __init__(self, stream: BinaryIO, *, rate: int, channels: int, encoding: str,
+                 data_bytes: int | None, name: str) -> None:
+        if encoding not in RAW_ENCODINGS:
+            raise AudioError(f"unknown raw encoding {encoding!r}; choose one of {', '.join(RAW_ENCODINGS)}")
+        super().__init__(rate=rate, channels=channels, name=name)
+        self._stream, self._encoding, self._left = stream, encoding, data_bytes
+        self.frame_bytes = RAW_ENCODINGS[encoding][1] * self.channels
+
+    def _raw_blocks(self) -> Iterator[np.ndarray]:
+        want = self.block_frames * self.frame_bytes
+        while True:
+            n = want if self._left is None else min(want, self._left)
+            data = read_exact(self._stream, n) if n else b""
+            if self._left is not None:
+                self._left -= len(data)
+            whole = len(data) - len(data) % self.frame_bytes
+            if whole:
+                y, _ = decode_raw(data[:whole], sr=self.rate, channels=self.channels, encoding=self._encoding)
+                yield y
+            if len(data) < want:
+                if whole != len(data):
+                    print(f"ser-produce: dropped a trailing partial frame of {len(data) - whole} bytes",
+                          file=sys.stderr)
+                return
+
+
+def open_source(audio: str, *, stdin: BinaryIO, raw: RawFormat | None) -> Source:
+    """Open ``audio`` (a path, or ``-`` for stdin: WAV unless ``raw`` is given)."""
+    if audio != "-":
+        if raw is not None:
+            raise AudioError("--rate/--channels/--encoding apply only to raw PCM on stdin (AUDIO '-')")
+        return FileSource(audio)
+    if raw is not None:
+        return StreamSource(stdin, rate=raw.rate, channels=raw.channels, encoding=raw.encoding,
+                            data_bytes=None, name="raw stdin")
+    header = read_header(stdin)
+    return StreamSource(stdin, rate=header.rate, channels=header.channels, encoding=header.encoding,
+                        data_bytes=header.data_bytes, name="WAV stdin")
