@@ -252,3 +252,12 @@ def test_real_prometheus_scrapes_the_endpoint(tmp_path: Path, mp_dir: Path) -> N
     happy = [r for r in seen["ser_segments_total"] if r["metric"].get("label") == "happy"]
     assert happy and float(happy[0]["value"][1]) == 1
     assert happy[0]["metric"]["job"] == "ser-worker"
+
+
+def test_cleanup_restores_in_memory_values() -> None:
+    from prometheus_client import values
+
+    with wm.multiprocess_dir():
+        wm.WorkerMetrics()
+        assert values.ValueClass is not values.MutexValue
+    assert values.ValueClass is values.MutexValue  # later metrics in this process do not write to a removed dir

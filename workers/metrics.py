@@ -126,10 +126,13 @@ def setup_multiprocess_dir(path: str | Path | None = None) -> Path:
 
 
 def cleanup_multiprocess_dir(path: str | Path) -> None:
-    """Remove the directory and unset the variable if it still points at it."""
+    """Remove the directory and unset the variable if it still points at it (metrics created in
+    this process afterwards are in-memory again)."""
     shutil.rmtree(path, ignore_errors=True)
     if os.environ.get(ENV_VAR) == str(path):
         del os.environ[ENV_VAR]
+        if values.ValueClass is not values.MutexValue:
+            values.ValueClass = values.get_value_class()
 
 
 @contextlib.contextmanager
