@@ -129,3 +129,7 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, queue: str, s
                + (f", {outcome.resent} already sent" if outcome.resent else "") + ")", err=True)
     if outcome.error:
         raise IncompleteRun(outcome.error)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, TextIO
 
 from models.bundle import load_bundle
-from models.errors import SERError
+from models.errors import AudioError, SERError
 from models.features import voiced
 from producer.collector import Collector
 from producer.dispatch import Backend, Batch, Batcher, EmbeddedBackend, RedisBackend, StalledError
@@ -114,6 +114,8 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
             cut(segmenter.feed(block))
             take(backend.poll())
         cut(segmenter.finish())
+        if segmenter.samples_seen == 0:
+            raise AudioError(f"{source.name} holds no audio samples")
         for batch in batcher.flush():
             send(batch)
         backend.finish({

@@ -86,6 +86,7 @@ class StreamSource(Source):
 
     def _raw_blocks(self) -> Iterator[np.ndarray]:
         want = self.block_frames * self.frame_bytes
+        frames = 0
         while True:
             n = want if self._left is None else min(want, self._left)
             data = read_exact(self._stream, n) if n else b""
@@ -94,9 +95,10 @@ class StreamSource(Source):
             whole = len(data) - len(data) % self.frame_bytes
             if whole:
                 y, _ = decode_raw(data[:whole], sr=self.rate, channels=self.channels, encoding=self._encoding)
+                frames += y.shape[1]
                 yield y
             if len(data) < want:
-                if whole != len(data):
+                if whole != len(data) and frames:
                     print(f"ser-produce: dropped a trailing partial frame of {len(data) - whole} bytes",
                           file=sys.stderr)
                 return

@@ -26,3 +26,34 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"corpora not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# --- pipeline tests (producer/workers): a real redis-server and synthetic calls -------------------
+from redis_server import redis_server, redis_url  # noqa: E402,F401
+
+
+def synth_call(path: Path, *, sr: int = 16000, seconds: float = 18.0, seed: int = 0,
+               silent: bool = False) -> Path:
+    """A seeded stereo 16-bit WAV: ch0 noise 0-6 s, ch1 noise 6-12 s, a tone on both at 12-15 s,
+    silence elsewhere. With a 3 s window/hop: ch0 voiced seq 0,1,4; ch1 voiced seq 2,3,4."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    y = np.zeros((n, 2), dtype=np.float32)
+    if not silent:
+        noise = rng.standard_normal((n, 2)).astype(np.float32)
+        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / sr)).astype(np.float32)
+        y[: 6 * sr, 0] = 0.3 * noise[: 6 * sr, 0]
+        y[6 * sr : 12 * sr, 1] = 0.25 * noise[6 * sr : 12 * sr, 1]
+        y[12 * sr : 15 * sr] = tone[12 * sr : 15 * sr, None]
+    else:
+        y += 1e-4 * rng.standard_normal(y.shape).astype(np.float32)  # -80 dBFS hiss: below the VAD gate
+    sf.write(path, y, sr, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture
+def stereo_call(tmp_path: Path) -> Path:
+    return synth_call(tmp_path / "call.wav")

@@ -13,9 +13,11 @@ the producer may import).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import numpy as np
@@ -128,10 +130,22 @@ class Classifier(Protocol):
     @property
     def model_id(self) -> str: ...
 
-    def predict_segments(self, segments: np.ndarray) -> np.ndarray: ...
+    def features(self, segments: np.ndarray) -> np.ndarray: ...
+
+    def predict_features(self, x: np.ndarray) -> np.ndarray: ...
 
 
-def classify(model: Classifier, payload: dict[str, Any], pcm: bytes) -> list[dict[str, Any]]:
+#: ``timer(stage)`` -> context manager; stages: ``decode``, ``features``, ``inference`` (and the
+#: worker's ``publish``), the names workers.metrics uses.
+StageTimer = Callable[[str], AbstractContextManager[Any]]
+
+
+def no_timer(stage: str) -> AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
+def classify(model: Classifier, payload: dict[str, Any], pcm: bytes,
+             timer: StageTimer = no_timer) -> list[dict[str, Any]]:
     """The job as a pure function: payload + its PCM -> one record per segment.
 
     A mismatch between the job's model and ``model`` gives failure records, not an exception.
@@ -144,8 +158,12 @@ def classify(model: Classifier, payload: dict[str, Any], pcm: bytes) -> list[dic
             payload, f"model mismatch: job wants {payload['model_id']}, worker has {model.model_id}",
             model=model.model_id)
     items = payload["items"]
-    segs = pcm_decode(pcm, k=len(items), window=int(payload["window"]))
-    probs = model.predict_segments(segs)
+    with timer("decode"):
+        segs = pcm_decode(pcm, k=len(items), window=int(payload["window"]))
+    with timer("features"):
+        feats = model.features(segs)
+    with timer("inference"):
+        probs = model.predict_features(feats)
     labels = model.labels
     out = []
     for item, p in zip(items, probs, strict=True):

@@ -10,9 +10,6 @@ its stages (:data:`STAGES`) in it. The default does nothing.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
 from workers.contract import (
@@ -20,18 +17,18 @@ from workers.contract import (
     RESULTS_MAXLEN,
     RESULTS_TTL_S,
     Classifier,
+    StageTimer,
     classify,
     encode_entry,
     failure_records,
+    no_timer,
 )
 
-#: Stage names passed to the stage timer, in order.
-STAGES = ("fetch", "classify", "publish")
-
-StageTimer = Callable[[str], AbstractContextManager[Any]]
+#: Stage names passed to the stage timer, in order (``decode`` includes the Redis GETDEL).
+STAGES = ("decode", "features", "inference", "publish")
 
 _model: Classifier | None = None
-_timer: StageTimer = lambda stage: contextlib.nullcontext()  # noqa: E731
+_timer: StageTimer = no_timer
 
 
 def set_model(model: Classifier | None) -> None:
@@ -53,7 +50,7 @@ def get_model() -> Classifier:
 def set_stage_timer(timer: StageTimer | None) -> None:
     """Install a metrics hook: ``timer(stage)`` must return a context manager."""
     global _timer
-    _timer = timer if timer is not None else (lambda stage: contextlib.nullcontext())
+    _timer = timer if timer is not None else no_timer
 
 
 def publish(connection: Any, payload: dict[str, Any], records: list[dict[str, Any]]) -> None:
@@ -72,14 +69,13 @@ def run_batch(connection: Any, payload: dict[str, Any]) -> dict[str, int]:
     try:
         model = get_model()
         model_id = model.model_id
-        with _timer("fetch"):
+        with _timer("decode"):
             pcm = connection.getdel(payload["pcm_key"])
         if pcm is None:
             records = failure_records(payload, "PCM data expired or missing (job ran too late or twice)",
                                       model=model_id)
         else:
-            with _timer("classify"):
-                records = classify(model, payload, pcm)
+            records = classify(model, payload, pcm, _timer)
     except Exception as exc:  # any bad batch becomes failure records, the worker keeps going
         records = failure_records(payload, f"{type(exc).__name__}: {exc}", model=model_id)
     with _timer("publish"):

@@ -1,0 +1,180 @@
+"""ser-produce without Redis (embedded mode): cutting, VAD gating, ordering, formats, inputs, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import struct
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+from conftest import synth_call
+from tinybundle import tiny_spec
+
+from models.audio import resample
+from models.errors import AudioError
+from models.features import SegmentParams, segment
+from producer.cli import EXIT_INCOMPLETE, main
+from producer.segmenter import Segmenter
+from producer.summary import longest_negative
+from producer.wavstream import read_header
+
+EXPECTED = [("ch0", 0), ("ch0", 1), ("ch1", 2), ("ch1", 3), ("ch0", 4), ("ch1", 4)]
+
+
+def produce(args: list[str], *, input: bytes | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, args, input=input, env={"SER_REDIS_URL": ""})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def keys(records: list[dict]) -> list[tuple[str, int]]:
+    return [(r["channel"], r["seq"]) for r in records]
+
+
+@pytest.mark.parametrize("window_s,hop_s,min_s", [(3.0, 3.0, 0.5), (3.0, 1.0, 0.5), (1.0, 0.5, 1.0)])
+@pytest.mark.parametrize("in_rate", [8000, 16000, 44100])
+def test_segmenter_matches_whole_signal_cut(window_s: float, hop_s: float, min_s: float, in_rate: int) -> None:
+    rng = np.random.default_rng(7)
+    spec = replace(tiny_spec(), segment=SegmentParams(window_s=window_s, hop_s=hop_s, min_s=min_s))
+    for n in (100, int(2.9 * in_rate), int(10.37 * in_rate), 9 * in_rate):
+        y = rng.standard_normal((2, n)).astype(np.float32) * 0.1
+        whole = resample(y=y, orig_sr=in_rate, target_sr=spec.sample_rate)
+        starts, segs = segment(y=whole[1], sr=spec.sample_rate, params=spec.segment)
+        seg = Segmenter(spec=spec, in_rate=in_rate, channels=2)
+        cuts = []
+        for i in range(0, n, 1234):
+            cuts += seg.feed(y[:, i : i + 1234])
+        cuts += seg.finish()
+        assert [c.start for c in cuts] == list(starts)
+        if cuts:
+            np.testing.assert_allclose(np.stack([c.samples[1] for c in cuts]), segs, atol=1e-6)
+
+
+def wav_stream_bytes(path: Path, *, unknown_size: int | None = 0xFFFFFFFF) -> bytes:
+    """The file's bytes as a live writer sends them: RIFF and data sizes unknown."""
+    data = bytearray(path.read_bytes())
+    if unknown_size is not None:
+        data[4:8] = struct.pack("<I", unknown_size)
+        pos = data.index(b"data")
+        data[pos + 4 : pos + 8] = struct.pack("<I", unknown_size)
+    return bytes(data)
+
+
+def test_wav_header_of_a_stream(stereo_call: Path) -> None:
+    head = read_header(io.BytesIO(wav_stream_bytes(stereo_call)))
+    assert (head.rate, head.channels, head.encoding, head.data_bytes) == (16000, 2, "pcm16", None)
+    with pytest.raises(AudioError, match="not a WAV stream"):
+        read_header(io.BytesIO(b"OggS" + bytes(100)))
+
+
+def test_stereo_call_in_order_with_timestamps(stereo_call: Path, tiny_bundle_dir: Path) -> None:
+    code, out, err = produce([str(stereo_call), "--model", str(tiny_bundle_dir), "--format", "jsonl"])
+    assert code == 0, err
+    records = jsonl(out)
+    assert keys(records) == EXPECTED
+    for r in records:
+        assert r["kind"] == "result" and r["model"] == "tiny-test@0.0.1"
+        assert (r["start_s"], r["end_s"]) == (3.0 * r["seq"], 3.0 * r["seq"] + 3.0)
+        assert set(r["probs"]) == set(tiny_spec().labels)
+        assert r["label"] == max(r["probs"], key=r["probs"].get)
+        assert abs(sum(r["probs"].values()) - 1) < 1e-4
+    assert "ch0: 3 voiced segment(s), 3 of 6 skipped as silence (9.0 s)" in err
+
+
+def test_channel_names_table_and_csv(stereo_call: Path, tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    base = [str(stereo_call), "--model", str(tiny_bundle_dir), "--channel-names", "agent,customer"]
+    code, out, _ = produce(base)
+    assert code == 0
+    assert "agent" in out and "customer" in out and "longest negative stretch" in out
+    target = tmp_path / "out.csv"
+    code, _, err = produce([*base, "--format", "csv", "--output", str(target)])
+    assert code == 0, err
+    with target.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["channel"], int(r["seq"])) for r in rows] == [
+        ({"ch0": "agent", "ch1": "customer"}[c], s) for c, s in EXPECTED]
+    assert all(abs(sum(float(r[f"p_{lab}"]) for lab in tiny_spec().labels) - 1) < 1e-4 for r in rows)
+
+
+def test_file_wav_stream_and_raw_pcm_give_the_same_records(stereo_call: Path, tiny_bundle_dir: Path) -> None:
+    common = ["--model", str(tiny_bundle_dir), "--format", "jsonl", "--stream-id", "same", "--batch", "4"]
+    _, from_file, _ = produce([str(stereo_call), *common])
+    code, from_wav, err = produce(["-", *common], input=wav_stream_bytes(stereo_call))
+    assert code == 0, err
+    pcm = sf.read(stereo_call, dtype="int16")[0].astype("<i2").tobytes()
+    code, from_raw, err = produce(["-", *common, "--rate", "16000", "--channels", "2", "--encoding", "pcm16"],
+                                  input=pcm)
+    assert code == 0, err
+    assert jsonl(from_file) == jsonl(from_wav) == jsonl(from_raw)
+    assert len(jsonl(from_file)) == len(EXPECTED)
+
+
+def test_resampled_8k_input(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    call = synth_call(tmp_path / "call44.wav", sr=44100)
+    code, out, err = produce([str(call), "--model", str(tiny_bundle_dir), "--format", "jsonl"])
+    assert code == 0, err
+    assert keys(jsonl(out)) == EXPECTED
+
+
+def test_all_silent_call_completes_with_zero_segments(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    call = synth_call(tmp_path / "quiet.wav", silent=True)
+    code, out, err = produce([str(call), "--model", str(tiny_bundle_dir), "--format", "jsonl"])
+    assert code == 0, err
+    assert out == ""
+    assert "0 segment(s) classified" in err and "silent" in err
+
+
+@pytest.mark.parametrize("args,stdin,message", [
+    (["{missing}"], None, "no such audio file"),
+    (["{text}"], None, "cannot decode"),
+    (["-"], b"definitely not audio at all", "not a WAV stream"),
+    (["-"], b"", "stdin is empty"),
+    (["-", "--rate", "8000", "--channels", "2"], b"\x00\x01\x02", "holds no audio"),
+    (["{call}", "--channel-names", "a,b,c"], None, "3 name(s) for 2 channel(s)"),
+    (["{call}", "--model", "{tmp}"], None, "spec.json"),
+])
+def test_bad_input_is_one_line_and_non_zero(args: list[str], stdin: bytes | None, message: str, tmp_path: Path,
+                                            stereo_call: Path, tiny_bundle_dir: Path) -> None:
+    (tmp_path / "notes.wav").write_text("hello")
+    subs = {"missing": str(tmp_path / "nope.wav"), "text": str(tmp_path / "notes.wav"), "call": str(stereo_call),
+            "tmp": str(tmp_path)}
+    argv = [a.format(**subs) for a in args]
+    if "--model" not in argv:
+        argv += ["--model", str(tiny_bundle_dir)]
+    code, out, err = produce(argv, input=stdin)
+    assert code != 0 and code != EXIT_INCOMPLETE
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_realtime_paces_the_file(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    import time
+
+    call = synth_call(tmp_path / "short.wav", seconds=1.5)
+    t0 = time.monotonic()
+    code, _, err = produce([str(call), "--model", str(tiny_bundle_dir), "--realtime", "--format", "jsonl"])
+    assert code == 0, err
+    assert time.monotonic() - t0 >= 1.3
+
+
+def test_longest_negative_stretch() -> None:
+    def rec(seq: int, label: str) -> dict:
+        return {"kind": "result", "seq": seq, "start_s": 3.0 * seq, "end_s": 3.0 * seq + 3, "label": label}
+
+    records = [rec(0, "angry"), rec(1, "neutral"), rec(2, "angry"), rec(3, "sad"), rec(4, "angry"), rec(6, "angry")]
+    stretch = longest_negative(records)
+    assert stretch is not None
+    assert (stretch.start_s, stretch.end_s, stretch.segments, stretch.labels[0]) == (6.0, 15.0, 3, "angry")
+    assert longest_negative([rec(0, "happy")]) is None
