@@ -1,0 +1,151 @@
+"""Telephone-channel augmentation (training data only) and the deterministic telephone simulation
+used by ``ser-train evaluate --telephone``.
+
+All functions take mono float32 waveforms at the model rate and a seeded ``numpy.random.Generator``;
+none of them is ever applied to validation or test audio (see :mod:`training.train`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import scipy.signal
+import soxr
+
+MU = 255.0
+A_LAW = 87.6
+
+
+def mu_law(y: np.ndarray, *, bits: int = 8) -> np.ndarray:
+    """mu-law compand, quantise to ``bits`` and expand back (G.711 style, mu=255)."""
+    x = np.clip(y, -1.0, 1.0)
+    f = np.sign(x) * np.log1p(MU * np.abs(x)) / np.log1p(MU)
+    levels = 2 ** bits - 1
+    f = np.round((f + 1.0) / 2.0 * levels) / levels * 2.0 - 1.0
+    return (np.sign(f) * np.expm1(np.abs(f) * np.log1p(MU)) / MU).astype(np.float32)
+
+
+def a_law(y: np.ndarray, *, bits: int = 8) -> np.ndarray:
+    """A-law compand, quantise to ``bits`` and expand back (A=87.6)."""
+    x = np.clip(y, -1.0, 1.0)
+    ax = np.abs(x)
+    denom = 1.0 + np.log(A_LAW)
+    small = ax < 1.0 / A_LAW
+    f = np.where(small, A_LAW * ax / denom, (1.0 + np.log(np.maximum(A_LAW * ax, 1e-12))) / denom)
+    levels = 2 ** bits - 1
+    f = np.round((np.sign(x) * f + 1.0) / 2.0 * levels) / levels * 2.0 - 1.0
+    af = np.abs(f)
+    inv = np.where(af < 1.0 / denom, af * denom / A_LAW, np.exp(af * denom - 1.0) / A_LAW)
+    return (np.sign(f) * inv).astype(np.float32)
+
+
+@lru_cache(maxsize=64)
+def _bandpass(low: int, high: int, sr: int) -> np.ndarray:
+    high = min(high, int(sr / 2 * 0.95))
+    return scipy.signal.butter(4, [low, high], btype="bandpass", fs=sr, output="sos")
+
+
+def band_limit(y: np.ndarray, *, sr: int, low: float = 300.0, high: float = 3400.0) -> np.ndarray:
+    """4th-order Butterworth band-pass (causal, as a real channel is)."""
+    sos = _bandpass(int(round(low)), int(round(high)), sr)
+    return scipy.signal.sosfilt(sos, y).astype(np.float32)
+
+
+def telephone(y: np.ndarray, *, sr: int) -> np.ndarray:
+    """Deterministic narrow-band telephone channel: to 8 kHz, 300-3400 Hz band, 8-bit mu-law, back."""
+    z = y if sr == 8000 else soxr.resample(y, sr, 8000, quality="HQ").astype(np.float32)
+    z = mu_law(band_limit(z, sr=8000))
+    if sr != 8000:
+        z = soxr.resample(z, 8000, sr, quality="HQ").astype(np.float32)
+        z = z[: len(y)] if len(z) >= len(y) else np.pad(z, (0, len(y) - len(z)))
+    return np.asarray(z, dtype=np.float32)
+
+
+def speed(y: np.ndarray, *, factor: float) -> np.ndarray:
+    """Resample-based speed perturbation: tempo and pitch both scale by ``factor``."""
+    if abs(factor - 1.0) < 1e-3:
+        return y
+    return np.asarray(soxr.resample(y, 10_000 * factor, 10_000, quality="LQ"), dtype=np.float32)
+
+
+def add_noise(y: np.ndarray, *, snr_db: float, rng: np.random.Generator, pink: bool = False) -> np.ndarray:
+    """Add white (or roughly pink) noise at ``snr_db`` relative to the clip's power."""
+    power = float(np.mean(np.square(y))) + 1e-10
+    noise = rng.standard_normal(len(y)).astype(np.float32)
+    if pink:
+        noise = scipy.signal.lfilter([0.049922, -0.095993, 0.050612, -0.004408],
+                                     [1.0, -2.494956, 2.017265, -0.522189], noise).astype(np.float32)
+    noise *= np.sqrt(power / (float(np.mean(np.square(noise))) + 1e-12) / 10 ** (snr_db / 10))
+    return (y + noise).astype(np.float32)
+
+
+def crop_or_pad(y: np.ndarray, *, window: int, rng: np.random.Generator | None) -> np.ndarray:
+    """A random ``window``-long crop of a longer clip (start when ``rng`` is None); shorter clips are
+    zero-padded at the end, as :func:`models.features.segment` pads the last window."""
+    if len(y) > window:
+        start = 0 if rng is None else int(rng.integers(0, len(y) - window + 1))
+        return y[start : start + window]
+    out = np.zeros(window, dtype=np.float32)
+    out[: len(y)] = y
+    return out
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Probabilities and ranges of the telephone-channel augmentation."""
+
+    p_speed: float = 0.5
+    speed_range: tuple[float, float] = (0.9, 1.1)
+    p_band: float = 0.5
+    p_mulaw: float = 0.3
+    p_alaw: float = 0.15
+    p_noise: float = 0.4
+    snr_db: tuple[float, float] = (8.0, 30.0)
+    gain_db: tuple[float, float] = (-12.0, 6.0)
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def augment_clip(y: np.ndarray, *, sr: int, window: int, rng: np.random.Generator,
+                 cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
+    """One training example: speed, random crop/pad to ``window``, gain, band limit, noise, companding.
+
+    Returns float32 of shape ``(window,)``, finite.
+    """
+    if rng.random() < cfg.p_speed:
+        y = speed(y, factor=float(rng.uniform(*cfg.speed_range)))
+    y = crop_or_pad(y, window=window, rng=rng)
+    y = y * np.float32(10 ** (rng.uniform(*cfg.gain_db) / 20))
+    if rng.random() < cfg.p_band:
+        y = band_limit(y, sr=sr, low=float(rng.uniform(200, 400)), high=float(rng.uniform(3000, 3700)))
+    if rng.random() < cfg.p_noise:
+        y = add_noise(y, snr_db=float(rng.uniform(*cfg.snr_db)), rng=rng, pink=bool(rng.random() < 0.5))
+    r = rng.random()
+    if r < cfg.p_mulaw:
+        y = mu_law(y)
+    elif r < cfg.p_mulaw + cfg.p_alaw:
+        y = a_law(y)
+    y = np.clip(y, -1.0, 1.0).astype(np.float32)
+    return np.nan_to_num(y, copy=False)
+
+
+def spec_augment(x: np.ndarray, *, rng: np.random.Generator, p: float = 0.8, freq_masks: int = 2,
+                 freq_width: int = 8, time_masks: int = 2, time_width: int = 30) -> np.ndarray:
+    """SpecAugment-style masking of normalised features ``(k, frames, n_mels)`` in place (mask = 0,
+    the normalised mean). Returns ``x``."""
+    k, frames, mels = x.shape
+    for i in range(k):
+        if rng.random() >= p:
+            continue
+        for _ in range(freq_masks):
+            w = int(rng.integers(0, freq_width + 1))
+            f0 = int(rng.integers(0, mels - w + 1))
+            x[i, :, f0 : f0 + w] = 0.0
+        for _ in range(time_masks):
+            w = int(rng.integers(0, time_width + 1))
+            t0 = int(rng.integers(0, frames - w + 1))
+            x[i, t0 : t0 + w, :] = 0.0
+    return x
