@@ -1,0 +1,166 @@
+"""Keras -> ONNX parity on a tiny model; evaluate's CSV/report; a 1-epoch end-to-end ser-train fit."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from training.cli import main  # noqa: E402
+from training.corpora import CANONICAL_LABELS  # noqa: E402
+from training.evaluate import CSV_FIXED  # noqa: E402
+
+CREMAD_EMOS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+
+
+def _make_cremad(root: Path, speakers: range = range(1001, 1007)) -> Path:
+    rng = np.random.default_rng(0)
+    folder = root / "AudioWAV"
+    folder.mkdir(parents=True, exist_ok=True)
+    for spk in speakers:
+        for k, emo in enumerate(CREMAD_EMOS):
+            for sent in ("DFA", "IEO"):
+                n = int(8000 * rng.uniform(1.0, 3.6))
+                t = np.arange(n) / 8000
+                y = 0.3 * np.sin(2 * np.pi * (150 + 60 * k) * t) + 0.02 * rng.standard_normal(n)
+                sf.write(folder / f"{spk}_{sent}_{emo}_XX.wav", y.astype(np.float32), 8000, subtype="PCM_16")
+    return root
+
+
+def test_keras_onnx_parity_tiny_model() -> None:
+    pytest.importorskip("tensorflow")
+    import onnx
+
+    from training.export import ExportError, parity, to_onnx
+    from training.model import build_model
+
+    model = build_model(n_frames=297, n_mels=64, n_labels=7, width=4, rnn_units=8, seed=0)
+    onnx_bytes = to_onnx(model, n_frames=297, n_mels=64)
+    graph = onnx.load_from_string(onnx_bytes).graph
+    assert [i.name for i in graph.input] == ["features"] and [o.name for o in graph.output] == ["probs"]
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims][1:] == [297, 64]
+    x = np.random.default_rng(0).standard_normal((5, 297, 64)).astype(np.float32)
+    res = parity(model, onnx_bytes, x)
+    assert res["max_abs_diff"] <= 1e-4 and res["n"] == 5
+    other = to_onnx(build_model(n_frames=297, n_mels=64, n_labels=7, width=4, rnn_units=8, seed=1),
+                    n_frames=297, n_mels=64)
+    with pytest.raises(ExportError, match="parity"):
+        parity(model, other, x, tol=1e-9)
+
+
+def test_evaluate_writes_documented_outputs(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    data = _make_cremad(tmp_path / "cremad", speakers=range(1001, 1003))
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"mode": "speaker", "train": [], "val": [], "test": ["cremad:1002"]}))
+    pred, rep = tmp_path / "out" / "pred.csv", tmp_path / "out" / "report.json"
+    args = ["evaluate", "--model", str(tiny_bundle_dir), "--data", f"cremad={data}", "--predictions", str(pred),
+            "--speakers-from", str(split), "--quiet"]
+    result = CliRunner().invoke(main, [*args, "--report", str(rep)])
+    assert result.exit_code == 0, result.output
+    with open(pred, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == CSV_FIXED + [f"p_{lab}" for lab in CANONICAL_LABELS]
+    assert len(rows) == 12 and {r["speaker"] for r in rows} == {"cremad:1002"}
+    assert all(abs(sum(float(r[f"p_{lab}"]) for lab in CANONICAL_LABELS) - 1) < 1e-4 for r in rows)
+    report = json.loads(rep.read_text())
+    for sc in (report["corpora"]["cremad"], report["overall"]):
+        assert {"n", "uar", "wa", "macro_f1", "confusion", "recall"} <= set(sc)
+        assert np.asarray(sc["confusion"]).shape == (7, 7) and sc["n"] == 12
+    assert rep.with_suffix(".png").stat().st_size > 1000
+    assert "overall: n=12 UAR" in result.output
+    tel = CliRunner().invoke(main, [*args, "--report", str(tmp_path / "t.json"), "--telephone"])
+    assert tel.exit_code == 0, tel.output
+    assert json.loads((tmp_path / "t.json").read_text())["telephone"] is True
+
+
+def test_evaluate_errors_are_one_line(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(main, ["evaluate", "--model", str(tiny_bundle_dir), "--data", f"cremad={tmp_path / 'nope'}",
+                             "--predictions", "p.csv", "--report", "r.json"])
+    assert r.exit_code == 1 and "Error: corpus folder" in r.output and "Traceback" not in r.output
+    r = runner.invoke(main, ["evaluate", "--model", str(tmp_path), "--data", "cremad=x", "--predictions", "p.csv",
+                             "--report", "r.json"])
+    assert r.exit_code == 1 and "spec.json" in r.output
+    r = runner.invoke(main, ["evaluate", "--model", str(tiny_bundle_dir), "--data", "bogus=x",
+                             "--predictions", "p.csv", "--report", "r.json"])
+    assert r.exit_code == 1 and "unknown corpus" in r.output
+
+
+def test_fit_end_to_end_cremad_and_manifest(tmp_path: Path) -> None:
+    """A 1-epoch ser-train fit on a generated CREMA-D-named corpus, then on a manifest; bundles load."""
+    pytest.importorskip("tensorflow")
+    from models.bundle import load_bundle
+    from models.runtime import EmotionModel
+
+    data = _make_cremad(tmp_path / "cremad")
+    runner = CliRunner()
+    out, bundle = tmp_path / "run", tmp_path / "bundle"
+    result = runner.invoke(main, ["fit", "--data", f"cremad={data}", "--out", str(out), "--bundle", str(bundle),
+                                  "--epochs", "1", "--epoch-size", "32", "--batch-size", "16", "--quiet",
+                                  "--labels", "neutral,happy,sad,angry,fearful,disgust"])
+    assert result.exit_code == 0, result.output
+    b = load_bundle(bundle)
+    assert b.spec.labels == ("neutral", "happy", "sad", "angry", "fearful", "disgust")
+    info = b.spec.info
+    assert info["training"]["corpora"]["cremad"]["speakers"] == 5
+    assert set(info["evaluation"]) >= {"clean", "telephone", "protocol"}
+    assert "libraries" in info and info["training"]["parity"]["max_abs_diff"] <= 1e-4
+    split = json.loads((out / "split.json").read_text())
+    assert not set(split["test"]) & set(split["train"]) and split["seed"] == 1234
+    assert (out / "eval" / "test_clean.csv").is_file() and (out / "eval" / "test_telephone.png").is_file()
+    assert info["training"]["command"].startswith(f"ser-train fit --data cremad={data} --out {out}")
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "CREMA-D" in card and "UAR" in card
+    em = EmotionModel(bundle)
+    probs, _ = em.predict_clip(np.zeros(24000, np.float32) + 0.01)
+    assert probs.shape == (6,) and abs(float(probs.sum()) - 1) < 1e-4
+
+    # re-export from the run directory
+    r = runner.invoke(main, ["export", "--run", str(out), "--bundle", str(tmp_path / "re")])
+    assert r.exit_code == 0, r.output
+    assert load_bundle(tmp_path / "re").spec.onnx_sha256
+
+    # a user manifest (paths relative to the CSV), no evaluation
+    files = sorted((data / "AudioWAV").glob("*.wav"))
+    lines = ["path,label,speaker"] + [f"cremad/AudioWAV/{f.name},{'angry' if '_ANG_' in f.name else 'neutral'},"
+                                      f"s{f.name[:4]}" for f in files if "_ANG_" in f.name or "_NEU_" in f.name]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    r = runner.invoke(main, ["fit", "--data", f"manifest={manifest}", "--out", str(tmp_path / "run2"), "--bundle",
+                             str(tmp_path / "b2"), "--epochs", "1", "--epoch-size", "16", "--batch-size", "8",
+                             "--labels", "neutral,angry", "--no-evaluate", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert load_bundle(tmp_path / "b2").spec.labels == ("neutral", "angry")
+
+
+def test_fit_bad_input_is_one_line(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["fit", "--data", f"cremad={tmp_path}", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "Error: cremad at" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["fit", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"), "--labels", "x"])
+    assert r.exit_code == 2 and "--labels" in r.output
+
+
+@pytest.mark.corpus
+def test_shipped_bundle_matches_shared_data(shared_data: Path) -> None:
+    """The shipped bundle loads and classifies a real held-out clip through the serving path."""
+    from models.bundle import DEFAULT_BUNDLE, load_bundle
+    from models.runtime import EmotionModel
+    from training.data import load_wave
+
+    if not (DEFAULT_BUNDLE / "model.onnx").is_file():
+        pytest.skip("models/default has not been trained yet")
+    spec = load_bundle().spec
+    test_speakers = spec.info["training"]["split"]["speakers"]["test"]
+    spk = next(s for s in test_speakers if s.startswith("cremad:")).split(":")[1]
+    path = sorted((shared_data / "cremad" / "AudioWAV").glob(f"{spk}_*"))[0]
+    probs, n = EmotionModel().predict_clip(load_wave(str(path), sr=spec.sample_rate))
+    assert n >= 1 and abs(float(probs.sum()) - 1) < 1e-4

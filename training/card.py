@@ -1,0 +1,135 @@
+"""The model card (``MODEL_CARD.md``) and the provenance block stored in ``spec.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+LICENCES: dict[str, dict[str, str]] = {
+    "cremad": {"name": "CREMA-D", "licence": "ODbL 1.0 (database) + DbCL 1.0 (contents); commercial use allowed "
+               "with attribution and share-alike of the database",
+               "citation": "Cao et al. (2014), IEEE Trans. Affective Computing 5(4)"},
+    "ravdess": {"name": "RAVDESS (speech)", "licence": "CC BY-NC-SA 4.0 (non-commercial)",
+                "citation": "Livingstone & Russo (2018), PLoS ONE 13(5)"},
+    "tess": {"name": "TESS", "licence": "CC BY-NC-ND 4.0 (non-commercial), University of Toronto",
+             "citation": "Dupuis & Pichora-Fuller (2010)"},
+    "savee": {"name": "SAVEE", "licence": "free for research use, University of Surrey",
+              "citation": "Haq & Jackson (2009)"},
+    "manifest": {"name": "user manifest", "licence": "as supplied by the user", "citation": "-"},
+}
+NON_COMMERCIAL = {"ravdess", "tess", "savee"}
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def figures_table(evaluation: dict[str, Any]) -> str:
+    lines = ["| condition | corpus | clips | UAR | WA | macro-F1 |", "|---|---|---|---|---|---|"]
+    for cond, rep in evaluation.items():
+        if not isinstance(rep, dict) or "overall" not in rep:
+            continue
+        for corpus, sc in [*rep["corpora"].items(), ("**all**", rep["overall"])]:
+            lines.append(f"| {cond} | {corpus} | {sc['n']} | {_fmt(sc['uar'])} | {_fmt(sc['wa'])} | "
+                         f"{_fmt(sc['macro_f1'])} |")
+    return "\n".join(lines)
+
+
+def render_card(spec_dict: dict[str, Any], *, command: str) -> str:
+    tr = spec_dict.get("training", {})
+    ev = spec_dict.get("evaluation", {})
+    corpora = tr.get("corpora", {})
+    used = sorted(corpora)
+    nc = [c for c in used if c in NON_COMMERCIAL]
+    labels = ", ".join(spec_dict["labels"])
+    rows = "\n".join(
+        f"| {LICENCES.get(c, {}).get('name', c)} | {v['clips']} | {v['speakers']} | "
+        f"{LICENCES.get(c, {}).get('licence', '?')} | {LICENCES.get(c, {}).get('citation', '-')} |"
+        for c, v in sorted(corpora.items())
+    )
+    split = tr.get("split", {})
+    parts = "\n".join(f"- {k}: {', '.join(v) if v else '(none)'}" for k, v in split.get("speakers", {}).items())
+    licence_text = (
+        f"**Non-commercial.** This model was trained on {', '.join(LICENCES[c]['name'] for c in nc)}, whose "
+        "terms do not allow commercial use (SAVEE: research use only); the shipped weights inherit those "
+        "terms. For commercial use retrain on CREMA-D alone (ODbL/DbCL, attribution + share-alike of the "
+        "database) or on your own labelled call recordings:\n\n"
+        "```\nser-train fit --data cremad=../shared/data/cremad --out runs/cremad-only --bundle models/cremad-only\n"
+        "ser-train fit --data manifest=my_calls.csv --out runs/mine --bundle models/mine\n```"
+        if nc else "Trained only on data whose licence allows commercial use (see the table above)."
+    )
+    random_note = ""
+    if "random_split" in spec_dict:
+        rs = spec_dict["random_split"]
+        random_note = (
+            "\n### Random clip-level split (NOT comparable: speaker and sentence leakage)\n\n"
+            f"{rs.get('note', '')}\n\n{figures_table({'random split': rs['report']})}\n"
+        )
+    parity = tr.get("parity", {})
+    return f"""# {spec_dict['name']} {spec_dict['version']} — speech emotion recognition (CNN-BiLSTM, ONNX)
+
+Classifies speech into **{labels}** from 3 s windows of 8 kHz audio (log-mel, 64 bands,
+50–4000 Hz). A clip's label is the argmax of the mean probability over its voiced 3 s segments
+(`models.runtime.EmotionModel.predict_clip`). Intended domain: narrow-band call-centre audio.
+
+## Training data
+
+| corpus | clips | speakers | licence | citation |
+|---|---|---|---|---|
+{rows}
+
+Copies used: `../shared/data` (8 kHz mono Ogg/Opus ≈ 25 kbit/s). Skipped on purpose: CREMA-D
+`1076_MTI_SAD_XX` (digital silence) and the three byte-identical CREMA-D pairs carrying two labels.
+RAVDESS *calm* is mapped to *neutral*, TESS *ps* (pleasant surprise) to *surprised*.
+
+## Split and protocol
+
+Speaker-independent, grouped by corpus + speaker, seed {split.get('seed')}: CREMA-D 15 test / 8
+validation speakers; RAVDESS 4 test actors (2 male, 2 female) / 2 validation (1 + 1); SAVEE 1 test
+speaker; **TESS in training only** (two female speakers reading the same 200 words: holding one out
+would test a single voice and halve the data). The split is in `spec.json` (`training.split`).
+
+{parts}
+
+Training: balanced sampling over labels ({tr.get('config', {}).get('epoch_size')} clips per epoch, TESS
+weight 0.5), telephone-channel augmentation on training clips only (speed 0.9–1.1, random crop, gain,
+300–3400 Hz band limits, white/pink noise 8–30 dB SNR, mu-law / A-law 8-bit), SpecAugment masks,
+label smoothing {tr.get('config', {}).get('label_smoothing')}, Adam, early stopping on validation UAR
+(best epoch {tr.get('best_epoch')} of {tr.get('epochs_run')}, validation UAR {_fmt(tr.get('best_val_uar'))}).
+Wall time {tr.get('wall_time_min')} min on {tr.get('machine', '?')}.
+
+Evaluation: `ser-train evaluate` over every held-out test speaker's file through the full serving
+path (decode → 3 s segments → VAD → log-mel → normalise → ONNX → mean), open-set argmax over all
+{len(spec_dict['labels'])} labels. UAR = mean recall over the labels present in that corpus; WA =
+accuracy; macro-F1 over the labels present. *telephone* = the same clips through a 300–3400 Hz band
+limit and 8-bit mu-law (G.711-like) before classification.
+
+## Figures (held-out speakers)
+
+{figures_table(ev)}
+{random_note}
+Context: logistic regression on MFCC statistics ≈ 0.53 UAR on unseen CREMA-D speakers; the seed
+CNNs 0.48–0.51. Human listeners on CREMA-D audio alone: 40.9 % (Cao et al.).
+
+## Limits
+
+- Acted emotions from a few hundred actors reading fixed sentences, mostly North American English
+  (SAVEE: British male). Real call-centre emotion is subtler, rarer and conversational: expect lower
+  figures on real calls, and validate on your own labelled calls before acting on outputs.
+- *surprised* is seen only in RAVDESS, TESS and SAVEE; *calm* is folded into *neutral*.
+- Test sets are small (a few speakers per corpus): UAR varies by several points with the split seed.
+- Not for decisions about individuals (hiring, credit, health); emotion labels are perceptual.
+
+## Licence
+
+{licence_text}
+
+## Reproduce
+
+```
+{command}
+```
+
+ONNX opset {parity.get('opset', 17)}, input `features` [batch, 297, 64] (normalised with the per-band
+mean/std in `spec.json`), output `probs`; Keras/ONNX parity max |diff| {_fmt(parity.get('max_abs_diff'))}
+on {parity.get('n')} real feature windows. Library versions are in `spec.json` (`libraries`).
+"""

@@ -1,0 +1,317 @@
+"""``ser-train``: fit, evaluate, export.
+
+Reproduce the shipped model (from the project root)::
+
+    ser-train fit --data-root ../shared/data --out runs/default --bundle models/default
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from models.errors import SERError
+from training.corpora import CANONICAL_LABELS, CorpusError, Item, load_corpora, parse_data_args
+
+REPRODUCE = "ser-train fit --data-root ../shared/data --out runs/default --bundle models/default"
+
+
+def _labels(value: str) -> tuple[str, ...]:
+    labels = tuple(v.strip().lower() for v in value.split(",") if v.strip())
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        raise click.BadParameter("need at least two distinct comma-separated labels", param_hint="--labels")
+    return labels
+
+
+def _load_items(data: tuple[str, ...], data_root: Path | None, labels: tuple[str, ...]) -> list[Item]:
+    try:
+        res = load_corpora(parse_data_args(data, data_root), labels)
+    except CorpusError as exc:
+        raise click.ClickException(str(exc)) from None
+    if res.skipped:
+        click.echo(f"skipped {len(res.skipped)} file(s), e.g. {res.skipped[0][0]}: {res.skipped[0][1]}", err=True)
+    return res.items
+
+
+class _Log:
+    def __init__(self, path: Path, quiet: bool) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.quiet = quiet
+
+    def __call__(self, msg: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {msg}"
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+        if not self.quiet:
+            click.echo(line, err=True)
+
+
+@click.group()
+def main() -> None:
+    """Train, evaluate and export speech-emotion models (see docs/training.md)."""
+
+
+@main.command()
+@click.option("--data-root", type=click.Path(path_type=Path), help="Folder holding cremad/ ravdess/ tess/ savee/.")
+@click.option("--data", "data", multiple=True, metavar="CORPUS=PATH",
+              help="A corpus folder (cremad, ravdess, tess, savee) or manifest=FILE.csv; repeatable.")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Run directory (cache, logs).")
+@click.option("--bundle", type=click.Path(path_type=Path), help="Where to write the final bundle.")
+@click.option("--labels", default=",".join(CANONICAL_LABELS), show_default=True, help="Comma-separated labels.")
+@click.option("--seed", default=1234, show_default=True, type=int)
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1, 500))
+@click.option("--patience", default=7, show_default=True, type=click.IntRange(1, 500))
+@click.option("--epoch-size", default=5120, show_default=True, type=click.IntRange(0),
+              help="Clips drawn (balanced) per epoch; 0 = one pass over the training clips.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--split", "split_mode", type=click.Choice(["speaker", "random"]), default="speaker",
+              show_default=True, help="random = clip-level split (speaker leakage; not comparable).")
+@click.option("--evaluate/--no-evaluate", default=True, show_default=True,
+              help="Evaluate the held-out test part (clean and telephone) through the serving path.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines on stderr.")
+def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path | None, labels: str, seed: int,
+        epochs: int, patience: int, epoch_size: int, batch_size: int, split_mode: str, evaluate: bool,
+        threads: int, quiet: bool) -> None:
+    """Train a model, export it to ONNX (with a parity check) and write a bundle."""
+    from training import train
+    from training.data import load_waves
+    from training.split import assign, random_split, speaker_split, write_split
+
+    t_start = time.time()
+    label_set = _labels(labels)
+    log = _Log(out / "train.log", quiet)
+    log(f"command: {_command()}")
+    items = _load_items(data, data_root, label_set)
+    log(f"{len(items)} labelled clips from {', '.join(sorted({i.corpus for i in items}))}")
+    cfg = train.FitConfig(labels=label_set, seed=seed, epochs=epochs, patience=patience, epoch_size=epoch_size,
+                          batch_size=batch_size, threads=threads, progress=not quiet)
+    spec0 = train.base_spec(label_set, np.zeros(64), np.ones(64), name=cfg.name, version=cfg.version)
+    store, items, fails = load_waves(items, sr=spec0.sample_rate, cache=out / "waves.npz", progress=not quiet)
+    for path, why in fails:
+        log(f"skipped {path}: {why}")
+    if split_mode == "speaker":
+        split = speaker_split(items, seed=seed)
+        parts = assign(items, split)
+    else:
+        split = {"train": [], "val": [], "test": []}
+        parts = random_split(len(items), seed=seed)
+    if not parts["val"]:  # too few speakers for a validation group: a clip-level slice of train
+        rng = np.random.default_rng(seed)
+        tr = list(rng.permutation(parts["train"]))
+        k = max(1, len(tr) // 10) if len(tr) > 1 else 0
+        parts["val"], parts["train"] = sorted(int(i) for i in tr[:k]), sorted(int(i) for i in tr[k:])
+        log("no validation speakers: validating on 10% of the training clips (same speakers)")
+    if not parts["train"]:
+        raise click.ClickException("no training clips left after the split (need more speakers)")
+    write_split(out / "split.json", split=split, seed=seed, mode=split_mode, items=items, parts=parts)
+    log(f"split ({split_mode}, seed {seed}): " + ", ".join(f"{k} {len(v)} clips" for k, v in parts.items()))
+    mean, std = train.norm_stats(store, parts["train"], spec0, rng=np.random.default_rng(seed))
+    spec = train.base_spec(label_set, mean, std, name=cfg.name, version=cfg.version)
+    model, hist = train.train_model(store, items, parts, spec, cfg, log=log)
+    model.save(out / "model.keras")
+    (out / "history.json").write_text(json.dumps(hist, indent=1) + "\n", encoding="utf-8")
+    bundle_obj = _export(model, spec, store, items, parts, out, log)
+    train_minutes = round((time.time() - t_start) / 60, 1)
+
+    corpora: dict[str, dict[str, int]] = {}
+    for i in parts["train"] + parts["val"]:
+        corpora.setdefault(items[i].corpus, {"clips": 0, "speakers": 0})["clips"] += 1
+    for c in corpora:
+        corpora[c]["speakers"] = len({items[i].speaker for i in parts["train"] + parts["val"] if items[i].corpus == c})
+    info: dict[str, Any] = {
+        "training": {
+            "corpora": corpora,
+            "class_counts_train": train.class_counts(items, parts["train"]),
+            "split": {"mode": split_mode, "seed": seed, "speakers": split,
+                      "clips": {k: len(v) for k, v in parts.items()},
+                      "protocol": "speaker-independent, grouped by corpus+speaker; TESS training only"
+                      if split_mode == "speaker" else "random clip-level (speaker leakage; not comparable)"},
+            "config": cfg.to_dict(), "best_epoch": hist["best_epoch"], "best_val_uar": hist["best_val_uar"],
+            "epochs_run": len(hist["epochs"]), "wall_time_min": train_minutes,
+            "machine": f"{os.cpu_count()} CPU cores, {platform_name()}",
+            "parity": bundle_obj["parity"], "command": _command(),
+        },
+        "libraries": train.library_versions(),
+    }
+    evaluation: dict[str, Any] = {}
+    if evaluate and parts["test"]:
+        from models.runtime import EmotionModel
+        from training.evaluate import run_evaluation
+
+        em = EmotionModel(out / "bundle-raw", threads=threads)
+        test_items = [items[i] for i in parts["test"]]
+        for cond, tel in (("clean", False), ("telephone", True)):
+            rep = run_evaluation(em, test_items, predictions=out / "eval" / f"test_{cond}.csv",
+                                 report_path=out / "eval" / f"test_{cond}.json", telephone=tel,
+                                 progress=not quiet, split=str(out / "split.json"), part="test")
+            evaluation[cond] = {"corpora": {c: _short(s) for c, s in rep["corpora"].items()},  # type: ignore[union-attr]
+                                "overall": _short(rep["overall"])}  # type: ignore[arg-type]
+            log(f"test {cond}: " + ", ".join(f"{c} UAR {s['uar']:.3f}" for c, s in evaluation[cond]["corpora"].items())
+                + f", all UAR {evaluation[cond]['overall']['uar']:.3f}")
+        info["evaluation"] = {"protocol": "held-out test speakers, ser-train evaluate (serving path), open-set "
+                              "argmax over all labels; telephone = 300-3400 Hz + 8-bit mu-law", **evaluation}
+    _write_final(out, bundle, spec, info, log)
+    log(f"done in {round((time.time() - t_start) / 60, 1)} min")
+
+
+def _command() -> str:
+    """The ``ser-train`` command line of the current invocation, rebuilt from its parsed options."""
+    ctx = click.get_current_context()
+    words = ["ser-train", ctx.info_name or "fit"]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name not in ctx.params:
+            continue
+        value = ctx.params[param.name]
+        if value == param.default or value is None or value == ():
+            continue
+        if param.is_flag:
+            flag = param.opts[0] if value else param.secondary_opts[0]
+            words.append(flag)
+        else:
+            for v in value if isinstance(value, tuple) else (value,):
+                words += [param.opts[0], str(v)]
+    return shlex.join(words)
+
+
+def platform_name() -> str:
+    import platform
+
+    return f"{platform.system()} {platform.machine()}"
+
+
+def _short(sc: dict[str, Any]) -> dict[str, Any]:
+    return {k: sc[k] for k in ("n", "uar", "wa", "macro_f1", "recall", "confusion")}
+
+
+def _export(model: Any, spec: Any, store: Any, items: list[Item], parts: dict[str, list[int]], out: Path,
+            log: Any) -> dict[str, Any]:
+    from models.bundle import write_bundle
+    from training import train
+    from training.export import OPSET, ExportError, parity, to_onnx
+
+    probe_idx = (parts["val"] or parts["train"])[:64]
+    x = train.ClipSet(store, probe_idx, items, spec, spec.norm_mean, spec.norm_std).x
+    np.save(out / "parity_features.npy", x[:128])
+    try:
+        onnx_bytes = to_onnx(model, n_frames=spec.n_frames, n_mels=spec.features.n_mels)
+        par = parity(model, onnx_bytes, x[:128])
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    par["opset"] = OPSET
+    log(f"ONNX parity: max |diff| {par['max_abs_diff']:.2e} on {par['n']} windows, {len(onnx_bytes) / 1e6:.2f} MB")
+    write_bundle(out / "bundle-raw", onnx_bytes=onnx_bytes, spec=spec, card=None)
+    (out / "model.onnx").write_bytes(onnx_bytes)
+    return {"parity": par}
+
+
+def _write_final(out: Path, bundle: Path | None, spec: Any, info: dict[str, Any], log: Any) -> None:
+    from dataclasses import replace
+
+    from models.bundle import write_bundle
+    from training.card import render_card
+
+    onnx_bytes = (out / "model.onnx").read_bytes()
+    final = replace(spec, info=info)
+    card = render_card(final.to_dict(), command=info["training"]["command"])
+    (out / "info.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    for target in [out / "bundle"] + ([bundle] if bundle is not None else []):
+        write_bundle(target, onnx_bytes=onnx_bytes, spec=final, card=card)
+        log(f"bundle written to {target}")
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="Bundle directory (default: the shipped models/default).")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Folder holding cremad/ ravdess/ tess/ savee/.")
+@click.option("--data", "data", multiple=True, metavar="CORPUS=PATH", help="Corpus folder or manifest; repeatable.")
+@click.option("--predictions", type=click.Path(path_type=Path), required=True, help="CSV, one row per file.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), required=True,
+              help="JSON report (a confusion-matrix PNG is written beside it).")
+@click.option("--speakers-from", type=click.Path(path_type=Path), help="split.json of a run: keep only its speakers.")
+@click.option("--part", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
+              help="Which part of --speakers-from to keep.")
+@click.option("--telephone", is_flag=True, help="Pass each clip through a 300-3400 Hz, 8-bit mu-law channel first.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def evaluate(model_dir: Path | None, data_root: Path | None, data: tuple[str, ...], predictions: Path,
+             report_path: Path, speakers_from: Path | None, part: str, telephone: bool, threads: int,
+             quiet: bool) -> None:
+    """Classify every audio file of the given corpora through the serving path and score it."""
+    from models.runtime import EmotionModel
+    from training.evaluate import run_evaluation
+
+    try:
+        em = EmotionModel(model_dir, threads=threads)
+    except SERError as exc:
+        raise click.ClickException(str(exc)) from None
+    items = _load_items(data, data_root, em.labels)
+    if speakers_from is not None:
+        from training.split import read_split
+
+        try:
+            split = read_split(speakers_from)
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"cannot read {speakers_from}: {exc}") from None
+        if split.get("mode") == "random":
+            keep = {os.path.realpath(p) for p in split.get(f"{part}_paths", [])}  # type: ignore[union-attr]
+            items = [i for i in items if os.path.realpath(i.path) in keep]
+        else:
+            speakers = set(split.get(part, []))  # type: ignore[arg-type]
+            items = [i for i in items if i.speaker in speakers]
+        if not items:
+            raise click.ClickException(f"no files of the {part} speakers in {speakers_from} found in the data given")
+    rep = run_evaluation(em, items, predictions=predictions, report_path=report_path, telephone=telephone,
+                         progress=not quiet, split=str(speakers_from) if speakers_from else None,
+                         part=part if speakers_from else None)
+    for corpus, sc in rep["corpora"].items():  # type: ignore[union-attr]
+        click.echo(f"{corpus}: n={sc['n']} UAR {sc['uar']:.3f} WA {sc['wa']:.3f} macro-F1 {sc['macro_f1']:.3f}")
+    ov = rep["overall"]
+    click.echo(f"overall: n={ov['n']} UAR {ov['uar']:.3f} WA {ov['wa']:.3f} macro-F1 {ov['macro_f1']:.3f}")  # type: ignore[index]
+
+
+@main.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
+              help="A fit run directory (holds model.keras, bundle/, parity_features.npy).")
+@click.option("--bundle", type=click.Path(path_type=Path), required=True, help="Where to write the bundle.")
+def export(run_dir: Path, bundle: Path) -> None:
+    """Re-export a run's Keras model to ONNX (parity-checked) and write a bundle with its spec and card."""
+    from models.bundle import CARD_FILE, load_bundle, write_bundle
+    from training.export import ExportError, parity, to_onnx
+    from training.train import configure_tf
+
+    keras_path, src = run_dir / "model.keras", run_dir / "bundle"
+    if not src.is_dir():
+        src = run_dir / "bundle-raw"
+    if not keras_path.is_file() or not src.is_dir():
+        raise click.ClickException(f"{run_dir} is not a finished fit run (needs model.keras and bundle/)")
+    try:
+        spec = load_bundle(src).spec
+    except SERError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_tf(2)
+    import keras
+
+    model = keras.models.load_model(keras_path)
+    x = np.load(run_dir / "parity_features.npy")
+    try:
+        onnx_bytes = to_onnx(model, n_frames=spec.n_frames, n_mels=spec.features.n_mels)
+        par = parity(model, onnx_bytes, x)
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    card_path = src / CARD_FILE
+    write_bundle(bundle, onnx_bytes=onnx_bytes, spec=spec,
+                 card=card_path.read_text(encoding="utf-8") if card_path.is_file() else None)
+    click.echo(f"bundle written to {bundle} (parity max |diff| {par['max_abs_diff']:.2e})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The Keras CNN-(Bi)LSTM: log-mel frames in, label probabilities out.
+
+Input ``(frames, n_mels)`` named ``features`` (already normalised with the spec's per-band
+mean/std); output softmax named ``probs``. Four small conv blocks pool time and frequency early
+(time by 3 first: cheap on CPU), a residual connection on the last block, then a BiLSTM over the pooled time
+axis, attention-free mean+max pooling over time, a dense layer and the softmax.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def build_model(
+    *, n_frames: int, n_mels: int, n_labels: int, width: int = 16, rnn_units: int = 64,
+    dropout: float = 0.3, seed: int = 0,
+) -> Any:
+    """Return an uncompiled ``keras.Model`` (import of TensorFlow happens here, not at module load)."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+
+    def conv_block(x: Any, filters: int, pool: tuple[int, int], *, residual: bool, name: str) -> Any:
+        y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+        y = layers.BatchNormalization(name=f"{name}_bn")(y)
+        if residual:
+            y = layers.Activation("relu", name=f"{name}_relu1")(y)
+            y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+            y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+            shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_proj")(x)
+            y = layers.Add(name=f"{name}_add")([y, shortcut])
+        y = layers.Activation("relu", name=f"{name}_relu")(y)
+        y = layers.MaxPooling2D(pool, name=f"{name}_pool")(y)
+        return layers.SpatialDropout2D(dropout / 3, name=f"{name}_drop")(y)
+
+    inp = keras.Input(shape=(n_frames, n_mels), name="features")
+    x = layers.Reshape((n_frames, n_mels, 1), name="to_image")(inp)
+    x = conv_block(x, width, (3, 2), residual=False, name="b1")
+    x = conv_block(x, width * 2, (2, 2), residual=False, name="b2")
+    x = conv_block(x, width * 4, (2, 2), residual=False, name="b3")
+    x = conv_block(x, width * 4, (1, 2), residual=True, name="b4")
+    t, f, c = x.shape[1], x.shape[2], x.shape[3]
+    x = layers.Reshape((t, f * c), name="to_sequence")(x)
+    x = layers.Dropout(dropout, name="seq_drop")(x)
+    x = layers.Dense(128, activation="relu", name="seq_proj")(x)
+    x = layers.Bidirectional(layers.LSTM(rnn_units, return_sequences=True), name="bilstm")(x)
+    pooled = layers.Concatenate(name="pool")(
+        [layers.GlobalAveragePooling1D(name="mean_t")(x), layers.GlobalMaxPooling1D(name="max_t")(x)]
+    )
+    x = layers.Dropout(dropout, name="head_drop")(pooled)
+    x = layers.Dense(64, activation="relu", name="head")(x)
+    out = layers.Dense(n_labels, activation="softmax", name="probs")(x)
+    return keras.Model(inp, out, name="ser_cnn_lstm")

@@ -1,0 +1,219 @@
+"""The training recipe: load -> decode (cached) -> split by speaker -> normalisation stats ->
+augmented epochs -> early stopping on validation UAR -> ONNX export + parity -> bundle.
+
+Everything the model sees is computed with the serving functions (:func:`models.features.segment`,
+:func:`models.features.logmel`); augmentation touches training clips only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from models.bundle import Spec
+from models.features import FeatureParams, SegmentParams, VadParams, logmel, segment, voiced
+from training.augment import AugmentConfig, augment_clip, spec_augment
+from training.corpora import Item
+from training.data import WaveStore
+from training.metrics import uar
+
+#: Down-weight TESS in the balanced sampler: two speakers, 200 words, very easy, 2800 clips.
+CORPUS_WEIGHT = {"tess": 0.5}
+
+
+@dataclass
+class FitConfig:
+    labels: tuple[str, ...]
+    seed: int = 1234
+    epochs: int = 30
+    patience: int = 7
+    batch_size: int = 64
+    epoch_size: int = 5120
+    lr: float = 2e-3
+    label_smoothing: float = 0.1
+    width: int = 16
+    rnn_units: int = 64
+    dropout: float = 0.3
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    spec_augment: bool = True
+    threads: int = 2
+    progress: bool = True
+    name: str = "ser-cnn-lstm"
+    version: str = "1.0.0"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k not in {"augment", "progress", "threads"}}
+        out["labels"] = list(self.labels)
+        out["augment"] = self.augment.to_dict()
+        return out
+
+
+def base_spec(labels: tuple[str, ...], mean: np.ndarray, std: np.ndarray, *, name: str, version: str,
+              info: dict[str, Any] | None = None) -> Spec:
+    return Spec(name=name, version=version, labels=labels, sample_rate=8000, segment=SegmentParams(),
+                features=FeatureParams(), vad=VadParams(), norm_mean=mean.astype(np.float32),
+                norm_std=std.astype(np.float32), info=info or {})
+
+
+def clip_segments(y: np.ndarray, spec: Spec) -> np.ndarray:
+    """The segments serving would classify for this clip (voiced ones, or all when none is)."""
+    _, segs = segment(y=y, sr=spec.sample_rate, params=spec.segment)
+    if len(segs) == 0:
+        return segs
+    mask = voiced(segments=segs, sr=spec.sample_rate, params=spec.vad)
+    return segs[mask] if mask.any() else segs
+
+
+def features(segs: np.ndarray, spec: Spec, *, chunk: int = 512) -> np.ndarray:
+    out = [logmel(y=segs[i : i + chunk], sr=spec.sample_rate, params=spec.features)
+           for i in range(0, len(segs), chunk)]
+    return np.concatenate(out) if out else np.zeros((0, spec.n_frames, spec.features.n_mels), np.float32)
+
+
+def norm_stats(store: WaveStore, idx: list[int], spec: Spec, *, rng: np.random.Generator, max_clips: int = 2000
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-mel-band mean/std of the clean serving-path features of (a sample of) the training clips."""
+    pick = idx if len(idx) <= max_clips else sorted(rng.choice(idx, max_clips, replace=False).tolist())
+    segs = [clip_segments(store.get(i), spec) for i in pick]
+    feats = features(np.concatenate([s for s in segs if len(s)]), spec)
+    flat = feats.reshape(-1, feats.shape[-1]).astype(np.float64)
+    return flat.mean(axis=0), np.maximum(flat.std(axis=0), 1e-3)
+
+
+class ClipSet:
+    """Features of whole clips as serving sees them, for validation (clip = mean of segment probs)."""
+
+    def __init__(self, store: WaveStore, idx: list[int], items: list[Item], spec: Spec,
+                 mean: np.ndarray, std: np.ndarray) -> None:
+        segs, owner = [], []
+        self.y = np.array([spec.labels.index(items[i].label) for i in idx], dtype=np.int64)
+        for k, i in enumerate(idx):
+            s = clip_segments(store.get(i), spec)
+            segs.append(s)
+            owner.extend([k] * len(s))
+        self.owner = np.asarray(owner, dtype=np.int64)
+        self.x = ((features(np.concatenate(segs), spec) - mean) / std).astype(np.float32) if segs else None
+        self.n = len(idx)
+
+    def predict(self, model: Any, batch: int = 256) -> np.ndarray:
+        probs = model.predict(self.x, batch_size=batch, verbose=0)
+        out = np.zeros((self.n, probs.shape[1]), dtype=np.float64)
+        np.add.at(out, self.owner, probs)
+        return out / np.maximum(np.bincount(self.owner, minlength=self.n), 1)[:, None]
+
+
+def sampling_weights(items: list[Item], idx: list[int]) -> np.ndarray:
+    """Balanced sampling: each label gets the same total weight; TESS is down-weighted within a label."""
+    w = np.array([CORPUS_WEIGHT.get(items[i].corpus, 1.0) for i in idx], dtype=np.float64)
+    labels = [items[i].label for i in idx]
+    totals: Counter[str] = Counter()
+    for lab, wi in zip(labels, w, strict=True):
+        totals[lab] += wi
+    w = np.array([wi / totals[lab] for lab, wi in zip(labels, w, strict=True)])
+    return w / w.sum()
+
+
+def epoch_data(store: WaveStore, items: list[Item], idx: list[int], probs: np.ndarray, spec: Spec,
+               mean: np.ndarray, std: np.ndarray, cfg: FitConfig, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch of augmented, normalised training features and integer labels."""
+    n = min(cfg.epoch_size, max(len(idx), cfg.batch_size)) if cfg.epoch_size else len(idx)
+    pick = rng.choice(len(idx), size=n, replace=True, p=probs)
+    window, _, _ = spec.segment.samples(spec.sample_rate)
+    waves = np.stack([augment_clip(store.get(idx[j]), sr=spec.sample_rate, window=window, rng=rng,
+                                   cfg=cfg.augment) for j in pick])
+    x = ((features(waves, spec) - mean) / std).astype(np.float32)
+    if cfg.spec_augment:
+        spec_augment(x, rng=rng)
+    y = np.array([spec.labels.index(items[idx[j]].label) for j in pick], dtype=np.int64)
+    return x, y
+
+
+def configure_tf(threads: int) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # already initialised in this process (tests): keep what is set
+        pass
+
+
+def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]], spec: Spec,
+                cfg: FitConfig, *, log: Any = print) -> tuple[Any, dict[str, Any]]:
+    """Train with early stopping on validation UAR; returns the best Keras model and the history."""
+    configure_tf(cfg.threads)
+    import keras
+
+    from training.model import build_model
+
+    rng = np.random.default_rng(cfg.seed)
+    mean, std = spec.norm_mean, spec.norm_std
+    train_idx, val_idx = parts["train"], parts["val"]
+    probs = sampling_weights(items, train_idx)
+    val = ClipSet(store, val_idx, items, spec, mean, std)
+    model = build_model(n_frames=spec.n_frames, n_mels=spec.features.n_mels, n_labels=len(spec.labels),
+                        width=cfg.width, rnn_units=cfg.rnn_units, dropout=cfg.dropout, seed=cfg.seed)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
+    history: list[dict[str, float]] = []
+    best_uar, best_epoch, best_weights, since = -1.0, -1, model.get_weights(), 0
+    current_lr = cfg.lr
+    bar = tqdm(range(cfg.epochs), desc="epochs", unit="epoch", disable=not cfg.progress)
+    for epoch in bar:
+        t0 = time.time()
+        x, y = epoch_data(store, items, train_idx, probs, spec, mean, std, cfg, rng)
+        t1 = time.time()
+        onehot = np.eye(len(spec.labels), dtype=np.float32)[y]
+        h = model.fit(x, onehot, batch_size=cfg.batch_size, epochs=1, verbose=0, shuffle=True)
+        t2 = time.time()
+        vp = val.predict(model)
+        v_uar = uar(val.y, vp.argmax(axis=1), len(spec.labels))
+        v_wa = float(np.mean(vp.argmax(axis=1) == val.y))
+        rec = {"epoch": epoch + 1, "loss": float(h.history["loss"][-1]), "val_uar": v_uar, "val_wa": v_wa,
+               "lr": current_lr, "data_s": round(t1 - t0, 1), "fit_s": round(t2 - t1, 1),
+               "val_s": round(time.time() - t2, 1)}
+        history.append(rec)
+        log(json.dumps(rec))
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", val_uar=f"{v_uar:.3f}")
+        if v_uar > best_uar + 1e-4:
+            best_uar, best_epoch, best_weights, since = v_uar, epoch + 1, model.get_weights(), 0
+        else:
+            since += 1
+            if since % 3 == 0:  # plateau: halve the learning rate
+                current_lr *= 0.5
+                model.optimizer.learning_rate.assign(current_lr)
+            if since >= cfg.patience:
+                log(f"early stop at epoch {epoch + 1}: best val UAR {best_uar:.4f} at epoch {best_epoch}")
+                break
+    model.set_weights(best_weights)
+    return model, {"epochs": history, "best_epoch": best_epoch, "best_val_uar": best_uar}
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy", "scipy", "librosa",
+                "soundfile", "soxr"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def class_counts(items: list[Item], idx: list[int]) -> dict[str, dict[str, int]]:
+    out: dict[str, Counter[str]] = {}
+    for i in idx:
+        out.setdefault(items[i].corpus, Counter())[items[i].label] += 1
+    return {c: dict(sorted(v.items())) for c, v in sorted(out.items())}
