@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from producer.metrics import PRODUCER_METRICS_KEY, ProducerMetrics
 from workers import metrics as wm
 
 SEGMENTS_PER_CHILD = 3
@@ -48,6 +49,7 @@ class FakeRedis:
     def __init__(self, jobs: dict[str, datetime] | None = None, up: bool = True) -> None:
         self.jobs = jobs or {}
         self.up = up
+        self.hashes: dict[str, float] = {}
 
     def _check(self) -> None:
         if not self.up:
@@ -66,6 +68,23 @@ class FakeRedis:
         self._check()
         ids = list(self.jobs)
         return ids[index].encode() if ids else None
+
+    def hgetall(self, key: str) -> dict[bytes, bytes]:
+        self._check()
+        assert key == wm.PRODUCER_METRICS_KEY
+        return {k.encode(): str(v).encode() for k, v in self.hashes.items()}
+
+    def pipeline(self, transaction: bool = True) -> FakeRedis:
+        return self
+
+    def hincrby(self, key: str, field: str, amount: int) -> None:
+        self.hashes[field] = int(self.hashes.get(field, 0)) + amount
+
+    def hincrbyfloat(self, key: str, field: str, amount: float) -> None:
+        self.hashes[field] = float(self.hashes.get(field, 0)) + amount
+
+    def execute(self) -> None:
+        self._check()
 
     def hget(self, key: str, field: str) -> bytes | None:
         self._check()
@@ -100,6 +119,10 @@ def test_two_processes_are_summed_and_dead_ones_dropped(mp_dir: Path) -> None:
     ctx = mp.get_context("spawn")
     go_away = ctx.Event()
     redis = FakeRedis({"j1": datetime.now(UTC) - timedelta(seconds=42), "j2": datetime.now(UTC)})
+    pm = ProducerMetrics(redis)
+    pm.enqueued(5)
+    pm.skipped_silence(2, 6.0)
+    pm.call_done(ok=True)
     server = wm.start_metrics_server(0, host="127.0.0.1", redis=redis, queue="ser", model_info=MODEL_INFO)
     children = [ctx.Process(target=_child, args=(go_away, i)) for i in range(2)]
     try:
@@ -131,6 +154,11 @@ def test_two_processes_are_summed_and_dead_ones_dropped(mp_dir: Path) -> None:
         assert s[("ser_queue_depth", ())] == 2
         assert 41 < s[("ser_queue_oldest_job_age_seconds", ())] < 60
         assert s[("ser_redis_up", ())] == 1
+        assert s[("ser_producer_segments_total", (("outcome", "enqueued"),))] == 5
+        assert s[("ser_producer_segments_total", (("outcome", "skipped_silence"),))] == 2
+        assert s[("ser_producer_silence_seconds_total", ())] == 6.0
+        assert s[("ser_producer_calls_total", (("status", "ok"),))] == 1
+        assert s[("ser_producer_calls_total", (("status", "error"),))] == 0
         assert s[("ser_model_info", (("labels", ",".join(wm.DEFAULT_LABELS)), ("name", "tiny"),
                                      ("version", "1.2.3")))] == 1
         assert _get(server.url + "/readyz") == (200, "2 worker(s) with a loaded model\n")
@@ -252,6 +280,15 @@ def test_real_prometheus_scrapes_the_endpoint(tmp_path: Path, mp_dir: Path) -> N
     happy = [r for r in seen["ser_segments_total"] if r["metric"].get("label") == "happy"]
     assert happy and float(happy[0]["value"][1]) == 1
     assert happy[0]["metric"]["job"] == "ser-worker"
+
+
+def test_producer_metrics_key_agrees_and_never_fails() -> None:
+    assert PRODUCER_METRICS_KEY == wm.PRODUCER_METRICS_KEY
+    down = FakeRedis(up=False)
+    pm = ProducerMetrics(down)
+    pm.enqueued(3)  # logged once, not raised
+    pm.backpressure_wait(1.5)
+    ProducerMetrics(None).enqueued(1)
 
 
 def test_cleanup_restores_in_memory_values() -> None:

@@ -55,7 +55,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client import multiprocess as prom_mp
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -83,7 +83,15 @@ METRIC_FAMILIES: dict[str, str] = {
     "ser_queue_oldest_job_age_seconds": "gauge",
     "ser_redis_up": "gauge",
     "ser_model_info": "info",
+    "ser_producer_segments_total": "counter",
+    "ser_producer_silence_seconds_total": "counter",
+    "ser_producer_backpressure_wait_seconds_total": "counter",
+    "ser_producer_calls_total": "counter",
 }
+
+#: Redis hash the producers add their counters to (producer.metrics.PRODUCER_METRICS_KEY; the
+#: workers may not import the producer, tests/test_metrics.py checks the two agree).
+PRODUCER_METRICS_KEY = "ser:metrics:producer"
 
 _SUFFIXES = {
     "counter": ("",),
@@ -327,11 +335,12 @@ def _model_labels(model_info: Any) -> dict[str, str] | None:
 
 
 class SerCollector(Collector):
-    """Gauges the metrics-server process computes on each scrape.
+    """Metrics the metrics-server process computes on each scrape.
 
     ``ser_queue_depth`` (LLEN of the RQ list) and ``ser_queue_oldest_job_age_seconds`` (now minus
     ``enqueued_at`` of the job at the head of the list; 0 when empty) from Redis, ``ser_redis_up``,
-    and ``ser_model_info{name,version,labels}``.
+    ``ser_model_info{name,version,labels}``, and the producers' counters kept in the Redis hash
+    :data:`PRODUCER_METRICS_KEY` (``ser_producer_*``).
     """
 
     def __init__(self, redis: Any = None, queue: str | None = None, model_info: Any = None) -> None:
@@ -359,6 +368,10 @@ class SerCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
+        try:
+            yield from self._producer_counters()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("producer counters unavailable: %s", exc)
         if depth is not None:
             yield GaugeMetricFamily("ser_queue_depth", "Jobs waiting in the RQ queue", value=depth)
             yield GaugeMetricFamily(
@@ -380,6 +393,24 @@ class SerCollector(Collector):
                 if enqueued is not None:
                     age = max(0.0, time.time() - enqueued.timestamp())
         return depth, age
+
+    def _producer_counters(self) -> Iterator[Metric]:
+        raw = self.redis.hgetall(PRODUCER_METRICS_KEY) or {}
+        fields = {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()}
+        segments = CounterMetricFamily(
+            "ser_producer_segments", "Segments cut by producers, by outcome", labels=["outcome"])
+        for outcome in ("enqueued", "skipped_silence"):
+            segments.add_metric([outcome], fields.get(f"segments:{outcome}", 0.0))
+        yield segments
+        yield CounterMetricFamily("ser_producer_silence_seconds", "Audio seconds producers skipped as silence",
+                                  value=fields.get("silence_seconds", 0.0))
+        yield CounterMetricFamily("ser_producer_backpressure_wait_seconds",
+                                  "Seconds producers waited for the queue to drain",
+                                  value=fields.get("backpressure_wait_seconds", 0.0))
+        calls = CounterMetricFamily("ser_producer_calls", "Calls finished by producers", labels=["status"])
+        for status in ("ok", "error"):
+            calls.add_metric([status], fields.get(f"calls:{status}", 0.0))
+        yield calls
 
     def ping(self) -> bool:
         if self.redis is None:

@@ -1,0 +1,85 @@
+"""Producer-side counters, kept in Redis and exported by the workers' metrics server.
+
+A producer is one short-lived process per call, so it serves no scrape endpoint of its own (and
+a Pushgateway would lose counts between calls pushing to one group). Instead each producer adds
+to a Redis hash (:data:`PRODUCER_METRICS_KEY`) on the Redis it already uses, and every worker
+pool's ``/metrics`` exports that hash on scrape (``workers.metrics.SerCollector``) as:
+
+* ``ser_producer_segments_total{outcome="enqueued"|"skipped_silence"}``
+* ``ser_producer_silence_seconds_total``: audio seconds skipped by the VAD gate
+* ``ser_producer_backpressure_wait_seconds_total``: time producers waited for the queue to drain
+* ``ser_producer_calls_total{status="ok"|"error"}``
+
+All pools read the same hash, so aggregate with ``max()``. Recording is best effort: a Redis error
+is logged once and never fails the call.
+
+Usage in the producer::
+
+    pm = ProducerMetrics(redis_connection)
+    pm.enqueued(len(batch))
+    pm.skipped_silence(segments=1, seconds=hop_s)
+    pm.backpressure_wait(seconds)
+    pm.call_done(ok=True)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Redis hash holding the producer counters (workers.metrics reads the same key; a test checks).
+PRODUCER_METRICS_KEY = "ser:metrics:producer"
+#: Hash fields: ``{family}:{label value}`` or ``{family}``.
+FIELD_ENQUEUED = "segments:enqueued"
+FIELD_SKIPPED = "segments:skipped_silence"
+FIELD_SILENCE_S = "silence_seconds"
+FIELD_BACKPRESSURE_S = "backpressure_wait_seconds"
+FIELD_CALLS_OK = "calls:ok"
+FIELD_CALLS_ERROR = "calls:error"
+
+
+class ProducerMetrics:
+    """Adds to the producer counters in Redis. ``redis=None`` records nothing (embedded mode)."""
+
+    def __init__(self, redis: Any, *, key: str = PRODUCER_METRICS_KEY) -> None:
+        self.redis = redis
+        self.key = key
+        self._warned = False
+
+    def _add(self, *pairs: tuple[str, float]) -> None:
+        if self.redis is None:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for field, amount in pairs:
+                if isinstance(amount, int):
+                    pipe.hincrby(self.key, field, amount)
+                else:
+                    pipe.hincrbyfloat(self.key, field, float(amount))
+            pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - metrics must never fail a call
+            if not self._warned:
+                log.warning("producer metrics not recorded: %s", exc)
+                self._warned = True
+
+    def enqueued(self, segments: int = 1) -> None:
+        if segments > 0:
+            self._add((FIELD_ENQUEUED, int(segments)))
+
+    def skipped_silence(self, segments: int = 1, seconds: float = 0.0) -> None:
+        pairs: list[tuple[str, float]] = []
+        if segments > 0:
+            pairs.append((FIELD_SKIPPED, int(segments)))
+        if seconds > 0:
+            pairs.append((FIELD_SILENCE_S, float(seconds)))
+        if pairs:
+            self._add(*pairs)
+
+    def backpressure_wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self._add((FIELD_BACKPRESSURE_S, float(seconds)))
+
+    def call_done(self, ok: bool = True) -> None:
+        self._add((FIELD_CALLS_OK if ok else FIELD_CALLS_ERROR, 1))
