@@ -118,6 +118,9 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, queue: str, s
         if isinstance(exc, redis.RedisError):
             raise click.ClickException(f"Redis at {settings.redis_url} failed: {exc}") from None
         raise
+    finally:
+        if connection is not None:
+            connection.close()
     summary_out = output if output_format == "table" else sys.stderr  # jsonl/csv stay machine-readable
     if output_format == "table":
         output.write("\n")

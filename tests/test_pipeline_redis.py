@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 import redis
 from click.testing import CliRunner
 
@@ -79,9 +81,15 @@ def work_in_process(url: str, model: object) -> None:
         conn.close()
 
 
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_url)
+    yield conn
+    conn.close()
+
+
 def test_two_process_pool_matches_embedded_and_resend_is_idempotent(
-        redis_url: str, stereo_call: Path, tiny_bundle_dir: Path) -> None:
-    client = redis.Redis.from_url(redis_url)
+        redis_url: str, client: redis.Redis, stereo_call: Path, tiny_bundle_dir: Path) -> None:
     args = [str(stereo_call), "--model", str(tiny_bundle_dir), "--format", "jsonl", "--stream-id", "call1",
             "--batch", "2", "--timeout", "30"]
     prod = producer_proc(redis_url, *args)
@@ -111,11 +119,10 @@ def test_two_process_pool_matches_embedded_and_resend_is_idempotent(
 
 
 def test_backpressure_keeps_the_queue_under_the_limit_and_sigterm_is_clean(
-        redis_url: str, tmp_path: Path, tiny_bundle_dir: Path) -> None:
+        redis_url: str, client: redis.Redis, tmp_path: Path, tiny_bundle_dir: Path) -> None:
     from conftest import synth_call
 
     call = synth_call(tmp_path / "call.wav")  # 6 voiced segments -> 6 jobs of one segment
-    client = redis.Redis.from_url(redis_url)
     prod = producer_proc(redis_url, str(call), "--model", str(tiny_bundle_dir), "--batch", "1",
                          "--max-pending", "2", "--format", "jsonl", "--timeout", "30")
     seen: list[int] = []
@@ -141,8 +148,8 @@ def test_backpressure_keeps_the_queue_under_the_limit_and_sigterm_is_clean(
     assert "Traceback" not in werr
 
 
-def test_same_batch_sent_twice_is_classified_once(redis_url: str, tiny_bundle_dir: Path) -> None:
-    conn = redis.Redis.from_url(redis_url)
+def test_same_batch_sent_twice_is_classified_once(redis_url: str, client: redis.Redis, tiny_bundle_dir: Path) -> None:
+    conn = client
     model = EmotionModel(tiny_bundle_dir)
     backend = RedisBackend(spec=model.spec, stream_id="dup", connection=conn, queue=DEFAULT_QUEUE, max_pending=10,
                            timeout_s=5)
