@@ -125,13 +125,23 @@ class RedisBackend(Backend):
         self.key = results_key(stream_id)
         self.last_id: bytes | str = "0-0"
         self.max_queue_seen = 0
+        self.backpressure_s = 0.0  # total time spent waiting for room in the queue
 
     def queue_length(self) -> int:
         return int(self.conn.llen(self.queue.key))
 
     def _wait_for_room(self, on_idle: Any) -> None:
         length = self.queue_length()
-        deadline = time.monotonic() + self.timeout_s
+        started = time.monotonic()
+        deadline = started + self.timeout_s
+        if length >= self.max_pending:
+            try:
+                self._wait(length, deadline, on_idle)
+            finally:
+                self.backpressure_s += time.monotonic() - started
+        self.max_queue_seen = max(self.max_queue_seen, min(length, self.max_pending - 1) + 1)
+
+    def _wait(self, length: int, deadline: float, on_idle: Any) -> None:
         while length >= self.max_pending:
             if on_idle is not None and on_idle(BACKPRESSURE_POLL_S):
                 deadline = time.monotonic() + self.timeout_s
@@ -144,7 +154,6 @@ class RedisBackend(Backend):
             if time.monotonic() > deadline:
                 raise StalledError(f"queue {self.queue.name!r} stayed at {length} job(s) (--max-pending "
                                    f"{self.max_pending}) for {self.timeout_s:g} s: are workers running?")
-        self.max_queue_seen = max(self.max_queue_seen, length + 1)
 
     def submit(self, batch: Batch, *, on_idle: Any = None) -> list[dict[str, Any]]:
         from rq import Callback

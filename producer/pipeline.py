@@ -11,6 +11,7 @@ from models.errors import AudioError, SERError
 from models.features import voiced
 from producer.collector import Collector
 from producer.dispatch import Backend, Batch, Batcher, EmbeddedBackend, RedisBackend, StalledError
+from producer.metrics import ProducerMetrics
 from producer.output import make_writer
 from producer.segmenter import Segmenter
 from producer.settings import ProducerSettings
@@ -74,6 +75,8 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
     segmenter = Segmenter(spec=spec, in_rate=source.rate, channels=source.channels)
     batcher = Batcher(settings.batch)
     sr = spec.sample_rate
+    hop_s = spec.segment.hop_s
+    metrics = ProducerMetrics(connection)  # counters in Redis for the workers' /metrics; no-op embedded
     writer.start()
 
     def take(records: list[dict[str, Any]]) -> bool:
@@ -92,9 +95,14 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
         return take(backend.poll(block_s))
 
     def send(batch: Batch) -> None:
+        jobs, waited = backend.jobs, getattr(backend, "backpressure_s", 0.0)
         take(backend.submit(batch, on_idle=on_idle))
+        if backend.jobs > jobs:
+            metrics.enqueued(len(batch.items))
+        metrics.backpressure_wait(getattr(backend, "backpressure_s", 0.0) - waited)
 
     def cut(cuts: list[Any]) -> None:
+        skipped = sum(st.skipped for st in stats)
         for c in cuts:
             mask = voiced(segments=c.samples, sr=sr, params=spec.vad)
             for i, st in enumerate(stats):
@@ -107,6 +115,8 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
                 batch = batcher.add(st.name, c.seq, c.start / sr, c.end / sr, c.samples[i])
                 if batch is not None:
                     send(batch)
+        skipped = sum(st.skipped for st in stats) - skipped
+        metrics.skipped_silence(segments=skipped, seconds=skipped * hop_s)
 
     error = None
     try:
@@ -132,6 +142,9 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
                                    f"{collector.outstanding} of {collector.expected} segment(s) have no result")
     except StalledError as exc:
         error = str(exc)
+    except BaseException:
+        metrics.call_done(ok=False)
+        raise
     finally:
         writer.flush()
     released = collector.released
@@ -139,6 +152,7 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
     if failures and error is None:
         error = (f"{len(failures)} of {collector.expected} segment(s) failed; first: "
                  f"{failures[0]['channel']} seq {failures[0]['seq']}: {failures[0]['error']}")
+    metrics.call_done(ok=error is None)
     return Outcome(
         expected=collector.expected, results=len(released) - len(failures), failures=len(failures),
         jobs=backend.jobs, resent=backend.resent, duplicates=collector.duplicates,

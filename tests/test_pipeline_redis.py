@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import redis
 from click.testing import CliRunner
+from redis_server import free_port
 
 from models.runtime import EmotionModel
 from producer.cli import EXIT_INCOMPLETE
@@ -60,6 +62,15 @@ def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyp
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.02)
+
+
+def metric_sum(text: str, name: str, label: str) -> float:
+    """Sum of the samples of ``name`` whose labels contain ``label``, from a /metrics page."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {") and label in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def stream_kinds(client: redis.Redis, stream_id: str) -> list[str]:
@@ -132,7 +143,8 @@ def test_backpressure_keeps_the_queue_under_the_limit_and_sigterm_is_clean(
         seen.append(int(client.llen(QUEUE_KEY)))
         time.sleep(0.005)
     assert max(seen) == 2 and prod.poll() is None  # blocked at the limit, not failed
-    worker = worker_proc(redis_url, tiny_bundle_dir, "--processes", "1")
+    port = free_port()
+    worker = worker_proc(redis_url, tiny_bundle_dir, "--processes", "1", "--metrics-port", str(port))
     try:
         while prod.poll() is None:
             seen.append(int(client.llen(QUEUE_KEY)))
@@ -141,6 +153,13 @@ def test_backpressure_keeps_the_queue_under_the_limit_and_sigterm_is_clean(
         assert prod.returncode == 0, err
         assert max(seen) <= 2
         assert len(records(out)) == 6
+        # the pool's /metrics sums its processes and exports the producer's counters
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        assert metric_sum(text, "ser_segments_total", 'status="ok"') == 6
+        assert metric_sum(text, "ser_producer_segments_total", 'outcome="enqueued"') == 6
+        assert metric_sum(text, "ser_producer_segments_total", 'outcome="skipped_silence"') == 6
+        assert metric_sum(text, "ser_producer_backpressure_wait_seconds_total", "") > 0.5
     finally:
         worker.send_signal(signal.SIGTERM)
         _, werr = worker.communicate(timeout=30)

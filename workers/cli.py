@@ -36,7 +36,11 @@ from workers.settings import (  # noqa: E402
 @click.option("--log-level", envvar="SER_LOG_LEVEL", default=DEFAULT_LOG_LEVEL, show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="RQ log level [env SER_LOG_LEVEL].")
-def main(redis_url: str, queue: str, processes: int, model_dir: str | None, burst: bool, log_level: str) -> None:
+@click.option("--metrics-port", envvar="SER_METRICS_PORT", type=click.IntRange(0, 65535), default=None,
+              help="Serve /metrics, /healthz, /readyz on this port (0: any free port) [env SER_METRICS_PORT; "
+                   "default: no server].")
+def main(redis_url: str, queue: str, processes: int, model_dir: str | None, burst: bool, log_level: str,
+         metrics_port: int | None) -> None:
     """Classify queued speech segments and publish the results to Redis Streams."""
     import redis
 
@@ -45,7 +49,7 @@ def main(redis_url: str, queue: str, processes: int, model_dir: str | None, burs
     from workers.pool import run_pool
 
     settings = WorkerSettings(redis_url=redis_url, queue=queue, processes=processes, model_dir=model_dir,
-                              burst=burst, log_level=log_level.upper())
+                              burst=burst, log_level=log_level.upper(), metrics_port=metrics_port)
     try:  # fail fast, with one line, before spawning anything
         load_bundle(model_dir)
         redis.Redis.from_url(redis_url).ping()
@@ -53,7 +57,10 @@ def main(redis_url: str, queue: str, processes: int, model_dir: str | None, burs
         raise click.ClickException(str(exc)) from None
     except (redis.RedisError, ValueError) as exc:
         raise click.ClickException(f"cannot reach Redis at {redis_url}: {exc}") from None
-    code = run_pool(settings)
+    try:
+        code = run_pool(settings)
+    except OSError as exc:  # e.g. the metrics port is taken
+        raise click.ClickException(f"cannot start the worker pool: {exc}") from None
     if code:
         raise click.ClickException(f"a worker process exited with code {code}")
 

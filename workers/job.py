@@ -4,12 +4,15 @@ The model is loaded once per worker process (:func:`set_model`, called by
 :mod:`workers.process` before the first job). Every outcome, including errors, is published to
 the call's results stream, so a producer never waits for a job that failed.
 
-Metrics hook: :func:`set_stage_timer` installs ``timer(stage) -> context manager``; the job wraps
-its stages (:data:`STAGES`) in it. The default does nothing.
+Metrics hooks: :func:`set_stage_timer` installs ``timer(stage) -> context manager``; the job wraps
+its stages (:data:`STAGES`) in it. :func:`set_job_observer` installs
+``observer(records, seconds, enqueued_at)``, called after each job. The defaults do nothing.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from workers.contract import (
@@ -27,8 +30,12 @@ from workers.contract import (
 #: Stage names passed to the stage timer, in order (``decode`` includes the Redis GETDEL).
 STAGES = ("decode", "features", "inference", "publish")
 
+#: ``observer(records, job_seconds, enqueued_at)``; enqueued_at is RQ's datetime (or None).
+JobObserver = Callable[[list[dict[str, Any]], float, Any], None]
+
 _model: Classifier | None = None
 _timer: StageTimer = no_timer
+_observer: JobObserver | None = None
 
 
 def set_model(model: Classifier | None) -> None:
@@ -53,6 +60,12 @@ def set_stage_timer(timer: StageTimer | None) -> None:
     _timer = timer if timer is not None else no_timer
 
 
+def set_job_observer(observer: JobObserver | None) -> None:
+    """Install a per-job metrics hook (see :data:`JobObserver`)."""
+    global _observer
+    _observer = observer
+
+
 def publish(connection: Any, payload: dict[str, Any], records: list[dict[str, Any]]) -> None:
     """XADD the records to the call's stream (MAXLEN ~) and refresh its TTL, in one round trip."""
     key = payload["results_key"]
@@ -63,8 +76,9 @@ def publish(connection: Any, payload: dict[str, Any], records: list[dict[str, An
     pipe.execute()
 
 
-def run_batch(connection: Any, payload: dict[str, Any]) -> dict[str, int]:
-    """Do one job's work against ``connection``; never raises for a bad batch."""
+def run_batch(connection: Any, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Do one job's work against ``connection`` and return the published records; never raises
+    for a bad batch (only when Redis itself fails)."""
     model_id: str | None = None
     try:
         model = get_model()
@@ -80,7 +94,7 @@ def run_batch(connection: Any, payload: dict[str, Any]) -> dict[str, int]:
         records = failure_records(payload, f"{type(exc).__name__}: {exc}", model=model_id)
     with _timer("publish"):
         publish(connection, payload, records)
-    return {"segments": len(records), "failed": sum(r["kind"] == "failure" for r in records)}
+    return records
 
 
 def process(payload: dict[str, Any]) -> dict[str, int]:
@@ -90,7 +104,11 @@ def process(payload: dict[str, Any]) -> dict[str, int]:
     job = get_current_job()
     if job is None:
         raise RuntimeError(f"{JOB_FUNC} must run inside an RQ worker")
-    return run_batch(job.connection, payload)
+    start = time.perf_counter()
+    records = run_batch(job.connection, payload)
+    if _observer is not None:
+        _observer(records, time.perf_counter() - start, job.enqueued_at)
+    return {"segments": len(records), "failed": sum(r["kind"] == "failure" for r in records)}
 
 
 def on_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:

@@ -19,8 +19,27 @@ from workers.settings import WorkerSettings
 JOIN_POLL_S = 0.2
 
 
+def start_metrics(settings: WorkerSettings) -> tuple[Any, Any]:
+    """Start the /metrics server (all children summed) before any child; see workers.metrics."""
+    import redis
+
+    from models.bundle import load_bundle
+    from workers import metrics
+
+    mp_dir = metrics.setup_multiprocess_dir()  # exported: the spawned children inherit it
+    spec = load_bundle(settings.model_dir).spec
+    connection = redis.Redis.from_url(settings.redis_url)
+    server = metrics.start_metrics_server(int(settings.metrics_port or 0), redis=connection, queue=settings.queue,
+                                          model_info=spec)
+    print(f"ser-worker: metrics at {server.url}/metrics", file=sys.stderr)
+    return server, mp_dir
+
+
 def run_pool(settings: WorkerSettings) -> int:
     """Run ``settings.processes`` workers; return the worst child exit code (0 when all were clean)."""
+    server = mp_dir = None
+    if settings.metrics_port is not None:
+        server, mp_dir = start_metrics(settings)
     ctx = multiprocessing.get_context("spawn")
     parent = os.getpid()
     procs = [ctx.Process(target=pool_child, args=(settings, i, parent), name=f"ser-worker-{i}")
@@ -36,9 +55,15 @@ def run_pool(settings: WorkerSettings) -> int:
         for p in procs:
             p.start()
         stopping = False
+        dead: set[int] = set()
         while any(p.is_alive() for p in procs):
             for p in procs:
                 p.join(JOIN_POLL_S)
+                if p.exitcode is not None and p.pid is not None and p.pid not in dead and mp_dir is not None:
+                    from workers.metrics import mark_process_dead
+
+                    mark_process_dead(p.pid)
+                    dead.add(p.pid)
                 if not stopping and p.exitcode not in (None, 0):
                     print(f"ser-worker: {p.name} exited with code {p.exitcode}; stopping the pool",
                           file=sys.stderr)
@@ -47,4 +72,10 @@ def run_pool(settings: WorkerSettings) -> int:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+        if server is not None and mp_dir is not None:
+            from workers.metrics import cleanup_multiprocess_dir
+
+            server.close()
+            server.collector.redis.close()
+            cleanup_multiprocess_dir(mp_dir)
     return max((abs(p.exitcode or 0) for p in procs), default=0)

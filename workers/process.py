@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 from workers.settings import WorkerSettings
 
@@ -21,6 +22,43 @@ def _watch_parent(parent: int) -> None:
         if os.getppid() != parent:
             os.kill(os.getpid(), signal.SIGTERM)
             return
+
+
+def failure_reason(error: str) -> str:
+    """A short, bounded metrics reason for a failure record's error text."""
+    if error.startswith("model mismatch"):
+        return "model_mismatch"
+    if error.startswith("PCM data"):
+        return "pcm_missing"
+    if error.startswith("job failed"):
+        return "job_failed"
+    return "job_error"
+
+
+def install_metrics(model: Any) -> None:
+    """Record this process's jobs with workers.metrics (stage timers, segments, latency, busy time)."""
+    from workers import job
+    from workers.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics(labels=model.labels)
+
+    def observe(records: list[dict[str, Any]], seconds: float, enqueued_at: Any) -> None:
+        reasons = set()
+        for rec in records:
+            if rec["kind"] == "result":
+                metrics.segment("ok", rec["label"])
+            else:
+                metrics.segment("error")
+                reasons.add(failure_reason(str(rec.get("error", ""))))
+            if enqueued_at is not None:
+                metrics.e2e_since(enqueued_at)
+        for reason in reasons:
+            metrics.error(reason)
+        metrics.busy(seconds)
+
+    job.set_stage_timer(metrics.stage)
+    job.set_job_observer(observe)
+    metrics.ready()
 
 
 def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
@@ -38,6 +76,8 @@ def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
     model = EmotionModel(settings.model_dir, threads=1)
     model.warmup()
     job.set_model(model)
+    if settings.metrics_port is not None:
+        install_metrics(model)
     connection = redis.Redis.from_url(settings.redis_url)
     connection.ping()
     queue = Queue(settings.queue, connection=connection, serializer=JSONSerializer)

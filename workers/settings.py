@@ -27,3 +27,4 @@ class WorkerSettings:
     model_dir: str | None = None  # None: models.bundle.DEFAULT_BUNDLE
     burst: bool = False
     log_level: str = DEFAULT_LOG_LEVEL
+    metrics_port: int | None = None  # None: no /metrics server (0: any free port)
