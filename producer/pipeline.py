@@ -17,6 +17,7 @@ from producer.segmenter import Segmenter
 from producer.settings import ProducerSettings
 from producer.source import open_source
 from producer.summary import ChannelStats, summary_lines
+from workers.contract import sanitize
 
 #: Seconds one blocking XREAD waits while results are outstanding.
 FOLLOW_BLOCK_S = 0.5
@@ -41,8 +42,8 @@ def channel_names(given: tuple[str, ...], channels: int) -> list[str]:
         return [f"ch{i}" for i in range(channels)]
     if len(given) != channels:
         raise SERError(f"--channel-names gives {len(given)} name(s) for {channels} channel(s)")
-    if len(set(given)) != len(given) or not all(given):
-        raise SERError(f"--channel-names must be distinct and non-empty: {','.join(given)}")
+    if len({sanitize(n) for n in given}) != len(given) or not all(given):
+        raise SERError(f"--channel-names must be non-empty and distinct in [A-Za-z0-9_-]: {','.join(given)}")
     return list(given)
 
 

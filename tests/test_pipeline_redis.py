@@ -210,6 +210,18 @@ def test_timeout_then_model_mismatch_failures_give_a_failed_run(
     assert last.startswith("Error: 6 of 6 segment(s) failed") and "other-model@2.0" in last
 
 
+def test_all_silent_call_needs_no_worker(redis_url: str, client: redis.Redis, tmp_path: Path,
+                                         tiny_bundle_dir: Path) -> None:
+    from conftest import synth_call
+
+    call = synth_call(tmp_path / "quiet.wav", silent=True)
+    result = CliRunner().invoke(produce_main, [str(call), "--model", str(tiny_bundle_dir), "--redis-url", redis_url,
+                                               "--stream-id", "quiet", "--format", "jsonl", "--timeout", "5"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "" and "the call is silent" in result.stderr
+    assert client.llen(QUEUE_KEY) == 0 and stream_kinds(client, "quiet") == ["end"]
+
+
 def test_worker_rejects_a_bad_bundle_in_one_line(redis_url: str, tmp_path: Path) -> None:
     proc = worker_proc(redis_url, tmp_path, "--burst")
     _, err = proc.communicate(timeout=30)

@@ -142,6 +142,7 @@ def test_all_silent_call_completes_with_zero_segments(tmp_path: Path, tiny_bundl
     (["-"], b"", "stdin is empty"),
     (["-", "--rate", "8000", "--channels", "2"], b"\x00\x01\x02", "holds no audio"),
     (["{call}", "--channel-names", "a,b,c"], None, "3 name(s) for 2 channel(s)"),
+    (["{call}", "--channel-names", "a:b,a_b"], None, "distinct"),
     (["{call}", "--model", "{tmp}"], None, "spec.json"),
 ])
 def test_bad_input_is_one_line_and_non_zero(args: list[str], stdin: bytes | None, message: str, tmp_path: Path,

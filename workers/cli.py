@@ -22,6 +22,10 @@ from workers.settings import (  # noqa: E402
 )
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--redis-url", envvar="SER_REDIS_URL", default=DEFAULT_REDIS_URL, show_default=True,
               help="Redis holding the queue and the results streams [env SER_REDIS_URL].")
@@ -42,6 +46,10 @@ from workers.settings import (  # noqa: E402
 def main(redis_url: str, queue: str, processes: int, model_dir: str | None, burst: bool, log_level: str,
          metrics_port: int | None) -> None:
     """Classify queued speech segments and publish the results to Redis Streams."""
+    import signal
+
+    # Until the pool takes over the signals, a stop request means: start nothing, exit 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     import redis
 
     from models.bundle import load_bundle

@@ -45,12 +45,18 @@ def run_pool(settings: WorkerSettings) -> int:
     procs = [ctx.Process(target=pool_child, args=(settings, i, parent), name=f"ser-worker-{i}")
              for i in range(settings.processes)]
 
-    def forward(signum: int, frame: Any) -> None:
+    requested: list[int] = []  # signals received: a child they killed before its handlers were up is clean
+
+    def stop_children() -> None:
         for p in procs:
             if p.pid is not None and p.is_alive():
                 os.kill(p.pid, signal.SIGTERM)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    def on_signal(signum: int, frame: Any) -> None:
+        requested.append(signum)
+        stop_children()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         for p in procs:
             p.start()
@@ -64,11 +70,11 @@ def run_pool(settings: WorkerSettings) -> int:
 
                     mark_process_dead(p.pid)
                     dead.add(p.pid)
-                if not stopping and p.exitcode not in (None, 0):
+                if not stopping and p.exitcode not in (None, 0) and not (requested and p.exitcode == -signal.SIGTERM):
                     print(f"ser-worker: {p.name} exited with code {p.exitcode}; stopping the pool",
                           file=sys.stderr)
                     stopping = True
-                    forward(signal.SIGTERM, None)
+                    stop_children()
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
@@ -78,4 +84,5 @@ def run_pool(settings: WorkerSettings) -> int:
             server.close()
             server.collector.redis.close()
             cleanup_multiprocess_dir(mp_dir)
-    return max((abs(p.exitcode or 0) for p in procs), default=0)
+    codes = [0 if requested and p.exitcode == -signal.SIGTERM else abs(p.exitcode or 0) for p in procs]
+    return max(codes, default=0)

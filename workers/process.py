@@ -15,6 +15,14 @@ from workers.settings import WorkerSettings
 PARENT_POLL_S = 1.0
 
 
+_stop_requested = False
+
+
+def _remember_stop(signum: int, frame: Any) -> None:
+    global _stop_requested
+    _stop_requested = True
+
+
 def _watch_parent(parent: int) -> None:
     """Ask for a warm shutdown when the pool parent dies (the child is then re-parented)."""
     while True:
@@ -80,6 +88,8 @@ def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
         install_metrics(model)
     connection = redis.Redis.from_url(settings.redis_url)
     connection.ping()
+    if _stop_requested:
+        return True
     queue = Queue(settings.queue, connection=connection, serializer=JSONSerializer)
     worker = SimpleWorker([queue], connection=connection, serializer=JSONSerializer, name=name)
     return bool(worker.work(burst=settings.burst, logging_level=settings.log_level))
@@ -88,6 +98,9 @@ def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
 def pool_child(settings: WorkerSettings, index: int, parent: int) -> None:
     """Entry point of a spawned pool process (exit code 0 on a clean stop, 2 on an error)."""
     os.setpgrp()  # the terminal's Ctrl-C reaches only the parent, which forwards one SIGTERM
+    # A stop request while the model loads is remembered (raising inside imports would break them);
+    # run_worker then exits cleanly instead of working. RQ installs its own handlers in work().
+    signal.signal(signal.SIGTERM, _remember_stop)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     from models.errors import SERError
 
