@@ -124,7 +124,6 @@ class RedisBackend(Backend):
         self.max_pending, self.timeout_s = max_pending, timeout_s
         self.key = results_key(stream_id)
         self.last_id: bytes | str = "0-0"
-        self.max_queue_seen = 0
         self.backpressure_s = 0.0  # total time spent waiting for room in the queue
 
     def queue_length(self) -> int:
@@ -139,7 +138,6 @@ class RedisBackend(Backend):
                 self._wait(length, deadline, on_idle)
             finally:
                 self.backpressure_s += time.monotonic() - started
-        self.max_queue_seen = max(self.max_queue_seen, min(length, self.max_pending - 1) + 1)
 
     def _wait(self, length: int, deadline: float, on_idle: Any) -> None:
         while length >= self.max_pending:
