@@ -157,6 +157,8 @@ def test_backpressure_keeps_the_queue_under_the_limit_and_sigterm_is_clean(
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             text = resp.read().decode()
         assert metric_sum(text, "ser_segments_total", 'status="ok"') == 6
+        assert metric_sum(text, "ser_end_to_end_seconds_count", "") == 6
+        assert metric_sum(text, "ser_stage_seconds_count", 'stage="inference"') == 6  # one batch per job
         assert metric_sum(text, "ser_producer_segments_total", 'outcome="enqueued"') == 6
         assert metric_sum(text, "ser_producer_segments_total", 'outcome="skipped_silence"') == 6
         assert metric_sum(text, "ser_producer_backpressure_wait_seconds_total", "") > 0.5

@@ -11,6 +11,7 @@ its stages (:data:`STAGES`) in it. :func:`set_job_observer` installs
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,8 @@ from workers.contract import (
     failure_records,
     no_timer,
 )
+
+log = logging.getLogger(__name__)
 
 #: Stage names passed to the stage timer, in order (``decode`` includes the Redis GETDEL).
 STAGES = ("decode", "features", "inference", "publish")
@@ -107,7 +110,10 @@ def process(payload: dict[str, Any]) -> dict[str, int]:
     start = time.perf_counter()
     records = run_batch(job.connection, payload)
     if _observer is not None:
-        _observer(records, time.perf_counter() - start, job.enqueued_at)
+        try:
+            _observer(records, time.perf_counter() - start, job.enqueued_at)
+        except Exception as exc:  # metrics must never fail a job whose records are published
+            log.warning("job observer failed: %s: %s", type(exc).__name__, exc)
     return {"segments": len(records), "failed": sum(r["kind"] == "failure" for r in records)}
 
 
