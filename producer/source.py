@@ -37,11 +37,11 @@ class Source:
     def blocks(self, *, realtime: bool = False) -> Iterator[np.ndarray]:
         start, sent = time.monotonic(), 0
         for block in self._raw_blocks():
-            if realtime:
+            sent += block.shape[1]
+            if realtime:  # a live block exists only once its last sample has been spoken
                 delay = start + sent / self.rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            sent += block.shape[1]
             yield block
 
 
