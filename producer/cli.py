@@ -77,10 +77,12 @@ def default_stream_id(audio: str) -> str:
               show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.File("w", encoding="utf-8", lazy=True), default="-",
               help="Write records here [default: stdout].")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write a self-contained HTML report of the call here (and a PNG of its timeline beside it).")
 def main(audio: str, model_dir: str | None, redis_url: str | None, queue: str, stream_id: str | None,
          channel_names: str | None, realtime: bool, rate: int | None, channels: int | None,
          encoding: str | None, batch: int | None, max_pending: int, timeout_s: float, output_format: str,
-         output: Any) -> None:
+         output: Any, report_path: str | None) -> None:
     """Cut AUDIO (a file, or - for a WAV or raw PCM stream on stdin) into segments, classify every
     voiced segment's emotion, print the results in order and a per-channel summary."""
     from models.errors import SERError
@@ -130,6 +132,14 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, queue: str, s
     click.echo(f"stream {settings.stream_id}: {outcome.results} of {outcome.expected} segment(s) in "
                f"{outcome.seconds:.2f} s ({mode}, {outcome.jobs} job(s)"
                + (f", {outcome.resent} already sent" if outcome.resent else "") + ")", err=True)
+    if report_path:
+        from producer.report import write_report
+
+        html_path, png_path = write_report(
+            report_path, outcome.records, outcome.per_channel or {}, model_id=outcome.model_id,
+            channels=outcome.channels, labels=outcome.labels, duration_s=outcome.duration_s,
+        )
+        click.echo(f"report: {html_path} (timeline {png_path})", err=True)
     if outcome.error:
         raise IncompleteRun(outcome.error)
 

@@ -16,7 +16,7 @@ from producer.output import make_writer
 from producer.segmenter import Segmenter
 from producer.settings import ProducerSettings
 from producer.source import open_source
-from producer.summary import ChannelStats, summary_lines
+from producer.summary import ChannelStats, Summary, summarise, summary_lines
 from workers.contract import sanitize
 
 #: Seconds one blocking XREAD waits while results are outstanding.
@@ -36,6 +36,12 @@ class Outcome:
     seconds: float
     summary: list[str]
     error: str | None = None  # why the run is incomplete (timeout, failed segments), else None
+    channels: tuple[str, ...] = ()
+    records: tuple[dict[str, Any], ...] = ()  # released records (results and failures), in output order
+    per_channel: Summary | None = None  # producer.summary.summarise() of the records
+    duration_s: float = 0.0
+    model_id: str = ""
+    labels: tuple[str, ...] = ()
 
 
 def channel_names(given: tuple[str, ...], channels: int) -> list[str]:
@@ -73,7 +79,6 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
     writer = make_writer(settings.output_format, out, spec.labels)
     collector = Collector()
     stats = [ChannelStats(n) for n in names]
-    by_name = {s.name: s for s in stats}
     segmenter = Segmenter(spec=spec, in_rate=source.rate, channels=source.channels)
     batcher = Batcher(settings.batch)
     sr = spec.sample_rate
@@ -87,8 +92,6 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
         ready = collector.pop_ready()
         for rec in ready:
             writer.write(rec)
-            if rec["channel"] in by_name:
-                by_name[rec["channel"]].records.append(rec)
         if ready:
             writer.flush()
         return bool(records)
@@ -158,9 +161,11 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
         error = (f"{len(failures)} of {collector.expected} segment(s) failed; first: "
                  f"{failures[0]['channel']} seq {failures[0]['seq']}: {failures[0]['error']}")
     metrics.call_done(ok=error is None)
+    per_channel = summarise(released, spec.labels)
     return Outcome(
         expected=collector.expected, results=len(released) - len(failures), failures=len(failures),
         jobs=backend.jobs, resent=backend.resent, duplicates=collector.duplicates,
-        seconds=time.monotonic() - t0, summary=summary_lines(stats, hop_s=spec.segment.hop_s),
-        error=error,
+        seconds=time.monotonic() - t0, summary=summary_lines(stats, per_channel, hop_s=hop_s),
+        error=error, channels=tuple(names), records=tuple(released), per_channel=per_channel,
+        duration_s=segmenter.samples_seen / sr, model_id=spec.model_id, labels=spec.labels,
     )

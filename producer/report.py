@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from producer.report_summary import Summary, is_result
+from producer.summary import Summary, is_result
 
 #: Fixed colours for the known labels; others get one from FALLBACK_COLOURS.
 LABEL_COLOURS = {
@@ -216,7 +216,7 @@ def write_report(
 
     ``records``: the call's result records (``channel``, ``seq``, ``start_s``, ``end_s``,
     ``label``, ``confidence`` ...; failure/end records are ignored here). ``summary``: as
-    returned by :func:`producer.report_summary.summarise`, i.e. ``{channel: {"segments": int,
+    returned by :func:`producer.summary.summarise`, i.e. ``{channel: {"segments": int,
     "failed": int, "shares": {label: fraction}, "longest_negative": {"label", "start_s", "end_s",
     "segments"} | None}}``. ``model_id``: ``name@version``. ``channels``: display order (e.g.
     ``["agent", "customer"]``). ``labels``: the model's ordered labels (legend and colours).

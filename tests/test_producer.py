@@ -177,5 +177,20 @@ def test_longest_negative_stretch() -> None:
     records = [rec(0, "angry"), rec(1, "neutral"), rec(2, "angry"), rec(3, "sad"), rec(4, "angry"), rec(6, "angry")]
     stretch = longest_negative(records)
     assert stretch is not None
-    assert (stretch.start_s, stretch.end_s, stretch.segments, stretch.labels[0]) == (6.0, 15.0, 3, "angry")
+    assert stretch == {"label": "angry", "start_s": 6.0, "end_s": 15.0, "segments": 3}
     assert longest_negative([rec(0, "happy")]) is None
+
+
+def test_report_option_writes_html_and_png(tmp_path: Path, tiny_bundle_dir: Path, stereo_call: Path) -> None:
+    report = tmp_path / "out" / "call.html"
+    report.parent.mkdir()
+    code, out, err = produce([str(stereo_call), "--model", str(tiny_bundle_dir), "--format", "jsonl",
+                              "--channel-names", "agent,customer", "--report", str(report)])
+    assert code == 0, err
+    html = report.read_text(encoding="utf-8")
+    assert "tiny-test@0.0.1" in html and "agent" in html and "customer" in html
+    assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    embedded = json.loads(html.split('type="application/json"', 1)[1].split(">", 1)[1].split("</script>", 1)[0]
+                          .replace("<\\/", "</"))
+    assert len(embedded["segments"]) == len(jsonl(out)) == 6
+    assert f"report: {report}" in err

@@ -1,4 +1,4 @@
-"""producer.report_summary.summarise (pure) and producer.report.write_report, rendered in a real
+"""producer.summary.summarise (pure) and producer.report.write_report, rendered in a real
 headless Chromium (skipped where the ``chromium`` binary is absent)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from producer.report import png_path_for, write_report
-from producer.report_summary import summarise
+from producer.summary import summarise
 
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
