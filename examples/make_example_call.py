@@ -1,6 +1,6 @@
 """Build examples/call.wav: a ~30 s stereo 8 kHz call made only of CREMA-D clips.
 
-Channel 0 is the agent (CREMA-D actor 1015), channel 1 the customer (actor 1001). They take
+Channel 0 is the agent (CREMA-D actor 1014), channel 1 the customer (actor 1008). They take
 turns with short pauses; the customer starts angry, turns disgusted, and ends neutral; there is
 silence at both ends and between turns. Run from the repository root::
 
@@ -22,12 +22,12 @@ from models.audio import decode, to_mono
 RATE = 8000
 #: (channel, pause before the turn in s, clips spoken in the turn). 0 = agent, 1 = customer.
 SCRIPT: list[tuple[int, float, list[str]]] = [
-    (0, 1.0, ["1015_TIE_NEU_XX", "1015_IOM_HAP_XX"]),
-    (1, 0.6, ["1001_IEO_ANG_HI", "1001_TSI_ANG_XX", "1001_IWW_ANG_XX"]),
-    (0, 0.8, ["1015_ITS_NEU_XX", "1015_DFA_NEU_XX"]),
-    (1, 0.5, ["1001_WSI_DIS_XX", "1001_ITH_ANG_XX"]),
-    (0, 1.2, ["1015_MTI_HAP_XX"]),
-    (1, 0.7, ["1001_IOM_NEU_XX", "1001_ITS_NEU_XX"]),
+    (0, 1.0, ["1014_TIE_NEU_XX", "1014_IOM_HAP_XX"]),
+    (1, 0.6, ["1008_IEO_ANG_HI", "1008_TSI_ANG_XX", "1008_IWW_ANG_XX"]),
+    (0, 0.8, ["1014_ITS_NEU_XX", "1014_DFA_NEU_XX"]),
+    (1, 0.5, ["1008_DFA_DIS_XX", "1008_ITH_ANG_XX"]),
+    (0, 1.2, ["1014_MTI_HAP_XX"]),
+    (1, 0.7, ["1008_IOM_NEU_XX", "1008_ITS_NEU_XX"]),
 ]
 TRAILING_SILENCE_S = 1.5
 #: Gap between two clips within one turn (seconds).
