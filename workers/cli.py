@@ -75,3 +75,33 @@ def main(redis_url: str, queue: str, processes: int, model_dir: str | None, burs
 
 if __name__ == "__main__":
     main()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--redis-url", envvar="SER_REDIS_URL", default=DEFAULT_REDIS_URL, show_default=True,
+              help="Redis of the pool [env SER_REDIS_URL].")
+@click.option("--queue", envvar="SER_QUEUE", default=DEFAULT_QUEUE, show_default=True, help="RQ queue [env SER_QUEUE].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
+def status(redis_url: str, queue: str, as_json: bool) -> None:
+    """Show the pool: queue depth and oldest job age, workers and their model versions, failed jobs."""
+    import json
+
+    import redis
+
+    from workers.status import pool_status, status_lines
+
+    try:
+        connection = redis.Redis.from_url(redis_url)
+    except ValueError as exc:
+        raise click.ClickException(f"bad Redis URL: {exc}") from None
+    try:
+        snapshot = pool_status(connection, queue)
+    except redis.RedisError as exc:
+        raise click.ClickException(f"cannot read the pool from Redis at {redis_url}: {exc}") from None
+    finally:
+        connection.close()
+    if as_json:
+        click.echo(json.dumps(snapshot))
+    else:
+        for line in status_lines(snapshot):
+            click.echo(line)

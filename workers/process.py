@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from workers.settings import WorkerSettings
+from workers.status import advertise
 
 #: Seconds between checks that the pool parent is still alive.
 PARENT_POLL_S = 1.0
@@ -92,7 +93,11 @@ def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
         return True
     queue = Queue(settings.queue, connection=connection, serializer=JSONSerializer)
     worker = SimpleWorker([queue], connection=connection, serializer=JSONSerializer, name=name)
-    return bool(worker.work(burst=settings.burst, logging_level=settings.log_level))
+    retire = advertise(connection, name=worker.name, model_id=model.model_id)  # for ser-status
+    try:
+        return bool(worker.work(burst=settings.burst, logging_level=settings.log_level))
+    finally:
+        retire()
 
 
 def pool_child(settings: WorkerSettings, index: int, parent: int) -> None:

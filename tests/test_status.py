@@ -1,0 +1,63 @@
+"""ser-status against a real redis-server: queue depth and age, workers with their model, failed jobs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+from click.testing import CliRunner
+from rq import Queue
+from rq.serializers import JSONSerializer
+from test_pipeline_redis import ROOT, env, wait_for
+
+from workers.cli import status
+from workers.contract import DEFAULT_QUEUE
+from workers.status import ADVERTISE_PREFIX
+
+
+def snapshot(url: str) -> dict:
+    result = CliRunner().invoke(status, ["--redis-url", url, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_status_shows_queue_workers_models_and_failures(redis_url: str, tiny_bundle_dir: Path) -> None:
+    conn = redis.Redis.from_url(redis_url)
+    try:
+        q = Queue(DEFAULT_QUEUE, connection=conn, serializer=JSONSerializer)
+        q.enqueue("workers.job.no_such_function", {"v": 1}, job_id="bogus-1")
+        time.sleep(0.2)
+        before = snapshot(redis_url)
+        assert before["queue"]["depth"] == 1 and before["queue"]["oldest_age_s"] >= 0.1
+        assert before["workers"] == [] and before["queue"]["failed"] == 0
+
+        pool = subprocess.Popen([sys.executable, "-m", "workers.cli", "--redis-url", redis_url, "--model",
+                                 str(tiny_bundle_dir), "--processes", "2"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+        try:
+            wait_for(lambda: len([w for w in snapshot(redis_url)["workers"] if w["model"]]) == 2, timeout=60)
+            wait_for(lambda: snapshot(redis_url)["queue"]["failed"] == 1)
+            now = snapshot(redis_url)
+            assert now["models"] == {"tiny-test@0.0.1": 2}
+            assert now["queue"]["depth"] == 0
+            assert now["failed_jobs"][0]["id"] == "bogus-1" and now["failed_jobs"][0]["reason"]
+            text = CliRunner().invoke(status, ["--redis-url", redis_url]).stdout
+            assert "workers: 2 (tiny-test@0.0.1 x2)" in text and "failed bogus-1" in text
+        finally:
+            pool.send_signal(signal.SIGTERM)
+            _, err = pool.communicate(timeout=30)
+        assert pool.returncode == 0, err
+        assert not conn.keys(ADVERTISE_PREFIX + "*")  # retired workers leave no advertisement
+    finally:
+        conn.close()
+
+
+def test_status_unreachable_redis_is_one_line() -> None:
+    result = CliRunner().invoke(status, ["--redis-url", "redis://127.0.0.1:1/0"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: cannot read the pool from Redis") and "Traceback" not in result.output
