@@ -136,6 +136,11 @@ def voiced(*, segments: np.ndarray, sr: int, params: VadParams) -> np.ndarray:
     return np.asarray(ratio >= params.min_voiced_ratio)
 
 
+#: Segments per FFT chunk in :func:`logmel`: 4 x 297 x 256 float32 frames (1.2 MB) stay in cache;
+#: measured 0.27 ms per 3 s segment at 8 kHz against 0.36 ms for 16 at once (docs/benchmark.md).
+CHUNK = 4
+
+
 @lru_cache(maxsize=8)
 def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     import librosa  # imported lazily: its first import costs ~1 s, paid once per process
@@ -161,9 +166,18 @@ def logmel(*, y: np.ndarray, sr: int, params: FeatureParams) -> np.ndarray:
     if params.fmax > sr / 2:
         raise ParameterError(f"features.fmax={params.fmax} is above the Nyquist frequency of sr={sr}")
     y = np.asarray(y, dtype=np.float32)
-    params.n_frames(y.shape[-1])  # validates the length
-    frames = np.lib.stride_tricks.sliding_window_view(y, params.n_fft, axis=-1)[..., :: params.hop_length, :]
-    spec = scipy.fft.rfft(frames * _window(params.n_fft), axis=-1)
-    power = np.square(spec.real) + np.square(spec.imag)
-    mel = power.astype(np.float32) @ _mel_basis(sr, params.n_fft, params.n_mels, params.fmin, params.fmax)
-    return (10.0 * np.log10(np.maximum(mel, params.amin))).astype(np.float32)
+    n_frames = params.n_frames(y.shape[-1])  # validates the length
+    basis = _mel_basis(sr, params.n_fft, params.n_mels, params.fmin, params.fmax)
+    window = _window(params.n_fft)
+    rows = y.reshape(-1, y.shape[-1])
+    out = np.empty((len(rows), n_frames, params.n_mels), dtype=np.float32)
+    for i in range(0, len(rows), CHUNK):  # a few segments at a time: the frame stack stays in cache
+        frames = np.lib.stride_tricks.sliding_window_view(rows[i : i + CHUNK], params.n_fft, axis=-1)
+        frames = frames[:, :: params.hop_length, :] * window
+        spec = scipy.fft.rfft(frames, axis=-1, overwrite_x=True)
+        power = np.square(spec.real) + np.square(spec.imag)
+        np.matmul(power, basis, out=out[i : i + CHUNK])
+    np.maximum(out, params.amin, out=out)
+    np.log10(out, out=out)
+    out *= 10.0
+    return out.reshape(y.shape[:-1] + (n_frames, params.n_mels))

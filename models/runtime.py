@@ -66,7 +66,9 @@ class EmotionModel:
     def features(self, segments: np.ndarray) -> np.ndarray:
         """Normalised log-mel of ``segments`` ``(k, window)`` -> ``(k, frames, n_mels)`` float32."""
         feats = logmel(y=segments, sr=self.spec.sample_rate, params=self.spec.features)
-        return (feats - self._mean) * self._inv_std
+        feats -= self._mean  # in place: logmel returns a fresh array
+        feats *= self._inv_std
+        return feats
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
         """Probabilities ``(k, n_labels)`` for normalised features ``(k, frames, n_mels)``."""
@@ -76,7 +78,7 @@ class EmotionModel:
             )
         if len(x) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        (probs,) = self.session.run([self.spec.output_name], {self.spec.input_name: x.astype(np.float32)})
+        (probs,) = self.session.run([self.spec.output_name], {self.spec.input_name: np.asarray(x, dtype=np.float32)})
         return np.asarray(probs, dtype=np.float32)
 
     def predict_segments(self, segments: np.ndarray) -> np.ndarray:

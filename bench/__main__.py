@@ -1,0 +1,214 @@
+"""``python -m bench [--model DIR | --tiny] [--seconds S] [--quick] [--out FILE]``
+
+Starts its own redis-server on a free loopback port and one ``ser-worker`` process, then measures
+(see docs/benchmark.md): end-to-end segments/s per worker process, the producer's enqueue cost,
+latency under paced open-loop load at 50 % and 90 % of the measured capacity, the worker's RSS,
+Redis memory per active call, the in-process limit and a seed-style baseline, and prints a table.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Same thread caps as ser-worker, before numpy is imported (the in-process figures use one core).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+             "VECLIB_MAXIMUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import shlex  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
+
+#: Queues the benchmark uses on its private server.
+QUEUE = "bench"
+ENQUEUE_QUEUE = "bench-enqueue"
+#: Batch sizes measured: the file default and the live default.
+FILE_BATCH, LIVE_BATCH = 16, 1
+#: Rough capacities (segments/s) used only to size the runs.
+SIZE_RATE = {FILE_BATCH: 500, LIVE_BATCH: 150}
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def spread(xs: list[float], fmt: str = "{:.0f}") -> str:
+    return "" if len(xs) < 2 else f"runs: {', '.join(fmt.format(x) for x in xs)}"
+
+
+def note(text: str) -> str:
+    return f"; {text}" if text else ""
+
+
+def cleanup(url: str) -> None:
+    """Drop results streams, claims and finished RQ jobs between runs (keeps the worker's keys)."""
+    import redis
+
+    conn = redis.Redis.from_url(url)
+    for pattern in ("ser:results:*", "ser:claim:*", "ser:pcm:*", "rq:job:*", "rq:results:*"):
+        keys = list(conn.scan_iter(pattern, count=1000))
+        for i in range(0, len(keys), 500):
+            conn.delete(*keys[i:i + 500])
+    conn.close()
+
+
+def resolve_model(model_dir: str | None, tiny: bool, workdir: Path) -> tuple[str, str]:
+    """``(bundle dir, description)``."""
+    if tiny:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from tinybundle import make_tiny_bundle
+
+        path = workdir / "tiny"
+        make_tiny_bundle(path)
+        return str(path), "tiny test bundle (tests/tinybundle.py: mean-pool + linear; not the real cost)"
+    from models.bundle import DEFAULT_BUNDLE, load_bundle
+
+    path = Path(model_dir) if model_dir else Path(DEFAULT_BUNDLE)
+    if not (path / "spec.json").exists():
+        raise click.ClickException(f"no bundle at {path}: pass --model DIR, or --tiny for the test bundle")
+    spec = load_bundle(path).spec
+    return str(path), f"{spec.model_id} ({path}, {(path / 'model.onnx').stat().st_size / 1e6:.1f} MB ONNX)"
+
+
+@click.command()
+@click.option("--model", "model_dir", default=None, help="bundle directory (default: models/default)")
+@click.option("--tiny", is_flag=True, help="use the tiny test bundle (smoke test; not the real cost)")
+@click.option("--seconds", default=5.0, show_default=True, help="approximate length of each measurement")
+@click.option("--repeat", default=3, show_default=True, help="runs per measurement (median reported)")
+@click.option("--quick", is_flag=True, help="1 s measurements, one run each, no seed-style baseline")
+@click.option("--no-baseline", is_flag=True, help="skip the seed-style (librosa + Keras) baseline")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="also write the report here")
+def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: bool, no_baseline: bool,
+         out_path: str | None) -> None:
+    command = "python -m bench " + shlex.join(sys.argv[1:])
+    if quick:
+        seconds, repeat, no_baseline = min(seconds, 1.0), 1, True
+    from bench import baseline, inprocess, load, report
+    from bench.server import redis_server
+    from models.bundle import load_bundle
+
+    rows: list[tuple[str, str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="ser-bench-") as tmp, redis_server() as (url, redis_version):
+        work = Path(tmp)
+        model, model_desc = resolve_model(model_dir, tiny, work)
+        spec = load_bundle(model).spec
+        window = spec.segment.samples(spec.sample_rate)[0]
+        header = report.machine_lines(redis_version=redis_version, extra={
+            "model": model_desc, "command": f"`{command}`",
+            "audio": f"{spec.sample_rate} Hz, {spec.segment.window_s:g} s segments, voiced noise (std 0.2), "
+                     "stereo WAV for the producer runs"})
+        click.echo("\n".join(header), err=True)
+
+        def log(msg: str) -> None:
+            click.echo(f"[{time.strftime('%H:%M:%S')}] {msg}", err=True)
+
+        # 1. Enqueue cost (no worker running).
+        enq: dict[int, list[float]] = {}
+        job_bytes: dict[int, float] = {}
+        for b in (LIVE_BATCH, FILE_BATCH):
+            n = max(b * 8, int(SIZE_RATE[FILE_BATCH] * seconds) // b * b)
+            runs = [load.enqueue_cost_ms(url, spec, batch=b, segments=n, queue=ENQUEUE_QUEUE) for _ in range(repeat)]
+            enq[b], job_bytes[b] = [r[0] for r in runs], runs[0][1]
+            log(f"enqueue batch {b}: {enq[b]} ms/segment")
+        cleanup(url)
+
+        cap: dict[int, list[float]] = {}
+        paced: dict[tuple[int, float], list[load.Paced]] = {}
+        with load.worker(url, QUEUE, model) as w:
+            # 2. Capacity end to end: the real producer (in this process) and one worker process.
+            for b in (FILE_BATCH, LIVE_BATCH):
+                segs = max(2 * b * 4, int(SIZE_RATE[b] * seconds))
+                wav = work / f"noise-{b}.wav"
+                load.write_noise_wav(wav, seconds=segs / 2 * spec.segment.hop_s, rate=spec.sample_rate)
+                cap[b] = []
+                for r in range(repeat):
+                    n, secs = load.producer_run(url, QUEUE, model, wav, batch=b, stream_id=f"cap-{b}-{r}")
+                    cap[b].append(n / secs)
+                    cleanup(url)
+                log(f"end to end batch {b}: {[round(x) for x in cap[b]]} segments/s")
+            # 3. Paced open-loop latency at 50 % and 90 % of that capacity.
+            for b in (LIVE_BATCH, FILE_BATCH):
+                for frac in (0.5, 0.9):
+                    paced[(b, frac)] = []
+                    for _ in range(repeat):
+                        paced[(b, frac)].append(load.paced_run(url, spec, queue=QUEUE, batch=b,
+                                                               rate=frac * median(cap[b]), seconds=seconds))
+                        cleanup(url)
+                    log(f"paced batch {b} at {frac:.0%}: p95 {[round(p.p95_ms, 1) for p in paced[(b, frac)]]} ms")
+            rss, hwm = load.rss_mb(w.child)
+            parent_rss, _ = load.rss_mb(w.proc.pid)
+
+        # 4. In-process limit, same batches, one thread.
+        inproc = {b: [inprocess.inprocess_rate(model, batch=b, seconds=seconds) for _ in range(repeat)]
+                  for b in (FILE_BATCH, LIVE_BATCH)}
+        log(f"in-process: { {b: [round(x) for x in v] for b, v in inproc.items()} }")
+
+        # 5. Seed-style baseline.
+        base = None
+        if no_baseline:
+            base_note = "skipped (--quick or --no-baseline)"
+        elif not baseline.available():
+            base_note = "skipped: tensorflow/keras not installed"
+        else:
+            runs = [baseline.baseline_rate(sr=spec.sample_rate, window=window, n_labels=len(spec.labels),
+                                           seconds=seconds) for _ in range(repeat)]
+            base = (median([r[0] for r in runs]), median([r[1] for r in runs]), median([r[2] for r in runs]))
+            base_note = (f"features {base[1]:.1f} ms + predict {base[2]:.1f} ms per segment; keras "
+                         f"{report.version('keras')}, tensorflow {report.version('tensorflow')}")
+            log(f"baseline: {runs}")
+
+    c16, c1 = median(cap[FILE_BATCH]), median(cap[LIVE_BATCH])
+    i16, i1 = median(inproc[FILE_BATCH]), median(inproc[LIVE_BATCH])
+    rows.append(("end to end, 1 worker process, `--batch 16` (files)", f"{c16:.0f} segments/s", "≥ 400",
+                 "real producer → Redis → worker → results read back" + note(spread(cap[FILE_BATCH]))))
+    rows.append(("end to end, 1 worker process, `--batch 1` (live)", f"{c1:.0f} segments/s", "",
+                 spread(cap[LIVE_BATCH])))
+    for b in (LIVE_BATCH, FILE_BATCH):
+        rows.append((f"enqueue cost, `--batch {b}`", f"{median(enq[b]):.3f} ms/segment", "≤ 0.5",
+                     f"RedisBackend.submit: int16 encode, claim, PCM + RQ job in one MULTI/EXEC; RQ job data "
+                     f"{job_bytes[b]:.0f} B per job (PCM {2 * b * window / 1024:.0f} KB in its own key)"
+                     + note(spread(enq[b], "{:.3f}"))))
+    for b in (LIVE_BATCH, FILE_BATCH):
+        for frac in (0.5, 0.9):
+            ps = paced[(b, frac)]
+            target = "p95 ≤ 50" if frac == 0.5 else ""
+            rows.append((f"latency at {frac:.0%} load, `--batch {b}` (ms p50 / p95 / p99)",
+                         f"{median([p.p50_ms for p in ps]):.1f} / {median([p.p95_ms for p in ps]):.1f} / "
+                         f"{median([p.p99_ms for p in ps]):.1f}", target,
+                         f"{ps[0].rate:.0f} segments/s offered (Poisson), {ps[0].calls} calls, "
+                         f"{ps[0].segments} segments per run; p95 runs: "
+                         + ", ".join(f"{p.p95_ms:.1f}" for p in ps)))
+    rows.append(("worker RSS", f"{rss:.0f} MB", "≤ 350",
+                 f"worker process after the runs (peak {hwm:.0f} MB); pool parent {parent_rss:.0f} MB"))
+    mem = paced[(LIVE_BATCH, 0.5)]
+    per_call = median([p.redis_bytes_per_call for p in mem])
+    seg_per_call = mem[0].segments / mem[0].calls
+    rows.append(("Redis memory per active call", f"{per_call / 1024:.0f} KB", "",
+                 f"peak used_memory delta / {mem[0].calls} live calls (`--batch 1`, 50 % load), "
+                 f"≈ {seg_per_call:.0f} segments sent per call; {per_call / max(seg_per_call, 1):.0f} B per segment"))
+    rows.append(("in-process limit, batch 16", f"{i16:.0f} segments/s", "",
+                 "features + inference only, one thread" + note(spread(inproc[FILE_BATCH]))))
+    rows.append(("in-process limit, batch 1", f"{i1:.0f} segments/s", "", spread(inproc[LIVE_BATCH])))
+    rows.append(("end to end / in-process, batch 16", f"{100 * c16 / i16:.0f} %", "≥ 40 %", ""))
+    rows.append(("end to end / in-process, batch 1", f"{100 * c1 / i1:.0f} %", "", ""))
+    if base is not None:
+        rows.append(("seed-style baseline (librosa kitchen sink + Keras predict)", f"{base[0]:.1f} segments/s", "",
+                     base_note))
+        rows.append(("end to end `--batch 16` / seed-style baseline", f"{c16 / base[0]:.0f}×", "≥ 20×", ""))
+    else:
+        rows.append(("seed-style baseline (librosa kitchen sink + Keras predict)", "—", "", base_note))
+        rows.append(("end to end `--batch 16` / seed-style baseline", "—", "≥ 20×", base_note))
+    end_load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    text = "\n".join(header + [f"- load average at end: {end_load}", ""] + report.table(rows)) + "\n"
+    click.echo(text)
+    if out_path:
+        Path(out_path).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Smoke test of ``python -m bench``: its --quick mode with the tiny bundle prints every row of the
+table (the figures themselves are not checked: no timed unit tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.server import redis_binary
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = (
+    "end to end, 1 worker process, `--batch 16`",
+    "end to end, 1 worker process, `--batch 1`",
+    "enqueue cost, `--batch 1`",
+    "enqueue cost, `--batch 16`",
+    "latency at 50% load, `--batch 1`",
+    "latency at 90% load, `--batch 1`",
+    "latency at 50% load, `--batch 16`",
+    "latency at 90% load, `--batch 16`",
+    "worker RSS",
+    "Redis memory per active call",
+    "in-process limit, batch 16",
+    "in-process limit, batch 1",
+    "end to end / in-process, batch 16",
+    "seed-style baseline",
+    "end to end `--batch 16` / seed-style baseline",
+)
+
+
+def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
+    try:
+        redis_binary()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    out = tmp_path / "bench.md"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--tiny", "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert text in proc.stdout
+    for head in ("- date:", "- machine: `nproc` =", "- Python ", "- command: `python -m bench --tiny --quick"):
+        assert head in text
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    assert lines[0].startswith("| measure | value | target | note |")
+    for row in ROWS:
+        assert any(ln.startswith(f"| {row}") for ln in lines), f"missing row {row!r}"
+    assert "skipped" in text  # --quick skips the seed-style baseline and says so
