@@ -19,12 +19,13 @@ from producer.settings import (
     DEFAULT_MAX_PENDING,
     DEFAULT_RAW_CHANNELS,
     DEFAULT_RAW_ENCODING,
+    DEFAULT_RESEND_AFTER_S,
     DEFAULT_TIMEOUT_S,
     FORMATS,
     ProducerSettings,
     RawFormat,
 )
-from workers.contract import DEFAULT_QUEUE, MAX_BATCH, sanitize
+from workers.contract import DEFAULT_QUEUE, MAX_BATCH, read_url_file, redact_url, sanitize
 
 #: Exit status when the run did not complete (a timeout, or segments that failed).
 EXIT_INCOMPLETE = 3
@@ -54,6 +55,8 @@ def default_stream_id(audio: str) -> str:
               help="Model bundle directory [env SER_MODEL; default: the shipped bundle models/default].")
 @click.option("--redis-url", envvar="SER_REDIS_URL", default=None,
               help="Redis of the worker pool [env SER_REDIS_URL]; unset: classify in this process.")
+@click.option("--redis-url-file", envvar="SER_REDIS_URL_FILE", type=click.Path(dir_okay=False), default=None,
+              help="Read the Redis URL from this file (keeps a password out of argv) [env SER_REDIS_URL_FILE].")
 @click.option("--queue", envvar="SER_QUEUE", default=DEFAULT_QUEUE, show_default=True,
               help="RQ queue [env SER_QUEUE].")
 @click.option("--stream-id", default=None,
@@ -73,16 +76,20 @@ def default_stream_id(audio: str) -> str:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0.1), envvar="SER_TIMEOUT",
               default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Give up after this many seconds without progress [env SER_TIMEOUT].")
+@click.option("--resend-after", "resend_after_s", type=click.FloatRange(0), envvar="SER_RESEND_AFTER",
+              default=DEFAULT_RESEND_AFTER_S, show_default=True,
+              help="Send a batch again when it has no result this many seconds after it was sent and its job "
+                   "is no longer queued (a worker died with it); 0: never [env SER_RESEND_AFTER].")
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default=DEFAULT_FORMAT,
               show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.File("w", encoding="utf-8", lazy=True), default="-",
               help="Write records here [default: stdout].")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write a self-contained HTML report of the call here (and a PNG of its timeline beside it).")
-def main(audio: str, model_dir: str | None, redis_url: str | None, queue: str, stream_id: str | None,
-         channel_names: str | None, realtime: bool, rate: int | None, channels: int | None,
-         encoding: str | None, batch: int | None, max_pending: int, timeout_s: float, output_format: str,
-         output: Any, report_path: str | None) -> None:
+def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_file: str | None, queue: str,
+         stream_id: str | None, channel_names: str | None, realtime: bool, rate: int | None, channels: int | None,
+         encoding: str | None, batch: int | None, max_pending: int, timeout_s: float, resend_after_s: float,
+         output_format: str, output: Any, report_path: str | None) -> None:
     """Cut AUDIO (a file, or - for a WAV or raw PCM stream on stdin) into segments, classify every
     voiced segment's emotion, print the results in order and a per-channel summary."""
     from models.errors import SERError
@@ -92,13 +99,18 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, queue: str, s
         raise click.UsageError("--channels/--encoding describe raw PCM: give --rate too")
     raw = None if rate is None else RawFormat(rate=rate, channels=channels or DEFAULT_RAW_CHANNELS,
                                               encoding=encoding or DEFAULT_RAW_ENCODING)
+    if redis_url_file:
+        try:
+            redis_url = read_url_file(redis_url_file)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     live = audio == "-" or realtime
     settings = ProducerSettings(
         audio=audio, stream_id=sanitize(stream_id) if stream_id else default_stream_id(audio),
         model_dir=model_dir, redis_url=redis_url or None, queue=queue, raw=raw, realtime=realtime,
         channel_names=tuple(n.strip() for n in channel_names.split(",")) if channel_names else (),
         batch=batch or (DEFAULT_BATCH_LIVE if live else DEFAULT_BATCH_FILE), max_pending=max_pending,
-        timeout_s=timeout_s, output_format=output_format,
+        timeout_s=timeout_s, resend_after_s=resend_after_s, output_format=output_format,
     )
     connection = None
     if settings.redis_url:
@@ -108,7 +120,7 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, queue: str, s
             connection = redis.Redis.from_url(settings.redis_url)
             connection.ping()
         except (redis.RedisError, ValueError) as exc:
-            raise click.ClickException(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
+            raise click.ClickException(f"cannot reach Redis at {redact_url(settings.redis_url)}: {exc}") from None
     stdin = sys.stdin.buffer
     try:
         outcome = run(settings, stdin=stdin, out=output, connection=connection)
@@ -118,7 +130,7 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, queue: str, s
         import redis
 
         if isinstance(exc, redis.RedisError):
-            raise click.ClickException(f"Redis at {settings.redis_url} failed: {exc}") from None
+            raise click.ClickException(f"Redis at {redact_url(settings.redis_url)} failed: {exc}") from None
         raise
     finally:
         if connection is not None:
@@ -131,7 +143,9 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, queue: str, s
     mode = f"queue {settings.queue!r}" if connection is not None else "embedded"
     click.echo(f"stream {settings.stream_id}: {outcome.results} of {outcome.expected} segment(s) in "
                f"{outcome.seconds:.2f} s ({mode}, {outcome.jobs} job(s)"
-               + (f", {outcome.resent} already sent" if outcome.resent else "") + ")", err=True)
+               + (f", {outcome.resent} already sent" if outcome.resent else "")
+               + (f", {outcome.retried} re-sent" if outcome.retried else "")
+               + (f", {outcome.reconnects} reconnect(s)" if outcome.reconnects else "") + ")", err=True)
     if report_path:
         from producer.report import write_report
 

@@ -3,6 +3,10 @@
 Order: by segment start time, then by channel (the order the segments were cut); within a
 channel that is the order of ``seq``. A record is released once every earlier expected segment
 has its record, so output is stable whatever order the workers finish in.
+
+Memory: a record is held only until it is released; after that the collector keeps its key (for
+de-duplication) and a compact copy (:data:`KEPT_FIELDS`, what the summary and the report use) in
+:attr:`released`: a few hundred bytes per segment, about 0.6 MB per channel-hour with a 3 s hop.
 """
 
 from __future__ import annotations
@@ -11,13 +15,16 @@ from collections import deque
 from typing import Any
 
 Key = tuple[str, int]  # (channel, seq)
+#: Fields of a released record that the collector keeps (the summary and the report need no more).
+KEPT_FIELDS = ("kind", "channel", "seq", "start_s", "end_s", "label", "confidence", "error")
 
 
 class Collector:
     def __init__(self) -> None:
         self._order: deque[Key] = deque()
         self._expected: set[Key] = set()
-        self._arrived: dict[Key, dict[str, Any]] = {}
+        self._arrived: dict[Key, dict[str, Any]] = {}  # arrived, not yet released
+        self._seen: set[Key] = set()  # every key that has a record
         self.released: list[dict[str, Any]] = []
         self.duplicates = 0
         self._done = 0  # expected segments that have a record
@@ -27,16 +34,17 @@ class Collector:
         if key not in self._expected:
             self._expected.add(key)
             self._order.append(key)
-            self._done += key in self._arrived
+            self._done += key in self._seen
 
     def add(self, record: dict[str, Any]) -> None:
         """Take a result or failure record; a second record for the same segment is dropped."""
         if record.get("kind") not in ("result", "failure"):
             return
         key = (str(record["channel"]), int(record["seq"]))
-        if key in self._arrived:
+        if key in self._seen:
             self.duplicates += 1
             return
+        self._seen.add(key)
         self._arrived[key] = record
         self._done += key in self._expected
 
@@ -45,8 +53,8 @@ class Collector:
         out = []
         while self._order and self._order[0] in self._arrived:
             key = self._order.popleft()
-            out.append(self._arrived[key])
-        self.released.extend(out)
+            out.append(self._arrived.pop(key))
+        self.released.extend({k: r[k] for k in KEPT_FIELDS if k in r} for r in out)
         return out
 
     @property

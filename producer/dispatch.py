@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from models.bundle import Spec
+from models.errors import SERError
+from producer.settings import DEFAULT_RESEND_AFTER_S
 from workers.contract import (
     FAILURE_CALLBACK,
     JOB_FAILURE_TTL_S,
@@ -32,12 +34,22 @@ from workers.contract import (
     pcm_encode,
     pcm_key,
     results_key,
+    sanitize,
 )
+
+#: ``ser:epoch:<stream id>``: set when the first batch is sent; gone means Redis lost the call's keys.
+EPOCH_PREFIX = "ser:epoch:"
 
 #: Seconds between queue-length checks while the queue is full.
 BACKPRESSURE_POLL_S = 0.05
 #: Most stream entries read per XREAD.
 XREAD_COUNT = 1000
+#: Look for overdue batches at most this often (seconds).
+RESEND_CHECK_S = 0.5
+#: Reconnect back-off: first wait, factor, longest wait (seconds); the whole wait is bounded by --timeout.
+RECONNECT_FIRST_S = 0.1
+RECONNECT_FACTOR = 2.0
+RECONNECT_MAX_S = 2.0
 
 
 class StalledError(Exception):
@@ -80,9 +92,13 @@ class Backend:
         self.resent = 0  # batches already claimed by an earlier send (idempotent re-send)
 
     def payload(self, batch: Batch, key: str) -> dict[str, Any]:
-        return make_payload(stream_id=self.stream_id, channel=batch.channel, model_id=self.spec.model_id,
-                            sample_rate=self.spec.sample_rate, window=self.window, items=batch.items,
-                            pcm_key=key)
+        """The job payload; a batch over the job limits is refused (SERError), never enqueued."""
+        try:
+            return make_payload(stream_id=self.stream_id, channel=batch.channel, model_id=self.spec.model_id,
+                                sample_rate=self.spec.sample_rate, window=self.window, items=batch.items,
+                                pcm_key=key)
+        except ValueError as exc:
+            raise SERError(f"refusing to enqueue a batch: {exc}") from None
 
     def submit(self, batch: Batch, *, on_idle: Any = None) -> list[dict[str, Any]]:
         """Send a batch; returns any records already available."""
@@ -110,27 +126,126 @@ class EmbeddedBackend(Backend):
         return classify(self.model, self.payload(batch, ""), pcm_encode(np.stack(batch.segments)))
 
 
+@dataclass
+class Pending:
+    """A sent batch without all its records yet; its PCM stays here until they arrive (re-sends)."""
+
+    base_jid: str
+    channel: str
+    items: list[tuple[int, float, float]]
+    pcm: bytes
+    left: set[int]  # seqs without a record
+    sent_at: float
+    attempt: int = 0
+
+    @property
+    def jid(self) -> str:
+        return self.base_jid if self.attempt == 0 else f"{self.base_jid}-r{self.attempt}"
+
+
 class RedisBackend(Backend):
-    """Enqueues RQ jobs (JSON, PCM in its own key) and follows the call's results stream."""
+    """Enqueues RQ jobs (JSON, PCM in its own key) and follows the call's results stream.
+
+    Delivery (docs/pipeline.md, "Delivery guarantees"): every sent batch stays in :attr:`pending`
+    (with its int16 PCM) until each of its segments has a record; at most ``max_pending`` batches
+    are pending (the producer stops reading meanwhile). A batch without a result ``resend_after_s``
+    after it was sent, whose job is not waiting in the queue (a worker died with it, or Redis lost
+    it), is sent again under a new attempt id (``<job id>-r<n>``, its own PCM key). Redis errors
+    (ConnectionError, TimeoutError) are retried with back-off for up to ``timeout_s``; after a
+    reconnect every pending batch is re-sent (a restarted Redis without persistence has lost PCM
+    keys and jobs) and the stream is read again from the start. Duplicates are dropped by the
+    collector on ``(channel, seq)``.
+    """
 
     def __init__(self, *, spec: Spec, stream_id: str, connection: Any, queue: str, max_pending: int,
-                 timeout_s: float) -> None:
+                 timeout_s: float, resend_after_s: float = DEFAULT_RESEND_AFTER_S) -> None:
         from rq import Queue
         from rq.serializers import JSONSerializer
 
         super().__init__(spec=spec, stream_id=stream_id)
         self.conn = connection
         self.queue = Queue(queue, connection=connection, serializer=JSONSerializer)
-        self.max_pending, self.timeout_s = max_pending, timeout_s
+        self.max_pending, self.timeout_s, self.resend_after_s = max_pending, timeout_s, resend_after_s
         self.key = results_key(stream_id)
         self.last_id: bytes | str = "0-0"
         self.backpressure_s = 0.0  # total time spent waiting for room in the queue
+        self.pending: dict[str, Pending] = {}
+        self._owner: dict[tuple[str, int], str] = {}  # (channel, seq) -> base job id of its pending batch
+        self.retried = 0  # batches sent again (overdue or after a reconnect)
+        self.reconnects = 0  # connection errors survived
+        self.restarts = 0  # times Redis was found to have lost this call's keys
+        self.epoch_key = EPOCH_PREFIX + sanitize(stream_id)
+        self._end: dict[str, Any] | None = None
+        self._checked = time.monotonic()
 
+    # --- Redis calls, retried across a lost connection -------------------------------------------
+    def _retry(self, fn: Any) -> Any:
+        import redis
+
+        while True:
+            try:
+                return fn()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self._reconnect(exc)
+
+    def _reconnect(self, first: Exception) -> None:
+        """Wait (back-off, at most ``timeout_s``) until Redis answers, then re-send what it may have lost."""
+        import redis
+
+        deadline = time.monotonic() + self.timeout_s
+        delay, last = RECONNECT_FIRST_S, first
+        while True:
+            if time.monotonic() > deadline:
+                raise StalledError(f"Redis unreachable for {self.timeout_s:g} s: {last}")
+            time.sleep(delay)
+            delay = min(delay * RECONNECT_FACTOR, RECONNECT_MAX_S)
+            try:
+                self.conn.ping()
+                self._recover()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                last = exc
+                continue
+            self.reconnects += 1
+            return
+
+    def _recover(self) -> None:
+        """Redis may have lost this call's keys: re-send every pending batch, publish the end record
+        again, read the stream from the start (duplicates are dropped), and mark the epoch."""
+        for p in list(self.pending.values()):
+            self._send(p, again=True)
+        if self._end is not None:
+            self._publish_end()
+        self.last_id = "0-0"
+        self._mark()
+
+    def _mark(self) -> None:
+        self.conn.set(self.epoch_key, b"1", ex=RESULTS_TTL_S)
+
+    def check(self) -> None:
+        """At most every RESEND_CHECK_S: notice a Redis that lost our keys (a restart without
+        persistence is invisible to a client that reconnects transparently: the epoch key is gone),
+        and re-send pending batches older than ``resend_after_s`` whose job is not waiting in the queue."""
+        now = time.monotonic()
+        if now - self._checked < RESEND_CHECK_S:
+            return
+        self._checked = now
+        if self.pending or self._end is not None:
+            if not self._retry(lambda: self.conn.exists(self.epoch_key)):
+                self.restarts += 1
+                self._retry(self._recover)
+                return
+        if self.resend_after_s > 0:
+            self.check_overdue(now)
+
+    # --- sending ----------------------------------------------------------------------------------
     def queue_length(self) -> int:
-        return int(self.conn.llen(self.queue.key))
+        return int(self._retry(lambda: self.conn.llen(self.queue.key)))
+
+    def _load(self) -> int:
+        return max(self.queue_length(), len(self.pending))
 
     def _wait_for_room(self, on_idle: Any) -> None:
-        length = self.queue_length()
+        length = self._load()
         started = time.monotonic()
         deadline = started + self.timeout_s
         if length >= self.max_pending:
@@ -145,7 +260,8 @@ class RedisBackend(Backend):
                 deadline = time.monotonic() + self.timeout_s
             else:
                 time.sleep(BACKPRESSURE_POLL_S)
-            now_length = self.queue_length()
+                self.check()
+            now_length = self._load()
             if now_length < length:
                 deadline = time.monotonic() + self.timeout_s
             length = now_length
@@ -153,46 +269,115 @@ class RedisBackend(Backend):
                 raise StalledError(f"queue {self.queue.name!r} stayed at {length} job(s) (--max-pending "
                                    f"{self.max_pending}) for {self.timeout_s:g} s: are workers running?")
 
-    def submit(self, batch: Batch, *, on_idle: Any = None) -> list[dict[str, Any]]:
+    def _send(self, p: Pending, *, again: bool) -> None:
+        """Store the PCM and enqueue the job in one MULTI/EXEC (a re-send: next attempt id)."""
         from rq import Callback
 
-        self._wait_for_room(on_idle)
-        jid = job_id(self.stream_id, batch.channel, batch.items[0][0])
-        if not self.conn.set(claim_key(jid), b"1", nx=True, ex=RESULTS_TTL_S):
-            self.resent += 1
-            return []
+        if again:
+            p.attempt += 1
+            self.retried += 1
+        jid = p.jid
         key = pcm_key(jid)
         pipe = self.conn.pipeline()
         pipe.multi()  # MULTI first: RQ adds its commands to this transaction
-        pipe.set(key, pcm_encode(np.stack(batch.segments)), ex=PCM_TTL_S)
+        if again:  # the claim may be gone with a restarted Redis: keep re-runs of the call idempotent
+            pipe.set(claim_key(p.base_jid), b"1", ex=RESULTS_TTL_S)
+        pipe.set(key, p.pcm, ex=PCM_TTL_S)
+        payload = make_payload(stream_id=self.stream_id, channel=p.channel, model_id=self.spec.model_id,
+                               sample_rate=self.spec.sample_rate, window=self.window, items=p.items, pcm_key=key)
         self.queue.enqueue_call(
-            JOB_FUNC, args=(self.payload(batch, key),), job_id=jid, timeout=JOB_TIMEOUT_S,
+            JOB_FUNC, args=(payload,), job_id=jid, timeout=JOB_TIMEOUT_S,
             result_ttl=JOB_RESULT_TTL_S, failure_ttl=JOB_FAILURE_TTL_S, ttl=PCM_TTL_S,
             on_failure=Callback(FAILURE_CALLBACK), pipeline=pipe,
         )
-        try:
-            pipe.execute()
+        pipe.execute()
+        p.sent_at = time.monotonic()
+
+    def submit(self, batch: Batch, *, on_idle: Any = None) -> list[dict[str, Any]]:
+        self.payload(batch, pcm_key("x"))  # over-limit batches are refused before anything is sent
+        self._wait_for_room(on_idle)
+        jid = job_id(self.stream_id, batch.channel, batch.items[0][0])
+        if not self.jobs and not self.pending:
+            self._retry(self._mark)
+        if not self._retry(lambda: self.conn.set(claim_key(jid), b"1", nx=True, ex=RESULTS_TTL_S)):
+            self.resent += 1
+            return []
+        p = Pending(base_jid=jid, channel=batch.channel, items=list(batch.items),
+                    pcm=pcm_encode(np.stack(batch.segments)), left={int(s) for s, _, _ in batch.items},
+                    sent_at=time.monotonic())
+        self.pending[jid] = p
+        for seq in p.left:
+            self._owner[(p.channel, seq)] = jid
+        try:  # after a reconnect (attempt > 0) the batch has been sent already
+            self._retry(lambda: p.attempt or self._send(p, again=False))
         except BaseException:
-            self.conn.delete(claim_key(jid))  # the job never left: let a re-send enqueue it
+            self._forget(p)
+            try:
+                self.conn.delete(claim_key(jid))  # the job never left: let a re-send enqueue it
+            except Exception:
+                pass
             raise
         self.jobs += 1
         return []
 
+    def _forget(self, p: Pending) -> None:
+        self.pending.pop(p.base_jid, None)
+        for seq in p.left:
+            self._owner.pop((p.channel, seq), None)
+
+    def check_overdue(self, now: float) -> None:
+        """Re-send pending batches older than ``resend_after_s`` whose job is not waiting in the queue."""
+        overdue = [p for p in self.pending.values() if now - p.sent_at >= self.resend_after_s]
+        if not overdue:
+            return
+
+        def statuses() -> list[Any]:
+            pipe = self.conn.pipeline(transaction=False)
+            for p in overdue:
+                pipe.hget(self.queue.job_class.key_for(p.jid), "status")
+            return list(pipe.execute())
+
+        for p, status in zip(overdue, self._retry(statuses), strict=True):
+            if status in (b"queued", "queued"):
+                continue  # no worker has taken it yet: sending it again would not help
+            attempt = p.attempt  # a reconnect in between re-sends it already
+            self._retry(lambda p=p, a=attempt: p.attempt != a or self._send(p, again=True))
+
+    # --- receiving --------------------------------------------------------------------------------
+    def _ack(self, record: dict[str, Any]) -> None:
+        if record.get("kind") not in ("result", "failure"):
+            return
+        jid = self._owner.pop((str(record.get("channel")), int(record.get("seq", -1))), None)
+        p = self.pending.get(jid) if jid is not None else None
+        if p is not None:
+            p.left.discard(int(record["seq"]))
+            if not p.left:
+                del self.pending[jid]  # type: ignore[arg-type]
+
     def poll(self, block_s: float = 0.0) -> list[dict[str, Any]]:
         block = max(1, int(block_s * 1000)) if block_s > 0 else None
-        reply = self.conn.xread({self.key: self.last_id}, count=XREAD_COUNT, block=block)
+        reply = self._retry(lambda: self.conn.xread({self.key: self.last_id}, count=XREAD_COUNT, block=block))
         out = []
         for _, entries in reply or []:
             for entry_id, fields in entries:
                 self.last_id = entry_id
                 try:
-                    out.append(decode_entry(fields))
+                    rec = decode_entry(fields)
                 except ValueError:
                     continue  # not ours: a consumer's own annotation, say
+                self._ack(rec)
+                out.append(rec)
+        self.check()
         return out
 
-    def finish(self, end_record: dict[str, Any]) -> None:
+    def _publish_end(self) -> None:
+        assert self._end is not None
         pipe = self.conn.pipeline(transaction=False)
-        pipe.xadd(self.key, encode_entry(end_record), maxlen=RESULTS_MAXLEN, approximate=True)
+        pipe.xadd(self.key, encode_entry(self._end), maxlen=RESULTS_MAXLEN, approximate=True)
         pipe.expire(self.key, RESULTS_TTL_S)
+        pipe.set(self.epoch_key, b"1", ex=RESULTS_TTL_S)
         pipe.execute()
+
+    def finish(self, end_record: dict[str, Any]) -> None:
+        self._end = end_record
+        self._retry(self._publish_end)

@@ -42,6 +42,8 @@ class Outcome:
     duration_s: float = 0.0
     model_id: str = ""
     labels: tuple[str, ...] = ()
+    retried: int = 0  # batches sent again (no result in time, or after a Redis reconnect)
+    reconnects: int = 0  # times Redis was lost (a connection error, or a restart that lost our keys)
 
 
 def channel_names(given: tuple[str, ...], channels: int) -> list[str]:
@@ -61,7 +63,8 @@ def make_backend(settings: ProducerSettings, *, spec: Any, bundle: Any, connecti
         model = EmotionModel(bundle, threads=1)
         return EmbeddedBackend(spec=spec, stream_id=settings.stream_id, model=model)
     return RedisBackend(spec=spec, stream_id=settings.stream_id, connection=connection, queue=settings.queue,
-                        max_pending=settings.max_pending, timeout_s=settings.timeout_s)
+                        max_pending=settings.max_pending, timeout_s=settings.timeout_s,
+                        resend_after_s=settings.resend_after_s)
 
 
 def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection: Any = None) -> Outcome:
@@ -168,4 +171,6 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
         seconds=time.monotonic() - t0, summary=summary_lines(stats, per_channel, hop_s=hop_s),
         error=error, channels=tuple(names), records=tuple(released), per_channel=per_channel,
         duration_s=segmenter.samples_seen / sr, model_id=spec.model_id, labels=spec.labels,
+        retried=getattr(backend, "retried", 0),
+        reconnects=getattr(backend, "reconnects", 0) + getattr(backend, "restarts", 0),
     )

@@ -14,6 +14,9 @@ DEFAULT_BATCH_LIVE = 1
 DEFAULT_MAX_PENDING = 64
 #: Seconds without progress (a new result, or the queue shrinking) before giving up.
 DEFAULT_TIMEOUT_S = 60.0
+#: Re-send a batch that has no result this many seconds after it was sent (0: never); see
+#: docs/pipeline.md, "Delivery guarantees".
+DEFAULT_RESEND_AFTER_S = 30.0
 #: Input block length: audio is read, resampled and paced in blocks of this many seconds.
 BLOCK_S = 0.1
 #: Raw PCM defaults for ``-`` with ``--rate``.
@@ -45,4 +48,5 @@ class ProducerSettings:
     batch: int = DEFAULT_BATCH_FILE
     max_pending: int = DEFAULT_MAX_PENDING
     timeout_s: float = DEFAULT_TIMEOUT_S
+    resend_after_s: float = DEFAULT_RESEND_AFTER_S
     output_format: str = DEFAULT_FORMAT

@@ -1,8 +1,11 @@
 """A real, throwaway redis-server for the pipeline tests (never a mock).
 
-The session fixture starts ``redis-server --port P --save '' --appendonly no`` on a free port
-in a temporary directory and kills it at the end; ``redis_url`` flushes the database before
-each test. Without a redis-server binary the tests are skipped, saying why.
+:class:`RedisServer` is one such server that a test owns: it can be stopped and started again
+on the same port (no persistence: a restart loses every key) and take extra arguments
+(``--requirepass``, ACL users). The session fixture starts
+``redis-server --port P --save '' --appendonly no`` on a free port in a temporary directory
+and kills it at the end; ``redis_url`` flushes the database before each test.
+Without a redis-server binary the tests are skipped, saying why.
 """
 
 from __future__ import annotations
@@ -24,6 +27,69 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def redis_binary() -> str:
+    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists()
+                                              else None)
+    if binary is None:
+        pytest.skip("redis-server not found on PATH: install it (apt-get install redis-server) to run these tests")
+    return binary
+
+
+class RedisServer:
+    """A private redis-server on a fixed port that a test may stop, restart and configure."""
+
+    def __init__(self, workdir: Path, *extra: str, port: int | None = None, password: str | None = None) -> None:
+        self.binary = redis_binary()
+        self.workdir, self.extra, self.password = workdir, list(extra), password
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, user: str | None = None, password: str | None = None) -> str:
+        password = password if password is not None else self.password
+        auth = f"{user or ''}:{password}@" if password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        import redis
+
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url())
+        deadline = time.monotonic() + START_TIMEOUT_S
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return self
+                except redis.ConnectionError:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        self.stop()
+                        pytest.fail(f"redis-server on port {self.port} did not start")
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Kill the server (SIGKILL: nothing is saved, clients see their connection drop)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 @pytest.fixture(scope="session")

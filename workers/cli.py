@@ -12,7 +12,7 @@ for _var in THREAD_ENV_VARS:
 
 import click  # noqa: E402
 
-from workers.contract import DEFAULT_QUEUE  # noqa: E402
+from workers.contract import DEFAULT_QUEUE, read_url_file, redact_url  # noqa: E402
 from workers.settings import (  # noqa: E402
     DEFAULT_LOG_LEVEL,
     DEFAULT_PROCESSES,
@@ -29,6 +29,8 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--redis-url", envvar="SER_REDIS_URL", default=DEFAULT_REDIS_URL, show_default=True,
               help="Redis holding the queue and the results streams [env SER_REDIS_URL].")
+@click.option("--redis-url-file", envvar="SER_REDIS_URL_FILE", type=click.Path(dir_okay=False), default=None,
+              help="Read the Redis URL from this file (keeps a password out of argv) [env SER_REDIS_URL_FILE].")
 @click.option("--queue", envvar="SER_QUEUE", default=DEFAULT_QUEUE, show_default=True,
               help="RQ queue to work [env SER_QUEUE].")
 @click.option("--processes", "-n", envvar="SER_WORKER_PROCESSES", type=click.IntRange(1, MAX_PROCESSES),
@@ -43,8 +45,8 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 @click.option("--metrics-port", envvar="SER_METRICS_PORT", type=click.IntRange(0, 65535), default=None,
               help="Serve /metrics, /healthz, /readyz on this port (0: any free port) [env SER_METRICS_PORT; "
                    "default: no server].")
-def main(redis_url: str, queue: str, processes: int, model_dir: str | None, burst: bool, log_level: str,
-         metrics_port: int | None) -> None:
+def main(redis_url: str, redis_url_file: str | None, queue: str, processes: int, model_dir: str | None,
+         burst: bool, log_level: str, metrics_port: int | None) -> None:
     """Classify queued speech segments and publish the results to Redis Streams."""
     import signal
 
@@ -56,6 +58,11 @@ def main(redis_url: str, queue: str, processes: int, model_dir: str | None, burs
     from models.errors import SERError
     from workers.pool import run_pool
 
+    if redis_url_file:
+        try:
+            redis_url = read_url_file(redis_url_file)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     settings = WorkerSettings(redis_url=redis_url, queue=queue, processes=processes, model_dir=model_dir,
                               burst=burst, log_level=log_level.upper(), metrics_port=metrics_port)
     try:  # fail fast, with one line, before spawning anything
@@ -64,7 +71,7 @@ def main(redis_url: str, queue: str, processes: int, model_dir: str | None, burs
     except SERError as exc:
         raise click.ClickException(str(exc)) from None
     except (redis.RedisError, ValueError) as exc:
-        raise click.ClickException(f"cannot reach Redis at {redis_url}: {exc}") from None
+        raise click.ClickException(f"cannot reach Redis at {redact_url(redis_url)}: {exc}") from None
     try:
         code = run_pool(settings)
     except OSError as exc:  # e.g. the metrics port is taken
@@ -97,7 +104,7 @@ def status(redis_url: str, queue: str, as_json: bool) -> None:
     try:
         snapshot = pool_status(connection, queue)
     except redis.RedisError as exc:
-        raise click.ClickException(f"cannot read the pool from Redis at {redis_url}: {exc}") from None
+        raise click.ClickException(f"cannot read the pool from Redis at {redact_url(redis_url)}: {exc}") from None
     finally:
         connection.close()
     if as_json:

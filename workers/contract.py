@@ -61,6 +61,34 @@ def sanitize(name: str, *, max_len: int = 64) -> str:
     return out or "x"
 
 
+def redact_url(url: str) -> str:
+    """A Redis URL fit for logs and error messages: any password replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparsable Redis URL>"
+
+
+def read_url_file(path: str) -> str:
+    """The Redis URL stored in a file (first non-empty line), so that no password is in argv."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    return line.strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read --redis-url-file {path}: {exc.strerror or exc}") from None
+    raise ValueError(f"--redis-url-file {path} is empty")
+
+
 def job_id(stream_id: str, channel: str, seq: int) -> str:
     """Deterministic job id ``{stream_id}-{channel}-{seq}`` of the batch starting at ``seq``."""
     return f"{sanitize(stream_id)}-{sanitize(channel)}-{int(seq)}"
@@ -106,6 +134,28 @@ def make_payload(
         "results_key": results_key(stream_id),
         "items": [[int(s), round(float(a), 3), round(float(b), 3)] for s, a, b in items],
     }
+
+
+def check_payload(payload: Any) -> dict[str, Any]:
+    """Validate a job payload as a worker receives it (from anyone who can write to the queue);
+    raises ValueError with a one-line reason. Keys must stay under ``ser:``, sizes under the limits."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"payload is a {type(payload).__name__}, not an object")
+    for name, kind in (("stream_id", str), ("channel", str), ("model_id", str), ("pcm_key", str),
+                       ("results_key", str), ("window", int), ("sample_rate", int), ("items", list)):
+        if not isinstance(payload.get(name), kind) or isinstance(payload.get(name), bool):
+            raise ValueError(f"payload field {name!r} is missing or not a {kind.__name__}")
+    if not payload["pcm_key"].startswith(PCM_PREFIX) or not payload["results_key"].startswith(RESULTS_PREFIX):
+        raise ValueError(f"payload keys must start with {PCM_PREFIX!r} and {RESULTS_PREFIX!r}")
+    items = payload["items"]
+    if not 1 <= len(items) <= MAX_BATCH:
+        raise ValueError(f"a job carries 1-{MAX_BATCH} segments, got {len(items)}")
+    if not all(isinstance(it, list) and len(it) == 3 and all(isinstance(v, (int, float)) for v in it)
+               for it in items):
+        raise ValueError("payload items must be [seq, start_s, end_s] numbers")
+    if not 1 <= payload["window"] or 2 * len(items) * payload["window"] > MAX_PCM_BYTES:
+        raise ValueError(f"a job may reference 1 to {MAX_PCM_BYTES} PCM bytes")
+    return payload
 
 
 def base_record(payload: dict[str, Any], item: Sequence[Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from workers.contract import (
     RESULTS_TTL_S,
     Classifier,
     StageTimer,
+    check_payload,
     classify,
     encode_entry,
     failure_records,
@@ -81,7 +82,9 @@ def publish(connection: Any, payload: dict[str, Any], records: list[dict[str, An
 
 def run_batch(connection: Any, payload: dict[str, Any]) -> list[dict[str, Any]]:
     """Do one job's work against ``connection`` and return the published records; never raises
-    for a bad batch (only when Redis itself fails)."""
+    for a bad batch (only when Redis itself fails, or for a payload with nowhere valid to publish to:
+    ValueError, the job then fails in RQ's failed registry with that reason)."""
+    check_payload(payload)
     model_id: str | None = None
     try:
         model = get_model()
@@ -120,7 +123,7 @@ def process(payload: dict[str, Any]) -> dict[str, int]:
 def on_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:
     """RQ on_failure callback: publish failure records for a job that crashed or timed out."""
     try:
-        payload = job.args[0]
+        payload = check_payload(job.args[0])
         records = failure_records(payload, f"job failed: {getattr(exc_type, '__name__', exc_type)}: {exc_value}")
         publish(connection, payload, records)
     except Exception:  # a malformed payload has nowhere to publish to

@@ -14,6 +14,10 @@ from workers.status import advertise
 
 #: Seconds between checks that the pool parent is still alive.
 PARENT_POLL_S = 1.0
+#: Reconnect back-off after Redis went away: first wait, factor, longest wait (seconds).
+RECONNECT_FIRST_S = 0.2
+RECONNECT_FACTOR = 2.0
+RECONNECT_MAX_S = 5.0
 
 
 _stop_requested = False
@@ -70,14 +74,53 @@ def install_metrics(model: Any) -> None:
     metrics.ready()
 
 
+def make_worker(connection: Any, queue_name: str, *, name: str | None = None) -> Any:
+    """A non-forking RQ worker with JSON jobs, :class:`workers.safety.SafeJob` (allow-listed
+    function, bounded data, never pickle) and :class:`workers.safety.SafeQueue` (unloadable jobs
+    are recorded as failed, not fatal). A stop signal is remembered in this module."""
+    from rq import SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    from workers.safety import SafeJob, SafeQueue
+
+    class SerWorker(SimpleWorker):
+        max_connection_wait_time = RECONNECT_MAX_S  # RQ's own retry while it waits for a job
+
+        def request_stop(self, signum: Any, frame: Any) -> None:
+            _remember_stop(signum, frame)
+            super().request_stop(signum, frame)
+
+    queue = SafeQueue(queue_name, connection=connection, serializer=JSONSerializer, job_class=SafeJob)
+    return SerWorker([queue], connection=connection, serializer=JSONSerializer, job_class=SafeJob,
+                     queue_class=SafeQueue, name=name)
+
+
+def wait_for_redis(connection: Any) -> bool:
+    """Ping with exponential back-off until Redis answers (True) or a stop is requested (False)."""
+    import redis
+
+    delay = RECONNECT_FIRST_S
+    while not _stop_requested:
+        time.sleep(delay)
+        try:
+            connection.ping()
+            return True
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            delay = min(delay * RECONNECT_FACTOR, RECONNECT_MAX_S)
+    return False
+
+
 def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
     """Load the model, warm it up and work the queue until stopped (or empty, with burst).
 
+    RQ's work loop quits on most Redis errors (a restart, a connection dropped while a job runs):
+    this loop then waits for Redis with back-off and starts a fresh RQ worker (named ``<name>-r<n>``,
+    as the old name may still be registered), so a worker process survives Redis restarts by itself.
     Raises :class:`models.errors.SERError` for a bad bundle and redis errors for a bad URL.
     """
+    import logging
+
     import redis
-    from rq import Queue, SimpleWorker
-    from rq.serializers import JSONSerializer
 
     from models.runtime import EmotionModel
     from workers import job
@@ -91,11 +134,22 @@ def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
     connection.ping()
     if _stop_requested:
         return True
-    queue = Queue(settings.queue, connection=connection, serializer=JSONSerializer)
-    worker = SimpleWorker([queue], connection=connection, serializer=JSONSerializer, name=name)
+    worked = False
+    attempt = 0
+    worker = make_worker(connection, settings.queue, name=name)
     retire = advertise(connection, name=worker.name, model_id=model.model_id)  # for ser-status
     try:
-        return bool(worker.work(burst=settings.burst, logging_level=settings.log_level))
+        while True:
+            try:
+                worked = bool(worker.work(burst=settings.burst, logging_level=settings.log_level)) or worked
+            except (redis.ConnectionError, redis.TimeoutError) as exc:  # e.g. inside RQ's teardown
+                logging.getLogger(__name__).warning("worker loop lost Redis: %s", exc)
+            signal.signal(signal.SIGTERM, _remember_stop)  # RQ's handlers belong to the finished worker
+            signal.signal(signal.SIGINT, _remember_stop)
+            if settings.burst or _stop_requested or not wait_for_redis(connection):
+                return worked
+            attempt += 1  # the loop ended without a stop request: Redis went away and is back
+            worker = make_worker(connection, settings.queue, name=f"{name or worker.name}-r{attempt}")
     finally:
         retire()
 

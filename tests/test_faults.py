@@ -1,0 +1,256 @@
+"""Faults against real redis-servers the tests control: a worker killed mid-job, Redis restarted
+mid-call, re-sends without duplicates, malformed jobs written by someone else. Nothing lost,
+nothing let in (docs/pipeline.md, "Delivery guarantees"; docs/security.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from redis_server import RedisServer
+
+from models.runtime import EmotionModel
+from producer.collector import Collector
+from producer.dispatch import Batch, RedisBackend
+from workers import job as worker_job
+from workers.contract import DEFAULT_QUEUE, JOB_FUNC, PCM_PREFIX, results_key
+from workers.process import make_worker
+from workers.safety import MAX_JOB_DATA_BYTES, REJECTED_KEY, SafeJob
+
+ROOT = Path(__file__).resolve().parents[1]
+QUEUE_KEY = f"rq:queue:{DEFAULT_QUEUE}"
+EXPECTED = [("ch0", 0), ("ch0", 1), ("ch1", 2), ("ch1", 3), ("ch0", 4), ("ch1", 4)]
+
+
+def env() -> dict[str, str]:
+    out = dict(os.environ)
+    out.pop("SER_REDIS_URL", None)
+    out["PYTHONPATH"] = str(ROOT) + os.pathsep + out.get("PYTHONPATH", "")
+    return out
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def drain(url: str, model: object) -> None:
+    """Work the queue empty in this process with the pool's own worker class (burst)."""
+    conn = redis.Redis.from_url(url)
+    worker_job.set_model(model)  # type: ignore[arg-type]
+    try:
+        make_worker(conn, DEFAULT_QUEUE).work(burst=True, logging_level="ERROR")
+    finally:
+        worker_job.set_model(None)
+        conn.close()
+
+
+def stream_records(conn: redis.Redis, stream_id: str) -> list[dict]:
+    return [json.loads(f[b"record"]) for _, f in conn.xrange(results_key(stream_id))]
+
+
+def a_batch(channel: str = "ch0", first: int = 0, k: int = 2, seed: int = 3) -> Batch:
+    rng = np.random.default_rng(seed)
+    segs = [(0.3 * rng.standard_normal(24000)).astype(np.float32) for _ in range(k)]
+    return Batch(channel, [(first + i, 3.0 * (first + i), 3.0 * (first + i) + 3) for i in range(k)], segs)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bundle_dir: Path) -> EmotionModel:
+    return EmotionModel(tiny_bundle_dir)
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path) as server:
+        yield server
+
+
+# --- at-least-once without duplicates -------------------------------------------------------------
+def test_overdue_batch_is_resent_and_the_duplicate_never_shows(redis_url: str, model: EmotionModel) -> None:
+    conn = redis.Redis.from_url(redis_url)
+    backend = RedisBackend(spec=model.spec, stream_id="dup", connection=conn, queue=DEFAULT_QUEUE, max_pending=8,
+                           timeout_s=5, resend_after_s=0.01)
+    backend.submit(a_batch())
+    time.sleep(0.02)
+    backend._checked = 0.0  # (checks run at most every 0.5 s)
+    backend.poll()
+    assert backend.retried == 0  # still queued: a re-send would not help
+    conn.hset("rq:job:dup-ch0-0", "status", "started")  # as if a worker took it and died
+    time.sleep(0.02)
+    backend._checked = 0.0
+    backend.check()
+    assert backend.retried == 1 and conn.llen(QUEUE_KEY) == 2 and conn.exists(PCM_PREFIX + "dup-ch0-0-r1")
+    drain(redis_url, model)  # both attempts run: at-least-once
+    got = backend.poll()
+    assert [(r["channel"], r["seq"]) for r in got if r["kind"] == "result"] == [("ch0", 0), ("ch0", 1)] * 2
+    assert not backend.pending  # acknowledged: its PCM is no longer held
+    collector = Collector()
+    for key in [("ch0", 0), ("ch0", 1)]:
+        collector.expect(*key)
+    for rec in got:
+        collector.add(rec)
+    assert [(r["channel"], r["seq"]) for r in collector.pop_ready()] == [("ch0", 0), ("ch0", 1)]
+    assert collector.duplicates == 2 and collector.outstanding == 0
+    conn.close()
+
+
+# --- Redis restarted without persistence -----------------------------------------------------------
+def test_producer_reconnects_and_resends_what_a_restart_lost(own_server: RedisServer, model: EmotionModel) -> None:
+    conn = redis.Redis.from_url(own_server.url())
+    backend = RedisBackend(spec=model.spec, stream_id="rs", connection=conn, queue=DEFAULT_QUEUE, max_pending=8,
+                           timeout_s=20, resend_after_s=0)
+    backend.submit(a_batch("ch0", 0))
+    backend.submit(a_batch("ch1", 0, seed=4))
+    backend.finish({"kind": "end", "stream_id": "rs", "segments": 4})
+    own_server.restart()  # queue, PCM keys, claims and the stream are gone
+    assert conn.dbsize() == 0
+    backend._checked = 0.0  # (checks run at most every 0.5 s)
+    backend.poll()  # redis-py reconnects by itself; the missing epoch key tells the producer what happened
+    assert backend.restarts == 1 and backend.retried == 2
+    assert conn.llen(QUEUE_KEY) == 2 and len(conn.keys(PCM_PREFIX + "*")) == 2
+    drain(own_server.url(), model)
+    got = [r for r in backend.poll() if r["kind"] == "result"]
+    assert sorted((r["channel"], r["seq"]) for r in got) == [("ch0", 0), ("ch0", 1), ("ch1", 0), ("ch1", 1)]
+    assert not backend.pending
+    assert [r["kind"] for r in stream_records(conn, "rs")].count("end") == 1  # the end record was re-published
+    conn.close()
+
+
+def test_producer_gives_up_in_one_line_when_redis_stays_away(own_server: RedisServer, model: EmotionModel) -> None:
+    from producer.dispatch import StalledError
+
+    conn = redis.Redis.from_url(own_server.url())
+    backend = RedisBackend(spec=model.spec, stream_id="gone", connection=conn, queue=DEFAULT_QUEUE, max_pending=8,
+                           timeout_s=1.0)
+    own_server.stop()
+    started = time.monotonic()
+    with pytest.raises(StalledError, match="Redis unreachable for 1 s"):
+        backend.submit(a_batch())
+    assert time.monotonic() - started < 5
+    conn.close()
+
+
+# --- malformed jobs from someone else ----------------------------------------------------------------
+def test_malformed_jobs_are_refused_recorded_and_the_worker_keeps_serving(
+        redis_url: str, model: EmotionModel, tmp_path: Path) -> None:
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    conn = redis.Redis.from_url(redis_url)
+    queue = Queue(DEFAULT_QUEUE, connection=conn, serializer=JSONSerializer)
+    marker = tmp_path / "pwned"
+    # 1. raw bytes in the queue: no such job
+    conn.rpush(QUEUE_KEY, b"\x00\xff raw bytes")
+    # 2. a pickled payload (a worker that unpickled it would run os.system)
+
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (os.system, (f"touch {marker}",))
+
+    conn.hset("rq:job:pickled", mapping={"data": zlib.compress(pickle.dumps((JOB_FUNC, None, (Evil(),), {}))),
+                                         "origin": DEFAULT_QUEUE, "status": "queued"})
+    conn.rpush(QUEUE_KEY, "pickled")
+    # 3. a JSON job calling another function, 4. one naming another failure callback
+    queue.enqueue_call("os.system", args=(f"touch {marker}",), job_id="other-func")
+    from rq import Callback
+
+    queue.enqueue_call(JOB_FUNC, args=({},), job_id="other-callback", on_failure=Callback("os.getcwd"))
+    # 5. an oversized payload, 6. our function with keys outside ser:
+    queue.enqueue_call(JOB_FUNC, args=({"pad": os.urandom(MAX_JOB_DATA_BYTES).hex()},), job_id="oversized")
+    queue.enqueue_call(JOB_FUNC, args=({"stream_id": "x", "channel": "c", "model_id": "m", "pcm_key": "secret",
+                                        "results_key": "ser:results:x", "window": 1, "sample_rate": 8000,
+                                        "items": [[0, 0.0, 3.0]]},), job_id="bad-keys")
+    # ... and then a good batch
+    backend = RedisBackend(spec=model.spec, stream_id="good", connection=conn, queue=DEFAULT_QUEUE, max_pending=64,
+                           timeout_s=5)
+    backend.submit(a_batch())
+    drain(redis_url, model)
+    assert [r["kind"] for r in backend.poll()] == ["result", "result"]  # the worker kept serving
+    assert not marker.exists()
+    rejected = {f[b"job_id"].decode(): f[b"reason"].decode() for _, f in conn.xrange(REJECTED_KEY)}
+    assert set(rejected) == {"<not UTF-8>", "pickled", "other-callback", "oversized"}
+    assert "not a JSON job" in rejected["pickled"] and "os.getcwd" in rejected["other-callback"]
+    assert "limit" in rejected["oversized"]
+    failed = {m.decode() for m in conn.zrange(f"rq:failed:{DEFAULT_QUEUE}", 0, -1)}
+    assert {"pickled", "other-callback", "oversized", "other-func", "bad-keys"} <= failed
+    other = SafeJob.fetch("other-func", connection=conn, serializer=JSONSerializer)
+    reason = other.latest_result().exc_string or ""
+    assert "PermissionError" in reason and "os.system" in reason
+    bad = SafeJob.fetch("bad-keys", connection=conn, serializer=JSONSerializer)
+    assert "must start with" in (bad.latest_result().exc_string or "")
+    conn.close()
+
+
+def test_jobs_cross_redis_as_json_never_pickle(redis_url: str, model: EmotionModel) -> None:
+    conn = redis.Redis.from_url(redis_url)
+    backend = RedisBackend(spec=model.spec, stream_id="js", connection=conn, queue=DEFAULT_QUEUE, max_pending=8,
+                           timeout_s=5)
+    backend.submit(a_batch())
+    data = json.loads(zlib.decompress(conn.hget("rq:job:js-ch0-0", "data")))
+    assert data[0] == JOB_FUNC and data[2][0]["pcm_key"] == PCM_PREFIX + "js-ch0-0"
+    assert backend.queue.serializer.__name__ == "JSONSerializer" if hasattr(backend.queue.serializer, "__name__") \
+        else "JSON" in type(backend.queue.serializer).__name__
+    for path in [*ROOT.glob("producer/*.py"), *ROOT.glob("workers/*.py")]:
+        text = path.read_text()
+        assert "import pickle" not in text and "DefaultSerializer" not in text, path
+    conn.close()
+
+
+# --- a worker killed with SIGKILL in the middle of a job --------------------------------------------
+SLOW_WORKER = """
+import sys, time, redis
+from models.runtime import EmotionModel
+from workers import job
+from workers.process import make_worker
+m = EmotionModel(sys.argv[2])
+class Slow:
+    labels, model_id = m.labels, m.model_id
+    def features(self, x):
+        print("busy", flush=True)
+        time.sleep(600)
+job.set_model(Slow())
+make_worker(redis.Redis.from_url(sys.argv[1]), "ser").work(logging_level="ERROR")
+"""
+
+
+def test_segment_of_a_worker_killed_mid_job_still_gets_a_result(
+        redis_url: str, stereo_call: Path, tiny_bundle_dir: Path, model: EmotionModel) -> None:
+    conn = redis.Redis.from_url(redis_url)
+    slow = subprocess.Popen([sys.executable, "-c", SLOW_WORKER, redis_url, str(tiny_bundle_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    prod = subprocess.Popen([sys.executable, "-m", "producer.cli", str(stereo_call), "--model", str(tiny_bundle_dir),
+                             "--redis-url", redis_url, "--format", "jsonl", "--stream-id", "killed", "--batch", "16",
+                             "--timeout", "30", "--resend-after", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    try:
+        assert slow.stdout is not None and slow.stdout.readline().strip() == "busy"  # PCM taken, job running
+        slow.send_signal(signal.SIGKILL)
+        slow.communicate(timeout=10)
+        while prod.poll() is None:  # a healthy worker serves what is queued, the re-send included
+            drain(redis_url, model)
+            time.sleep(0.2)
+        out, err = prod.communicate()
+    finally:
+        for p in (slow, prod):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert prod.returncode == 0, err
+    recs = [json.loads(line) for line in out.splitlines()]
+    assert [(r["channel"], r["seq"]) for r in recs] == EXPECTED and all(r["kind"] == "result" for r in recs)
+    assert "1 re-sent" in err
+    conn.close()
