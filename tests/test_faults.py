@@ -254,3 +254,130 @@ def test_segment_of_a_worker_killed_mid_job_still_gets_a_result(
     assert [(r["channel"], r["seq"]) for r in recs] == EXPECTED and all(r["kind"] == "result" for r in recs)
     assert "1 re-sent" in err
     conn.close()
+
+
+# --- the whole pipeline across a Redis restart ---------------------------------------------------
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def pool(url: str, bundle: Path, *args: str, **extra_env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "workers.cli", "--model", str(bundle), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**env(), "SER_REDIS_URL": url, **extra_env})
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
+
+
+def test_call_survives_a_redis_restart_with_a_running_pool(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    import soundfile as sf
+    from conftest import synth_call
+
+    y, sr = sf.read(synth_call(tmp_path / "call.wav"), dtype="int16")
+    raw = y.tobytes()
+    split = int(7.5 * sr) * 4  # ch0 seq 0 and 1 are complete before the restart
+    with RedisServer(tmp_path) as server:
+        admin = redis.Redis.from_url(server.url())
+        workers = pool(server.url(), tiny_bundle_dir, "--processes", "1")
+        prod = subprocess.Popen([sys.executable, "-m", "producer.cli", "-", "--rate", str(sr), "--channels", "2",
+                                 "--model", str(tiny_bundle_dir), "--format", "jsonl", "--stream-id", "restart",
+                                 "--timeout", "40", "--resend-after", "5"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                                env={**env(), "SER_REDIS_URL": server.url()})
+        try:
+            assert prod.stdin is not None
+            prod.stdin.write(raw[:split])
+            prod.stdin.flush()
+            wait_for(lambda: len(stream_records(admin, "restart")) >= 2, timeout=60)
+            server.restart()  # no persistence: queue, PCM, claims and results are gone
+            out_b, err_b = prod.communicate(input=raw[split:], timeout=90)
+            out, err = out_b.decode(), err_b.decode()
+            assert workers.poll() is None  # the pool lived through it
+        finally:
+            if prod.poll() is None:
+                prod.kill()
+                prod.wait()
+            for pipe in (prod.stdin, prod.stdout, prod.stderr):
+                if pipe is not None and not pipe.closed:
+                    pipe.close()
+            _, werr = stop(workers)
+        admin.close()
+    assert prod.returncode == 0, err
+    recs = [json.loads(line) for line in out.splitlines()]
+    assert [(r["channel"], r["seq"]) for r in recs] == EXPECTED and all(r["kind"] == "result" for r in recs)
+    assert "reconnect" in err.splitlines()[-1], err  # it noticed, and re-sent what was pending
+    assert workers.returncode == 0 and "Traceback" not in werr, werr
+
+
+# --- AUTH, ACL users, no password in argv or logs -----------------------------------------------------
+def test_wrong_password_is_one_line_without_the_password(tmp_path: Path, stereo_call: Path,
+                                                         tiny_bundle_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from producer.cli import main as produce_main
+
+    with RedisServer(tmp_path, "--requirepass", "right-secret-1", password="right-secret-1") as server:
+        result = CliRunner().invoke(produce_main, [str(stereo_call), "--model", str(tiny_bundle_dir)],
+                                    env={"SER_REDIS_URL": server.url(password="wrong-secret-2")})
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot reach Redis at redis://:***@127.0.0.1"), lines
+    assert "secret" not in result.stderr
+
+
+def test_documented_acls_run_the_pipeline_and_no_password_leaks(tmp_path: Path, stereo_call: Path,
+                                                                  tiny_bundle_dir: Path) -> None:
+    import secrets
+
+    admin_pw = "admin-" + secrets.token_hex(8)
+    rules = [line.split() for line in (ROOT / "docs" / "security.md").read_text().splitlines()
+             if line.startswith("ACL SETUSER ")]
+    assert [r[2] for r in rules] == ["ser-producer", "ser-worker"]
+    with RedisServer(tmp_path, "--requirepass", admin_pw, password=admin_pw) as server:
+        admin = redis.Redis.from_url(server.url())
+        pw = {}
+        for rule in rules:
+            pw[rule[2]] = f"{rule[2]}-" + secrets.token_hex(12)
+            admin.execute_command("ACL", "SETUSER", rule[2], *[p.replace("CHANGE-ME", pw[rule[2]]) for p in rule[3:]])
+        url_file = tmp_path / "producer.url"
+        url_file.write_text(server.url("ser-producer", pw["ser-producer"]) + "\n")
+        url_file.chmod(0o600)
+        workers = pool(server.url("ser-worker", pw["ser-worker"]), tiny_bundle_dir, "--processes", "2",
+                       "--metrics-port", "0", SER_LOG_LEVEL="INFO")
+        try:
+            wait_for(lambda: admin.scard("rq:workers") >= 2, timeout=60)
+            procs = [workers.pid, *children(workers.pid)]
+            assert len(procs) >= 3  # the parent and two spawned children
+            for pid in procs:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                assert not any(p.encode() in cmdline for p in (*pw.values(), admin_pw)), cmdline
+            prod = subprocess.run([sys.executable, "-m", "producer.cli", str(stereo_call), "--model",
+                                   str(tiny_bundle_dir), "--format", "jsonl", "--redis-url-file", str(url_file),
+                                   "--timeout", "30", "--batch", "2"],
+                                  capture_output=True, text=True, cwd=ROOT, env=env(), timeout=120)
+        finally:
+            wout, werr = stop(workers)
+        denied = admin.execute_command("ACL", "LOG")
+        admin.close()
+    assert prod.returncode == 0, prod.stderr
+    assert [(r["channel"], r["seq"]) for r in map(json.loads, prod.stdout.splitlines())] == EXPECTED
+    assert denied == [], denied  # the documented rules are enough, for both sides
+    assert workers.returncode == 0, werr
+    for text in (prod.stdout, prod.stderr, wout, werr):
+        assert not any(p in text for p in (*pw.values(), admin_pw))
