@@ -119,6 +119,13 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
 
         cap: dict[int, list[float]] = {}
         inproc: dict[int, list[float]] = {}
+        inproc_cpu: dict[int, list[float]] = {}
+        cpu: dict[int, list[tuple[float, ...]]] = {}  # ms of CPU per segment: worker, redis-server, producer
+        import redis
+
+        probe = redis.Redis.from_url(url)
+        redis_pid = int(probe.info("server")["process_id"])
+        probe.close()
         paced: dict[tuple[int, float], list[load.Paced]] = {}
         with load.worker(url, QUEUE, model) as w:
             # 2. Capacity end to end: the real producer (in this process) and one worker process.
@@ -126,14 +133,19 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
                 segs = max(2 * b * 4, int(SIZE_RATE[b] * seconds))
                 wav = work / f"noise-{b}.wav"
                 load.write_noise_wav(wav, seconds=segs / 2 * spec.segment.hop_s, rate=spec.sample_rate)
-                cap[b], inproc[b] = [], []
+                cap[b], inproc[b], cpu[b], inproc_cpu[b] = [], [], [], []
                 for r in range(repeat):
+                    before = (load.cpu_seconds(w.child), load.cpu_seconds(redis_pid), time.process_time())
                     n, secs = load.producer_run(url, QUEUE, model, wav, batch=b, stream_id=f"cap-{b}-{r}")
+                    after = (load.cpu_seconds(w.child), load.cpu_seconds(redis_pid), time.process_time())
                     cap[b].append(n / secs)
+                    cpu[b].append(tuple(1000 * (a - z) / n for a, z in zip(after, before, strict=True)))
                     cleanup(url)
                     # 3. The in-process limit right after (same batch, one thread; the worker idles):
                     # paired with the run, so the ratio sees the same background load.
-                    inproc[b].append(inprocess.inprocess_rate(model, batch=b, seconds=min(seconds, 3.0)))
+                    wall, per_cpu = inprocess.inprocess_rate(model, batch=b, seconds=min(seconds, 3.0))
+                    inproc[b].append(wall)
+                    inproc_cpu[b].append(per_cpu)
                 log(f"end to end batch {b}: {[round(x) for x in cap[b]]} segments/s; "
                     f"in-process {[round(x) for x in inproc[b]]}")
             # 4. Paced open-loop latency at 50 % and 90 % of that capacity.
@@ -168,6 +180,12 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
                  "real producer → Redis → worker → results read back" + note(spread(cap[FILE_BATCH]))))
     rows.append(("end to end, 1 worker process, `--batch 1` (live)", f"{c1:.0f} segments/s", "",
                  spread(cap[LIVE_BATCH])))
+    for b in (FILE_BATCH, LIVE_BATCH):
+        wk, rd, pr = (median([c[i] for c in cpu[b]]) for i in range(3))
+        rows.append((f"CPU per segment end to end, `--batch {b}` (worker / redis-server / producer)",
+                     f"{wk:.2f} / {rd:.2f} / {pr:.2f} ms", "",
+                     f"worker alone on a core: ≈ {1000 / wk:.0f} segments/s; in-process "
+                     f"{median(inproc_cpu[b]):.0f} segments per CPU second (CPU time: robust to contention)"))
     for b in (LIVE_BATCH, FILE_BATCH):
         rows.append((f"enqueue cost, `--batch {b}`", f"{median(enq[b]):.3f} ms/segment", "≤ 0.5",
                      f"RedisBackend.submit: int16 encode, claim, PCM + RQ job in one MULTI/EXEC; RQ job data "

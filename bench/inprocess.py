@@ -11,8 +11,9 @@ from bench.load import segment_pool
 from workers.contract import pcm_decode, pcm_encode
 
 
-def inprocess_rate(model_dir: str, *, batch: int, seconds: float) -> float:
-    """Segments/s of ``model.features`` + ``model.predict_features`` on batches of ``batch``."""
+def inprocess_rate(model_dir: str, *, batch: int, seconds: float) -> tuple[float, float]:
+    """``(segments per wall second, segments per CPU second)`` of ``model.features`` +
+    ``model.predict_features`` on batches of ``batch``."""
     from models.runtime import EmotionModel
 
     model = EmotionModel(model_dir, threads=1)
@@ -23,9 +24,9 @@ def inprocess_rate(model_dir: str, *, batch: int, seconds: float) -> float:
                           k=batch, window=window) for i in range(8)]
     for b in batches[:2]:
         model.predict_features(model.features(b))
-    done, t0 = 0, time.perf_counter()
+    done, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         for b in batches:
             model.predict_features(model.features(b))
             done += batch
-    return done / (time.perf_counter() - t0)
+    return done / (time.perf_counter() - t0), done / (time.process_time() - c0)

@@ -21,6 +21,9 @@ from models.errors import AudioError
 from producer.settings import BLOCK_S, RawFormat
 from producer.wavstream import read_exact, read_header
 
+#: Blocks decoded per libsndfile read of a file (then yielded one by one, unchanged).
+READ_BLOCKS = 100
+
 
 class Source:
     """A decoded audio input: ``rate``, ``channels`` and :meth:`blocks`."""
@@ -60,17 +63,22 @@ class FileSource(Source):
         super().__init__(rate=self._file.samplerate, channels=self._file.channels, name=path)
 
     def _raw_blocks(self) -> Iterator[np.ndarray]:
+        # Decode READ_BLOCKS blocks per libsndfile call and cut them into the same blocks: one read
+        # per 0.1 s block cost ~0.2 ms of soundfile overhead each, as much as a worker's segment.
+        step = self.block_frames
         with self._file as fh:
             while True:
                 try:
-                    data = fh.read(self.block_frames, dtype="float32", always_2d=True)
+                    data = fh.read(step * READ_BLOCKS, dtype="float32", always_2d=True)
                 except (sf.LibsndfileError, RuntimeError) as exc:
                     raise AudioError(f"cannot decode {self.name}: {exc}") from None
                 if len(data) == 0:
                     return
-                if not np.isfinite(data).all():
-                    raise AudioError(f"{self.name} contains NaN or infinite samples")
-                yield np.ascontiguousarray(data.T)
+                for i in range(0, len(data), step):
+                    block = data[i : i + step]
+                    if not np.isfinite(block).all():
+                        raise AudioError(f"{self.name} contains NaN or infinite samples")
+                    yield np.ascontiguousarray(block.T)
 
 
 class StreamSource(Source):
