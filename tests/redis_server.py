@@ -37,25 +37,56 @@ def redis_binary() -> str:
     return binary
 
 
+def make_certs(workdir: Path) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI); returns the CA file."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not found: cannot make TLS certificates")
+    d = workdir / "tls"
+    d.mkdir(exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+        "-subj", "/CN=ser-test-ca", "-keyout", "ca.key", "-out", "ca.pem")
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", "server.key", "-out", "server.csr")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "san.ext", "-out", "server.pem")
+    return d / "ca.pem"
+
+
 class RedisServer:
     """A private redis-server on a fixed port that a test may stop, restart and configure."""
 
-    def __init__(self, workdir: Path, *extra: str, port: int | None = None, password: str | None = None) -> None:
+    def __init__(self, workdir: Path, *extra: str, port: int | None = None, password: str | None = None,
+                 tls: bool = False) -> None:
         self.binary = redis_binary()
         self.workdir, self.extra, self.password = workdir, list(extra), password
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.ca: Path | None = make_certs(workdir) if tls else None
 
     def url(self, user: str | None = None, password: str | None = None) -> str:
         password = password if password is not None else self.password
         auth = f"{user or ''}:{password}@" if password else ""
+        if self.ca is not None:  # TLS only, the server certificate checked against our CA
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={self.ca}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         import redis
 
+        ports = ["--port", str(self.port)]
+        if self.ca is not None:
+            d = self.ca.parent
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(d / "server.pem"),
+                     "--tls-key-file", str(d / "server.key"), "--tls-ca-cert-file", str(self.ca),
+                     "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [self.binary, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )

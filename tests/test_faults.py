@@ -381,3 +381,74 @@ def test_documented_acls_run_the_pipeline_and_no_password_leaks(tmp_path: Path, 
     assert workers.returncode == 0, werr
     for text in (prod.stdout, prod.stderr, wout, werr):
         assert not any(p in text for p in (*pw.values(), admin_pw))
+
+
+def test_tls_url_with_a_password_runs_a_call(tmp_path: Path, stereo_call: Path, tiny_bundle_dir: Path,
+                                             model: EmotionModel) -> None:
+    with RedisServer(tmp_path, "--requirepass", "tls-secret-3", password="tls-secret-3", tls=True) as server:
+        url = server.url()
+        assert url.startswith("rediss://")
+        # the server has no plain-text port ("--port 0"): only TLS, checked against the test CA
+        prod = subprocess.Popen([sys.executable, "-m", "producer.cli", str(stereo_call), "--model",
+                                 str(tiny_bundle_dir), "--format", "jsonl", "--timeout", "30"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                env={**env(), "SER_REDIS_URL": url})
+        try:
+            while prod.poll() is None:
+                drain(url, model)
+                time.sleep(0.2)
+            out, err = prod.communicate()
+        finally:
+            if prod.poll() is None:
+                prod.kill()
+                prod.communicate()
+    assert prod.returncode == 0, err
+    assert [(r["channel"], r["seq"]) for r in map(json.loads, out.splitlines())] == EXPECTED
+    assert "tls-secret" not in err
+
+
+RESTARTING_WORKER = """
+import os, sys, time
+from models import runtime
+features = runtime.EmotionModel.features
+def slow(self, x):
+    if os.path.exists(sys.argv[3]):
+        time.sleep(2)  # Redis goes away meanwhile
+    return features(self, x)
+runtime.EmotionModel.features = slow
+from workers.process import run_worker
+from workers.settings import WorkerSettings
+run_worker(WorkerSettings(redis_url=sys.argv[1], model_dir=sys.argv[2], log_level="ERROR"), name="rw")
+"""
+
+
+def test_worker_loop_survives_redis_going_away_mid_job(tmp_path: Path, tiny_bundle_dir: Path,
+                                                       model: EmotionModel) -> None:
+    flag = tmp_path / "slow"
+    flag.touch()
+    with RedisServer(tmp_path) as server:
+        conn = redis.Redis.from_url(server.url())
+        worker = subprocess.Popen([sys.executable, "-c", RESTARTING_WORKER, server.url(), str(tiny_bundle_dir),
+                                   str(flag)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                  env=env())
+        try:
+            wait_for(lambda: conn.scard("rq:workers") >= 1, timeout=60)
+            backend = RedisBackend(spec=model.spec, stream_id="away", connection=conn, queue=DEFAULT_QUEUE,
+                                   max_pending=8, timeout_s=30, resend_after_s=0)
+            backend.submit(a_batch())
+            wait_for(lambda: conn.hget("rq:job:away-ch0-0", "status") == b"started")
+            server.stop()  # longer than redis-py's own retries: RQ's work loop quits mid-job
+            time.sleep(3)
+            flag.unlink()
+            server.start()
+            got: list[dict] = []
+            deadline = time.monotonic() + 40
+            while len({r["seq"] for r in got if r["kind"] == "result"}) < 2:
+                assert time.monotonic() < deadline, "no result after the restart"
+                backend._checked = 0.0
+                got += backend.poll(0.2)  # notices the lost epoch, re-sends the batch
+            assert worker.poll() is None  # the same process serves on, under a fresh RQ worker
+            assert any(name.endswith(b"rw-r1") for name in conn.smembers("rq:workers"))
+        finally:
+            stop(worker)
+            conn.close()
