@@ -339,7 +339,8 @@ class RedisBackend(Backend):
 
         for p, status in zip(overdue, self._retry(statuses), strict=True):
             if status in (b"queued", "queued"):
-                continue  # no worker has taken it yet: sending it again would not help
+                p.sent_at = now  # no worker has taken it yet: the deadline counts from when one does
+                continue
             attempt = p.attempt  # a reconnect in between re-sends it already
             self._retry(lambda p=p, a=attempt: p.attempt != a or self._send(p, again=True))
 

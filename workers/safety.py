@@ -39,8 +39,9 @@ REJECTED_KEY = "ser:rejected"
 REJECTED_MAXLEN = 10_000
 
 
-class RefusedJob(Exception):
-    """A job this worker will not load or run."""
+class RefusedJob(NoSuchJobError):
+    """A job this worker will not load or run. A :class:`NoSuchJobError`, so that RQ's own code
+    that fetches jobs (registry cleanup, say) skips it instead of failing its work loop."""
 
 
 def _refuse(reason: str) -> Any:
@@ -115,15 +116,23 @@ class SafeQueue(Queue):
     @classmethod
     def _fetch_dequeued_job(cls, connection: Any, queue_key: str, job_id: str, job_class: Any = None,
                             serializer: Any = None, death_penalty_class: Any = None) -> Any:
+        from rq.utils import backend_class
+
+        job_cls = backend_class(cls, "job_class", override=job_class)
+        queue = cls.from_queue_key(queue_key, connection=connection, job_class=job_cls, serializer=serializer,
+                                   death_penalty_class=death_penalty_class)
         try:
-            return super()._fetch_dequeued_job(connection, queue_key, job_id, job_class=job_class,
-                                               serializer=serializer, death_penalty_class=death_penalty_class)
-        except NoSuchJobError:
+            job = job_cls.fetch(job_id, connection=connection, serializer=serializer)
+        except RefusedJob as exc:
+            record_rejected(connection, queue, job_id, f"RefusedJob: {exc}")
             return None
+        except NoSuchJobError:
+            return None  # gone meanwhile (as RQ does)
         except Exception as exc:
             import redis
 
             if isinstance(exc, redis.RedisError):
                 raise  # Redis trouble is the work loop's business (reconnect), not the job's
-            record_rejected(connection, getattr(exc, "queue", None), job_id, f"{type(exc).__name__}: {exc}")
+            record_rejected(connection, queue, job_id, f"{type(exc).__name__}: {exc}")
             return None
+        return job, queue
