@@ -231,8 +231,7 @@ class RedisBackend(Backend):
         self._checked = now
         if self.pending or self._end is not None:
             if not self._retry(lambda: self.conn.exists(self.epoch_key)):
-                self.restarts += 1
-                self._retry(self._recover)
+                self._retry(self._lost)
                 return
         if self.resend_after_s > 0:
             self.check_overdue(now)
@@ -280,6 +279,7 @@ class RedisBackend(Backend):
         key = pcm_key(jid)
         pipe = self.conn.pipeline()
         pipe.multi()  # MULTI first: RQ adds its commands to this transaction
+        pipe.exists(self.epoch_key)  # free restart detection on every send
         if again:  # the claim may be gone with a restarted Redis: keep re-runs of the call idempotent
             pipe.set(claim_key(p.base_jid), b"1", ex=RESULTS_TTL_S)
         pipe.set(key, p.pcm, ex=PCM_TTL_S)
@@ -290,8 +290,15 @@ class RedisBackend(Backend):
             result_ttl=JOB_RESULT_TTL_S, failure_ttl=JOB_FAILURE_TTL_S, ttl=PCM_TTL_S,
             on_failure=Callback(FAILURE_CALLBACK), pipeline=pipe,
         )
-        pipe.execute()
+        epoch_alive = pipe.execute()[0]
         p.sent_at = time.monotonic()
+        if not again and not epoch_alive:
+            self._lost()
+
+    def _lost(self) -> None:
+        """Redis no longer has this call's epoch key: it restarted (or was flushed) since."""
+        self.restarts += 1
+        self._recover()
 
     def submit(self, batch: Batch, *, on_idle: Any = None) -> list[dict[str, Any]]:
         self.payload(batch, pcm_key("x"))  # over-limit batches are refused before anything is sent
@@ -371,14 +378,17 @@ class RedisBackend(Backend):
         self.check()
         return out
 
-    def _publish_end(self) -> None:
+    def _publish_end(self, *, check: bool = False) -> None:
         assert self._end is not None
         pipe = self.conn.pipeline(transaction=False)
+        pipe.exists(self.epoch_key)
         pipe.xadd(self.key, encode_entry(self._end), maxlen=RESULTS_MAXLEN, approximate=True)
         pipe.expire(self.key, RESULTS_TTL_S)
         pipe.set(self.epoch_key, b"1", ex=RESULTS_TTL_S)
-        pipe.execute()
+        epoch_alive = pipe.execute()[0]
+        if check and self.jobs and not epoch_alive:
+            self._lost()
 
     def finish(self, end_record: dict[str, Any]) -> None:
         self._end = end_record
-        self._retry(self._publish_end)
+        self._retry(lambda: self._publish_end(check=True))
