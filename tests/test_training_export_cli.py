@@ -129,6 +129,13 @@ def test_fit_end_to_end_cremad_and_manifest(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert load_bundle(tmp_path / "re").spec.onnx_sha256
 
+    # random-split figures are added to spec and card, labelled as not comparable
+    r = runner.invoke(main, ["card", "--bundle", str(bundle), "--random-split-report",
+                             str(out / "eval" / "test_clean.json")])
+    assert r.exit_code == 0, r.output
+    assert "random_split" in load_bundle(bundle).spec.info
+    assert "NOT comparable" in (bundle / "MODEL_CARD.md").read_text()
+
     # a user manifest (paths relative to the CSV), no evaluation
     files = sorted((data / "AudioWAV").glob("*.wav"))
     lines = ["path,label,speaker"] + [f"cremad/AudioWAV/{f.name},{'angry' if '_ANG_' in f.name else 'neutral'},"

@@ -133,3 +133,18 @@ def test_metrics() -> None:
     assert sc["confusion"] == [[1, 1, 0], [0, 1, 1], [0, 0, 0]]
     assert set(sc["recall"]) == {"a", "b"}  # c absent from the truth: not averaged
     assert uar(np.array([0, 0, 1]), np.array([0, 1, 1]), 3) == pytest.approx(0.75)
+
+
+def test_sampling_weights_balance_labels_and_corpora() -> None:
+    from training.train import cosine_lr, sampling_weights
+
+    items = ([Item(f"c{i}", "cremad", "cremad:1", "angry") for i in range(90)]
+             + [Item(f"r{i}", "ravdess", "ravdess:01", "angry") for i in range(10)]
+             + [Item(f"t{i}", "tess", "tess:OAF", "surprised") for i in range(40)]
+             + [Item(f"s{i}", "savee", "savee:DC", "surprised") for i in range(5)])
+    w = sampling_weights(items, list(range(len(items))))
+    assert w.sum() == pytest.approx(1.0)
+    assert w[:100].sum() == pytest.approx(0.5)  # each label the same total weight
+    assert w[:90].sum() == pytest.approx(w[90:100].sum())  # corpora share a label equally
+    assert w[100:140].sum() == pytest.approx(w[140:].sum() * 0.5)  # TESS gets half a share
+    assert cosine_lr(1e-3, 0, 10) == pytest.approx(1e-3) and cosine_lr(1e-3, 9, 10) == pytest.approx(2e-5)

@@ -97,13 +97,13 @@ class AugmentConfig:
     """Probabilities and ranges of the telephone-channel augmentation."""
 
     p_speed: float = 0.5
-    speed_range: tuple[float, float] = (0.9, 1.1)
+    speed_range: tuple[float, float] = (0.92, 1.08)
     p_band: float = 0.5
     p_mulaw: float = 0.3
-    p_alaw: float = 0.15
-    p_noise: float = 0.4
-    snr_db: tuple[float, float] = (8.0, 30.0)
-    gain_db: tuple[float, float] = (-12.0, 6.0)
+    p_alaw: float = 0.1
+    p_noise: float = 0.25
+    snr_db: tuple[float, float] = (12.0, 35.0)
+    gain_db: tuple[float, float] = (-4.0, 4.0)  # small: absolute level is itself an emotion cue
 
     def to_dict(self) -> dict[str, object]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}

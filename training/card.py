@@ -23,6 +23,15 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _aug(a: dict[str, Any]) -> str:
+    if not a:
+        return "see training/augment.py"
+    sp, snr, gain = a["speed_range"], a["snr_db"], a["gain_db"]
+    return (f"p={a['p_speed']} speed {sp[0]}–{sp[1]}, random 3 s crop, gain {gain[0]}…{gain[1]} dB, "
+            f"p={a['p_band']} band limits 200–400 / 3000–3700 Hz, p={a['p_noise']} white/pink noise "
+            f"{snr[0]:g}–{snr[1]:g} dB SNR, p={a['p_mulaw']} mu-law / p={a['p_alaw']} A-law 8-bit")
+
+
 def figures_table(evaluation: dict[str, Any]) -> str:
     lines = ["| condition | corpus | clips | UAR | WA | macro-F1 |", "|---|---|---|---|---|---|"]
     for cond, rep in evaluation.items():
@@ -65,11 +74,18 @@ def render_card(spec_dict: dict[str, Any], *, command: str) -> str:
             f"{rs.get('note', '')}\n\n{figures_table({'random split': rs['report']})}\n"
         )
     parity = tr.get("parity", {})
+    cfg = tr.get("config", {})
     return f"""# {spec_dict['name']} {spec_dict['version']} — speech emotion recognition (CNN-BiLSTM, ONNX)
 
 Classifies speech into **{labels}** from 3 s windows of 8 kHz audio (log-mel, 64 bands,
 50–4000 Hz). A clip's label is the argmax of the mean probability over its voiced 3 s segments
 (`models.runtime.EmotionModel.predict_clip`). Intended domain: narrow-band call-centre audio.
+
+## Model
+
+Per-segment band-mean normalisation inside the graph (removes channel colouring, which otherwise
+identifies the corpus), 4 conv blocks, BiLSTM 2 × 64, mean + max pooling over time plus the segment's
+level mean/std, dense, softmax; ≈ 250 k parameters, ≈ 1 MB ONNX. See docs/training.md.
 
 ## Training data
 
@@ -90,10 +106,10 @@ would test a single voice and halve the data). The split is in `spec.json` (`tra
 
 {parts}
 
-Training: balanced sampling over labels ({tr.get('config', {}).get('epoch_size')} clips per epoch, TESS
-weight 0.5), telephone-channel augmentation on training clips only (speed 0.9–1.1, random crop, gain,
-300–3400 Hz band limits, white/pink noise 8–30 dB SNR, mu-law / A-law 8-bit), SpecAugment masks,
-label smoothing {tr.get('config', {}).get('label_smoothing')}, Adam, early stopping on validation UAR
+Training: balanced sampling over labels ({cfg.get('epoch_size')} clips per epoch, TESS
+weight 0.5), telephone-channel augmentation on training clips only ({_aug(cfg.get('augment', {}))}),
+SpecAugment masks, label smoothing {cfg.get('label_smoothing')}, Adam (lr {cfg.get('lr')}, cosine decay, batch
+{cfg.get('batch_size')}), early stopping on validation UAR
 (best epoch {tr.get('best_epoch')} of {tr.get('epochs_run')}, validation UAR {_fmt(tr.get('best_val_uar'))}).
 Wall time {tr.get('wall_time_min')} min on {tr.get('machine', '?')}.
 

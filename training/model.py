@@ -1,33 +1,58 @@
 """The Keras CNN-(Bi)LSTM: log-mel frames in, label probabilities out.
 
 Input ``(frames, n_mels)`` named ``features`` (already normalised with the spec's per-band
-mean/std); output softmax named ``probs``. Four small conv blocks pool time and frequency early
-(time by 3 first: cheap on CPU), a residual connection on the last block, then a BiLSTM over the pooled time
-axis, attention-free mean+max pooling over time, a dense layer and the softmax.
+mean/std); output softmax named ``probs``.
+
+1. Per-segment mean normalisation (``SegmentCMN``): each mel band's mean over the segment's frames
+   is subtracted inside the graph. This removes the recording channel's spectral colouring, which
+   otherwise lets the network recognise the *corpus* (and hence labels that only some corpora
+   have, such as ``surprised``) instead of the emotion. The segment's overall level and spread are
+   kept as two scalars (``SegmentLevel``) that join the head, because loudness is an emotion cue.
+2. Four small conv blocks (BatchNorm, ReLU, spatial dropout, max-pool; time pooled by 3 first so it
+   stays cheap on CPU; a residual connection on the last block).
+3. Dense projection per time step, a BiLSTM, mean + max pooling over time, dense, softmax.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import keras
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="ser")
+class SegmentCMN(layers.Layer):
+    """Subtract each band's mean over the time axis: ``(b, t, f) -> (b, t, f)``."""
+
+    def call(self, x: Any) -> Any:
+        return x - ops.mean(x, axis=1, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package="ser")
+class SegmentLevel(layers.Layer):
+    """Mean and standard deviation of a whole segment's features: ``(b, t, f) -> (b, 2)``."""
+
+    def call(self, x: Any) -> Any:
+        mean = ops.mean(x, axis=(1, 2))
+        std = ops.sqrt(ops.mean(ops.square(x - mean[:, None, None]), axis=(1, 2)) + 1e-6)
+        return ops.stack([mean, std], axis=-1)
+
 
 def build_model(
     *, n_frames: int, n_mels: int, n_labels: int, width: int = 16, rnn_units: int = 64,
-    dropout: float = 0.3, seed: int = 0,
+    dropout: float = 0.3, seed: int = 0, cmn: bool = True,
 ) -> Any:
-    """Return an uncompiled ``keras.Model`` (import of TensorFlow happens here, not at module load)."""
-    import keras
-    from keras import layers
-
+    """Return an uncompiled ``keras.Model``."""
     keras.utils.set_random_seed(seed)
 
     def conv_block(x: Any, filters: int, pool: tuple[int, int], *, residual: bool, name: str) -> Any:
         y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-        y = layers.BatchNormalization(name=f"{name}_bn")(y)
+        y = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(y)
         if residual:
             y = layers.Activation("relu", name=f"{name}_relu1")(y)
             y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-            y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+            y = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn2")(y)
             shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_proj")(x)
             y = layers.Add(name=f"{name}_add")([y, shortcut])
         y = layers.Activation("relu", name=f"{name}_relu")(y)
@@ -35,7 +60,8 @@ def build_model(
         return layers.SpatialDropout2D(dropout / 3, name=f"{name}_drop")(y)
 
     inp = keras.Input(shape=(n_frames, n_mels), name="features")
-    x = layers.Reshape((n_frames, n_mels, 1), name="to_image")(inp)
+    x = SegmentCMN(name="segment_cmn")(inp) if cmn else inp
+    x = layers.Reshape((n_frames, n_mels, 1), name="to_image")(x)
     x = conv_block(x, width, (3, 2), residual=False, name="b1")
     x = conv_block(x, width * 2, (2, 2), residual=False, name="b2")
     x = conv_block(x, width * 4, (2, 2), residual=False, name="b3")
@@ -45,10 +71,11 @@ def build_model(
     x = layers.Dropout(dropout, name="seq_drop")(x)
     x = layers.Dense(128, activation="relu", name="seq_proj")(x)
     x = layers.Bidirectional(layers.LSTM(rnn_units, return_sequences=True), name="bilstm")(x)
-    pooled = layers.Concatenate(name="pool")(
-        [layers.GlobalAveragePooling1D(name="mean_t")(x), layers.GlobalMaxPooling1D(name="max_t")(x)]
-    )
-    x = layers.Dropout(dropout, name="head_drop")(pooled)
+    pooled = [layers.GlobalAveragePooling1D(name="mean_t")(x), layers.GlobalMaxPooling1D(name="max_t")(x)]
+    if cmn:
+        pooled.append(SegmentLevel(name="segment_level")(inp))
+    x = layers.Concatenate(name="pool")(pooled)
+    x = layers.Dropout(dropout, name="head_drop")(x)
     x = layers.Dense(64, activation="relu", name="head")(x)
     out = layers.Dense(n_labels, activation="softmax", name="probs")(x)
     return keras.Model(inp, out, name="ser_cnn_lstm")

@@ -33,11 +33,11 @@ CORPUS_WEIGHT = {"tess": 0.5}
 class FitConfig:
     labels: tuple[str, ...]
     seed: int = 1234
-    epochs: int = 30
-    patience: int = 7
-    batch_size: int = 64
-    epoch_size: int = 5120
-    lr: float = 2e-3
+    epochs: int = 24
+    patience: int = 10
+    batch_size: int = 32
+    epoch_size: int = 4096
+    lr: float = 1e-3
     label_smoothing: float = 0.1
     width: int = 16
     rnn_units: int = 64
@@ -111,13 +111,18 @@ class ClipSet:
 
 
 def sampling_weights(items: list[Item], idx: list[int]) -> np.ndarray:
-    """Balanced sampling: each label gets the same total weight; TESS is down-weighted within a label."""
-    w = np.array([CORPUS_WEIGHT.get(items[i].corpus, 1.0) for i in idx], dtype=np.float64)
-    labels = [items[i].label for i in idx]
-    totals: Counter[str] = Counter()
-    for lab, wi in zip(labels, w, strict=True):
-        totals[lab] += wi
-    w = np.array([wi / totals[lab] for lab, wi in zip(labels, w, strict=True)])
+    """Balanced sampling: every label gets the same total weight, and within a label every corpus
+    that has it gets an equal share (TESS a reduced one, :data:`CORPUS_WEIGHT`), so that no label is
+    carried mostly by one corpus's recording conditions."""
+    keys = [(items[i].label, items[i].corpus) for i in idx]
+    per_cell: Counter[tuple[str, str]] = Counter(keys)
+    share: dict[tuple[str, str], float] = {}
+    for label in {k[0] for k in per_cell}:
+        cells = [k for k in per_cell if k[0] == label]
+        total = sum(CORPUS_WEIGHT.get(c, 1.0) for _, c in cells)
+        for cell in cells:
+            share[cell] = CORPUS_WEIGHT.get(cell[1], 1.0) / total
+    w = np.array([share[k] / per_cell[k] for k in keys], dtype=np.float64)
     return w / w.sum()
 
 
@@ -167,9 +172,10 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
     history: list[dict[str, float]] = []
     best_uar, best_epoch, best_weights, since = -1.0, -1, model.get_weights(), 0
-    current_lr = cfg.lr
     bar = tqdm(range(cfg.epochs), desc="epochs", unit="epoch", disable=not cfg.progress)
     for epoch in bar:
+        current_lr = cosine_lr(cfg.lr, epoch, cfg.epochs)
+        model.optimizer.learning_rate.assign(current_lr)
         t0 = time.time()
         x, y = epoch_data(store, items, train_idx, probs, spec, mean, std, cfg, rng)
         t1 = time.time()
@@ -189,14 +195,17 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
             best_uar, best_epoch, best_weights, since = v_uar, epoch + 1, model.get_weights(), 0
         else:
             since += 1
-            if since % 3 == 0:  # plateau: halve the learning rate
-                current_lr *= 0.5
-                model.optimizer.learning_rate.assign(current_lr)
             if since >= cfg.patience:
                 log(f"early stop at epoch {epoch + 1}: best val UAR {best_uar:.4f} at epoch {best_epoch}")
                 break
     model.set_weights(best_weights)
     return model, {"epochs": history, "best_epoch": best_epoch, "best_val_uar": best_uar}
+
+
+def cosine_lr(base: float, epoch: int, epochs: int, *, floor: float = 0.02) -> float:
+    """Cosine decay from ``base`` to ``floor * base`` over ``epochs`` (epoch 0 gets ``base``)."""
+    frac = epoch / max(epochs - 1, 1)
+    return float(base * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * frac))))
 
 
 def library_versions() -> dict[str, str]:
