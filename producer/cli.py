@@ -130,7 +130,7 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
         import redis
 
         if isinstance(exc, redis.RedisError):
-            raise click.ClickException(f"Redis at {redact_url(settings.redis_url)} failed: {exc}") from None
+            raise click.ClickException(f"Redis at {redact_url(settings.redis_url or '')} failed: {exc}") from None
         raise
     finally:
         if connection is not None:

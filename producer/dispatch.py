@@ -6,6 +6,7 @@ the very function the RQ job calls (:func:`workers.contract.classify`), so their
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -315,8 +316,12 @@ class RedisBackend(Backend):
         self.pending[jid] = p
         for seq in p.left:
             self._owner[(p.channel, seq)] = jid
-        try:  # after a reconnect (attempt > 0) the batch has been sent already
-            self._retry(lambda: p.attempt or self._send(p, again=False))
+        def first_send() -> None:
+            if not p.attempt:  # after a reconnect (attempt > 0) the batch has been sent already
+                self._send(p, again=False)
+
+        try:
+            self._retry(first_send)
         except BaseException:
             self._forget(p)
             try:
@@ -348,8 +353,11 @@ class RedisBackend(Backend):
             if status in (b"queued", "queued"):
                 p.sent_at = now  # no worker has taken it yet: the deadline counts from when one does
                 continue
-            attempt = p.attempt  # a reconnect in between re-sends it already
-            self._retry(lambda p=p, a=attempt: p.attempt != a or self._send(p, again=True))
+            self._retry(functools.partial(self._resend_unless_sent, p, p.attempt))
+
+    def _resend_unless_sent(self, p: Pending, attempt: int) -> None:
+        if p.attempt == attempt:  # a reconnect in between has re-sent it already
+            self._send(p, again=True)
 
     # --- receiving --------------------------------------------------------------------------------
     def _ack(self, record: dict[str, Any]) -> None:

@@ -118,7 +118,7 @@ class SafeQueue(Queue):
                             serializer: Any = None, death_penalty_class: Any = None) -> Any:
         from rq.utils import backend_class
 
-        job_cls = backend_class(cls, "job_class", override=job_class)
+        job_cls: Any = backend_class(cls, "job_class", override=job_class)
         queue = cls.from_queue_key(queue_key, connection=connection, job_class=job_cls, serializer=serializer,
                                    death_penalty_class=death_penalty_class)
         try:
