@@ -113,7 +113,7 @@ level mean/std, dense, softmax; ≈ 250 k parameters, ≈ 1 MB ONNX. See docs/tr
 
 ## Training data
 
-| corpus | clips | speakers | licence | citation |
+| corpus | clips (train + val) | speakers (train + val) | licence | citation |
 |---|---|---|---|---|
 {rows}
 
@@ -130,12 +130,12 @@ would test a single voice and halve the data). The split is in `spec.json` (`tra
 
 {parts}
 
-Training: balanced sampling over labels ({cfg.get('epoch_size')} clips per epoch, TESS
-weight 0.5), telephone-channel augmentation on training clips only ({_aug(cfg.get('augment', {}))}),
+Training: balanced sampling over labels, and over corpora within a label ({cfg.get('epoch_size')} clips
+per epoch, TESS half a share), telephone-channel augmentation on training clips only ({_aug(cfg.get('augment', {}))}),
 SpecAugment masks, label smoothing {cfg.get('label_smoothing')}, Adam (lr {cfg.get('lr')}, cosine decay, batch
 {cfg.get('batch_size')}), early stopping on validation UAR
 (best epoch {tr.get('best_epoch')} of {tr.get('epochs_run')}, validation UAR {_fmt(tr.get('best_val_uar'))}).
-Wall time {tr.get('wall_time_min')} min on {tr.get('machine', '?')}.
+Wall time (decode, train, export) {tr.get('wall_time_min')} min on {tr.get('machine', '?')}.
 
 Evaluation: `ser-train evaluate` over every held-out test speaker's file through the full serving
 path (decode → 3 s segments → VAD → log-mel → normalise → ONNX → mean), open-set argmax over all
@@ -146,12 +146,12 @@ limit and 8-bit mu-law (G.711-like) before classification.
 ## Figures (held-out speakers)
 
 {figures_table(ev)}
-{random_note}
+
 {targets_text(ev)}
 
 Context: logistic regression on MFCC statistics ≈ 0.53 UAR on unseen CREMA-D speakers; the seed
 CNNs 0.48–0.51. Human listeners on CREMA-D audio alone: 40.9 % (Cao et al.).
-
+{random_note}
 ## Limits
 
 - Acted emotions from a few hundred actors reading fixed sentences, mostly North American English

@@ -333,10 +333,16 @@ def card(bundle: Path, random_split_report: Path) -> None:
     except (SERError, ValueError, KeyError) as exc:
         raise click.ClickException(f"cannot annotate {bundle}: {exc}") from None
     info = dict(spec.info)
+    run_info = random_split_report.parent.parent / "info.json"
+    epochs = ""
+    if run_info.is_file():
+        tr = json.loads(run_info.read_text(encoding="utf-8")).get("training", {})
+        epochs = f" ({tr.get('epochs_run')} epochs of {tr.get('config', {}).get('epoch_size')} clips)"
     info["random_split"] = {
-        "note": "A separate, shorter run on a random 70/10/20 clip-level split of the same corpora: test clips "
-                "share speakers and sentences with training clips. NOT comparable to the speaker-held-out "
-                "figures above; shown only to put published random-split accuracies in context.",
+        "note": f"A separate, shorter run{epochs} on a random 70/10/20 clip-level split of the same corpora: "
+                "test clips share speakers and sentences with training clips. NOT comparable to the "
+                "speaker-held-out figures above, nor in training length: a short run is undertrained, so its "
+                "figures can even fall below the main model's; with equal training, leakage inflates them.",
         "report": short, "source": str(random_split_report),
     }
     final = replace(spec, info=info)
