@@ -11,7 +11,6 @@ Without a redis-server binary the tests are skipped, saying why.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,22 +18,18 @@ from pathlib import Path
 
 import pytest
 
+from bench.server import free_port  # noqa: F401  (re-exported for the tests)
+from bench.server import redis_binary as _redis_binary
+
 #: Seconds to wait for a freshly started server to answer PING.
 START_TIMEOUT_S = 10.0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def redis_binary() -> str:
-    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists()
-                                              else None)
-    if binary is None:
-        pytest.skip("redis-server not found on PATH: install it (apt-get install redis-server) to run these tests")
-    return binary
+    try:
+        return _redis_binary()
+    except RuntimeError as exc:
+        pytest.skip(f"{exc}: needed to run these tests")
 
 
 def make_certs(workdir: Path) -> Path:
