@@ -33,7 +33,7 @@ CORPUS_WEIGHT = {"tess": 0.5}
 class FitConfig:
     labels: tuple[str, ...]
     seed: int = 1234
-    epochs: int = 24
+    epochs: int = 40
     patience: int = 10
     batch_size: int = 32
     epoch_size: int = 4096
