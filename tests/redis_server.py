@@ -20,6 +20,7 @@ import pytest
 
 from bench.server import free_port  # noqa: F401  (re-exported for the tests)
 from bench.server import redis_binary as _redis_binary
+from bench.server import redis_server as _bench_redis_server
 
 #: Seconds to wait for a freshly started server to answer PING.
 START_TIMEOUT_S = 10.0
@@ -119,43 +120,11 @@ class RedisServer:
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a private redis-server for the whole session."""
-    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists()
-                                              else None)
-    if binary is None:
-        pytest.skip("redis-server not found on PATH: install it (apt-get install redis-server) to run these tests")
-    import redis
-
-    workdir = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"redis-server on port {port} did not start")
-            time.sleep(0.05)
-    try:
+def redis_server() -> Iterator[str]:
+    """URL of a private redis-server for the whole session (``bench.server.redis_server``)."""
+    redis_binary()  # skips, saying why, when there is none
+    with _bench_redis_server() as (url, _version):
         yield url
-    finally:
-        client.close()
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
