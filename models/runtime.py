@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from models.bundle import Bundle, load_bundle
 from models.errors import BundleError, ParameterError
-from models.features import logmel, segment, voiced
+from models.features import clip_segments, logmel
 
 #: Default intra-op threads per session: one, so N worker processes use N cores.
 DEFAULT_THREADS = 1
@@ -95,12 +95,9 @@ class EmotionModel:
         all segments are used (a quiet clip still gets a label).
         """
         sr = self.spec.sample_rate
-        _, segs = segment(y=y, sr=sr, params=self.spec.segment)
+        segs = clip_segments(y=y, sr=sr, segment_params=self.spec.segment, vad_params=self.spec.vad)
         if len(segs) == 0:
             raise ParameterError(f"clip of {len(y) / sr:.2f} s is shorter than segment.min_s={self.spec.segment.min_s}")
-        mask = voiced(segments=segs, sr=sr, params=self.spec.vad)
-        if mask.any():
-            segs = segs[mask]
         probs = self.predict_segments(segs)
         return probs.mean(axis=0), len(segs)
 

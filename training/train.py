@@ -19,7 +19,8 @@ import numpy as np
 from tqdm import tqdm
 
 from models.bundle import Spec
-from models.features import FeatureParams, SegmentParams, VadParams, logmel, segment, voiced
+from models.features import FeatureParams, SegmentParams, VadParams, logmel
+from models.features import clip_segments as serving_segments
 from training.augment import AugmentConfig, augment_clip, spec_augment
 from training.corpora import Item
 from training.data import WaveStore
@@ -65,11 +66,7 @@ def base_spec(labels: tuple[str, ...], mean: np.ndarray, std: np.ndarray, *, nam
 
 def clip_segments(y: np.ndarray, spec: Spec) -> np.ndarray:
     """The segments serving would classify for this clip (voiced ones, or all when none is)."""
-    _, segs = segment(y=y, sr=spec.sample_rate, params=spec.segment)
-    if len(segs) == 0:
-        return segs
-    mask = voiced(segments=segs, sr=spec.sample_rate, params=spec.vad)
-    return segs[mask] if mask.any() else segs
+    return serving_segments(y=y, sr=spec.sample_rate, segment_params=spec.segment, vad_params=spec.vad)
 
 
 def features(segs: np.ndarray, spec: Spec, *, chunk: int = 512) -> np.ndarray:
