@@ -157,7 +157,7 @@ CNNs 0.48–0.51. Human listeners on CREMA-D audio alone: 40.9 % (Cao et al.).
 - Acted emotions from a few hundred actors reading fixed sentences, mostly North American English
   (SAVEE: British male). Real call-centre emotion is subtler, rarer and conversational: expect lower
   figures on real calls, and validate on your own labelled calls before acting on outputs.
-- *surprised* is seen only in RAVDESS, TESS and SAVEE; *calm* is folded into *neutral*.
+- *calm* is folded into *neutral*.
 - Test sets are small (a few speakers per corpus): UAR varies by several points with the split seed;
   validation UAR moved by ±0.05 from epoch to epoch during training.
 - *surprised* exists only in RAVDESS, TESS and SAVEE, so a network can learn "not CREMA-D-sounding →
