@@ -457,3 +457,27 @@ def test_worker_loop_survives_redis_going_away_mid_job(tmp_path: Path, tiny_bund
         finally:
             stop(worker)
             conn.close()
+
+
+def test_rq_logs_a_lost_redis_connection_in_one_line() -> None:
+    import logging
+
+    import redis as redis_lib
+
+    from workers.process import OneLineRedisErrors
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            import sys
+
+            return logging.LogRecord("rq.worker", logging.ERROR, __file__, 1, "Worker %s: found an unhandled "
+                                     "exception, quitting...", ("w",), sys.exc_info())
+
+    lost = record(redis_lib.ConnectionError("Connection reset by peer"))
+    assert OneLineRedisErrors().filter(lost) and lost.exc_info is None
+    text = logging.Formatter().format(lost)
+    assert "Traceback" not in text and "ConnectionError: Connection reset by peer" in text
+    other = record(ValueError("bad"))
+    assert OneLineRedisErrors().filter(other) and "Traceback" in logging.Formatter().format(other)

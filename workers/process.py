@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -110,6 +111,22 @@ def wait_for_redis(connection: Any) -> bool:
     return False
 
 
+class OneLineRedisErrors(logging.Filter):
+    """On RQ's ``rq.worker`` logger: a lost Redis connection is logged as one line, without the
+    traceback RQ attaches ("found an unhandled exception, quitting..."); :func:`run_worker` then
+    waits for Redis and starts a fresh RQ worker. Other exceptions keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import redis
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            record.msg = f"{record.msg} ({type(exc).__name__}: {exc})"
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
     """Load the model, warm it up and work the queue until stopped (or empty, with burst).
 
@@ -118,13 +135,12 @@ def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
     as the old name may still be registered), so a worker process survives Redis restarts by itself.
     Raises :class:`models.errors.SERError` for a bad bundle and redis errors for a bad URL.
     """
-    import logging
-
     import redis
 
     from models.runtime import EmotionModel
     from workers import job
 
+    logging.getLogger("rq.worker").addFilter(OneLineRedisErrors())
     model = EmotionModel(settings.model_dir, threads=1)
     model.warmup()
     job.set_model(model)
