@@ -170,6 +170,7 @@ class RedisBackend(Backend):
         self.key = results_key(stream_id)
         self.last_id: bytes | str = "0-0"
         self.backpressure_s = 0.0  # total time spent waiting for room in the queue
+        self.queue_seen: int | None = None  # the queue's length at the last LLEN (or send)
         self.pending: dict[str, Pending] = {}
         self._owner: dict[tuple[str, int], str] = {}  # (channel, seq) -> base job id of its pending batch
         self.retried = 0  # batches sent again (overdue or after a reconnect)
@@ -239,13 +240,18 @@ class RedisBackend(Backend):
 
     # --- sending ----------------------------------------------------------------------------------
     def queue_length(self) -> int:
-        return int(self._retry(lambda: self.conn.llen(self.queue.key)))
+        self.queue_seen = int(self._retry(lambda: self.conn.llen(self.queue.key)))
+        return self.queue_seen
 
-    def _load(self) -> int:
-        return max(self.queue_length(), len(self.pending))
+    def _load(self, *, fresh: bool = True) -> int:
+        """Max of the queue's length and this producer's unacknowledged batches. ``fresh=False``
+        uses the length the last send's MULTI/EXEC returned (no round trip): later pushes by this
+        producer are counted there, and pops by workers only shorten the queue."""
+        seen = self.queue_seen if not fresh and self.queue_seen is not None else self.queue_length()
+        return max(seen, len(self.pending))
 
     def _wait_for_room(self, on_idle: Any) -> None:
-        length = self._load()
+        length = self._load(fresh=False)
         started = time.monotonic()
         deadline = started + self.timeout_s
         if length >= self.max_pending:
@@ -291,7 +297,9 @@ class RedisBackend(Backend):
             result_ttl=JOB_RESULT_TTL_S, failure_ttl=JOB_FAILURE_TTL_S, ttl=PCM_TTL_S,
             on_failure=Callback(FAILURE_CALLBACK), pipeline=pipe,
         )
-        epoch_alive = pipe.execute()[0]
+        pipe.llen(self.queue.key)  # the queue's length after this push, for the next backpressure check
+        replies = pipe.execute()
+        epoch_alive, self.queue_seen = replies[0], int(replies[-1])
         p.sent_at = time.monotonic()
         if not again and not epoch_alive:
             self._lost()

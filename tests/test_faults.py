@@ -481,3 +481,66 @@ def test_rq_logs_a_lost_redis_connection_in_one_line() -> None:
     assert "Traceback" not in text and "ConnectionError: Connection reset by peer" in text
     other = record(ValueError("bad"))
     assert OneLineRedisErrors().filter(other) and "Traceback" in logging.Formatter().format(other)
+
+
+def test_lean_worker_keeps_its_key_alive_with_fewer_round_trips(redis_url: str, tiny_bundle_dir: Path) -> None:
+    """The pool's worker skips heartbeats that would not extend its key's life, but never lets the key
+    expire sooner than RQ asked (minus the slack); suspension is still honoured; jobs still run."""
+    from rq.exceptions import StopRequested
+    from rq.suspension import resume, suspend
+
+    from workers.process import HEARTBEAT_SLACK_S, SUSPEND_CHECK_S
+
+    conn = redis.Redis.from_url(redis_url)
+    try:
+        worker = make_worker(conn, DEFAULT_QUEUE, name="lean")
+        worker.register_birth()
+        with conn.pipeline() as pipe:  # as RQ does while a job starts: a short TTL in a pipeline
+            worker.heartbeat(180, pipeline=pipe)
+            pipe.execute()
+        assert 170 <= conn.ttl(worker.key) <= 180
+        worker.heartbeat()  # RQ's default (worker_ttl + 60 = 480 s) extends the key: sent
+        assert conn.ttl(worker.key) > 470
+        beat = conn.hget(worker.key, "last_heartbeat")
+        conn.config_resetstat()
+        for _ in range(5):
+            worker.heartbeat()  # would not extend the key by more than the slack: skipped
+        assert "cmdstat_expire" not in conn.info("commandstats")
+        assert conn.hget(worker.key, "last_heartbeat") == beat and conn.ttl(worker.key) > 480 - HEARTBEAT_SLACK_S - 5
+
+        worker.set_state("idle")
+        conn.hset(worker.key, "state", "other")
+        worker.set_state("idle")  # already written by this worker: not written again
+        assert conn.hget(worker.key, "state") == b"other"
+        worker.set_state("busy")
+        assert conn.hget(worker.key, "state") == b"busy"
+
+        suspend(conn)
+        with pytest.raises(StopRequested):
+            worker.check_for_suspension(burst=True)  # noticed at once the first time
+        resume(conn)
+        worker.check_for_suspension(burst=True)
+        suspend(conn)
+        worker.check_for_suspension(burst=True)  # within SUSPEND_CHECK_S: not checked again yet
+        time.sleep(SUSPEND_CHECK_S + 0.1)
+        with pytest.raises(StopRequested):
+            worker.check_for_suspension(burst=True)
+        resume(conn)
+        worker.register_death()
+
+        model = EmotionModel(tiny_bundle_dir)
+        backend = RedisBackend(spec=model.spec, stream_id="lean", connection=conn, queue=DEFAULT_QUEUE,
+                               max_pending=100, timeout_s=10)
+        window = model.spec.segment.samples(model.spec.sample_rate)[0]
+        rng = np.random.default_rng(0)
+        for seq in range(6):
+            backend.submit(Batch("ch0", [(seq, 3.0 * seq, 3.0 * seq + 3)],
+                                 [(0.1 * rng.standard_normal(window)).astype(np.float32)]))
+        assert backend.queue_seen == 6  # the length came back with the last enqueue
+        drain(redis_url, model)
+        records = backend.poll()
+        assert sorted(r["seq"] for r in records if r["kind"] == "result") == list(range(6))
+        assert not backend.pending
+    finally:
+        resume(conn)
+        conn.close()

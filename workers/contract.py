@@ -116,7 +116,9 @@ def pcm_decode(data: bytes, *, k: int, window: int) -> np.ndarray:
     """int16 bytes -> float32 ``(k, window)``; raises ValueError when the size does not match."""
     if len(data) != 2 * k * window:
         raise ValueError(f"PCM holds {len(data)} bytes, expected {2 * k * window} ({k} x {window} int16)")
-    return (np.frombuffer(data, dtype="<i2").astype(np.float32) / PCM_SCALE).reshape(k, window)
+    out = np.frombuffer(data, dtype="<i2").astype(np.float32)
+    out *= np.float32(1.0 / PCM_SCALE)  # exact: a power of two, in place
+    return out.reshape(k, window)
 
 
 def make_payload(
