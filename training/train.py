@@ -12,6 +12,7 @@ import os
 import platform
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,31 +171,41 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
     history: list[dict[str, float]] = []
     best_uar, best_epoch, best_weights, since = -1.0, -1, model.get_weights(), 0
     bar = tqdm(range(cfg.epochs), desc="epochs", unit="epoch", disable=not cfg.progress)
-    for epoch in bar:
-        current_lr = cosine_lr(cfg.lr, epoch, cfg.epochs)
-        model.optimizer.learning_rate.assign(current_lr)
-        t0 = time.time()
-        x, y = epoch_data(store, items, train_idx, probs, spec, mean, std, cfg, rng)
-        t1 = time.time()
-        onehot = np.eye(len(spec.labels), dtype=np.float32)[y]
-        h = model.fit(x, onehot, batch_size=cfg.batch_size, epochs=1, verbose=0, shuffle=True)
-        t2 = time.time()
-        vp = val.predict(model)
-        v_uar = uar(val.y, vp.argmax(axis=1), len(spec.labels))
-        v_wa = float(np.mean(vp.argmax(axis=1) == val.y))
-        rec = {"epoch": epoch + 1, "loss": float(h.history["loss"][-1]), "val_uar": v_uar, "val_wa": v_wa,
-               "lr": current_lr, "data_s": round(t1 - t0, 1), "fit_s": round(t2 - t1, 1),
-               "val_s": round(time.time() - t2, 1)}
-        history.append(rec)
-        log(json.dumps(rec))
-        bar.set_postfix(loss=f"{rec['loss']:.3f}", val_uar=f"{v_uar:.3f}")
-        if v_uar > best_uar + 1e-4:
-            best_uar, best_epoch, best_weights, since = v_uar, epoch + 1, model.get_weights(), 0
-        else:
-            since += 1
-            if since >= cfg.patience:
-                log(f"early stop at epoch {epoch + 1}: best val UAR {best_uar:.4f} at epoch {best_epoch}")
-                break
+    # The next epoch's augmented features are computed in a background thread while Keras fits this
+    # one (numpy, scipy and soxr release the GIL). Only that thread draws from ``rng``, in epoch
+    # order, so the data are exactly those computed in line. data_s is the time spent waiting for it.
+    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epoch-data")
+    upcoming = prefetch.submit(epoch_data, store, items, train_idx, probs, spec, mean, std, cfg, rng)
+    try:
+        for epoch in bar:
+            current_lr = cosine_lr(cfg.lr, epoch, cfg.epochs)
+            model.optimizer.learning_rate.assign(current_lr)
+            t0 = time.time()
+            x, y = upcoming.result()
+            if epoch + 1 < cfg.epochs:
+                upcoming = prefetch.submit(epoch_data, store, items, train_idx, probs, spec, mean, std, cfg, rng)
+            t1 = time.time()
+            onehot = np.eye(len(spec.labels), dtype=np.float32)[y]
+            h = model.fit(x, onehot, batch_size=cfg.batch_size, epochs=1, verbose=0, shuffle=True)
+            t2 = time.time()
+            vp = val.predict(model)
+            v_uar = uar(val.y, vp.argmax(axis=1), len(spec.labels))
+            v_wa = float(np.mean(vp.argmax(axis=1) == val.y))
+            rec = {"epoch": epoch + 1, "loss": float(h.history["loss"][-1]), "val_uar": v_uar, "val_wa": v_wa,
+                   "lr": current_lr, "data_s": round(t1 - t0, 1), "fit_s": round(t2 - t1, 1),
+                   "val_s": round(time.time() - t2, 1)}
+            history.append(rec)
+            log(json.dumps(rec))
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", val_uar=f"{v_uar:.3f}")
+            if v_uar > best_uar + 1e-4:
+                best_uar, best_epoch, best_weights, since = v_uar, epoch + 1, model.get_weights(), 0
+            else:
+                since += 1
+                if since >= cfg.patience:
+                    log(f"early stop at epoch {epoch + 1}: best val UAR {best_uar:.4f} at epoch {best_epoch}")
+                    break
+    finally:
+        prefetch.shutdown(wait=True, cancel_futures=True)
     model.set_weights(best_weights)
     return model, {"epochs": history, "best_epoch": best_epoch, "best_val_uar": best_uar}
 
