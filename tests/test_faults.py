@@ -454,6 +454,8 @@ def test_worker_loop_survives_redis_going_away_mid_job(tmp_path: Path, tiny_bund
                 got += backend.poll(0.2)  # notices the lost epoch, re-sends the batch
             assert worker.poll() is None  # the same process serves on, under a fresh RQ worker
             assert any(name.endswith(b"rw-r1") for name in conn.smembers("rq:workers"))
+            # ser-status finds the model of the fresh RQ worker: the advertisement follows its name
+            wait_for(lambda: conn.exists("ser:worker:rw-r1") == 1, timeout=10)
         finally:
             stop(worker)
             conn.close()

@@ -198,6 +198,7 @@ def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
     worked = False
     attempt = 0
     worker = make_worker(connection, settings.queue, name=name)
+    first = worker.name
     retire = advertise(connection, name=worker.name, model_id=model.model_id)  # for ser-status
     try:
         while True:
@@ -210,7 +211,9 @@ def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
             if settings.burst or _stop_requested or not wait_for_redis(connection):
                 return worked
             attempt += 1  # the loop ended without a stop request: Redis went away and is back
-            worker = make_worker(connection, settings.queue, name=f"{name or worker.name}-r{attempt}")
+            worker = make_worker(connection, settings.queue, name=f"{name or first}-r{attempt}")
+            retire()  # ser-status joins advertisements to RQ workers by name: follow the new one
+            retire = advertise(connection, name=worker.name, model_id=model.model_id)
     finally:
         retire()
 
