@@ -148,3 +148,19 @@ def test_sampling_weights_balance_labels_and_corpora() -> None:
     assert w[:90].sum() == pytest.approx(w[90:100].sum())  # corpora share a label equally
     assert w[100:140].sum() == pytest.approx(w[140:].sum() * 0.5)  # TESS gets half a share
     assert cosine_lr(1e-3, 0, 10) == pytest.approx(1e-3) and cosine_lr(1e-3, 9, 10) == pytest.approx(2e-5)
+
+
+def test_early_stopping_keeps_the_best_and_waits_for_the_second_half() -> None:
+    from training.train import EarlyStopping
+
+    stopper = EarlyStopping(epochs=20, patience=3)
+    improved = [stopper.update(e, s) for e, s in enumerate([0.3, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4], start=1)]
+    assert improved == [True, True, False, False, False, False, False]
+    assert not stopper.stop and stopper.since == 0  # epochs 3-7 are in the first half: no patience yet
+    for epoch in range(8, 14):
+        stopper.update(epoch, 0.45)
+    assert stopper.best == 0.5 and stopper.best_epoch == 2 and stopper.stop  # epochs 11, 12, 13 counted
+    again = EarlyStopping(epochs=20, patience=3)
+    for epoch, score in [(11, 0.5), (12, 0.4), (13, 0.6), (14, 0.59), (15, 0.6)]:
+        again.update(epoch, score)
+    assert again.best_epoch == 13 and again.since == 2 and not again.stop

@@ -67,8 +67,9 @@ def main() -> None:
 @click.option("--bundle", type=click.Path(path_type=Path), help="Where to write the final bundle.")
 @click.option("--labels", default=",".join(CANONICAL_LABELS), show_default=True, help="Comma-separated labels.")
 @click.option("--seed", default=1234, show_default=True, type=int)
-@click.option("--epochs", default=40, show_default=True, type=click.IntRange(1, 500))
-@click.option("--patience", default=10, show_default=True, type=click.IntRange(1, 500))
+@click.option("--epochs", default=60, show_default=True, type=click.IntRange(1, 500))
+@click.option("--patience", default=10, show_default=True, type=click.IntRange(1, 500),
+              help="Stop when validation UAR has not improved for this many epochs of the second half.")
 @click.option("--epoch-size", default=4096, show_default=True, type=click.IntRange(0),
               help="Clips drawn (balanced) per epoch; 0 = one pass over the training clips.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))

@@ -35,7 +35,7 @@ CORPUS_WEIGHT = {"tess": 0.5}
 class FitConfig:
     labels: tuple[str, ...]
     seed: int = 1234
-    epochs: int = 40
+    epochs: int = 60
     patience: int = 10
     batch_size: int = 32
     epoch_size: int = 4096
@@ -153,7 +153,12 @@ def configure_tf(threads: int) -> None:
 
 def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]], spec: Spec,
                 cfg: FitConfig, *, log: Any = print) -> tuple[Any, dict[str, Any]]:
-    """Train with early stopping on validation UAR; returns the best Keras model and the history."""
+    """Train with early stopping on validation UAR; returns the best Keras model and the history.
+
+    The weights of the epoch with the best validation UAR are kept. Training stops early when that
+    has not improved for ``cfg.patience`` epochs of the second half of the cosine schedule (in the
+    first half the learning rate is high and validation UAR wanders: a 56-epoch run with patience
+    counted from the start stopped at epoch 21 with a model 10 points worse)."""
     configure_tf(cfg.threads)
     import keras
 
@@ -169,7 +174,8 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
     history: list[dict[str, float]] = []
-    best_uar, best_epoch, best_weights, since = -1.0, -1, model.get_weights(), 0
+    stopper = EarlyStopping(epochs=cfg.epochs, patience=cfg.patience)
+    best_weights = model.get_weights()
     bar = tqdm(range(cfg.epochs), desc="epochs", unit="epoch", disable=not cfg.progress)
     # The next epoch's augmented features are computed in a background thread while Keras fits this
     # one (numpy, scipy and soxr release the GIL). Only that thread draws from ``rng``, in epoch
@@ -197,17 +203,35 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
             history.append(rec)
             log(json.dumps(rec))
             bar.set_postfix(loss=f"{rec['loss']:.3f}", val_uar=f"{v_uar:.3f}")
-            if v_uar > best_uar + 1e-4:
-                best_uar, best_epoch, best_weights, since = v_uar, epoch + 1, model.get_weights(), 0
-            else:
-                since += 1
-                if since >= cfg.patience:
-                    log(f"early stop at epoch {epoch + 1}: best val UAR {best_uar:.4f} at epoch {best_epoch}")
-                    break
+            if stopper.update(epoch + 1, v_uar):
+                best_weights = model.get_weights()
+            if stopper.stop:
+                log(f"early stop at epoch {epoch + 1}: best val UAR {stopper.best:.4f} at epoch {stopper.best_epoch}")
+                break
     finally:
         prefetch.shutdown(wait=True, cancel_futures=True)
     model.set_weights(best_weights)
-    return model, {"epochs": history, "best_epoch": best_epoch, "best_val_uar": best_uar}
+    return model, {"epochs": history, "best_epoch": stopper.best_epoch, "best_val_uar": stopper.best}
+
+
+class EarlyStopping:
+    """Track the best epoch by validation score; :attr:`stop` once it has not improved for
+    ``patience`` epochs of the second half of an ``epochs``-long schedule (the first half runs at a
+    high learning rate, where validation scores wander)."""
+
+    def __init__(self, *, epochs: int, patience: int, min_delta: float = 1e-4) -> None:
+        self.epochs, self.patience, self.min_delta = epochs, patience, min_delta
+        self.best, self.best_epoch, self.since, self.stop = -1.0, -1, 0, False
+
+    def update(self, epoch: int, score: float) -> bool:
+        """Record epoch ``epoch`` (1-based); True when it is the new best."""
+        if score > self.best + self.min_delta:
+            self.best, self.best_epoch, self.since = score, epoch, 0
+            return True
+        if epoch > self.epochs // 2:
+            self.since += 1
+            self.stop = self.since >= self.patience
+        return False
 
 
 def cosine_lr(base: float, epoch: int, epochs: int, *, floor: float = 0.02) -> float:
