@@ -171,3 +171,16 @@ def test_shipped_bundle_matches_shared_data(shared_data: Path) -> None:
     path = sorted((shared_data / "cremad" / "AudioWAV").glob(f"{spk}_*"))[0]
     probs, n = EmotionModel().predict_clip(load_wave(str(path), sr=spec.sample_rate))
     assert n >= 1 and abs(float(probs.sum()) - 1) < 1e-4
+
+
+def test_random_split_note_says_whether_the_run_was_as_long(tmp_path: Path) -> None:
+    from training.cli import random_split_note
+
+    info = tmp_path / "info.json"
+    info.write_text(json.dumps({"training": {"epochs_run": 58, "config": {"epoch_size": 4096}}}))
+    same = random_split_note(info, main_epochs=58)
+    assert "NOT comparable" in same and "58 epochs of 4096 clips" in same and "leakage adds" in same
+    info.write_text(json.dumps({"training": {"epochs_run": 6, "config": {"epoch_size": 4096}}}))
+    short = random_split_note(info, main_epochs=58)
+    assert "NOT comparable" in short and "shorter" in short and "undertrained" in short
+    assert "shorter" in random_split_note(tmp_path / "absent.json", main_epochs=58)

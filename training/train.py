@@ -49,7 +49,7 @@ class FitConfig:
     threads: int = 2
     progress: bool = True
     name: str = "ser-cnn-lstm"
-    version: str = "1.0.0"
+    version: str = "1.1.0"
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in {"augment", "progress", "threads"}}
