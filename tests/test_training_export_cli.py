@@ -179,7 +179,7 @@ def test_random_split_note_says_whether_the_run_was_as_long(tmp_path: Path) -> N
     info = tmp_path / "info.json"
     info.write_text(json.dumps({"training": {"epochs_run": 58, "config": {"epoch_size": 4096}}}))
     same = random_split_note(info, main_epochs=58)
-    assert "NOT comparable" in same and "58 epochs of 4096 clips" in same and "leakage adds" in same
+    assert "NOT comparable" in same and "58 epochs of 4096 clips" in same and "corpus by corpus" in same
     info.write_text(json.dumps({"training": {"epochs_run": 6, "config": {"epoch_size": 4096}}}))
     short = random_split_note(info, main_epochs=58)
     assert "NOT comparable" in short and "shorter" in short and "undertrained" in short

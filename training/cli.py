@@ -360,7 +360,8 @@ def random_split_note(run_info: Path, *, main_epochs: int | None) -> str:
             "with training clips. NOT comparable to the speaker-held-out figures above")
     if epochs_run and main_epochs and epochs_run >= 0.75 * main_epochs:
         return (f"A separate run of the same recipe{what}, about as long as the main model's ({main_epochs} "
-                f"epochs), {leak}: the gap between the two is what speaker and sentence leakage adds.")
+                f"epochs), {leak}, and its test set holds other clips and corpora (TESS only here). Compare "
+                "corpus by corpus, and allow for a few points of run-to-run noise: these are single runs.")
     return (f"A separate, shorter run{what} {leak}, nor in training length: a short run is undertrained, so "
             "its figures can even fall below the main model's; with equal training, leakage inflates them.")
 
