@@ -1,0 +1,7 @@
+"""Training: corpora -> features -> Keras CNN-BiLSTM -> ONNX bundle (``ser-train``)."""
+
+#: Name and version of the model the recipe builds (its model id is ``name@version``); bump the
+#: version for every model shipped, so that a worker pool never mixes two models under one id.
+#: Kept here, free of heavy imports, so that ``ser-train --help`` shows them without loading scipy.
+MODEL_NAME = "ser-cnn-lstm"
+MODEL_VERSION = "1.1.0"

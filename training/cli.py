@@ -18,8 +18,8 @@ import click
 import numpy as np
 
 from models.errors import SERError
+from training import MODEL_NAME, MODEL_VERSION
 from training.corpora import CANONICAL_LABELS, CorpusError, Item, load_corpora, parse_data_args
-from training.train import FitConfig as train_defaults
 
 REPRODUCE = "ser-train fit --data-root ../shared/data --out runs/default --bundle models/default"
 
@@ -79,9 +79,9 @@ def main() -> None:
 @click.option("--evaluate/--no-evaluate", default=True, show_default=True,
               help="Evaluate the held-out test part (clean and telephone) through the serving path.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--name", "model_name", default=train_defaults.name, show_default=True,
+@click.option("--name", "model_name", default=MODEL_NAME, show_default=True,
               help="Model name; with --model-version it forms the model id every result carries.")
-@click.option("--model-version", default=train_defaults.version, show_default=True,
+@click.option("--model-version", default=MODEL_VERSION, show_default=True,
               help="Model version (bump it for every new model, so pools never mix two models under one id).")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines on stderr.")
 def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path | None, labels: str, seed: int,

@@ -7,6 +7,7 @@ Everything the model sees is computed with the serving functions (:func:`models.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from models.bundle import Spec
 from models.features import FeatureParams, SegmentParams, VadParams, logmel
 from models.features import clip_segments as serving_segments
+from training import MODEL_NAME, MODEL_VERSION
 from training.augment import AugmentConfig, augment_clip, spec_augment
 from training.corpora import Item
 from training.data import WaveStore
@@ -48,8 +50,8 @@ class FitConfig:
     spec_augment: bool = True
     threads: int = 2
     progress: bool = True
-    name: str = "ser-cnn-lstm"
-    version: str = "1.1.0"
+    name: str = MODEL_NAME
+    version: str = MODEL_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in {"augment", "progress", "threads"}}
@@ -181,7 +183,9 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
     # one (numpy, scipy and soxr release the GIL). Only that thread draws from ``rng``, in epoch
     # order, so the data are exactly those computed in line. data_s is the time spent waiting for it.
     prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epoch-data")
-    upcoming = prefetch.submit(epoch_data, store, items, train_idx, probs, spec, mean, std, cfg, rng)
+    next_epoch = functools.partial(prefetch.submit, epoch_data, store, items, train_idx, probs, spec, mean, std,
+                                   cfg, rng)
+    upcoming = next_epoch()
     try:
         for epoch in bar:
             current_lr = cosine_lr(cfg.lr, epoch, cfg.epochs)
@@ -189,7 +193,7 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
             t0 = time.time()
             x, y = upcoming.result()
             if epoch + 1 < cfg.epochs:
-                upcoming = prefetch.submit(epoch_data, store, items, train_idx, probs, spec, mean, std, cfg, rng)
+                upcoming = next_epoch()
             t1 = time.time()
             onehot = np.eye(len(spec.labels), dtype=np.float32)[y]
             h = model.fit(x, onehot, batch_size=cfg.batch_size, epochs=1, verbose=0, shuffle=True)
