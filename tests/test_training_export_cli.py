@@ -119,7 +119,7 @@ def test_fit_end_to_end_cremad_and_manifest(tmp_path: Path) -> None:
     assert (out / "eval" / "test_clean.csv").is_file() and (out / "eval" / "test_telephone.png").is_file()
     assert info["training"]["command"].startswith(f"ser-train fit --data cremad={data} --out {out}")
     card = (bundle / "MODEL_CARD.md").read_text()
-    assert "CREMA-D" in card and "UAR" in card
+    assert "CREMA-D" in card and "UAR" in card and "moving average" in card
     em = EmotionModel(bundle)
     probs, _ = em.predict_clip(np.zeros(24000, np.float32) + 0.01)
     assert probs.shape == (6,) and abs(float(probs.sum()) - 1) < 1e-4
@@ -143,10 +143,14 @@ def test_fit_end_to_end_cremad_and_manifest(tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_text("\n".join(lines) + "\n")
     r = runner.invoke(main, ["fit", "--data", f"manifest={manifest}", "--out", str(tmp_path / "run2"), "--bundle",
-                             str(tmp_path / "b2"), "--epochs", "1", "--epoch-size", "16", "--batch-size", "8",
+                             str(tmp_path / "b2"), "--epochs", "4", "--epoch-size", "16", "--batch-size", "8",
                              "--labels", "neutral,angry", "--no-evaluate", "--quiet"])
     assert r.exit_code == 0, r.output
     assert load_bundle(tmp_path / "b2").spec.labels == ("neutral", "angry")
+    hist = json.loads((tmp_path / "run2" / "history.json").read_text())
+    # the weight average starts in the second half (epoch 3) and is scored from its second epoch on
+    assert [("avg_val_uar" in e) for e in hist["epochs"]] == [False, False, False, True]
+    assert hist["best_weights"] in {"raw", "average"}
 
 
 def test_fit_bad_input_is_one_line(tmp_path: Path) -> None:

@@ -150,6 +150,22 @@ def test_sampling_weights_balance_labels_and_corpora() -> None:
     assert cosine_lr(1e-3, 0, 10) == pytest.approx(1e-3) and cosine_lr(1e-3, 9, 10) == pytest.approx(2e-5)
 
 
+def test_sampling_weights_by_speaker_count() -> None:
+    from training.train import sampling_weights
+
+    items = ([Item(f"c{i}", "cremad", f"cremad:{1001 + i % 16}", "angry") for i in range(64)]  # 16 speakers
+             + [Item(f"r{i}", "ravdess", f"ravdess:{i % 4:02d}", "angry") for i in range(8)]  # 4 speakers
+             + [Item(f"t{i}", "tess", "tess:OAF", "angry") for i in range(40)]  # 1 speaker, half weight
+             + [Item(f"s{i}", "savee", "savee:DC", "sad") for i in range(5)])
+    w = sampling_weights(items, list(range(len(items))), corpus_share="sqrt-speakers")
+    cremad, ravdess, tess = w[:64].sum(), w[64:72].sum(), w[72:112].sum()
+    assert w.sum() == pytest.approx(1.0) and w[112:].sum() == pytest.approx(0.5)  # labels still balanced
+    assert cremad / ravdess == pytest.approx(2.0) and ravdess / tess == pytest.approx(4.0)  # sqrt 16 : 4, 2 : 0.5
+    assert np.allclose(w[:64], w[0])  # clips of one corpus and label are equally likely
+    with pytest.raises(ValueError, match="corpus_share must be one of"):
+        sampling_weights(items, [0], corpus_share="speakers")
+
+
 def test_early_stopping_keeps_the_best_and_waits_for_the_second_half() -> None:
     from training.train import EarlyStopping
 
@@ -164,3 +180,21 @@ def test_early_stopping_keeps_the_best_and_waits_for_the_second_half() -> None:
     for epoch, score in [(11, 0.5), (12, 0.4), (13, 0.6), (14, 0.59), (15, 0.6)]:
         again.update(epoch, score)
     assert again.best_epoch == 13 and again.since == 2 and not again.stop
+
+
+def test_weight_average_starts_late_and_decays() -> None:
+    from training.train import WeightAverage
+
+    avg = WeightAverage(decay=0.5, start=3)
+    ones = [np.ones((2, 2), np.float32), np.ones(3, np.float32)]
+    assert not avg.update(1, ones) and not avg.update(2, ones) and avg.weights == []  # before start
+    assert not avg.update(3, [w * 4 for w in ones])  # one epoch in: nothing to compare yet
+    assert avg.update(4, [w * 0 for w in ones])  # 0.5 * 4 + 0.5 * 0
+    assert avg.update(5, [w * 2 for w in ones])  # 0.5 * 2 + 0.5 * 2
+    assert [w.shape for w in avg.weights] == [(2, 2), (3,)]
+    np.testing.assert_allclose(avg.weights[0], 2.0)
+    np.testing.assert_allclose(avg.weights[1], 2.0)
+    assert ones[0][0, 0] == 1.0  # the caller's arrays are not modified
+    assert not WeightAverage(decay=0.0, start=1).update(5, ones)  # decay 0 switches averaging off
+    with pytest.raises(ValueError, match="decay must be in"):
+        WeightAverage(decay=1.0, start=1)

@@ -32,6 +32,15 @@ def _aug(a: dict[str, Any]) -> str:
             f"{snr[0]:g}–{snr[1]:g} dB SNR, p={a['p_mulaw']} mu-law / p={a['p_alaw']} A-law 8-bit")
 
 
+def _average(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
+    decay = cfg.get("average_decay")
+    if not decay:
+        return ""
+    kept = "the average" if tr.get("best_weights") == "average" else "the raw weights"
+    return (f", scored each epoch of the second half for the raw weights and for an exponential moving "
+            f"average of the epochs' weights (decay {decay} per epoch); kept: {kept}")
+
+
 def figures_table(evaluation: dict[str, Any]) -> str:
     lines = ["| condition | corpus | clips | UAR | WA | macro-F1 |", "|---|---|---|---|---|---|"]
     for cond, rep in evaluation.items():
@@ -133,7 +142,7 @@ would test a single voice and halve the data). The split is in `spec.json` (`tra
 Training: balanced sampling over labels, and over corpora within a label ({cfg.get('epoch_size')} clips
 per epoch, TESS half a share), telephone-channel augmentation on training clips only ({_aug(cfg.get('augment', {}))}),
 SpecAugment masks, label smoothing {cfg.get('label_smoothing')}, Adam (lr {cfg.get('lr')}, cosine decay, batch
-{cfg.get('batch_size')}), early stopping on validation UAR
+{cfg.get('batch_size')}), early stopping on validation UAR{_average(cfg, tr)}
 (best epoch {tr.get('best_epoch')} of {tr.get('epochs_run')}, validation UAR {_fmt(tr.get('best_val_uar'))}).
 Wall time (decode, train, export) {tr.get('wall_time_min')} min on {tr.get('machine', '?')}.
 

@@ -68,12 +68,14 @@ def main() -> None:
 @click.option("--bundle", type=click.Path(path_type=Path), help="Where to write the final bundle.")
 @click.option("--labels", default=",".join(CANONICAL_LABELS), show_default=True, help="Comma-separated labels.")
 @click.option("--seed", default=1234, show_default=True, type=int)
-@click.option("--epochs", default=60, show_default=True, type=click.IntRange(1, 500))
+@click.option("--epochs", default=68, show_default=True, type=click.IntRange(1, 500))
 @click.option("--patience", default=10, show_default=True, type=click.IntRange(1, 500),
               help="Stop when validation UAR has not improved for this many epochs of the second half.")
 @click.option("--epoch-size", default=4096, show_default=True, type=click.IntRange(0),
               help="Clips drawn (balanced) per epoch; 0 = one pass over the training clips.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--corpus-share", type=click.Choice(["equal", "sqrt-speakers"]), default="equal", show_default=True,
+              help="How corpora share each label in the balanced sampler (see docs/training.md).")
 @click.option("--split", "split_mode", type=click.Choice(["speaker", "random"]), default="speaker",
               show_default=True, help="random = clip-level split (speaker leakage; not comparable).")
 @click.option("--evaluate/--no-evaluate", default=True, show_default=True,
@@ -85,8 +87,8 @@ def main() -> None:
               help="Model version (bump it for every new model, so pools never mix two models under one id).")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines on stderr.")
 def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path | None, labels: str, seed: int,
-        epochs: int, patience: int, epoch_size: int, batch_size: int, split_mode: str, evaluate: bool,
-        threads: int, model_name: str, model_version: str, quiet: bool) -> None:
+        epochs: int, patience: int, epoch_size: int, batch_size: int, corpus_share: str, split_mode: str,
+        evaluate: bool, threads: int, model_name: str, model_version: str, quiet: bool) -> None:
     """Train a model, export it to ONNX (with a parity check) and write a bundle."""
     from training import train
     from training.data import load_waves
@@ -99,8 +101,8 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
     items = _load_items(data, data_root, label_set)
     log(f"{len(items)} labelled clips from {', '.join(sorted({i.corpus for i in items}))}")
     cfg = train.FitConfig(labels=label_set, seed=seed, epochs=epochs, patience=patience, epoch_size=epoch_size,
-                          batch_size=batch_size, threads=threads, progress=not quiet, name=model_name,
-                          version=model_version)
+                          batch_size=batch_size, corpus_share=corpus_share, threads=threads, progress=not quiet,
+                          name=model_name, version=model_version)
     spec0 = train.base_spec(label_set, np.zeros(64), np.ones(64), name=cfg.name, version=cfg.version)
     store, items, fails = load_waves(items, sr=spec0.sample_rate, cache=out / "waves.npz", progress=not quiet)
     for path, why in fails:
@@ -143,6 +145,7 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
                       "protocol": "speaker-independent, grouped by corpus+speaker; TESS training only"
                       if split_mode == "speaker" else "random clip-level (speaker leakage; not comparable)"},
             "config": cfg.to_dict(), "best_epoch": hist["best_epoch"], "best_val_uar": hist["best_val_uar"],
+            "best_weights": hist.get("best_weights", "raw"),
             "epochs_run": len(hist["epochs"]), "wall_time_min": train_minutes,
             "machine": f"{os.cpu_count()} CPU cores, {platform_name()}",
             "parity": bundle_obj["parity"], "command": _command(),

@@ -31,14 +31,18 @@ from training.metrics import uar
 
 #: Down-weight TESS in the balanced sampler: two speakers, 200 words, very easy, 2800 clips.
 CORPUS_WEIGHT = {"tess": 0.5}
+#: How corpora share a label in the balanced sampler (:func:`sampling_weights`).
+CORPUS_SHARES = ("equal", "sqrt-speakers")
 
 
 @dataclass
 class FitConfig:
     labels: tuple[str, ...]
     seed: int = 1234
-    epochs: int = 60
+    epochs: int = 68
     patience: int = 10
+    average_decay: float = 0.75
+    corpus_share: str = "equal"
     batch_size: int = 32
     epoch_size: int = 4096
     lr: float = 1e-3
@@ -110,18 +114,33 @@ class ClipSet:
         return out / np.maximum(np.bincount(self.owner, minlength=self.n), 1)[:, None]
 
 
-def sampling_weights(items: list[Item], idx: list[int]) -> np.ndarray:
-    """Balanced sampling: every label gets the same total weight, and within a label every corpus
-    that has it gets an equal share (TESS a reduced one, :data:`CORPUS_WEIGHT`), so that no label is
-    carried mostly by one corpus's recording conditions."""
+def sampling_weights(items: list[Item], idx: list[int], *, corpus_share: str = "equal") -> np.ndarray:
+    """Balanced sampling: every label gets the same total weight, and within a label the corpora that
+    have it share that weight, so that no label is carried mostly by one corpus's recording conditions.
+
+    ``corpus_share="equal"``: every corpus gets an equal share of a label (TESS a reduced one,
+    :data:`CORPUS_WEIGHT`). ``"sqrt-speakers"``: a corpus's share grows with the square root of its
+    number of training speakers (times :data:`CORPUS_WEIGHT`), so that many-speaker corpora (CREMA-D)
+    are not drowned out by two-speaker ones (SAVEE, TESS) whose few clips would repeat many times.
+    """
+    if corpus_share not in CORPUS_SHARES:
+        raise ValueError(f"corpus_share must be one of {', '.join(CORPUS_SHARES)}, got {corpus_share!r}")
     keys = [(items[i].label, items[i].corpus) for i in idx]
     per_cell: Counter[tuple[str, str]] = Counter(keys)
+    speakers: dict[str, set[str]] = {}
+    for i in idx:
+        speakers.setdefault(items[i].corpus, set()).add(items[i].speaker)
+
+    def corpus_weight(corpus: str) -> float:
+        base = CORPUS_WEIGHT.get(corpus, 1.0)
+        return base * float(np.sqrt(len(speakers[corpus]))) if corpus_share == "sqrt-speakers" else base
+
     share: dict[tuple[str, str], float] = {}
     for label in {k[0] for k in per_cell}:
         cells = [k for k in per_cell if k[0] == label]
-        total = sum(CORPUS_WEIGHT.get(c, 1.0) for _, c in cells)
+        total = sum(corpus_weight(c) for _, c in cells)
         for cell in cells:
-            share[cell] = CORPUS_WEIGHT.get(cell[1], 1.0) / total
+            share[cell] = corpus_weight(cell[1]) / total
     w = np.array([share[k] / per_cell[k] for k in keys], dtype=np.float64)
     return w / w.sum()
 
@@ -169,7 +188,7 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
     rng = np.random.default_rng(cfg.seed)
     mean, std = spec.norm_mean, spec.norm_std
     train_idx, val_idx = parts["train"], parts["val"]
-    probs = sampling_weights(items, train_idx)
+    probs = sampling_weights(items, train_idx, corpus_share=cfg.corpus_share)
     val = ClipSet(store, val_idx, items, spec, mean, std)
     model = build_model(n_frames=spec.n_frames, n_mels=spec.features.n_mels, n_labels=len(spec.labels),
                         width=cfg.width, rnn_units=cfg.rnn_units, dropout=cfg.dropout, seed=cfg.seed)
@@ -177,7 +196,8 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
     history: list[dict[str, float]] = []
     stopper = EarlyStopping(epochs=cfg.epochs, patience=cfg.patience)
-    best_weights = model.get_weights()
+    average = WeightAverage(decay=cfg.average_decay, start=cfg.epochs // 2 + 1)
+    best_weights, best_kind = model.get_weights(), "raw"
     bar = tqdm(range(cfg.epochs), desc="epochs", unit="epoch", disable=not cfg.progress)
     # The next epoch's augmented features are computed in a background thread while Keras fits this
     # one (numpy, scipy and soxr release the GIL). Only that thread draws from ``rng``, in epoch
@@ -198,24 +218,66 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
             onehot = np.eye(len(spec.labels), dtype=np.float32)[y]
             h = model.fit(x, onehot, batch_size=cfg.batch_size, epochs=1, verbose=0, shuffle=True)
             t2 = time.time()
-            vp = val.predict(model)
-            v_uar = uar(val.y, vp.argmax(axis=1), len(spec.labels))
-            v_wa = float(np.mean(vp.argmax(axis=1) == val.y))
+            v_uar, v_wa = _score(val, model, len(spec.labels))
             rec = {"epoch": epoch + 1, "loss": float(h.history["loss"][-1]), "val_uar": v_uar, "val_wa": v_wa,
-                   "lr": current_lr, "data_s": round(t1 - t0, 1), "fit_s": round(t2 - t1, 1),
-                   "val_s": round(time.time() - t2, 1)}
+                   "lr": current_lr, "data_s": round(t1 - t0, 1), "fit_s": round(t2 - t1, 1)}
+            weights = model.get_weights()
+            candidate = weights
+            if average.update(epoch + 1, weights):
+                model.set_weights(average.weights)
+                rec["avg_val_uar"], rec["avg_val_wa"] = _score(val, model, len(spec.labels))
+                model.set_weights(weights)
+                if rec["avg_val_uar"] > v_uar:
+                    candidate = average.weights
+            rec["val_s"] = round(time.time() - t2, 1)
             history.append(rec)
             log(json.dumps(rec))
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", val_uar=f"{v_uar:.3f}")
-            if stopper.update(epoch + 1, v_uar):
-                best_weights = model.get_weights()
+            best_now = max(v_uar, rec.get("avg_val_uar", -1.0))
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", val_uar=f"{best_now:.3f}")
+            if stopper.update(epoch + 1, best_now):
+                best_weights = [w.copy() for w in candidate]
+                best_kind = "average" if candidate is not weights else "raw"
             if stopper.stop:
                 log(f"early stop at epoch {epoch + 1}: best val UAR {stopper.best:.4f} at epoch {stopper.best_epoch}")
                 break
     finally:
         prefetch.shutdown(wait=True, cancel_futures=True)
     model.set_weights(best_weights)
-    return model, {"epochs": history, "best_epoch": stopper.best_epoch, "best_val_uar": stopper.best}
+    return model, {"epochs": history, "best_epoch": stopper.best_epoch, "best_val_uar": stopper.best,
+                   "best_weights": best_kind}
+
+
+def _score(val: ClipSet, model: Any, n_labels: int) -> tuple[float, float]:
+    """Clip-level validation UAR and WA of ``model``."""
+    pred = val.predict(model).argmax(axis=1)
+    return uar(val.y, pred, n_labels), float(np.mean(pred == val.y))
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights over epochs (``decay`` per epoch), from epoch
+    ``start`` on: the second half of the cosine schedule, where consecutive epochs stay in one basin.
+    Averaging the weights of neighbouring epochs (as SWA does) smooths out the epoch-to-epoch wander
+    of the validation score; batch-norm statistics are averaged like the weights."""
+
+    def __init__(self, *, decay: float, start: int) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.decay, self.start = decay, start
+        self.weights: list[np.ndarray] = []
+        self.count = 0
+
+    def update(self, epoch: int, weights: list[np.ndarray]) -> bool:
+        """Fold in epoch ``epoch``'s weights (1-based); True once the average holds two or more epochs."""
+        if epoch < self.start or self.decay == 0.0:
+            return False
+        if not self.weights:
+            self.weights = [np.array(w, dtype=np.float64) for w in weights]
+        else:
+            for avg, w in zip(self.weights, weights, strict=True):
+                avg *= self.decay
+                avg += (1.0 - self.decay) * w
+        self.count += 1
+        return self.count >= 2
 
 
 class EarlyStopping:
