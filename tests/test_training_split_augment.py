@@ -166,20 +166,20 @@ def test_sampling_weights_by_speaker_count() -> None:
         sampling_weights(items, [0], corpus_share="speakers")
 
 
-def test_early_stopping_keeps_the_best_and_waits_for_the_second_half() -> None:
+def test_early_stopping_keeps_the_best_of_the_second_half() -> None:
     from training.train import EarlyStopping
 
     stopper = EarlyStopping(epochs=20, patience=3)
-    improved = [stopper.update(e, s) for e, s in enumerate([0.3, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4], start=1)]
-    assert improved == [True, True, False, False, False, False, False]
-    assert not stopper.stop and stopper.since == 0  # epochs 3-7 are in the first half: no patience yet
-    for epoch in range(8, 14):
-        stopper.update(epoch, 0.45)
-    assert stopper.best == 0.5 and stopper.best_epoch == 2 and stopper.stop  # epochs 11, 12, 13 counted
+    improved = [stopper.update(e, s) for e, s in enumerate([0.3, 0.9, 0.4, 0.4, 0.4, 0.4, 0.4], start=1)]
+    assert improved == [False] * 7  # the first half (epochs 1-10) is neither kept nor counted
+    assert not stopper.stop and stopper.since == 0 and stopper.best_epoch == -1
+    assert [stopper.update(e, 0.5 if e == 11 else 0.45) for e in range(10, 15)] == [False, True, False, False, False]
+    assert stopper.best == 0.5 and stopper.best_epoch == 11 and stopper.stop  # epochs 12, 13, 14 counted
     again = EarlyStopping(epochs=20, patience=3)
     for epoch, score in [(11, 0.5), (12, 0.4), (13, 0.6), (14, 0.59), (15, 0.6)]:
         again.update(epoch, score)
     assert again.best_epoch == 13 and again.since == 2 and not again.stop
+    assert EarlyStopping(epochs=1, patience=1).update(1, 0.1)  # a 1-epoch run keeps its only epoch
 
 
 def test_weight_average_starts_late_and_decays() -> None:

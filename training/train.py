@@ -176,10 +176,11 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
                 cfg: FitConfig, *, log: Any = print) -> tuple[Any, dict[str, Any]]:
     """Train with early stopping on validation UAR; returns the best Keras model and the history.
 
-    The weights of the epoch with the best validation UAR are kept. Training stops early when that
-    has not improved for ``cfg.patience`` epochs of the second half of the cosine schedule (in the
-    first half the learning rate is high and validation UAR wanders: a 56-epoch run with patience
-    counted from the start stopped at epoch 21 with a model 10 points worse)."""
+    The weights of the second-half epoch with the best validation UAR are kept (raw, or their moving
+    average when that scores higher). Training stops early when that has not improved for
+    ``cfg.patience`` epochs (see :class:`EarlyStopping`: in the first half the learning rate is high
+    and validation UAR wanders; a 56-epoch run with patience counted from the start stopped at epoch 21
+    with a model 10 points worse)."""
     configure_tf(cfg.threads)
     import keras
 
@@ -281,9 +282,11 @@ class WeightAverage:
 
 
 class EarlyStopping:
-    """Track the best epoch by validation score; :attr:`stop` once it has not improved for
-    ``patience`` epochs of the second half of an ``epochs``-long schedule (the first half runs at a
-    high learning rate, where validation scores wander)."""
+    """Track the best epoch by validation score over the second half of an ``epochs``-long schedule, and
+    :attr:`stop` once it has not improved for ``patience`` epochs there. Epochs of the first half run at
+    a high learning rate, where validation scores wander: they are neither kept nor counted (a run that
+    could keep them picked a lucky epoch 21 of 68, validation UAR 0.573, that scored 0.47 on CREMA-D
+    test speakers)."""
 
     def __init__(self, *, epochs: int, patience: int, min_delta: float = 1e-4) -> None:
         self.epochs, self.patience, self.min_delta = epochs, patience, min_delta
@@ -291,12 +294,13 @@ class EarlyStopping:
 
     def update(self, epoch: int, score: float) -> bool:
         """Record epoch ``epoch`` (1-based); True when it is the new best."""
+        if epoch <= self.epochs // 2:
+            return False
         if score > self.best + self.min_delta:
             self.best, self.best_epoch, self.since = score, epoch, 0
             return True
-        if epoch > self.epochs // 2:
-            self.since += 1
-            self.stop = self.since >= self.patience
+        self.since += 1
+        self.stop = self.since >= self.patience
         return False
 
 
