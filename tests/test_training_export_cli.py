@@ -114,12 +114,13 @@ def test_fit_end_to_end_cremad_and_manifest(tmp_path: Path) -> None:
     assert info["training"]["corpora"]["cremad"]["speakers"] == 5
     assert set(info["evaluation"]) >= {"clean", "telephone", "protocol"}
     assert "libraries" in info and info["training"]["parity"]["max_abs_diff"] <= 1e-4
+    assert info["training"]["decode_min"] >= 0.0
     split = json.loads((out / "split.json").read_text())
     assert not set(split["test"]) & set(split["train"]) and split["seed"] == 1234
     assert (out / "eval" / "test_clean.csv").is_file() and (out / "eval" / "test_telephone.png").is_file()
     assert info["training"]["command"].startswith(f"ser-train fit --data cremad={data} --out {out}")
     card = (bundle / "MODEL_CARD.md").read_text()
-    assert "CREMA-D" in card and "UAR" in card and "moving average" in card
+    assert "CREMA-D" in card and "UAR" in card and "moving average" in card and "Wall time (decode" in card
     em = EmotionModel(bundle)
     probs, _ = em.predict_clip(np.zeros(24000, np.float32) + 0.01)
     assert probs.shape == (6,) and abs(float(probs.sum()) - 1) < 1e-4
@@ -188,3 +189,11 @@ def test_random_split_note_says_whether_the_run_was_as_long(tmp_path: Path) -> N
     short = random_split_note(info, main_epochs=58)
     assert "NOT comparable" in short and "shorter" in short and "undertrained" in short
     assert "shorter" in random_split_note(tmp_path / "absent.json", main_epochs=58)
+
+
+def test_card_says_whether_decoding_was_cached() -> None:
+    from training.card import _decode
+
+    assert "read from the run's cache" in _decode({"decode_min": 0.0})
+    assert _decode({"decode_min": 1.4}) == ", of which decoding 1.4 min"
+    assert _decode({}) == ""  # bundles from before the field existed

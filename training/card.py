@@ -41,6 +41,15 @@ def _average(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
             f"average of the epochs' weights (decay {decay} per epoch); kept: {kept}")
 
 
+def _decode(tr: dict[str, Any]) -> str:
+    minutes = tr.get("decode_min")
+    if minutes is None:
+        return ""
+    if minutes < 0.1:
+        return " (decoded audio read from the run's cache: a fresh run adds the decoding time)"
+    return f", of which decoding {minutes} min"
+
+
 def figures_table(evaluation: dict[str, Any]) -> str:
     lines = ["| condition | corpus | clips | UAR | WA | macro-F1 |", "|---|---|---|---|---|---|"]
     for cond, rep in evaluation.items():
@@ -144,7 +153,7 @@ per epoch, TESS half a share), telephone-channel augmentation on training clips 
 SpecAugment masks, label smoothing {cfg.get('label_smoothing')}, Adam (lr {cfg.get('lr')}, cosine decay, batch
 {cfg.get('batch_size')}), early stopping on validation UAR{_average(cfg, tr)}
 (best epoch {tr.get('best_epoch')} of {tr.get('epochs_run')}, validation UAR {_fmt(tr.get('best_val_uar'))}).
-Wall time (decode, train, export) {tr.get('wall_time_min')} min on {tr.get('machine', '?')}.
+Wall time (decode, train, export) {tr.get('wall_time_min')} min on {tr.get('machine', '?')}{_decode(tr)}.
 
 Evaluation: `ser-train evaluate` over every held-out test speaker's file through the full serving
 path (decode → 3 s segments → VAD → log-mel → normalise → ONNX → mean), open-set argmax over all

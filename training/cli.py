@@ -104,7 +104,9 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
                           batch_size=batch_size, corpus_share=corpus_share, threads=threads, progress=not quiet,
                           name=model_name, version=model_version)
     spec0 = train.base_spec(label_set, np.zeros(64), np.ones(64), name=cfg.name, version=cfg.version)
+    t_decode = time.time()
     store, items, fails = load_waves(items, sr=spec0.sample_rate, cache=out / "waves.npz", progress=not quiet)
+    decode_minutes = round((time.time() - t_decode) / 60, 1)
     for path, why in fails:
         log(f"skipped {path}: {why}")
     if split_mode == "speaker":
@@ -146,7 +148,7 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
                       if split_mode == "speaker" else "random clip-level (speaker leakage; not comparable)"},
             "config": cfg.to_dict(), "best_epoch": hist["best_epoch"], "best_val_uar": hist["best_val_uar"],
             "best_weights": hist.get("best_weights", "raw"),
-            "epochs_run": len(hist["epochs"]), "wall_time_min": train_minutes,
+            "epochs_run": len(hist["epochs"]), "wall_time_min": train_minutes, "decode_min": decode_minutes,
             "machine": f"{os.cpu_count()} CPU cores, {platform_name()}",
             "parity": bundle_obj["parity"], "command": _command(),
         },
