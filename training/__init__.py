@@ -5,3 +5,6 @@
 #: Kept here, free of heavy imports, so that ``ser-train --help`` shows them without loading scipy.
 MODEL_NAME = "ser-cnn-lstm"
 MODEL_VERSION = "1.2.0"
+
+#: How corpora share a label in the balanced sampler (``training.train.sampling_weights``).
+CORPUS_SHARES = ("equal", "sqrt-speakers")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from models.bundle import Spec
 from models.features import FeatureParams, SegmentParams, VadParams, logmel
 from models.features import clip_segments as serving_segments
-from training import MODEL_NAME, MODEL_VERSION
+from training import CORPUS_SHARES, MODEL_NAME, MODEL_VERSION
 from training.augment import AugmentConfig, augment_clip, spec_augment
 from training.corpora import Item
 from training.data import WaveStore
@@ -31,8 +31,6 @@ from training.metrics import uar
 
 #: Down-weight TESS in the balanced sampler: two speakers, 200 words, very easy, 2800 clips.
 CORPUS_WEIGHT = {"tess": 0.5}
-#: How corpora share a label in the balanced sampler (:func:`sampling_weights`).
-CORPUS_SHARES = ("equal", "sqrt-speakers")
 
 
 @dataclass
@@ -197,7 +195,7 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
     history: list[dict[str, float]] = []
     stopper = EarlyStopping(epochs=cfg.epochs, patience=cfg.patience)
-    average = WeightAverage(decay=cfg.average_decay, start=cfg.epochs // 2 + 1)
+    average = WeightAverage(decay=cfg.average_decay, start=stopper.start)
     best_weights, best_kind = model.get_weights(), "raw"
     bar = tqdm(range(cfg.epochs), desc="epochs", unit="epoch", disable=not cfg.progress)
     # The next epoch's augmented features are computed in a background thread while Keras fits this
@@ -223,21 +221,20 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
             rec = {"epoch": epoch + 1, "loss": float(h.history["loss"][-1]), "val_uar": v_uar, "val_wa": v_wa,
                    "lr": current_lr, "data_s": round(t1 - t0, 1), "fit_s": round(t2 - t1, 1)}
             weights = model.get_weights()
-            candidate = weights
+            candidate, kind = weights, "raw"
             if average.update(epoch + 1, weights):
                 model.set_weights(average.weights)
                 rec["avg_val_uar"], rec["avg_val_wa"] = _score(val, model, len(spec.labels))
                 model.set_weights(weights)
                 if rec["avg_val_uar"] > v_uar:
-                    candidate = average.weights
+                    candidate, kind = average.weights, "average"
             rec["val_s"] = round(time.time() - t2, 1)
             history.append(rec)
             log(json.dumps(rec))
             best_now = max(v_uar, rec.get("avg_val_uar", -1.0))
             bar.set_postfix(loss=f"{rec['loss']:.3f}", val_uar=f"{best_now:.3f}")
             if stopper.update(epoch + 1, best_now):
-                best_weights = [w.copy() for w in candidate]
-                best_kind = "average" if candidate is not weights else "raw"
+                best_weights, best_kind = [w.copy() for w in candidate], kind
             if stopper.stop:
                 log(f"early stop at epoch {epoch + 1}: best val UAR {stopper.best:.4f} at epoch {stopper.best_epoch}")
                 break
@@ -292,9 +289,14 @@ class EarlyStopping:
         self.epochs, self.patience, self.min_delta = epochs, patience, min_delta
         self.best, self.best_epoch, self.since, self.stop = -1.0, -1, 0, False
 
+    @property
+    def start(self) -> int:
+        """The first epoch (1-based) of the second half: the first that can be kept."""
+        return self.epochs // 2 + 1
+
     def update(self, epoch: int, score: float) -> bool:
         """Record epoch ``epoch`` (1-based); True when it is the new best."""
-        if epoch <= self.epochs // 2:
+        if epoch < self.start:
             return False
         if score > self.best + self.min_delta:
             self.best, self.best_epoch, self.since = score, epoch, 0
