@@ -121,6 +121,7 @@ def test_fit_end_to_end_cremad_and_manifest(tmp_path: Path) -> None:
     assert info["training"]["command"].startswith(f"ser-train fit --data cremad={data} --out {out}")
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "CREMA-D" in card and "UAR" in card and "moving average" in card and "Wall time (decode" in card
+    assert info["training"]["config"]["corpus_share"] == "equal" and "equal share per corpus" in card
     em = EmotionModel(bundle)
     probs, _ = em.predict_clip(np.zeros(24000, np.float32) + 0.01)
     assert probs.shape == (6,) and abs(float(probs.sum()) - 1) < 1e-4
@@ -197,3 +198,11 @@ def test_card_says_whether_decoding_was_cached() -> None:
     assert "read from the run's cache" in _decode({"decode_min": 0.0})
     assert _decode({"decode_min": 1.4}) == ", of which decoding 1.4 min"
     assert _decode({}) == ""  # bundles from before the field existed
+
+
+def test_card_says_how_corpora_shared_a_label() -> None:
+    from training.card import _share
+
+    assert "square root of its training speakers" in _share({"corpus_share": "sqrt-speakers"})
+    assert "equal share per corpus" in _share({"corpus_share": "equal"})
+    assert _share({}) == _share({"corpus_share": "equal"})  # configs written before the option existed

@@ -142,7 +142,8 @@ def test_sampling_weights_balance_labels_and_corpora() -> None:
              + [Item(f"r{i}", "ravdess", "ravdess:01", "angry") for i in range(10)]
              + [Item(f"t{i}", "tess", "tess:OAF", "surprised") for i in range(40)]
              + [Item(f"s{i}", "savee", "savee:DC", "surprised") for i in range(5)])
-    w = sampling_weights(items, list(range(len(items))))
+    w = sampling_weights(items, list(range(len(items))), corpus_share="equal")
+    np.testing.assert_array_equal(w, sampling_weights(items, list(range(len(items)))))  # the default
     assert w.sum() == pytest.approx(1.0)
     assert w[:100].sum() == pytest.approx(0.5)  # each label the same total weight
     assert w[:90].sum() == pytest.approx(w[90:100].sum())  # corpora share a label equally

@@ -41,6 +41,14 @@ def _average(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
             f"average of the epochs' weights (decay {decay} per epoch); kept: {kept}")
 
 
+def _share(cfg: dict[str, Any]) -> str:
+    """How corpora shared a label in the sampler (configs written before 1.3.0 have no key: equal)."""
+    if cfg.get("corpus_share", "equal") == "sqrt-speakers":
+        return ("within a label, each corpus a share growing with the square root of its training speakers, "
+                "TESS half that")
+    return "an equal share per corpus within a label, TESS half a share"
+
+
 def _decode(tr: dict[str, Any]) -> str:
     minutes = tr.get("decode_min")
     if minutes is None:
@@ -148,8 +156,8 @@ would test a single voice and halve the data). The split is in `spec.json` (`tra
 
 {parts}
 
-Training: balanced sampling over labels, and over corpora within a label ({cfg.get('epoch_size')} clips
-per epoch, TESS half a share), telephone-channel augmentation on training clips only ({_aug(cfg.get('augment', {}))}),
+Training: balanced sampling over labels ({cfg.get('epoch_size')} clips per epoch; {_share(cfg)}),
+telephone-channel augmentation on training clips only ({_aug(cfg.get('augment', {}))}),
 SpecAugment masks, label smoothing {cfg.get('label_smoothing')}, Adam (lr {cfg.get('lr')}, cosine decay, batch
 {cfg.get('batch_size')}), early stopping on validation UAR{_average(cfg, tr)}
 (best epoch {tr.get('best_epoch')} of {tr.get('epochs_run')}, validation UAR {_fmt(tr.get('best_val_uar'))}).

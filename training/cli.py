@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from models.errors import SERError
-from training import CORPUS_SHARES, MODEL_NAME, MODEL_VERSION
+from training import CORPUS_SHARES, DEFAULT_CORPUS_SHARE, MODEL_NAME, MODEL_VERSION
 from training.corpora import CANONICAL_LABELS, CorpusError, Item, load_corpora, parse_data_args
 
 REPRODUCE = "ser-train fit --data-root ../shared/data --out runs/default --bundle models/default"
@@ -74,7 +74,7 @@ def main() -> None:
 @click.option("--epoch-size", default=4096, show_default=True, type=click.IntRange(0),
               help="Clips drawn (balanced) per epoch; 0 = one pass over the training clips.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--corpus-share", type=click.Choice(CORPUS_SHARES), default="equal", show_default=True,
+@click.option("--corpus-share", type=click.Choice(CORPUS_SHARES), default=DEFAULT_CORPUS_SHARE, show_default=True,
               help="How corpora share each label in the balanced sampler (see docs/training.md).")
 @click.option("--split", "split_mode", type=click.Choice(["speaker", "random"]), default="speaker",
               show_default=True, help="random = clip-level split (speaker leakage; not comparable).")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from models.bundle import Spec
 from models.features import FeatureParams, SegmentParams, VadParams, logmel
 from models.features import clip_segments as serving_segments
-from training import CORPUS_SHARES, MODEL_NAME, MODEL_VERSION
+from training import CORPUS_SHARES, DEFAULT_CORPUS_SHARE, MODEL_NAME, MODEL_VERSION
 from training.augment import AugmentConfig, augment_clip, spec_augment
 from training.corpora import Item
 from training.data import WaveStore
@@ -40,7 +40,7 @@ class FitConfig:
     epochs: int = 68
     patience: int = 10
     average_decay: float = 0.75
-    corpus_share: str = "equal"
+    corpus_share: str = DEFAULT_CORPUS_SHARE
     batch_size: int = 32
     epoch_size: int = 4096
     lr: float = 1e-3
@@ -112,7 +112,8 @@ class ClipSet:
         return out / np.maximum(np.bincount(self.owner, minlength=self.n), 1)[:, None]
 
 
-def sampling_weights(items: list[Item], idx: list[int], *, corpus_share: str = "equal") -> np.ndarray:
+def sampling_weights(items: list[Item], idx: list[int], *, corpus_share: str = DEFAULT_CORPUS_SHARE
+                     ) -> np.ndarray:
     """Balanced sampling: every label gets the same total weight, and within a label the corpora that
     have it share that weight, so that no label is carried mostly by one corpus's recording conditions.
 
