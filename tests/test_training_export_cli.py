@@ -146,9 +146,12 @@ def test_fit_end_to_end_cremad_and_manifest(tmp_path: Path) -> None:
     manifest.write_text("\n".join(lines) + "\n")
     r = runner.invoke(main, ["fit", "--data", f"manifest={manifest}", "--out", str(tmp_path / "run2"), "--bundle",
                              str(tmp_path / "b2"), "--epochs", "4", "--epoch-size", "16", "--batch-size", "8",
-                             "--labels", "neutral,angry", "--no-evaluate", "--quiet"])
+                             "--labels", "neutral,angry", "--no-evaluate", "--quiet", "--train-seed", "5"])
     assert r.exit_code == 0, r.output
-    assert load_bundle(tmp_path / "b2").spec.labels == ("neutral", "angry")
+    b2 = load_bundle(tmp_path / "b2").spec
+    assert b2.labels == ("neutral", "angry")
+    assert b2.info["training"]["config"]["seed"] == 5 and b2.info["training"]["split"]["seed"] == 1234
+    assert info["training"]["config"]["seed"] == 1234  # --train-seed defaults to --seed
     hist = json.loads((tmp_path / "run2" / "history.json").read_text())
     # the weight average starts in the second half (epoch 3) and is scored from its second epoch on
     assert [("avg_val_uar" in e) for e in hist["epochs"]] == [False, False, False, True]

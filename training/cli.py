@@ -67,7 +67,11 @@ def main() -> None:
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Run directory (cache, logs).")
 @click.option("--bundle", type=click.Path(path_type=Path), help="Where to write the final bundle.")
 @click.option("--labels", default=",".join(CANONICAL_LABELS), show_default=True, help="Comma-separated labels.")
-@click.option("--seed", default=1234, show_default=True, type=int)
+@click.option("--seed", default=1234, show_default=True, type=int,
+              help="Seeds the speaker split, the normalisation sample and (unless --train-seed) training.")
+@click.option("--train-seed", type=int, default=None,
+              help="Seed of the model's initial weights and the epochs' data only [default: --seed]: reruns "
+                   "with other values measure run-to-run noise on the same split.")
 @click.option("--epochs", default=68, show_default=True, type=click.IntRange(1, 500))
 @click.option("--patience", default=10, show_default=True, type=click.IntRange(1, 500),
               help="Stop when validation UAR has not improved for this many epochs of the second half.")
@@ -87,8 +91,8 @@ def main() -> None:
               help="Model version (bump it for every new model, so pools never mix two models under one id).")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines on stderr.")
 def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path | None, labels: str, seed: int,
-        epochs: int, patience: int, epoch_size: int, batch_size: int, corpus_share: str, split_mode: str,
-        evaluate: bool, threads: int, model_name: str, model_version: str, quiet: bool) -> None:
+        train_seed: int | None, epochs: int, patience: int, epoch_size: int, batch_size: int, corpus_share: str,
+        split_mode: str, evaluate: bool, threads: int, model_name: str, model_version: str, quiet: bool) -> None:
     """Train a model, export it to ONNX (with a parity check) and write a bundle."""
     from training import train
     from training.data import load_waves
@@ -100,8 +104,9 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
     log(f"command: {_command()}")
     items = _load_items(data, data_root, label_set)
     log(f"{len(items)} labelled clips from {', '.join(sorted({i.corpus for i in items}))}")
-    cfg = train.FitConfig(labels=label_set, seed=seed, epochs=epochs, patience=patience, epoch_size=epoch_size,
-                          batch_size=batch_size, corpus_share=corpus_share, threads=threads, progress=not quiet,
+    cfg = train.FitConfig(labels=label_set, seed=seed if train_seed is None else train_seed, epochs=epochs,
+                          patience=patience, epoch_size=epoch_size, batch_size=batch_size,
+                          corpus_share=corpus_share, threads=threads, progress=not quiet,
                           name=model_name, version=model_version)
     spec0 = train.base_spec(label_set, np.zeros(64), np.ones(64), name=cfg.name, version=cfg.version)
     t_decode = time.time()
