@@ -9,5 +9,5 @@ MODEL_VERSION = "1.2.0"
 #: How corpora share a label in the balanced sampler (``training.train.sampling_weights``).
 CORPUS_SHARES = ("equal", "sqrt-speakers")
 #: The default. "sqrt-speakers" scored 6 points higher on CREMA-D test speakers in a Keras-on-JAX sweep
-#: but not in the TensorFlow CPU run of the full recipe (docs/training.md, "Development notes").
+#: but not in two TensorFlow CPU runs of the full recipe (docs/training.md, "Development notes").
 DEFAULT_CORPUS_SHARE = "equal"
