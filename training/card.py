@@ -42,7 +42,7 @@ def _average(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
 
 
 def _share(cfg: dict[str, Any]) -> str:
-    """How corpora shared a label in the sampler (configs written before 1.3.0 have no key: equal)."""
+    """How corpora shared a label in the sampler (configs of 1.1.0 and earlier have no key: they were equal)."""
     if cfg.get("corpus_share", "equal") == "sqrt-speakers":
         return ("within a label, each corpus a share growing with the square root of its training speakers, "
                 "TESS half that")
