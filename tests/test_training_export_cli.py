@@ -82,6 +82,34 @@ def test_evaluate_writes_documented_outputs(tmp_path: Path, tiny_bundle_dir: Pat
     assert json.loads((tmp_path / "t.json").read_text())["telephone"] is True
 
 
+def test_evaluate_takes_the_split_from_a_bundle(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    """`--speakers-from models/default` scores the speakers the shipped card was tested on."""
+    shipped = Path(__file__).resolve().parents[1] / "models" / "default"
+    recorded = json.loads((shipped / "spec.json").read_text())["training"]["split"]["speakers"]
+    assert "cremad:1001" in recorded["train"] and "cremad:1008" in recorded["test"]
+    assert "cremad:1030" in recorded["val"]
+    data = _make_cremad(tmp_path / "cremad", speakers=range(1001, 1031))
+    runner = CliRunner()
+    for source, part, speaker in ((shipped, "test", "cremad:1008"), (shipped / "spec.json", "val", "cremad:1030")):
+        pred = tmp_path / f"{part}.csv"
+        r = runner.invoke(main, ["evaluate", "--model", str(tiny_bundle_dir), "--data", f"cremad={data}",
+                                 "--predictions", str(pred), "--report", str(tmp_path / f"{part}.json"),
+                                 "--speakers-from", str(source), "--part", part, "--quiet"])
+        assert r.exit_code == 0, r.output
+        with open(pred, newline="") as fh:
+            speakers = {row["speaker"] for row in csv.DictReader(fh)}
+        assert speakers == {s for s in recorded[part] if s.startswith("cremad:") and int(s[7:]) <= 1030} and speaker in speakers
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for spec, message in (({"training": {}}, "records no speaker split"),
+                          ({"training": {"split": {"mode": "random", "speakers": {}}}}, "use the run's split.json")):
+        (bare / "spec.json").write_text(json.dumps(spec))
+        r = runner.invoke(main, ["evaluate", "--model", str(tiny_bundle_dir), "--data", f"cremad={data}",
+                                 "--predictions", str(tmp_path / "x.csv"), "--report", str(tmp_path / "x.json"),
+                                 "--speakers-from", str(bare), "--quiet"])
+        assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output, r.output
+
+
 def test_evaluate_errors_are_one_line(tmp_path: Path, tiny_bundle_dir: Path) -> None:
     runner = CliRunner()
     r = runner.invoke(main, ["evaluate", "--model", str(tiny_bundle_dir), "--data", f"cremad={tmp_path / 'nope'}",

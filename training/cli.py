@@ -253,7 +253,8 @@ def _write_final(out: Path, bundle: Path | None, spec: Any, info: dict[str, Any]
 @click.option("--predictions", type=click.Path(path_type=Path), required=True, help="CSV, one row per file.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), required=True,
               help="JSON report (a confusion-matrix PNG is written beside it).")
-@click.option("--speakers-from", type=click.Path(path_type=Path), help="split.json of a run: keep only its speakers.")
+@click.option("--speakers-from", type=click.Path(path_type=Path), help="Keep only the speakers of a split: a run's split.json, or a bundle "
+                   "(directory or spec.json) to score the speakers it was tested on.")
 @click.option("--part", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
               help="Which part of --speakers-from to keep.")
 @click.option("--telephone", is_flag=True, help="Pass each clip through a 300-3400 Hz, 8-bit mu-law channel first.")

@@ -107,4 +107,22 @@ def write_split(path: Path, *, split: dict[str, list[str]], seed: int, mode: str
 
 
 def read_split(path: Path) -> dict[str, object]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A run's ``split.json``, or the split recorded in a bundle (its directory or ``spec.json``).
+
+    A bundle records speakers only, so a random (clip-level) split must come from the run's
+    ``split.json``. Raises ``ValueError`` with the reason when ``path`` holds no usable split.
+    """
+    if path.is_dir():
+        path = path / "spec.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if "training" not in data:
+        return data
+    training = data["training"]
+    recorded = training.get("split") if isinstance(training, dict) else None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("speakers"), dict):
+        raise ValueError("the bundle's spec.json records no speaker split")
+    if recorded.get("mode") == "random":
+        raise ValueError("a bundle records no clip list for a random split: use the run's split.json")
+    return {"mode": recorded.get("mode"), "seed": recorded.get("seed"), **recorded["speakers"]}
