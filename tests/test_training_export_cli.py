@@ -57,6 +57,32 @@ def test_keras_onnx_parity_tiny_model() -> None:
         parity(model, other, x, tol=1e-9)
 
 
+def test_segment_spectrum_keeps_the_tilt_and_exports(tmp_path: Path) -> None:
+    """The band-mean DCT input sees a segment's spectral tilt (which SegmentCMN removes), ignores its
+    level, and the model with it saves, loads and converts to ONNX with parity."""
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from training.export import parity, to_onnx
+    from training.model import SegmentCMN, SegmentSpectrum, build_model
+
+    tilt = np.array(np.broadcast_to(np.linspace(-1.0, 1.0, 64, dtype=np.float32), (2, 297, 64)))
+    coefs = np.asarray(SegmentSpectrum(4)(tilt))
+    assert coefs.shape == (2, 4) and abs(coefs[0, 0]) > 1.0 and np.allclose(coefs[:, 1::2], 0, atol=1e-5)
+    assert np.allclose(np.asarray(SegmentSpectrum(4)(tilt + 3.0)), coefs, atol=1e-5)  # level is not its job
+    assert np.allclose(np.asarray(SegmentCMN()(tilt)), 0.0, atol=1e-6)
+    with pytest.raises(ValueError, match="n_coefs"):
+        SegmentSpectrum(0)
+    model = build_model(n_frames=297, n_mels=64, n_labels=7, width=4, rnn_units=8, seed=0, spectrum_coefs=6)
+    assert model.get_layer("segment_spectrum").output.shape == (None, 6)
+    x = np.random.default_rng(0).standard_normal((4, 297, 64)).astype(np.float32)
+    x[:2] += np.linspace(-2.0, 2.0, 64, dtype=np.float32)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert np.allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert parity(loaded, to_onnx(loaded, n_frames=297, n_mels=64), x)["max_abs_diff"] <= 1e-4
+
+
 def test_evaluate_writes_documented_outputs(tmp_path: Path, tiny_bundle_dir: Path) -> None:
     data = _make_cremad(tmp_path / "cremad", speakers=range(1001, 1003))
     split = tmp_path / "split.json"
@@ -98,7 +124,8 @@ def test_evaluate_takes_the_split_from_a_bundle(tmp_path: Path, tiny_bundle_dir:
         assert r.exit_code == 0, r.output
         with open(pred, newline="") as fh:
             speakers = {row["speaker"] for row in csv.DictReader(fh)}
-        assert speakers == {s for s in recorded[part] if s.startswith("cremad:") and int(s[7:]) <= 1030} and speaker in speakers
+        expected = {s for s in recorded[part] if s.startswith("cremad:") and int(s[7:]) <= 1030}
+        assert speakers == expected and speaker in speakers
     bare = tmp_path / "bare"
     bare.mkdir()
     for spec, message in (({"training": {}}, "records no speaker split"),

@@ -80,6 +80,9 @@ def main() -> None:
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--corpus-share", type=click.Choice(CORPUS_SHARES), default=DEFAULT_CORPUS_SHARE, show_default=True,
               help="How corpora share each label in the balanced sampler (see docs/training.md).")
+@click.option("--spectrum-coefs", default=0, show_default=True, type=click.IntRange(0, 32),
+              help="Feed the head this many DCT coefficients of each segment's average spectrum "
+                   "(its tilt, which the in-graph band normalisation removes); 0 = off.")
 @click.option("--split", "split_mode", type=click.Choice(["speaker", "random"]), default="speaker",
               show_default=True, help="random = clip-level split (speaker leakage; not comparable).")
 @click.option("--evaluate/--no-evaluate", default=True, show_default=True,
@@ -92,7 +95,8 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines on stderr.")
 def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path | None, labels: str, seed: int,
         train_seed: int | None, epochs: int, patience: int, epoch_size: int, batch_size: int, corpus_share: str,
-        split_mode: str, evaluate: bool, threads: int, model_name: str, model_version: str, quiet: bool) -> None:
+        spectrum_coefs: int, split_mode: str, evaluate: bool, threads: int, model_name: str, model_version: str,
+        quiet: bool) -> None:
     """Train a model, export it to ONNX (with a parity check) and write a bundle."""
     from training import train
     from training.data import load_waves
@@ -106,8 +110,8 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
     log(f"{len(items)} labelled clips from {', '.join(sorted({i.corpus for i in items}))}")
     cfg = train.FitConfig(labels=label_set, seed=seed if train_seed is None else train_seed, epochs=epochs,
                           patience=patience, epoch_size=epoch_size, batch_size=batch_size,
-                          corpus_share=corpus_share, threads=threads, progress=not quiet,
-                          name=model_name, version=model_version)
+                          corpus_share=corpus_share, spectrum_coefs=spectrum_coefs, threads=threads,
+                          progress=not quiet, name=model_name, version=model_version)
     spec0 = train.base_spec(label_set, np.zeros(64), np.ones(64), name=cfg.name, version=cfg.version)
     t_decode = time.time()
     store, items, fails = load_waves(items, sr=spec0.sample_rate, cache=out / "waves.npz", progress=not quiet)
@@ -253,7 +257,8 @@ def _write_final(out: Path, bundle: Path | None, spec: Any, info: dict[str, Any]
 @click.option("--predictions", type=click.Path(path_type=Path), required=True, help="CSV, one row per file.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), required=True,
               help="JSON report (a confusion-matrix PNG is written beside it).")
-@click.option("--speakers-from", type=click.Path(path_type=Path), help="Keep only the speakers of a split: a run's split.json, or a bundle "
+@click.option("--speakers-from", type=click.Path(path_type=Path),
+              help="Keep only the speakers of a split: a run's split.json, or a bundle "
                    "(directory or spec.json) to score the speakers it was tested on.")
 @click.option("--part", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
               help="Which part of --speakers-from to keep.")

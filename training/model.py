@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 
@@ -39,9 +40,36 @@ class SegmentLevel(layers.Layer):
         return ops.stack([mean, std], axis=-1)
 
 
+@keras.saving.register_keras_serializable(package="ser")
+class SegmentSpectrum(layers.Layer):
+    """Coarse shape of a segment's average spectrum: DCT-II coefficients ``1..n_coefs`` of the band
+    means over time, ``(b, t, f) -> (b, n_coefs)``. Coefficient 0 (the level) is left out (see
+    :class:`SegmentLevel`); the low orders carry spectral tilt (vocal effort), which
+    :class:`SegmentCMN` removes from the frames, while finer channel detail is dropped."""
+
+    def __init__(self, n_coefs: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if n_coefs < 1:
+            raise ValueError(f"n_coefs must be >= 1, got {n_coefs}")
+        self.n_coefs = n_coefs
+
+    def build(self, input_shape: Any) -> None:
+        n_bands = int(input_shape[-1])
+        k = np.arange(1, self.n_coefs + 1)[None, :]
+        f = np.arange(n_bands)[:, None]
+        self._basis = np.sqrt(2.0 / n_bands) * np.cos(np.pi * (f + 0.5) * k / n_bands)
+
+    def call(self, x: Any) -> Any:
+        basis = ops.convert_to_tensor(self._basis.astype("float32"))
+        return ops.matmul(ops.mean(x, axis=1), basis)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_coefs": self.n_coefs}
+
+
 def build_model(
     *, n_frames: int, n_mels: int, n_labels: int, width: int = 16, rnn_units: int = 64,
-    dropout: float = 0.3, seed: int = 0, cmn: bool = True,
+    dropout: float = 0.3, seed: int = 0, cmn: bool = True, spectrum_coefs: int = 0,
 ) -> Any:
     """Return an uncompiled ``keras.Model``."""
     keras.utils.set_random_seed(seed)
@@ -74,6 +102,8 @@ def build_model(
     pooled = [layers.GlobalAveragePooling1D(name="mean_t")(x), layers.GlobalMaxPooling1D(name="max_t")(x)]
     if cmn:
         pooled.append(SegmentLevel(name="segment_level")(inp))
+        if spectrum_coefs:
+            pooled.append(SegmentSpectrum(spectrum_coefs, name="segment_spectrum")(inp))
     x = layers.Concatenate(name="pool")(pooled)
     x = layers.Dropout(dropout, name="head_drop")(x)
     x = layers.Dense(64, activation="relu", name="head")(x)

@@ -47,6 +47,7 @@ class FitConfig:
     label_smoothing: float = 0.1
     width: int = 16
     rnn_units: int = 64
+    spectrum_coefs: int = 0
     dropout: float = 0.3
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     spec_augment: bool = True
@@ -191,7 +192,8 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
     probs = sampling_weights(items, train_idx, corpus_share=cfg.corpus_share)
     val = ClipSet(store, val_idx, items, spec, mean, std)
     model = build_model(n_frames=spec.n_frames, n_mels=spec.features.n_mels, n_labels=len(spec.labels),
-                        width=cfg.width, rnn_units=cfg.rnn_units, dropout=cfg.dropout, seed=cfg.seed)
+                        width=cfg.width, rnn_units=cfg.rnn_units, dropout=cfg.dropout, seed=cfg.seed,
+                        spectrum_coefs=cfg.spectrum_coefs)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
     history: list[dict[str, float]] = []
