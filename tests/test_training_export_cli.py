@@ -264,3 +264,13 @@ def test_card_says_how_corpora_shared_a_label() -> None:
     assert "square root of its training speakers" in _share({"corpus_share": "sqrt-speakers"})
     assert "equal share per corpus" in _share({"corpus_share": "equal"})
     assert _share({}) == _share({"corpus_share": "equal"})  # configs written before the option existed
+
+
+def test_card_describes_the_spectrum_input_only_when_used() -> None:
+    from training.card import render_card
+
+    spec = json.loads((Path(__file__).resolve().parents[1] / "models" / "default" / "spec.json").read_text())
+    assert "DCT coefficients" not in render_card(spec, command="ser-train fit")
+    spec["training"]["config"]["spectrum_coefs"] = 8
+    assert "level mean/std, the first 8 DCT coefficients of its average spectrum" in render_card(
+        spec, command="ser-train fit")

@@ -125,6 +125,8 @@ def render_card(spec_dict: dict[str, Any], *, command: str) -> str:
         )
     parity = tr.get("parity", {})
     cfg = tr.get("config", {})
+    spectrum = (f", the first {cfg['spectrum_coefs']} DCT coefficients of its average spectrum (tilt)"
+                if cfg.get("spectrum_coefs") else "")
     return f"""# {spec_dict['name']} {spec_dict['version']} — speech emotion recognition (CNN-BiLSTM, ONNX)
 
 Classifies speech into **{labels}** from 3 s windows of 8 kHz audio (log-mel, 64 bands,
@@ -135,7 +137,7 @@ Classifies speech into **{labels}** from 3 s windows of 8 kHz audio (log-mel, 64
 
 Per-segment band-mean normalisation inside the graph (removes channel colouring, which otherwise
 identifies the corpus), 4 conv blocks, BiLSTM 2 × 64, mean + max pooling over time plus the segment's
-level mean/std, dense, softmax; ≈ 250 k parameters, ≈ 1 MB ONNX. See docs/training.md.
+level mean/std{spectrum}, dense, softmax; ≈ 250 k parameters, ≈ 1 MB ONNX. See docs/training.md.
 
 ## Training data
 
