@@ -186,8 +186,9 @@ CNNs 0.48–0.51. Human listeners on CREMA-D audio alone: 40.9 % (Cao et al.).
   (SAVEE: British male). Real call-centre emotion is subtler, rarer and conversational: expect lower
   figures on real calls, and validate on your own labelled calls before acting on outputs.
 - *calm* is folded into *neutral*.
-- Test sets are small (a few speakers per corpus): UAR varies by several points with the split seed;
-  validation UAR moved by ±0.05 from epoch to epoch during training.
+- Test sets are small (a few speakers per corpus): UAR varies by several points with the split seed,
+  and by as much with the training seed alone on the same split (reruns: docs/training.md, "Development
+  notes"); validation UAR moved by ±0.05 from epoch to epoch during training.
 - *surprised* exists only in RAVDESS, TESS and SAVEE, so a network can learn "not CREMA-D-sounding →
   surprised"; the in-graph band normalisation and corpus-balanced sampling are there against that
   (docs/training.md, "Development notes").
