@@ -102,8 +102,8 @@ def build_model(
     pooled = [layers.GlobalAveragePooling1D(name="mean_t")(x), layers.GlobalMaxPooling1D(name="max_t")(x)]
     if cmn:
         pooled.append(SegmentLevel(name="segment_level")(inp))
-        if spectrum_coefs:
-            pooled.append(SegmentSpectrum(spectrum_coefs, name="segment_spectrum")(inp))
+    if spectrum_coefs:
+        pooled.append(SegmentSpectrum(spectrum_coefs, name="segment_spectrum")(inp))
     x = layers.Concatenate(name="pool")(pooled)
     x = layers.Dropout(dropout, name="head_drop")(x)
     x = layers.Dense(64, activation="relu", name="head")(x)
