@@ -110,7 +110,8 @@ def test_evaluate_writes_documented_outputs(tmp_path: Path, tiny_bundle_dir: Pat
 
 def test_evaluate_takes_the_split_from_a_bundle(tmp_path: Path, tiny_bundle_dir: Path) -> None:
     """`--speakers-from models/default` scores the speakers the shipped card was tested on."""
-    shipped = Path(__file__).resolve().parents[1] / "models" / "default"
+    from models.bundle import DEFAULT_BUNDLE as shipped
+
     recorded = json.loads((shipped / "spec.json").read_text())["training"]["split"]["speakers"]
     assert "cremad:1001" in recorded["train"] and "cremad:1008" in recorded["test"]
     assert "cremad:1030" in recorded["val"]
@@ -267,9 +268,10 @@ def test_card_says_how_corpora_shared_a_label() -> None:
 
 
 def test_card_describes_the_spectrum_input_only_when_used() -> None:
+    from models.bundle import DEFAULT_BUNDLE, SPEC_FILE
     from training.card import render_card
 
-    spec = json.loads((Path(__file__).resolve().parents[1] / "models" / "default" / "spec.json").read_text())
+    spec = json.loads((DEFAULT_BUNDLE / SPEC_FILE).read_text())
     assert "DCT coefficients" not in render_card(spec, command="ser-train fit")
     spec["training"]["config"]["spectrum_coefs"] = 8
     assert "level mean/std, the first 8 DCT coefficients of its average spectrum" in render_card(
