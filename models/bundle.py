@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,44 @@ import numpy as np
 
 from models.errors import BundleError, ParameterError
 from models.features import FeatureParams, SegmentParams, VadParams
+from models.speaker import SpeakerParams
 
-#: Version of the spec.json layout this code reads and writes.
-SPEC_FORMAT = 1
+#: Version of the spec.json layout this code writes. Format 2 added the optional ``speaker_stats``
+#: (the model's per-speaker input) and ``calibration`` sections; format 1 bundles (1.2.0 and older)
+#: still load: they take no speaker input and are not calibrated.
+SPEC_FORMAT = 2
+#: Formats this code reads.
+SPEC_FORMATS = (1, 2)
 SPEC_FILE = "spec.json"
 ONNX_FILE = "model.onnx"
 CARD_FILE = "MODEL_CARD.md"
 #: The bundle shipped with the package (trained on ../shared/data; see its MODEL_CARD.md).
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Post-hoc calibration recorded in ``spec.json``: probabilities are raised to ``1 / temperature``
+    and renormalised (temperature scaling of the logits), and a record whose calibrated confidence is
+    below ``uncertain_below`` is flagged ``uncertain``."""
+
+    temperature: float = 1.0
+    uncertain_below: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.temperature <= 20:
+            raise ParameterError(f"calibration.temperature={self.temperature!r} must be in [0.05, 20]")
+        if not 0 <= self.uncertain_below < 1:
+            raise ParameterError(f"calibration.uncertain_below={self.uncertain_below!r} must be in [0, 1)")
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities ``(k, n_labels)`` float32 from the network's ``probs``."""
+        if self.temperature == 1.0:
+            return probs
+        logp = np.log(np.maximum(np.asarray(probs, dtype=np.float64), 1e-12)) / self.temperature
+        logp -= logp.max(axis=-1, keepdims=True)
+        p = np.exp(logp)
+        return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -45,6 +75,8 @@ class Spec:
     input_name: str = "features"
     output_name: str = "probs"
     onnx_sha256: str = ""
+    speaker: SpeakerParams | None = None
+    calibration: Calibration | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,15 +107,23 @@ class Spec:
             "onnx": {"file": ONNX_FILE, "sha256": self.onnx_sha256, "input": self.input_name,
                      "output": self.output_name, "input_shape": [None, self.n_frames, self.features.n_mels]},
         }
-        out.update(self.info)
+        if self.speaker is not None:
+            out["speaker_stats"] = {**self.speaker.to_dict(),
+                                    "layout": "[mean (n_mels), std (n_mels), weight] of the normalised log-mel "
+                                              "over the channel's voiced frames so far, blended with the prior"}
+            out["onnx"]["speaker_input"] = self.speaker.input
+        if self.calibration is not None:
+            out["calibration"] = {**self.info.get("calibration", {}), **asdict(self.calibration)}
+        out.update({k: v for k, v in self.info.items() if k != "calibration"})
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Spec:
         """Build a Spec from parsed JSON; raises :class:`BundleError` naming the bad field."""
         try:
-            if data.get("format") != SPEC_FORMAT:
-                raise BundleError(f"spec format {data.get('format')!r} is not the supported {SPEC_FORMAT}")
+            if data.get("format") not in SPEC_FORMATS:
+                raise BundleError(f"spec format {data.get('format')!r} is not one this code reads "
+                                  f"({', '.join(map(str, SPEC_FORMATS))}); upgrade ser-stream to use this bundle")
             labels = tuple(str(v) for v in data["labels"])
             if len(labels) < 2 or len(set(labels)) != len(labels):
                 raise BundleError(f"labels {list(labels)} must be at least two distinct names")
@@ -98,13 +138,21 @@ class Spec:
                 raise BundleError("normalisation stats must be finite with std > 0")
             onnx = data["onnx"]
             known = {"format", "name", "version", "labels", "sample_rate", "segment", "vad",
-                     "features", "normalisation", "onnx"}
+                     "features", "normalisation", "onnx", "speaker_stats"}
+            speaker = SpeakerParams.from_dict(data["speaker_stats"]) if "speaker_stats" in data else None
+            if speaker is not None and speaker.n_mels != features.n_mels:
+                raise BundleError(f"speaker_stats has {speaker.n_mels} bands, features have {features.n_mels}")
+            cal = data.get("calibration")
+            calibration = (Calibration(temperature=float(cal["temperature"]),
+                                       uncertain_below=float(cal.get("uncertain_below", 0.0)))
+                           if isinstance(cal, dict) else None)
             spec = cls(
                 name=str(data["name"]), version=str(data["version"]), labels=labels,
                 sample_rate=int(data["sample_rate"]), segment=SegmentParams(**data["segment"]),
                 features=features, vad=VadParams(**data["vad"]), norm_mean=mean, norm_std=std,
                 input_name=str(onnx["input"]), output_name=str(onnx["output"]),
-                onnx_sha256=str(onnx["sha256"]), info={k: v for k, v in data.items() if k not in known},
+                onnx_sha256=str(onnx["sha256"]), speaker=speaker, calibration=calibration,
+                info={k: v for k, v in data.items() if k not in known},
             )
         except KeyError as exc:
             raise BundleError(f"spec.json lacks the field {exc.args[0]!r}") from None

@@ -14,6 +14,7 @@ import onnxruntime as ort
 from models.bundle import Bundle, load_bundle
 from models.errors import BundleError, ParameterError
 from models.features import clip_segments, logmel
+from models.speaker import frame_sums, prior_vector, stats_vector, voiced_frames
 
 #: Default intra-op threads per session: one, so N worker processes use N cores.
 DEFAULT_THREADS = 1
@@ -51,6 +52,14 @@ class EmotionModel:
         got_in = list(inputs[spec.input_name].shape)[1:]
         if len(got_in) != 2 or any(isinstance(g, int) and g != w for g, w in zip(got_in, want_in, strict=True)):
             raise BundleError(f"model.onnx input shape {got_in} does not match spec (frames, n_mels) {want_in}")
+        if spec.speaker is not None:
+            if spec.speaker.input not in inputs:
+                raise BundleError(f"spec.json declares speaker_stats, model.onnx has no input {spec.speaker.input!r}")
+            got = list(inputs[spec.speaker.input].shape)[1:]
+            if len(got) != 1 or (isinstance(got[0], int) and got[0] != spec.speaker.size):
+                raise BundleError(f"model.onnx speaker input shape {got} does not match spec ({spec.speaker.size},)")
+        elif len(inputs) != 1:
+            raise BundleError(f"model.onnx has inputs {sorted(inputs)} but spec.json declares only {spec.input_name!r}")
         got_out = list(outputs[spec.output_name].shape)[1:]
         if len(got_out) != 1 or (isinstance(got_out[0], int) and got_out[0] != len(spec.labels)):
             raise BundleError(f"model.onnx output shape {got_out} does not match {len(spec.labels)} labels")
@@ -70,35 +79,89 @@ class EmotionModel:
         feats *= self._inv_std
         return feats
 
-    def predict_features(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities ``(k, n_labels)`` for normalised features ``(k, frames, n_mels)``."""
+    @property
+    def uses_speaker(self) -> bool:
+        """Whether the bundle takes per-speaker statistics (``spec.speaker``)."""
+        return self.spec.speaker is not None
+
+    def frame_sums(self, segments: np.ndarray, x: np.ndarray, *, valid: np.ndarray | None = None) -> np.ndarray:
+        """Per-segment sums of the voiced frames ``(k, 2 * n_mels + 1)`` of ``segments`` ``(k, window)``
+        whose normalised features are ``x``: what :class:`models.speaker.ChannelStats` accumulates."""
+        sp = self.spec.speaker
+        if sp is None:
+            raise ParameterError(f"{self.model_id} takes no speaker statistics")
+        mask = voiced_frames(segments=segments, features=self.spec.features, rel_db=sp.rel_db,
+                             floor_dbfs=sp.floor_dbfs, valid=valid)
+        return frame_sums(x, mask)
+
+    def predict_features(self, x: np.ndarray, speaker: np.ndarray | None = None, *, calibrated: bool = True
+                         ) -> np.ndarray:
+        """Probabilities ``(k, n_labels)`` for normalised features ``(k, frames, n_mels)``.
+
+        ``speaker``: ``(k, 2 * n_mels + 1)`` speaker vectors (:mod:`models.speaker`) when the bundle
+        takes them; None means "no history": the prior. Ignored by bundles without speaker input.
+        ``calibrated``: apply the bundle's temperature (if any).
+        """
         if x.ndim != 3 or x.shape[1:] != (self.spec.n_frames, self.spec.features.n_mels):
             raise ParameterError(
                 f"features have shape {x.shape}, expected (k, {self.spec.n_frames}, {self.spec.features.n_mels})"
             )
         if len(x) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        (probs,) = self.session.run([self.spec.output_name], {self.spec.input_name: np.asarray(x, dtype=np.float32)})
-        return np.asarray(probs, dtype=np.float32)
+        feeds = {self.spec.input_name: np.asarray(x, dtype=np.float32)}
+        sp = self.spec.speaker
+        if sp is not None:
+            if speaker is None:
+                speaker = np.repeat(prior_vector(sp)[None, :], len(x), axis=0)
+            speaker = np.asarray(speaker, dtype=np.float32)
+            if speaker.shape != (len(x), sp.size):
+                raise ParameterError(f"speaker vectors have shape {speaker.shape}, expected ({len(x)}, {sp.size})")
+            feeds[sp.input] = speaker
+        (probs,) = self.session.run([self.spec.output_name], feeds)
+        probs = np.asarray(probs, dtype=np.float32)
+        if calibrated and self.spec.calibration is not None:
+            probs = self.spec.calibration.apply(probs)
+        return probs
 
-    def predict_segments(self, segments: np.ndarray) -> np.ndarray:
+    def predict_segments(self, segments: np.ndarray, speaker: np.ndarray | None = None) -> np.ndarray:
         """Probabilities ``(k, n_labels)`` for raw segments ``(k, window)`` at the spec's rate."""
         window, _, _ = self.spec.segment.samples(self.spec.sample_rate)
         if segments.ndim != 2 or segments.shape[1] != window:
             raise ParameterError(f"segments have shape {segments.shape}, expected (k, {window})")
-        return self.predict_features(self.features(segments))
+        return self.predict_features(self.features(segments), speaker)
 
-    def predict_clip(self, y: np.ndarray) -> tuple[np.ndarray, int]:
-        """Classify a whole mono clip ``(n,)``: mean of the voiced segments' probabilities.
+    def clip_sums(self, y: np.ndarray) -> np.ndarray:
+        """Voiced-frame sums ``(2 * n_mels + 1,)`` of a whole clip: its contribution to a speaker's
+        statistics (as a call's history holds it)."""
+        segs = self._segments(y)
+        x = self.features(segs)
+        return self.frame_sums(segs, x).sum(axis=0)
 
-        Returns ``(probs (n_labels,), n_segments_used)``. When no segment passes the VAD gate,
-        all segments are used (a quiet clip still gets a label).
-        """
+    def _segments(self, y: np.ndarray) -> np.ndarray:
         sr = self.spec.sample_rate
         segs = clip_segments(y=y, sr=sr, segment_params=self.spec.segment, vad_params=self.spec.vad)
         if len(segs) == 0:
             raise ParameterError(f"clip of {len(y) / sr:.2f} s is shorter than segment.min_s={self.spec.segment.min_s}")
-        probs = self.predict_segments(segs)
+        return segs
+
+    def predict_clip(self, y: np.ndarray, *, history: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """Classify a whole mono clip ``(n,)``: mean of the voiced segments' probabilities.
+
+        ``history``: the speaker's earlier voiced-frame sums ``(2 * n_mels + 1,)`` (e.g. a sum of
+        :meth:`clip_sums` of earlier clips); the clip's own frames are added to it, as a call's
+        running statistics would hold them. None: the clip alone (and the prior).
+        Returns ``(probs (n_labels,), n_segments_used)``. When no segment passes the VAD gate,
+        all segments are used (a quiet clip still gets a label).
+        """
+        segs = self._segments(y)
+        x = self.features(segs)
+        speaker = None
+        if self.spec.speaker is not None:
+            sums = self.frame_sums(segs, x).sum(axis=0)
+            if history is not None:
+                sums = sums + history
+            speaker = np.repeat(stats_vector(sums, self.spec.speaker)[None, :], len(segs), axis=0)
+        probs = self.predict_features(x, speaker)
         return probs.mean(axis=0), len(segs)
 
     def warmup(self) -> None:

@@ -83,6 +83,10 @@ def main() -> None:
 @click.option("--spectrum-coefs", default=0, show_default=True, type=click.IntRange(0, 32),
               help="Feed the head this many DCT coefficients of each segment's average spectrum "
                    "(its tilt, which the in-graph band normalisation removes); 0 = off.")
+@click.option("--speaker-stats/--no-speaker-stats", default=True, show_default=True,
+              help="Give the model each speaker's running feature statistics (models.speaker) as a second input.")
+@click.option("--hold-out-corpus", multiple=True, metavar="CORPUS",
+              help="Leave-one-corpus-out: every speaker of CORPUS goes to test (none trains); repeatable.")
 @click.option("--split", "split_mode", type=click.Choice(["speaker", "random"]), default="speaker",
               show_default=True, help="random = clip-level split (speaker leakage; not comparable).")
 @click.option("--evaluate/--no-evaluate", default=True, show_default=True,
@@ -95,8 +99,8 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines on stderr.")
 def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path | None, labels: str, seed: int,
         train_seed: int | None, epochs: int, patience: int, epoch_size: int, batch_size: int, corpus_share: str,
-        spectrum_coefs: int, split_mode: str, evaluate: bool, threads: int, model_name: str, model_version: str,
-        quiet: bool) -> None:
+        spectrum_coefs: int, speaker_stats: bool, hold_out_corpus: tuple[str, ...], split_mode: str, evaluate: bool,
+        threads: int, model_name: str, model_version: str, quiet: bool) -> None:
     """Train a model, export it to ONNX (with a parity check) and write a bundle."""
     from training import train
     from training.data import load_waves
@@ -111,6 +115,7 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
     cfg = train.FitConfig(labels=label_set, seed=seed if train_seed is None else train_seed, epochs=epochs,
                           patience=patience, epoch_size=epoch_size, batch_size=batch_size,
                           corpus_share=corpus_share, spectrum_coefs=spectrum_coefs, threads=threads,
+                          speaker=speaker_stats,
                           progress=not quiet, name=model_name, version=model_version)
     spec0 = train.base_spec(label_set, np.zeros(64), np.ones(64), name=cfg.name, version=cfg.version)
     t_decode = time.time()
@@ -118,8 +123,11 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
     decode_minutes = round((time.time() - t_decode) / 60, 1)
     for path, why in fails:
         log(f"skipped {path}: {why}")
+    unknown = set(hold_out_corpus) - {i.corpus for i in items}
+    if unknown:
+        raise click.ClickException(f"--hold-out-corpus {', '.join(sorted(unknown))}: no such corpus in the data")
     if split_mode == "speaker":
-        split = speaker_split(items, seed=seed)
+        split = speaker_split(items, seed=seed, hold_out=tuple(hold_out_corpus))
         parts = assign(items, split)
     else:
         split = {"train": [], "val": [], "test": []}
@@ -136,10 +144,18 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
     log(f"split ({split_mode}, seed {seed}): " + ", ".join(f"{k} {len(v)} clips" for k, v in parts.items()))
     mean, std = train.norm_stats(store, parts["train"], spec0, rng=np.random.default_rng(seed))
     spec = train.base_spec(label_set, mean, std, name=cfg.name, version=cfg.version)
-    model, hist = train.train_model(store, items, parts, spec, cfg, log=log)
+    histories = None
+    if cfg.speaker:
+        t_tab = time.time()
+        speaker_params, histories = train.speaker_tables(store, items, parts, spec, cfg.history)
+        spec = train.replace_speaker(spec, speaker_params)
+        log(f"speaker statistics: per-clip sums of {len(parts['train']) + len(parts['val'])} clips "
+            f"in {time.time() - t_tab:.0f} s")
+    model, hist = train.train_model(store, items, parts, spec, cfg, log=log, histories=histories)
     model.save(out / "model.keras")
     (out / "history.json").write_text(json.dumps(hist, indent=1) + "\n", encoding="utf-8")
-    bundle_obj = _export(model, spec, store, items, parts, out, log)
+    spec, cal_summary = _calibrate(model, spec, store, items, parts, histories, cfg.seed, log)
+    bundle_obj = _export(model, spec, store, items, parts, out, log, histories, cfg.seed)
     train_minutes = round((time.time() - t_start) / 60, 1)
 
     corpora: dict[str, dict[str, int]] = {}
@@ -160,7 +176,9 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
             "epochs_run": len(hist["epochs"]), "wall_time_min": train_minutes, "decode_min": decode_minutes,
             "machine": f"{os.cpu_count()} CPU cores, {platform_name()}",
             "parity": bundle_obj["parity"], "command": _command(),
+            "hold_out_corpora": list(hold_out_corpus),
         },
+        "calibration": cal_summary,
         "libraries": train.library_versions(),
     }
     evaluation: dict[str, Any] = {}
@@ -170,16 +188,17 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
 
         em = EmotionModel(out / "bundle-raw", threads=threads)
         test_items = [items[i] for i in parts["test"]]
-        for cond, tel in (("clean", False), ("telephone", True)):
-            rep = run_evaluation(em, test_items, predictions=out / "eval" / f"test_{cond}.csv",
-                                 report_path=out / "eval" / f"test_{cond}.json", telephone=tel,
-                                 progress=not quiet, split=str(out / "split.json"), part="test")
-            evaluation[cond] = {"corpora": {c: _short(s) for c, s in rep["corpora"].items()},  # type: ignore[union-attr]
+        for name, cond, hmode in EVAL_RUNS if em.uses_speaker else EVAL_RUNS_PLAIN:
+            rep = run_evaluation(em, test_items, predictions=out / "eval" / f"test_{name}.csv",
+                                 report_path=out / "eval" / f"test_{name}.json", condition=cond, history=hmode,
+                                 seed=seed, progress=not quiet, split=str(out / "split.json"), part="test")
+            evaluation[name] = {"condition": cond, "history": hmode,
+                                "corpora": {c: _short(s) for c, s in rep["corpora"].items()},  # type: ignore[union-attr]
                                 "overall": _short(rep["overall"])}  # type: ignore[arg-type]
-            log(f"test {cond}: " + ", ".join(f"{c} UAR {s['uar']:.3f}" for c, s in evaluation[cond]["corpora"].items())
-                + f", all UAR {evaluation[cond]['overall']['uar']:.3f}")
-        info["evaluation"] = {"protocol": "held-out test speakers, ser-train evaluate (serving path), open-set "
-                              "argmax over all labels; telephone = 300-3400 Hz + 8-bit mu-law", **evaluation}
+            log(f"test {name}: " + ", ".join(f"{c} UAR {s['uar']:.3f} ECE {s['ece']:.3f}"
+                                             for c, s in evaluation[name]["corpora"].items())
+                + f", all UAR {evaluation[name]['overall']['uar']:.3f}")
+        info["evaluation"] = {"protocol": EVAL_PROTOCOL, **evaluation}
     _write_final(out, bundle, spec, info, log)
     log(f"done in {round((time.time() - t_start) / 60, 1)} min")
 
@@ -210,21 +229,51 @@ def platform_name() -> str:
 
 
 def _short(sc: dict[str, Any]) -> dict[str, Any]:
-    return {k: sc[k] for k in ("n", "uar", "wa", "macro_f1", "recall", "confusion")}
+    return {k: sc[k] for k in ("n", "uar", "wa", "macro_f1", "recall", "confusion", "ece") if k in sc}
+
+
+#: The test evaluations a fit runs: (name, channel condition, speaker-history mode). ``clean`` and
+#: ``telephone`` keep their names from 1.2.0 (with the label-blind speaker history where the model uses it).
+EVAL_RUNS = (("clean", "clean", "speaker"), ("clean_nohistory", "clean", "none"), ("clean_call", "clean", "call"),
+             ("telephone", "telephone", "speaker"), ("gsm", "gsm", "speaker"), ("opus8", "opus8", "speaker"))
+EVAL_RUNS_PLAIN = (("clean", "clean", "none"), ("telephone", "telephone", "none"), ("gsm", "gsm", "none"),
+                   ("opus8", "opus8", "none"))
+EVAL_PROTOCOL = ("held-out test speakers, ser-train evaluate (serving path), open-set argmax over all labels; "
+                 "telephone = 300-3400 Hz + 8-bit mu-law; gsm = GSM 06.10; opus8 = Opus at libsndfile's lowest "
+                 "bitrate (~9 kbit/s); history: speaker = the clip plus 6 other clips of its speaker chosen "
+                 "without labels, none = the clip alone, call = generated mostly-neutral calls, causal")
+
+
+def _calibrate(model: Any, spec: Any, store: Any, items: list[Item], parts: dict[str, list[int]],
+               histories: Any, seed: int, log: Any) -> tuple[Any, dict[str, Any]]:
+    """Temperature and ``uncertain`` threshold fitted on the validation speakers' segments."""
+    from dataclasses import replace
+
+    from training import train
+    from training.calibrate import calibrate
+
+    val = train.ClipSet(store, parts["val"], items, spec, spec.norm_mean, spec.norm_std, histories, seed=seed)
+    cal, summary = calibrate(val.segment_probs(model), val.y[val.owner])
+    log("calibration on validation segments: " + json.dumps(summary))
+    return replace(spec, calibration=cal), summary
 
 
 def _export(model: Any, spec: Any, store: Any, items: list[Item], parts: dict[str, list[int]], out: Path,
-            log: Any) -> dict[str, Any]:
+            log: Any, histories: Any = None, seed: int = 0) -> dict[str, Any]:
     from models.bundle import write_bundle
     from training import train
     from training.export import OPSET, ExportError, parity, to_onnx
 
     probe_idx = (parts["val"] or parts["train"])[:64]
-    x = train.ClipSet(store, probe_idx, items, spec, spec.norm_mean, spec.norm_std).x
+    probe = train.ClipSet(store, probe_idx, items, spec, spec.norm_mean, spec.norm_std, histories, seed=seed)
+    x, spk = probe.x, probe.speaker
     np.save(out / "parity_features.npy", x[:128])
+    if spk is not None:
+        np.save(out / "parity_speaker.npy", spk[:128])
     try:
-        onnx_bytes = to_onnx(model, n_frames=spec.n_frames, n_mels=spec.features.n_mels)
-        par = parity(model, onnx_bytes, x[:128])
+        onnx_bytes = to_onnx(model, n_frames=spec.n_frames, n_mels=spec.features.n_mels,
+                             speaker_input=spec.speaker.input if spec.speaker is not None else None)
+        par = parity(model, onnx_bytes, x[:128], speaker=None if spk is None else spk[:128])
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None
     par["opset"] = OPSET
@@ -327,9 +376,12 @@ def export(run_dir: Path, bundle: Path) -> None:
 
     model = keras.models.load_model(keras_path)
     x = np.load(run_dir / "parity_features.npy")
+    spk_path = run_dir / "parity_speaker.npy"
+    spk = np.load(spk_path) if spk_path.is_file() else None
     try:
-        onnx_bytes = to_onnx(model, n_frames=spec.n_frames, n_mels=spec.features.n_mels)
-        par = parity(model, onnx_bytes, x)
+        onnx_bytes = to_onnx(model, n_frames=spec.n_frames, n_mels=spec.features.n_mels,
+                             speaker_input=spec.speaker.input if spec.speaker is not None else None)
+        par = parity(model, onnx_bytes, x, speaker=spk)
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None
     card_path = src / CARD_FILE

@@ -2,7 +2,7 @@
 
 Every loader walks a folder for ``.wav``/``.flac``/``.opus`` (case-insensitive extension), parses
 the corpus' naming scheme and returns :class:`Item` records. Speaker ids are namespaced by corpus
-(``cremad:1001``, ``ravdess:12``, ``tess:OAF``, ``savee:DC``, ``manifest:<id>``) so that a split
+(``cremad:1001``, ``ravdess:12``, ``tess:OAF``, ``savee:DC``, ``nemo:EB0``, ``manifest:<id>``) so that a split
 grouped by speaker never mixes corpora. Known quirks of the official releases are skipped and
 reported (see :data:`CREMAD_SKIP`).
 """
@@ -35,6 +35,8 @@ CREMAD_EMOTIONS = {"ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "h
                    "SAD": "sad"}
 RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
                     "06": "fearful", "07": "disgust", "08": "surprised"}
+NEMO_EMOTIONS = {"anger": "angry", "fear": "fearful", "happiness": "happy", "neutral": "neutral",
+                 "sadness": "sad", "surprised": "surprised"}
 SAVEE_EMOTIONS = {"a": "angry", "d": "disgust", "f": "fearful", "h": "happy", "n": "neutral", "sa": "sad",
                   "su": "surprised"}
 
@@ -52,6 +54,7 @@ CREMAD_SKIP: dict[str, str] = {
 _CREMAD_RE = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$", re.IGNORECASE)
 _RAVDESS_RE = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
 _TESS_RE = re.compile(r"^([A-Za-z]{3})_([A-Za-z]+)_(.+)$")
+_NEMO_RE = re.compile(r"^([A-Za-z]{2}\d)_([A-Za-z]+)_(\d+)$")
 _SAVEE_RE = re.compile(r"^(?:([A-Za-z]{2})_)?(sa|su|a|d|f|h|n)(\d{2})$", re.IGNORECASE)
 
 
@@ -174,6 +177,20 @@ def load_savee(root: Path) -> LoadResult:
     return LoadResult(items, skipped)
 
 
+def load_nemo(root: Path) -> LoadResult:
+    """nEMO (Polish): flat ``EB0_anger_1.wav``; speaker EB0, emotion anger/fear/happiness/neutral/
+    sadness/surprised (nEMO has no disgust). Speaker is ``nemo:EB0``."""
+    items, skipped = [], []
+    for p in audio_files(root):
+        m = _NEMO_RE.match(p.stem)
+        label = NEMO_EMOTIONS.get(m.group(2).lower()) if m else None
+        if not m or label is None:
+            skipped.append((str(p), "name does not follow nEMO's EB0_anger_1 scheme"))
+            continue
+        items.append(Item(str(p), "nemo", f"nemo:{m.group(1).upper()}", label))
+    return LoadResult(items, skipped)
+
+
 def load_manifest(csv_path: Path) -> LoadResult:
     """A user manifest: CSV with header ``path,label,speaker``; paths relative to the CSV's folder.
 
@@ -210,11 +227,12 @@ LOADERS: dict[str, Callable[[Path], LoadResult]] = {
     "ravdess": load_ravdess,
     "tess": load_tess,
     "savee": load_savee,
+    "nemo": load_nemo,
     "manifest": load_manifest,
 }
 
 #: Folder names under a data root (``../shared/data``) for each corpus.
-DEFAULT_FOLDERS = {"cremad": "cremad", "ravdess": "ravdess", "tess": "tess", "savee": "savee"}
+DEFAULT_FOLDERS = {"cremad": "cremad", "ravdess": "ravdess", "tess": "tess", "savee": "savee", "nemo": "nemo"}
 
 
 def parse_data_args(data: Iterable[str], data_root: Path | None) -> list[tuple[str, Path]]:

@@ -18,7 +18,9 @@ from tqdm import tqdm
 from models.audio import decode, to_mono
 from models.errors import SERError
 from models.runtime import EmotionModel
+from training.augment import CODECS, codec
 from training.augment import telephone as telephone_channel
+from training.calibrate import ece
 from training.corpora import Item
 from training.metrics import scores
 
@@ -29,26 +31,104 @@ def csv_columns(labels: tuple[str, ...]) -> list[str]:
     return CSV_FIXED + [f"p_{label}" for label in labels]
 
 
-def evaluate_items(model: EmotionModel, items: list[Item], *, telephone: bool = False, progress: bool = True
+#: Channel conditions: what each test clip passes through before the serving path.
+CONDITIONS = ("clean", "telephone", "gsm", "opus8", "mp3")
+#: Speaker-history modes for bundles that take speaker statistics (ignored by others):
+#: ``none``: the clip alone (a single file); ``speaker``: plus :data:`HISTORY_CLIPS` other clips of
+#: the same speaker, drawn without looking at labels; ``call``: generated calls (:func:`call_orders`),
+#: each clip's history is what the call said before it, causally.
+HISTORIES = ("none", "speaker", "call")
+HISTORY_CLIPS = 6
+#: Generated calls: ``CALL_NEUTRAL`` neutral clips and ``CALL_OTHER`` clips of other emotions per call.
+CALL_NEUTRAL, CALL_OTHER = 8, 3
+
+
+def channel(y: np.ndarray, *, sr: int, condition: str) -> np.ndarray:
+    if condition == "clean":
+        return y
+    if condition == "telephone":
+        return telephone_channel(y, sr=sr)
+    if condition in CODECS:
+        return codec(y, name=condition, sr=sr)
+    raise ValueError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
+
+
+def call_orders(items: list[Item], *, seed: int) -> list[list[int]]:
+    """Generated calls per speaker: every non-neutral clip appears once, in calls of ``CALL_OTHER``
+    such clips among ``CALL_NEUTRAL`` neutral ones (drawn with replacement from the speaker's
+    neutral clips), in random order: mostly neutral, as calls are."""
+    rng = np.random.default_rng(seed)
+    by_speaker: dict[str, tuple[list[int], list[int]]] = {}
+    for i, it in enumerate(items):
+        neutral, other = by_speaker.setdefault(it.speaker, ([], []))
+        (neutral if it.label == "neutral" else other).append(i)
+    calls = []
+    for speaker in sorted(by_speaker):
+        neutral, other = by_speaker[speaker]
+        other = [other[int(j)] for j in rng.permutation(len(other))]
+        for k in range(0, max(len(other), 1), CALL_OTHER):
+            chunk = other[k : k + CALL_OTHER]
+            picks = [neutral[int(j)] for j in rng.integers(0, len(neutral), CALL_NEUTRAL)] if neutral else []
+            order = chunk + picks
+            calls.append([order[int(j)] for j in rng.permutation(len(order))])
+    return calls
+
+
+def evaluate_items(model: EmotionModel, items: list[Item], *, telephone: bool = False, condition: str = "clean",
+                   history: str = "none", seed: int = 0, progress: bool = True
                    ) -> tuple[list[dict[str, object]], list[tuple[str, str]]]:
-    """Classify every item; returns CSV rows and failures ``(path, reason)``."""
+    """Classify every item (``call`` history: every position of every generated call); returns CSV
+    rows and failures ``(path, reason)``. ``telephone`` is the older spelling of ``condition="telephone"``."""
+    if telephone:
+        condition = "telephone"
+    if history not in HISTORIES:
+        raise ValueError(f"history must be one of {', '.join(HISTORIES)}, got {history!r}")
     sr = model.spec.sample_rate
-    rows, fails = [], []
-    for it in tqdm(items, desc="evaluating" + (" (telephone)" if telephone else ""), unit="clip",
-                   disable=not progress, mininterval=2):
+    waves: dict[int, np.ndarray] = {}
+    fails = []
+    for k, it in enumerate(tqdm(items, desc=f"decoding ({condition})", unit="clip", disable=not progress,
+                                mininterval=2)):
         try:
-            y, _ = decode(it.path, sr=sr)
-            y = to_mono(y)
-            if telephone:
-                y = telephone_channel(y, sr=sr)
-            probs, _ = model.predict_clip(y)
+            waves[k] = channel(to_mono(decode(it.path, sr=sr)[0]), sr=sr, condition=condition)
+            if len(waves[k]) < model.spec.segment.samples(sr)[2]:
+                raise SERError(f"clip of {len(waves[k]) / sr:.2f} s is shorter than segment.min_s")
+        except SERError as exc:
+            waves.pop(k, None)
+            fails.append((it.path, str(exc)))
+    use_history = model.uses_speaker and history != "none"
+    sums = {k: model.clip_sums(y) for k, y in waves.items()} if use_history else {}
+    rng = np.random.default_rng(seed)
+    jobs: list[tuple[int, np.ndarray | None]] = []
+    if not use_history:
+        jobs = [(k, None) for k in waves]
+    elif history == "speaker":
+        by_speaker: dict[str, list[int]] = {}
+        for k in waves:
+            by_speaker.setdefault(items[k].speaker, []).append(k)
+        for k in waves:
+            pool = [j for j in by_speaker[items[k].speaker] if j != k]
+            pick = rng.choice(len(pool), size=min(HISTORY_CLIPS, len(pool)), replace=False) if pool else []
+            jobs.append((k, sum((sums[pool[int(j)]] for j in pick), np.zeros_like(sums[k]))))
+    else:
+        kept = [k for k in range(len(items)) if k in waves]
+        for call in call_orders([items[k] for k in kept], seed=seed):
+            acc = np.zeros_like(next(iter(sums.values())))
+            for pos in call:
+                k = kept[pos]
+                jobs.append((k, acc.copy()))
+                acc += sums[k]
+    rows = []
+    for k, hist in tqdm(jobs, desc="evaluating", unit="clip", disable=not progress, mininterval=2):
+        it = items[k]
+        try:
+            probs, _ = model.predict_clip(waves[k], history=hist)
         except SERError as exc:
             fails.append((it.path, str(exc)))
             continue
-        k = int(np.argmax(probs))
+        best = int(np.argmax(probs))
         row: dict[str, object] = {"path": it.path, "corpus": it.corpus, "speaker": it.speaker,
-                                  "true_label": it.label, "pred_label": model.labels[k],
-                                  "confidence": round(float(probs[k]), 6)}
+                                  "true_label": it.label, "pred_label": model.labels[best],
+                                  "confidence": round(float(probs[best]), 6)}
         for label, p in zip(model.labels, probs, strict=True):
             row[f"p_{label}"] = round(float(p), 6)
         rows.append(row)
@@ -60,10 +140,15 @@ def report(rows: list[dict[str, object]], labels: tuple[str, ...], **extra: obje
     groups: dict[str, list[dict[str, object]]] = defaultdict(list)
     for r in rows:
         groups[str(r["corpus"])].append(r)
-    per = {c: scores([str(r["true_label"]) for r in g], [str(r["pred_label"]) for r in g], labels)
-           for c, g in sorted(groups.items())}
-    overall = scores([str(r["true_label"]) for r in rows], [str(r["pred_label"]) for r in rows], labels)
-    return {**extra, "labels": list(labels), "corpora": per, "overall": overall}
+    def score(g: list[dict[str, object]]) -> dict[str, object]:
+        sc = scores([str(r["true_label"]) for r in g], [str(r["pred_label"]) for r in g], labels)
+        probs = np.array([[float(r[f"p_{lab}"]) for lab in labels] for r in g])  # type: ignore[arg-type]
+        y = np.array([labels.index(str(r["true_label"])) for r in g])
+        sc["ece"] = round(ece(probs, y), 4) if len(g) else 0.0
+        return sc
+
+    per = {c: score(g) for c, g in sorted(groups.items())}
+    return {**extra, "labels": list(labels), "corpora": per, "overall": score(rows)}
 
 
 def write_csv(path: Path, rows: list[dict[str, object]], labels: tuple[str, ...]) -> None:
@@ -106,14 +191,17 @@ def plot_confusion(path: Path, rep: dict[str, object], title: str) -> None:
 
 
 def run_evaluation(model: EmotionModel, items: list[Item], *, predictions: Path, report_path: Path,
-                   telephone: bool = False, progress: bool = True, **extra: object) -> dict[str, object]:
+                   telephone: bool = False, condition: str = "clean", history: str = "none", seed: int = 0,
+                   progress: bool = True, **extra: object) -> dict[str, object]:
     """Evaluate, write CSV + JSON report + PNG (``<report stem>.png``); returns the report."""
-    rows, fails = evaluate_items(model, items, telephone=telephone, progress=progress)
-    rep = report(rows, model.labels, model=model.model_id, telephone=telephone,
+    condition = "telephone" if telephone else condition
+    rows, fails = evaluate_items(model, items, condition=condition, history=history, seed=seed, progress=progress)
+    rep = report(rows, model.labels, model=model.model_id, telephone=condition == "telephone",
+                 condition=condition, history=history if model.uses_speaker else "n/a",
                  failures=[{"path": p, "reason": r} for p, r in fails], **extra)
     write_csv(predictions, rows, model.labels)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(rep, indent=1) + "\n", encoding="utf-8")
     plot_confusion(report_path.with_suffix(".png"), rep,
-                   f"{model.model_id}{' (telephone mu-law)' if telephone else ''}")
+                   f"{model.model_id} ({condition}, history {history})")
     return rep

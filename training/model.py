@@ -11,6 +11,11 @@ mean/std); output softmax named ``probs``.
 2. Four small conv blocks (BatchNorm, ReLU, spatial dropout, max-pool; time pooled by 3 first so it
    stays cheap on CPU; a residual connection on the last block).
 3. Dense projection per time step, a BiLSTM, mean + max pooling over time, dense, softmax.
+4. Optional second input ``speaker`` ``(2 * n_mels + 1,)``: the channel's running statistics
+   (:mod:`models.speaker`). ``SpeakerDeviation`` turns them into how this segment differs from the
+   speaker's usual voice (band means and spreads relative to the speaker's, in the speaker's own
+   units) plus the statistics' weight, and a small dense layer feeds that to the head. This is the
+   per-segment level and tilt that ``SegmentCMN`` removes, measured against the right reference.
 """
 
 from __future__ import annotations
@@ -67,11 +72,26 @@ class SegmentSpectrum(layers.Layer):
         return {**super().get_config(), "n_coefs": self.n_coefs}
 
 
+@keras.saving.register_keras_serializable(package="ser")
+class SpeakerDeviation(layers.Layer):
+    """``[features (b, t, f), speaker (b, 2f + 1)] -> (b, 2f + 1)``: the segment's band means minus
+    the speaker's, over the speaker's std; the log ratio of the segment's band std to the speaker's;
+    and the statistics' weight (how much of them is the speaker's own voice)."""
+
+    def call(self, inputs: Any) -> Any:
+        x, spk = inputs
+        f = x.shape[-1]
+        mean, std, weight = spk[:, :f], spk[:, f : 2 * f], spk[:, 2 * f :]
+        seg_mean = ops.mean(x, axis=1)
+        seg_std = ops.sqrt(ops.mean(ops.square(x - seg_mean[:, None, :]), axis=1) + 1e-4)
+        return ops.concatenate([(seg_mean - mean) / std, ops.log(seg_std / std), weight], axis=-1)
+
+
 def build_model(
     *, n_frames: int, n_mels: int, n_labels: int, width: int = 16, rnn_units: int = 64,
-    dropout: float = 0.3, seed: int = 0, cmn: bool = True, spectrum_coefs: int = 0,
+    dropout: float = 0.3, seed: int = 0, cmn: bool = True, spectrum_coefs: int = 0, speaker: bool = False,
 ) -> Any:
-    """Return an uncompiled ``keras.Model``."""
+    """Return an uncompiled ``keras.Model`` (two inputs, ``features`` and ``speaker``, when ``speaker``)."""
     keras.utils.set_random_seed(seed)
 
     def conv_block(x: Any, filters: int, pool: tuple[int, int], *, residual: bool, name: str) -> Any:
@@ -104,8 +124,15 @@ def build_model(
         pooled.append(SegmentLevel(name="segment_level")(inp))
     if spectrum_coefs:
         pooled.append(SegmentSpectrum(spectrum_coefs, name="segment_spectrum")(inp))
+    inputs = [inp]
+    if speaker:
+        spk = keras.Input(shape=(2 * n_mels + 1,), name="speaker")
+        inputs.append(spk)
+        d = SpeakerDeviation(name="speaker_deviation")([inp, spk])
+        d = layers.Dropout(dropout / 2, name="speaker_drop")(d)
+        pooled.append(layers.Dense(32, activation="relu", name="speaker_proj")(d))
     x = layers.Concatenate(name="pool")(pooled)
     x = layers.Dropout(dropout, name="head_drop")(x)
     x = layers.Dense(64, activation="relu", name="head")(x)
     out = layers.Dense(n_labels, activation="softmax", name="probs")(x)
-    return keras.Model(inp, out, name="ser_cnn_lstm")
+    return keras.Model(inputs if speaker else inp, out, name="ser_cnn_lstm")

@@ -5,9 +5,13 @@ Defaults per corpus (scaled down when a corpus has fewer speakers):
 - CREMA-D: 15 test speakers, 8 validation speakers, the rest train.
 - RAVDESS: 4 test actors (2 male = odd ids, 2 female = even ids), 2 validation actors (1 + 1).
 - SAVEE: 1 test speaker, the rest train (only 3 speakers).
+- nEMO: 2 test speakers, 1 validation speaker, the rest train.
 - TESS: training only. It has just two speakers, both female, reading the same 200 words; holding
   one out would halve its training data and test one voice only.
 - manifests / anything else: ~20 % of speakers test, ~10 % validation.
+
+``hold_out`` corpora (leave-one-corpus-out) put every speaker of that corpus in test: a model
+trained without them shows what an unseen corpus (language, recording set-up) does.
 
 ``random`` mode splits clips, not speakers (70/10/20): its figures leak speaker and sentence and
 are NOT comparable; it exists only to show how misleading such figures are.
@@ -24,7 +28,10 @@ import numpy as np
 from training.corpora import Item
 
 DEFAULT_COUNTS: dict[str, tuple[int, int]] = {"cremad": (15, 8), "ravdess": (4, 2), "savee": (1, 0),
-                                              "tess": (0, 0)}
+                                              "nemo": (2, 1), "tess": (0, 0)}
+
+
+_FIRST = ("cremad", "ravdess", "savee", "tess")
 
 
 def _counts(corpus: str, n: int) -> tuple[int, int]:
@@ -55,14 +62,18 @@ def _ravdess_pick(speakers: list[str], n: int, rng: np.random.Generator) -> list
     return out
 
 
-def speaker_split(items: list[Item], *, seed: int) -> dict[str, list[str]]:
-    """Return ``{"train": [...], "val": [...], "test": [...]}`` speaker ids (sorted), disjoint."""
+def speaker_split(items: list[Item], *, seed: int, hold_out: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Return ``{"train": [...], "val": [...], "test": [...]}`` speaker ids (sorted), disjoint.
+
+    The other corpora's split does not depend on ``hold_out`` (the same seed gives the same
+    speakers), so leave-one-corpus-out runs share their test speakers with the main run."""
     rng = np.random.default_rng(seed)
     by_corpus: dict[str, set[str]] = defaultdict(set)
     for it in items:
         by_corpus[it.corpus].add(it.speaker)
     out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for corpus in sorted(by_corpus):
+    # corpora added later (nEMO) draw after the original four, so their test speakers stay those of 1.2.0
+    for corpus in sorted(by_corpus, key=lambda c: (c not in _FIRST, c)):
         speakers = sorted(by_corpus[corpus])
         n_test, n_val = _counts(corpus, len(speakers))
         if corpus == "ravdess" and all(s.split(":")[1].isdigit() for s in speakers):
@@ -71,6 +82,8 @@ def speaker_split(items: list[Item], *, seed: int) -> dict[str, list[str]]:
         else:
             perm = [speakers[i] for i in rng.permutation(len(speakers))]
             test, val = perm[:n_test], perm[n_test : n_test + n_val]
+        if corpus in hold_out:  # drawn as usual first, so the other corpora's speakers do not change
+            test, val = speakers, []
         out["test"].extend(test)
         out["val"].extend(val)
         out["train"].extend(s for s in speakers if s not in test and s not in val)

@@ -23,10 +23,12 @@ from tqdm import tqdm
 from models.bundle import Spec
 from models.features import FeatureParams, SegmentParams, VadParams, logmel
 from models.features import clip_segments as serving_segments
+from models.speaker import SpeakerParams, stats_vector
 from training import CORPUS_SHARES, DEFAULT_CORPUS_SHARE, MODEL_NAME, MODEL_VERSION
-from training.augment import AugmentConfig, augment_clip, spec_augment
+from training.augment import AugmentConfig, augment_example, spec_augment
 from training.corpora import Item
 from training.data import WaveStore
+from training.history import Histories, HistoryConfig, clip_sums, gain_shift, segment_sums
 from training.metrics import uar
 
 #: Down-weight TESS in the balanced sampler: two speakers, 200 words, very easy, 2800 clips.
@@ -51,6 +53,8 @@ class FitConfig:
     dropout: float = 0.3
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     spec_augment: bool = True
+    speaker: bool = True
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     threads: int = 2
     progress: bool = True
     name: str = MODEL_NAME
@@ -60,14 +64,42 @@ class FitConfig:
         out = {k: v for k, v in self.__dict__.items() if k not in {"augment", "progress", "threads"}}
         out["labels"] = list(self.labels)
         out["augment"] = self.augment.to_dict()
+        out["history"] = self.history.to_dict()
         return out
 
 
 def base_spec(labels: tuple[str, ...], mean: np.ndarray, std: np.ndarray, *, name: str, version: str,
-              info: dict[str, Any] | None = None) -> Spec:
+              info: dict[str, Any] | None = None, speaker: SpeakerParams | None = None) -> Spec:
     return Spec(name=name, version=version, labels=labels, sample_rate=8000, segment=SegmentParams(),
                 features=FeatureParams(), vad=VadParams(), norm_mean=mean.astype(np.float32),
-                norm_std=std.astype(np.float32), info=info or {})
+                norm_std=std.astype(np.float32), speaker=speaker, info=info or {})
+
+
+def speaker_tables(store: WaveStore, items: list[Item], parts: dict[str, list[int]], spec: Spec,
+                   cfg: HistoryConfig) -> tuple[SpeakerParams, Histories]:
+    """The prior of the speaker statistics (voiced training frames, pooled) and every training and
+    validation clip's voiced-frame sums, clean and narrowband, for drawing histories."""
+    idx = parts["train"] + parts["val"]
+    mean, std = spec.norm_mean, spec.norm_std
+
+    def featurize(segs: np.ndarray) -> np.ndarray:
+        return ((features(segs, spec) - mean) / std).astype(np.float32)
+
+    probe = replace_speaker(spec, SpeakerParams(prior_mean=(0.0,) * len(mean), prior_std=(1.0,) * len(mean)))
+    clean = clip_sums(store, idx, probe, featurize, narrowband=False)
+    narrow = clip_sums(store, idx, probe, featurize, narrowband=True)
+    f = len(mean)
+    tot = clean[: len(parts["train"])].sum(axis=0)
+    pm = tot[:f] / tot[-1]
+    ps = np.sqrt(np.maximum(tot[f : 2 * f] / tot[-1] - pm * pm, 1e-4))
+    params = SpeakerParams(prior_mean=tuple(float(v) for v in pm), prior_std=tuple(float(v) for v in ps))
+    return params, Histories(items, idx, clean, narrow, cfg)
+
+
+def replace_speaker(spec: Spec, speaker: SpeakerParams | None) -> Spec:
+    from dataclasses import replace
+
+    return replace(spec, speaker=speaker)
 
 
 def clip_segments(y: np.ndarray, spec: Spec) -> np.ndarray:
@@ -92,10 +124,14 @@ def norm_stats(store: WaveStore, idx: list[int], spec: Spec, *, rng: np.random.G
 
 
 class ClipSet:
-    """Features of whole clips as serving sees them, for validation (clip = mean of segment probs)."""
+    """Features of whole clips as serving sees them, for validation (clip = mean of segment probs).
+
+    With a speaker spec and ``histories``, every segment also gets its speaker vector: the clip's
+    own voiced frames plus a label-blind history of ``val_clips`` other clips of its speaker
+    (seeded, the same every epoch)."""
 
     def __init__(self, store: WaveStore, idx: list[int], items: list[Item], spec: Spec,
-                 mean: np.ndarray, std: np.ndarray) -> None:
+                 mean: np.ndarray, std: np.ndarray, histories: Histories | None = None, seed: int = 0) -> None:
         segs, owner = [], []
         self.y = np.array([spec.labels.index(items[i].label) for i in idx], dtype=np.int64)
         for k, i in enumerate(idx):
@@ -105,9 +141,25 @@ class ClipSet:
         self.owner = np.asarray(owner, dtype=np.int64)
         self.x = ((features(np.concatenate(segs), spec) - mean) / std).astype(np.float32) if segs else None
         self.n = len(idx)
+        self.speaker: np.ndarray | None = None
+        if spec.speaker is not None and self.x is not None:
+            own = segment_sums(np.concatenate(segs), self.x, spec)
+            per_clip = np.zeros((self.n, own.shape[1]))
+            np.add.at(per_clip, self.owner, own)
+            if histories is not None:
+                rng = np.random.default_rng(seed)
+                per_clip += np.stack([histories.label_blind(i, n=histories.cfg.val_clips, rng=rng) for i in idx])
+            self.speaker = stats_vector(per_clip, spec.speaker)[self.owner]
+
+    @property
+    def inputs(self) -> Any:
+        return self.x if self.speaker is None else [self.x, self.speaker]
+
+    def segment_probs(self, model: Any, batch: int = 256) -> np.ndarray:
+        return np.asarray(model.predict(self.inputs, batch_size=batch, verbose=0))
 
     def predict(self, model: Any, batch: int = 256) -> np.ndarray:
-        probs = model.predict(self.x, batch_size=batch, verbose=0)
+        probs = self.segment_probs(model, batch)
         out = np.zeros((self.n, probs.shape[1]), dtype=np.float64)
         np.add.at(out, self.owner, probs)
         return out / np.maximum(np.bincount(self.owner, minlength=self.n), 1)[:, None]
@@ -146,19 +198,29 @@ def sampling_weights(items: list[Item], idx: list[int], *, corpus_share: str = D
 
 
 def epoch_data(store: WaveStore, items: list[Item], idx: list[int], probs: np.ndarray, spec: Spec,
-               mean: np.ndarray, std: np.ndarray, cfg: FitConfig, rng: np.random.Generator
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """One epoch of augmented, normalised training features and integer labels."""
+               mean: np.ndarray, std: np.ndarray, cfg: FitConfig, rng: np.random.Generator,
+               histories: Histories | None = None) -> tuple[Any, np.ndarray]:
+    """One epoch of augmented, normalised training features and integer labels; with ``histories``,
+    the inputs are ``[features, speaker vectors]`` (see :mod:`training.history`)."""
     n = min(cfg.epoch_size, max(len(idx), cfg.batch_size)) if cfg.epoch_size else len(idx)
     pick = rng.choice(len(idx), size=n, replace=True, p=probs)
     window, _, _ = spec.segment.samples(spec.sample_rate)
-    waves = np.stack([augment_clip(store.get(idx[j]), sr=spec.sample_rate, window=window, rng=rng,
-                                   cfg=cfg.augment) for j in pick])
+    babble = [store.get(idx[int(j)]) for j in rng.choice(len(idx), size=64)] if cfg.augment.p_babble else None
+    examples = [augment_example(store.get(idx[j]), sr=spec.sample_rate, window=window, rng=rng,
+                                cfg=cfg.augment, babble=babble) for j in pick]
+    waves = np.stack([e[0] for e in examples])
     x = ((features(waves, spec) - mean) / std).astype(np.float32)
+    inputs: Any = x
+    if histories is not None and spec.speaker is not None:
+        own = segment_sums(waves, x, spec)
+        hist = np.stack([histories.draw(idx[j], narrowband=e[2], rng=rng) for j, e in zip(pick, examples,
+                                                                                           strict=True)])
+        hist = gain_shift(hist, np.array([e[1] for e in examples]), std)
+        inputs = [x, stats_vector(own + hist, spec.speaker)]
     if cfg.spec_augment:
         spec_augment(x, rng=rng)
     y = np.array([spec.labels.index(items[idx[j]].label) for j in pick], dtype=np.int64)
-    return x, y
+    return inputs, y
 
 
 def configure_tf(threads: int) -> None:
@@ -173,7 +235,7 @@ def configure_tf(threads: int) -> None:
 
 
 def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]], spec: Spec,
-                cfg: FitConfig, *, log: Any = print) -> tuple[Any, dict[str, Any]]:
+                cfg: FitConfig, *, log: Any = print, histories: Histories | None = None) -> tuple[Any, dict[str, Any]]:
     """Train with early stopping on validation UAR; returns the best Keras model and the history.
 
     The weights of the second-half epoch with the best validation UAR are kept (raw, or their moving
@@ -190,10 +252,10 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
     mean, std = spec.norm_mean, spec.norm_std
     train_idx, val_idx = parts["train"], parts["val"]
     probs = sampling_weights(items, train_idx, corpus_share=cfg.corpus_share)
-    val = ClipSet(store, val_idx, items, spec, mean, std)
+    val = ClipSet(store, val_idx, items, spec, mean, std, histories, seed=cfg.seed)
     model = build_model(n_frames=spec.n_frames, n_mels=spec.features.n_mels, n_labels=len(spec.labels),
                         width=cfg.width, rnn_units=cfg.rnn_units, dropout=cfg.dropout, seed=cfg.seed,
-                        spectrum_coefs=cfg.spectrum_coefs)
+                        spectrum_coefs=cfg.spectrum_coefs, speaker=spec.speaker is not None)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
     history: list[dict[str, float]] = []
@@ -206,7 +268,7 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
     # order, so the data are exactly those computed in line. data_s is the time spent waiting for it.
     prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epoch-data")
     next_epoch = functools.partial(prefetch.submit, epoch_data, store, items, train_idx, probs, spec, mean, std,
-                                   cfg, rng)
+                                   cfg, rng, histories)
     upcoming = next_epoch()
     try:
         for epoch in bar:
