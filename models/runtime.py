@@ -80,6 +80,12 @@ class EmotionModel:
         return feats
 
     @property
+    def uncertain_below(self) -> float:
+        """Calibrated confidence under which a record is flagged ``uncertain`` (0: never)."""
+        cal = self.spec.calibration
+        return cal.uncertain_below if cal is not None else 0.0
+
+    @property
     def uses_speaker(self) -> bool:
         """Whether the bundle takes per-speaker statistics (``spec.speaker``)."""
         return self.spec.speaker is not None

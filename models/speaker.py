@@ -25,13 +25,17 @@ line noise do not drag a quiet speaker's statistics towards silence.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from models.errors import ParameterError
-from models.features import FeatureParams
+from models.features import FeatureParams, logmel
+
+if TYPE_CHECKING:
+    from models.bundle import Spec
 
 #: Warm-up: voiced frames (10 ms each at hop 80 / 8 kHz) after which a channel's own statistics
 #: weigh as much as the prior. 500 frames = 5 s of voiced speech.
@@ -177,3 +181,52 @@ class ChannelStats:
 def prior_vector(params: SpeakerParams) -> np.ndarray:
     """The ``speaker`` vector of a channel that has not spoken yet (the prior, weight 0)."""
     return stats_vector(np.zeros(params.size), params)
+
+
+class SpeakerTracker:
+    """The running statistics of every channel of one call, for whoever cuts the call (the
+    producer, a gateway): feed each channel's voiced segments in order, get their speaker vectors.
+
+    Features are the model's own (:func:`models.features.logmel`, normalised with the spec's
+    mean/std), computed here once more than the worker does (about 0.3 ms per 3 s segment), because
+    only the ingestion side sees a channel's segments in order.
+    """
+
+    def __init__(self, spec: Spec) -> None:
+        if spec.speaker is None:
+            raise ParameterError(f"{spec.model_id} takes no speaker statistics")
+        self.spec = spec
+        self.params: SpeakerParams = spec.speaker
+        self._mean = spec.norm_mean.astype(np.float32)
+        self._inv_std = (1.0 / spec.norm_std).astype(np.float32)
+        self.channels: dict[str, ChannelStats] = {}
+
+    def update(self, channel: str, segments: np.ndarray, *, valid: np.ndarray | None = None) -> np.ndarray:
+        """Speaker vectors ``(k, 2 * n_mels + 1)`` of ``segments`` ``(k, window)`` of ``channel``
+        (``valid``: real samples per segment; the rest is padding)."""
+        x = logmel(y=segments, sr=self.spec.sample_rate, params=self.spec.features)
+        x -= self._mean
+        x *= self._inv_std
+        mask = voiced_frames(segments=segments, features=self.spec.features, rel_db=self.params.rel_db,
+                             floor_dbfs=self.params.floor_dbfs, valid=valid)
+        stats = self.channels.setdefault(channel, ChannelStats(self.params))
+        return stats.update(x, mask)
+
+
+def encode_vectors(v: np.ndarray) -> str:
+    """Speaker vectors ``(k, size)`` -> base64 of little-endian float32 (compact, exact, JSON-safe)."""
+    return base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_vectors(text: str, *, k: int, size: int) -> np.ndarray:
+    """Inverse of :func:`encode_vectors`; raises ValueError unless it holds ``k x size`` finite floats."""
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ValueError(f"speaker vectors are not valid base64: {exc}") from None
+    if len(raw) != 4 * k * size:
+        raise ValueError(f"speaker vectors hold {len(raw)} bytes, expected {4 * k * size} ({k} x {size} float32)")
+    v = np.frombuffer(raw, dtype="<f4").reshape(k, size).astype(np.float32)
+    if not np.isfinite(v).all():
+        raise ValueError("speaker vectors hold non-finite values")
+    return v

@@ -62,6 +62,7 @@ class Batch:
     channel: str
     items: list[tuple[int, float, float]] = field(default_factory=list)  # (seq, start_s, end_s)
     segments: list[np.ndarray] = field(default_factory=list)
+    speaker: list[np.ndarray] = field(default_factory=list)  # per segment, when the model takes them
 
 
 class Batcher:
@@ -71,10 +72,13 @@ class Batcher:
         self.size = size
         self._open: dict[str, Batch] = {}
 
-    def add(self, channel: str, seq: int, start_s: float, end_s: float, samples: np.ndarray) -> Batch | None:
+    def add(self, channel: str, seq: int, start_s: float, end_s: float, samples: np.ndarray,
+            speaker: np.ndarray | None = None) -> Batch | None:
         batch = self._open.setdefault(channel, Batch(channel))
         batch.items.append((seq, start_s, end_s))
         batch.segments.append(samples)
+        if speaker is not None:
+            batch.speaker.append(speaker)
         if len(batch.items) >= self.size:
             return self._open.pop(channel)
         return None
@@ -97,7 +101,7 @@ class Backend:
         try:
             return make_payload(stream_id=self.stream_id, channel=batch.channel, model_id=self.spec.model_id,
                                 sample_rate=self.spec.sample_rate, window=self.window, items=batch.items,
-                                pcm_key=key)
+                                pcm_key=key, speaker=np.stack(batch.speaker) if batch.speaker else None)
         except ValueError as exc:
             raise SERError(f"refusing to enqueue a batch: {exc}") from None
 
@@ -138,6 +142,7 @@ class Pending:
     left: set[int]  # seqs without a record
     sent_at: float
     attempt: int = 0
+    speaker: np.ndarray | None = None  # the batch's speaker vectors, when the model takes them
 
     @property
     def jid(self) -> str:
@@ -291,7 +296,8 @@ class RedisBackend(Backend):
             pipe.set(claim_key(p.base_jid), b"1", ex=RESULTS_TTL_S)
         pipe.set(key, p.pcm, ex=PCM_TTL_S)
         payload = make_payload(stream_id=self.stream_id, channel=p.channel, model_id=self.spec.model_id,
-                               sample_rate=self.spec.sample_rate, window=self.window, items=p.items, pcm_key=key)
+                               sample_rate=self.spec.sample_rate, window=self.window, items=p.items, pcm_key=key,
+                               speaker=p.speaker)
         self.queue.enqueue_call(
             JOB_FUNC, args=(payload,), job_id=jid, timeout=JOB_TIMEOUT_S,
             result_ttl=JOB_RESULT_TTL_S, failure_ttl=JOB_FAILURE_TTL_S, ttl=PCM_TTL_S,
@@ -320,7 +326,7 @@ class RedisBackend(Backend):
             return []
         p = Pending(base_jid=jid, channel=batch.channel, items=list(batch.items),
                     pcm=pcm_encode(np.stack(batch.segments)), left={int(s) for s, _, _ in batch.items},
-                    sent_at=time.monotonic())
+                    sent_at=time.monotonic(), speaker=np.stack(batch.speaker) if batch.speaker else None)
         self.pending[jid] = p
         for seq in p.left:
             self._owner[(p.channel, seq)] = jid

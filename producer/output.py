@@ -7,7 +7,7 @@ import json
 from typing import Any, TextIO
 
 #: CSV columns before the per-label ``p_<label>`` columns, and after them.
-CSV_HEAD = ("stream_id", "channel", "seq", "start_s", "end_s", "kind", "label", "confidence")
+CSV_HEAD = ("stream_id", "channel", "seq", "start_s", "end_s", "kind", "label", "confidence", "uncertain")
 CSV_TAIL = ("model", "error")
 
 
@@ -55,7 +55,8 @@ class TableWriter(Writer):
         if record["kind"] == "failure":
             self.out.write(head + f"FAILED: {record.get('error')}\n")
         else:
-            self.out.write(head + f"{record['label']:<12} {record['confidence']:5.2f}\n")
+            flag = "  uncertain" if record.get("uncertain") else ""
+            self.out.write(head + f"{record['label']:<12} {record['confidence']:5.2f}{flag}\n")
 
 
 WRITERS: dict[str, type[Writer]] = {"table": TableWriter, "jsonl": JsonlWriter, "csv": CsvWriter}

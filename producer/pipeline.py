@@ -6,9 +6,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TextIO
 
+import numpy as np
+
 from models.bundle import load_bundle
 from models.errors import AudioError, SERError
 from models.features import voiced
+from models.speaker import SpeakerTracker
 from producer.collector import Collector
 from producer.dispatch import Backend, Batch, Batcher, EmbeddedBackend, RedisBackend, StalledError
 from producer.metrics import ProducerMetrics
@@ -84,6 +87,7 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
     stats = [ChannelStats(n) for n in names]
     segmenter = Segmenter(spec=spec, in_rate=source.rate, channels=source.channels)
     batcher = Batcher(settings.batch)
+    tracker = SpeakerTracker(spec) if spec.speaker is not None else None  # per-channel statistics
     sr = spec.sample_rate
     hop_s = spec.segment.hop_s
     metrics = ProducerMetrics(connection)  # counters in Redis for the workers' /metrics; no-op embedded
@@ -120,7 +124,9 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
                     continue
                 st.sent += 1
                 collector.expect(st.name, c.seq)
-                batch = batcher.add(st.name, c.seq, c.start / sr, c.end / sr, c.samples[i])
+                vec = (tracker.update(st.name, c.samples[i : i + 1], valid=np.array([c.end - c.start]))[0]
+                       if tracker is not None else None)
+                batch = batcher.add(st.name, c.seq, c.start / sr, c.end / sr, c.samples[i], vec)
                 if batch is not None:
                     send(batch)
         skipped = sum(st.skipped for st in stats) - skipped

@@ -53,6 +53,7 @@ def _segments(records: Iterable[Mapping[str, Any]], channels: Sequence[str]) -> 
             "channel": str(r["channel"]), "seq": int(r.get("seq", 0)),
             "start_s": float(r["start_s"]), "end_s": float(r["end_s"]),
             "label": str(r["label"]), "confidence": float(r.get("confidence", 0.0)),
+            "uncertain": bool(r.get("uncertain", False)),
         }
         for r in records if is_result(r) and str(r["channel"]) in keep
     ]
@@ -193,14 +194,16 @@ _JS = r"""
     data.segments.forEach(function (s) {
       if (s.channel !== channel) { return; }
       var r = el("rect", {
-        "class": "segment", "data-channel": channel, "data-seq": s.seq, "data-label": s.label,
+        "class": s.uncertain ? "segment uncertain" : "segment", "data-channel": channel, "data-seq": s.seq,
+        "data-label": s.label, "stroke": s.uncertain ? "#555555" : "none", "stroke-dasharray": "3 2",
         x: (left + s.start_s * scale).toFixed(2), y: y,
         width: Math.max(1, (s.end_s - s.start_s) * scale).toFixed(2), height: rowH,
         fill: data.colours[s.label] || "#444444",
-        "fill-opacity": (0.35 + 0.65 * Math.max(0, Math.min(1, s.confidence))).toFixed(3)
+        "fill-opacity": s.uncertain ? "0.2" : (0.35 + 0.65 * Math.max(0, Math.min(1, s.confidence))).toFixed(3)
       }, g);
       el("title", {}, r).textContent = channel + " #" + s.seq + ": " + s.label + " " +
-        Math.round(100 * s.confidence) + "% (" + fmt(s.start_s) + "\u2013" + fmt(s.end_s) + ")";
+        Math.round(100 * s.confidence) + "%" + (s.uncertain ? " (uncertain)" : "") +
+        " (" + fmt(s.start_s) + "\u2013" + fmt(s.end_s) + ")";
     });
   });
   svg.setAttribute("data-rendered", data.segments.length);
@@ -255,7 +258,8 @@ def write_report(
 <div class="legend">{legend}</div>
 <svg id="timeline" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="emotion timeline per channel"></svg>
 <noscript><img alt="emotion timeline" style="max-width:100%" src="data:image/png;base64,{png_b64}"></noscript>
-<p class="meta">Bar colour: predicted emotion; opacity: confidence. Hover a bar for details. Gaps: silence
+<p class="meta">Bar colour: predicted emotion; opacity: confidence; pale with a dashed outline: uncertain
+(below the model's calibrated threshold). Hover a bar for details. Gaps: silence
 (not classified) or failed segments.</p>
 <h2>Summary per channel</h2>
 <div class="summaries">

@@ -30,7 +30,8 @@ class Stretch(TypedDict):
 class ChannelSummary(TypedDict):
     segments: int  # classified segments (result records)
     failed: int  # failure records
-    shares: dict[str, float]  # every label -> fraction of classified segments (sums to 1, or all 0)
+    uncertain: int  # classified segments flagged ``uncertain`` (not counted in shares or stretches)
+    shares: dict[str, float]  # every label -> fraction of the confident segments (sums to 1, or all 0)
     longest_negative: Stretch | None
 
 
@@ -40,6 +41,12 @@ Summary = dict[str, ChannelSummary]
 def is_result(record: Mapping[str, Any]) -> bool:
     """A classified segment: ``kind`` is ``result`` (or absent) and a label is present."""
     return record.get("kind", "result") == "result" and "label" in record
+
+
+def is_uncertain(record: Mapping[str, Any]) -> bool:
+    """A result whose calibrated confidence is below the model's threshold (field ``uncertain``;
+    records of models without calibration never carry it as true)."""
+    return bool(record.get("uncertain", False))
 
 
 def _order(record: Mapping[str, Any]) -> tuple[float, int]:
@@ -88,8 +95,9 @@ def summarise(
     """``{channel: ChannelSummary}`` in order of first appearance.
 
     ``shares`` has every label of ``labels`` (in that order; a label outside it is added at the
-    end) with its fraction of the channel's classified segments. ``failed`` counts failure
-    records; ``end`` records are ignored.
+    end) with its fraction of the channel's confident classified segments: segments flagged
+    ``uncertain`` are counted in ``uncertain`` and left out of the shares and of the longest
+    negative stretch (they end a stretch). ``failed`` counts failure records; ``end`` records are ignored.
     """
     negative = tuple(negative)
     by_channel: dict[str, list[Mapping[str, Any]]] = {}
@@ -103,14 +111,17 @@ def summarise(
             failed[channel] += 1
     out: Summary = {}
     for channel, results in by_channel.items():
-        counts = Counter(str(r["label"]) for r in results)
+        sure = [r for r in results if not is_uncertain(r)]
+        counts = Counter(str(r["label"]) for r in sure)
         names = list(labels) + sorted(set(counts) - set(labels))
-        n = len(results)
+        n = len(sure)
         out[channel] = ChannelSummary(
-            segments=n,
+            segments=len(results),
             failed=failed[channel],
+            uncertain=len(results) - n,
             shares={lab: (counts[lab] / n if n else 0.0) for lab in names},
-            longest_negative=longest_negative(results, labels, negative),
+            longest_negative=longest_negative(
+                [{**r, "label": "uncertain"} if is_uncertain(r) else r for r in results], labels, negative),
         )
     return out
 
@@ -131,7 +142,9 @@ def channel_lines(stats: ChannelStats, summary: ChannelSummary | None, *, hop_s:
              f"({stats.skipped * hop_s:.1f} s)" + (f", {failed} failed" if failed else "")]
     if summary and summary["segments"]:
         shares = sorted(((s, lab) for lab, s in summary["shares"].items() if s > 0), key=lambda t: -t[0])
-        lines.append("  emotions: " + ", ".join(f"{lab} {s:.0%}" for s, lab in shares))
+        unsure = summary.get("uncertain", 0)
+        lines.append("  emotions: " + (", ".join(f"{lab} {s:.0%}" for s, lab in shares) or "none confident")
+                     + (f" (of {summary['segments'] - unsure} confident; {unsure} uncertain)" if unsure else ""))
         stretch = summary["longest_negative"]
         if stretch is None:
             lines.append("  longest negative stretch: none")

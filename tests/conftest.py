@@ -20,6 +20,17 @@ def tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def speaker_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like tiny_bundle_dir, but the model takes per-speaker statistics and is calibrated
+    (temperature 1.5, records under 0.3 confidence flagged uncertain)."""
+    from models.bundle import Calibration
+
+    path = tmp_path_factory.mktemp("speaker-bundle")
+    make_tiny_bundle(path, speaker=True, calibration=Calibration(temperature=1.5, uncertain_below=0.3))
+    return path
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The shared corpora; tests using it are skipped, loudly, where it is absent."""

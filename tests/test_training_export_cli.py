@@ -239,7 +239,7 @@ def test_shipped_bundle_matches_shared_data(shared_data: Path) -> None:
 
 
 def test_random_split_note_says_whether_the_run_was_as_long(tmp_path: Path) -> None:
-    from training.cli import random_split_note
+    from training.cli_report import random_split_note
 
     info = tmp_path / "info.json"
     info.write_text(json.dumps({"training": {"epochs_run": 58, "config": {"epoch_size": 4096}}}))

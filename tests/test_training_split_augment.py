@@ -106,13 +106,14 @@ def test_spec_augment_masks_in_place() -> None:
 
 
 def test_augmentation_only_in_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Validation features come from the serving path untouched: augment_clip is never called there."""
+    """Validation features come from the serving path untouched: augmentation is never called there."""
     from models.bundle import Spec  # noqa: F401
     from training import train
     from training.data import WaveStore
 
     calls = []
-    monkeypatch.setattr(train, "augment_clip", lambda *a, **k: calls.append(1) or np.zeros(24000, np.float32))
+    monkeypatch.setattr(train, "augment_example",
+                        lambda *a, **k: calls.append(1) or (np.zeros(24000, np.float32), 0.0, False))
     clips = [np.round(np.sin(np.arange(n) / 5) * 8000).astype(np.int16) for n in (20000, 30000)]
     offsets = np.array([0, 20000, 50000])
     store = WaveStore(np.concatenate(clips), offsets)

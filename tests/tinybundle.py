@@ -12,15 +12,19 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from models.bundle import Bundle, Spec, write_bundle
+from models.bundle import Bundle, Calibration, Spec, write_bundle
 from models.features import FeatureParams, SegmentParams, VadParams
+from models.speaker import SpeakerParams
 
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
 
-def tiny_spec(*, labels: tuple[str, ...] = LABELS, sample_rate: int = 8000, window_s: float = 3.0) -> Spec:
+def tiny_spec(*, labels: tuple[str, ...] = LABELS, sample_rate: int = 8000, window_s: float = 3.0,
+              speaker: bool = False, calibration: Calibration | None = None) -> Spec:
     features = FeatureParams()
-    return Spec(
+    sp = (SpeakerParams(prior_mean=(0.5,) * features.n_mels, prior_std=(1.0,) * features.n_mels, prior_frames=200.0)
+          if speaker else None)
+    return Spec(speaker=sp, calibration=calibration,
         name="tiny-test", version="0.0.1", labels=labels, sample_rate=sample_rate,
         segment=SegmentParams(window_s=window_s, hop_s=window_s), features=features, vad=VadParams(),
         norm_mean=np.full(features.n_mels, -50.0, dtype=np.float32),
@@ -42,11 +46,19 @@ def tiny_onnx(spec: Spec, *, seed: int = 0, n_frames: int | None = None) -> byte
         helper.make_node("Add", ["logits0", "B"], ["logits"]),
         helper.make_node("Softmax", ["logits"], [spec.output_name], axis=-1),
     ]
+    inputs = [helper.make_tensor_value_info(spec.input_name, TensorProto.FLOAT, ["batch", frames, n_mels])]
+    inits = [weight, bias, axes]
+    if spec.speaker is not None:  # logits also depend on the speaker vector: logits0 += speaker @ W2
+        size = spec.speaker.size
+        inits.append(numpy_helper.from_array(rng.standard_normal((size, n_labels)).astype(np.float32), "W2"))
+        inputs.append(helper.make_tensor_value_info(spec.speaker.input, TensorProto.FLOAT, ["batch", size]))
+        nodes[1:2] = [helper.make_node("MatMul", ["pooled", "W"], ["logitsA"]),
+                      helper.make_node("MatMul", [spec.speaker.input, "W2"], ["logitsS"]),
+                      helper.make_node("Add", ["logitsA", "logitsS"], ["logits0"])]
     graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info(spec.input_name, TensorProto.FLOAT, ["batch", frames, n_mels])],
+        nodes, "tiny", inputs,
         [helper.make_tensor_value_info(spec.output_name, TensorProto.FLOAT, ["batch", n_labels])],
-        initializer=[weight, bias, axes],
+        initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8

@@ -21,6 +21,11 @@ from models.errors import SERError
 from training import CORPUS_SHARES, DEFAULT_CORPUS_SHARE, MODEL_NAME, MODEL_VERSION
 from training.corpora import CANONICAL_LABELS, CorpusError, Item, load_corpora, parse_data_args
 
+#: Evaluation channel conditions and speaker-history modes (training.evaluate; kept here as literals
+#: so that ``ser-train --help`` does not import numpy-heavy modules).
+CONDITIONS = ("clean", "telephone", "gsm", "opus8", "mp3")
+HISTORIES = ("none", "speaker", "call")
+
 REPRODUCE = "ser-train fit --data-root ../shared/data --out runs/default --bundle models/default"
 
 
@@ -311,12 +316,19 @@ def _write_final(out: Path, bundle: Path | None, spec: Any, info: dict[str, Any]
                    "(directory or spec.json) to score the speakers it was tested on.")
 @click.option("--part", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
               help="Which part of --speakers-from to keep.")
-@click.option("--telephone", is_flag=True, help="Pass each clip through a 300-3400 Hz, 8-bit mu-law channel first.")
+@click.option("--telephone", is_flag=True, help="Same as --condition telephone (300-3400 Hz, 8-bit mu-law).")
+@click.option("--condition", type=click.Choice(CONDITIONS), default="clean", show_default=True,
+              help="Channel each clip passes through first: telephone, or a real codec (gsm = GSM 06.10, "
+                   "opus8 = Opus at ~9 kbit/s, mp3).")
+@click.option("--history", "history_mode", type=click.Choice(HISTORIES), default="speaker", show_default=True,
+              help="Speaker statistics for models that take them: speaker = 6 other clips of the speaker (chosen "
+                   "without labels), none = the clip alone, call = generated mostly-neutral calls, causal.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the histories and generated calls.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(model_dir: Path | None, data_root: Path | None, data: tuple[str, ...], predictions: Path,
-             report_path: Path, speakers_from: Path | None, part: str, telephone: bool, threads: int,
-             quiet: bool) -> None:
+             report_path: Path, speakers_from: Path | None, part: str, telephone: bool, condition: str,
+             history_mode: str, seed: int, threads: int, quiet: bool) -> None:
     """Classify every audio file of the given corpora through the serving path and score it."""
     from models.runtime import EmotionModel
     from training.evaluate import run_evaluation
@@ -342,10 +354,11 @@ def evaluate(model_dir: Path | None, data_root: Path | None, data: tuple[str, ..
         if not items:
             raise click.ClickException(f"no files of the {part} speakers in {speakers_from} found in the data given")
     rep = run_evaluation(em, items, predictions=predictions, report_path=report_path, telephone=telephone,
-                         progress=not quiet, split=str(speakers_from) if speakers_from else None,
-                         part=part if speakers_from else None)
+                         condition=condition, history=history_mode, seed=seed, progress=not quiet,
+                         split=str(speakers_from) if speakers_from else None, part=part if speakers_from else None)
     for corpus, sc in rep["corpora"].items():  # type: ignore[union-attr]
-        click.echo(f"{corpus}: n={sc['n']} UAR {sc['uar']:.3f} WA {sc['wa']:.3f} macro-F1 {sc['macro_f1']:.3f}")
+        click.echo(f"{corpus}: n={sc['n']} UAR {sc['uar']:.3f} WA {sc['wa']:.3f} macro-F1 {sc['macro_f1']:.3f} "
+                   f"ECE {sc['ece']:.3f}")
     ov = rep["overall"]
     click.echo(f"overall: n={ov['n']} UAR {ov['uar']:.3f} WA {ov['wa']:.3f} macro-F1 {ov['macro_f1']:.3f}")  # type: ignore[index]
 
@@ -390,48 +403,14 @@ def export(run_dir: Path, bundle: Path) -> None:
     click.echo(f"bundle written to {bundle} (parity max |diff| {par['max_abs_diff']:.2e})")
 
 
-@main.command()
-@click.option("--bundle", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
-@click.option("--random-split-report", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
-              help="test_clean.json of a `fit --split random` run (figures with speaker leakage).")
-def card(bundle: Path, random_split_report: Path) -> None:
-    """Add a random clip-level split's figures (clearly labelled not comparable) to a bundle's spec and card."""
-    from dataclasses import replace
+def _register_report_commands() -> None:
+    from training.cli_report import card, summarize
 
-    from models.bundle import ONNX_FILE, load_bundle, write_bundle
-    from training.card import render_card
-
-    try:
-        spec = load_bundle(bundle).spec
-        rep = json.loads(random_split_report.read_text(encoding="utf-8"))
-        short = {"corpora": {c: _short(v) for c, v in rep["corpora"].items()}, "overall": _short(rep["overall"])}
-    except (SERError, ValueError, KeyError) as exc:
-        raise click.ClickException(f"cannot annotate {bundle}: {exc}") from None
-    info = dict(spec.info)
-    info["random_split"] = {"note": random_split_note(random_split_report.parent.parent / "info.json",
-                                                      main_epochs=info.get("training", {}).get("epochs_run")),
-                            "report": short, "source": str(random_split_report)}
-    final = replace(spec, info=info)
-    text = render_card(final.to_dict(), command=info.get("training", {}).get("command", REPRODUCE))
-    write_bundle(bundle, onnx_bytes=(bundle / ONNX_FILE).read_bytes(), spec=final, card=text)
-    click.echo(f"{bundle}: random-split figures added (overall UAR {short['overall']['uar']:.3f})")
+    main.add_command(card)
+    main.add_command(summarize)
 
 
-def random_split_note(run_info: Path, *, main_epochs: int | None) -> str:
-    """The card's caveat for a random-split run, saying whether it trained as long as the main model."""
-    epochs_run, size = None, None
-    if run_info.is_file():
-        tr = json.loads(run_info.read_text(encoding="utf-8")).get("training", {})
-        epochs_run, size = tr.get("epochs_run"), tr.get("config", {}).get("epoch_size")
-    what = f" ({epochs_run} epochs of {size} clips)" if epochs_run else ""
-    leak = ("on a random 70/10/20 clip-level split of the same corpora: test clips share speakers and sentences "
-            "with training clips. NOT comparable to the speaker-held-out figures above")
-    if epochs_run and main_epochs and epochs_run >= 0.75 * main_epochs:
-        return (f"A separate run of the same recipe{what}, about as long as the main model's ({main_epochs} "
-                f"epochs), {leak}, and its test set holds other clips and corpora (TESS only here). Compare "
-                "corpus by corpus, and allow for a few points of run-to-run noise: these are single runs.")
-    return (f"A separate, shorter run{what} {leak}, nor in training length: a short run is undertrained, so "
-            "its figures can even fall below the main model's; with equal training, leakage inflates them.")
+_register_report_commands()
 
 
 if __name__ == "__main__":

@@ -24,14 +24,15 @@ from training.calibrate import ece
 from training.corpora import Item
 from training.metrics import scores
 
-CSV_FIXED = ["path", "corpus", "speaker", "true_label", "pred_label", "confidence"]
+CSV_FIXED = ["path", "corpus", "speaker", "true_label", "pred_label", "confidence", "history_clips"]
 
 
 def csv_columns(labels: tuple[str, ...]) -> list[str]:
     return CSV_FIXED + [f"p_{label}" for label in labels]
 
 
-#: Channel conditions: what each test clip passes through before the serving path.
+#: Channel conditions: what each test clip passes through before the serving path
+#: (``training.cli.CONDITIONS`` repeats them for the CLI; a test keeps the two equal).
 CONDITIONS = ("clean", "telephone", "gsm", "opus8", "mp3")
 #: Speaker-history modes for bundles that take speaker statistics (ignored by others):
 #: ``none``: the clip alone (a single file); ``speaker``: plus :data:`HISTORY_CLIPS` other clips of
@@ -98,9 +99,9 @@ def evaluate_items(model: EmotionModel, items: list[Item], *, telephone: bool = 
     use_history = model.uses_speaker and history != "none"
     sums = {k: model.clip_sums(y) for k, y in waves.items()} if use_history else {}
     rng = np.random.default_rng(seed)
-    jobs: list[tuple[int, np.ndarray | None]] = []
+    jobs: list[tuple[int, np.ndarray | None, int]] = []  # (item, history sums, clips in the history)
     if not use_history:
-        jobs = [(k, None) for k in waves]
+        jobs = [(k, None, 0) for k in waves]
     elif history == "speaker":
         by_speaker: dict[str, list[int]] = {}
         for k in waves:
@@ -108,17 +109,17 @@ def evaluate_items(model: EmotionModel, items: list[Item], *, telephone: bool = 
         for k in waves:
             pool = [j for j in by_speaker[items[k].speaker] if j != k]
             pick = rng.choice(len(pool), size=min(HISTORY_CLIPS, len(pool)), replace=False) if pool else []
-            jobs.append((k, sum((sums[pool[int(j)]] for j in pick), np.zeros_like(sums[k]))))
+            jobs.append((k, sum((sums[pool[int(j)]] for j in pick), np.zeros_like(sums[k])), len(pick)))
     else:
         kept = [k for k in range(len(items)) if k in waves]
         for call in call_orders([items[k] for k in kept], seed=seed):
             acc = np.zeros_like(next(iter(sums.values())))
-            for pos in call:
+            for n, pos in enumerate(call):
                 k = kept[pos]
-                jobs.append((k, acc.copy()))
+                jobs.append((k, acc.copy(), n))
                 acc += sums[k]
     rows = []
-    for k, hist in tqdm(jobs, desc="evaluating", unit="clip", disable=not progress, mininterval=2):
+    for k, hist, n_hist in tqdm(jobs, desc="evaluating", unit="clip", disable=not progress, mininterval=2):
         it = items[k]
         try:
             probs, _ = model.predict_clip(waves[k], history=hist)
@@ -128,7 +129,7 @@ def evaluate_items(model: EmotionModel, items: list[Item], *, telephone: bool = 
         best = int(np.argmax(probs))
         row: dict[str, object] = {"path": it.path, "corpus": it.corpus, "speaker": it.speaker,
                                   "true_label": it.label, "pred_label": model.labels[best],
-                                  "confidence": round(float(probs[best]), 6)}
+                                  "confidence": round(float(probs[best]), 6), "history_clips": n_hist}
         for label, p in zip(model.labels, probs, strict=True):
             row[f"p_{label}"] = round(float(p), 6)
         rows.append(row)

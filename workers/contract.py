@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.speaker import decode_vectors, encode_vectors
+
 #: Payload layout version; workers reject other versions with a failure record.
 PAYLOAD_VERSION = 1
 #: Default RQ queue name (Redis list ``rq:queue:ser``).
@@ -48,6 +50,8 @@ JOB_TIMEOUT_S = 120
 #: Most segments one job may carry, and most PCM bytes one job may reference.
 MAX_BATCH = 256
 MAX_PCM_BYTES = 32 << 20
+#: Largest speaker vector a job may carry (``2 * n_mels + 1`` floats per segment).
+MAX_SPEAKER_SIZE = 1025
 #: Scale between float samples in [-1, 1] and int16 PCM.
 PCM_SCALE = 32768.0
 
@@ -123,19 +127,31 @@ def pcm_decode(data: bytes, *, k: int, window: int) -> np.ndarray:
 
 def make_payload(
     *, stream_id: str, channel: str, model_id: str, sample_rate: int, window: int,
-    items: Sequence[tuple[int, float, float]], pcm_key: str,
+    items: Sequence[tuple[int, float, float]], pcm_key: str, speaker: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The JSON job argument. ``items``: ``(seq, start_s, end_s)`` per segment, in PCM order."""
+    """The JSON job argument. ``items``: ``(seq, start_s, end_s)`` per segment, in PCM order.
+
+    ``speaker``: optional ``(len(items), size)`` speaker vectors (the channel's running statistics up
+    to each segment, :mod:`models.speaker`), carried as base64 float32 in ``speaker`` with
+    ``speaker_size``; a worker whose model takes them uses them, and the prior when they are absent.
+    """
     if not 1 <= len(items) <= MAX_BATCH:
         raise ValueError(f"a job carries 1-{MAX_BATCH} segments, got {len(items)}")
     if 2 * len(items) * window > MAX_PCM_BYTES:
         raise ValueError(f"a job may reference at most {MAX_PCM_BYTES} PCM bytes")
-    return {
+    out = {
         "v": PAYLOAD_VERSION, "stream_id": stream_id, "channel": channel, "model_id": model_id,
         "sample_rate": int(sample_rate), "window": int(window), "pcm_key": pcm_key,
         "results_key": results_key(stream_id),
         "items": [[int(s), round(float(a), 3), round(float(b), 3)] for s, a, b in items],
     }
+    if speaker is not None:
+        if speaker.ndim != 2 or len(speaker) != len(items) or not 1 <= speaker.shape[1] <= MAX_SPEAKER_SIZE:
+            raise ValueError(f"speaker vectors have shape {speaker.shape}, "
+                             f"expected ({len(items)}, <= {MAX_SPEAKER_SIZE})")
+        out["speaker"] = encode_vectors(speaker)
+        out["speaker_size"] = int(speaker.shape[1])
+    return out
 
 
 def check_payload(payload: Any) -> dict[str, Any]:
@@ -157,6 +173,11 @@ def check_payload(payload: Any) -> dict[str, Any]:
         raise ValueError("payload items must be [seq, start_s, end_s] numbers")
     if not 1 <= payload["window"] or 2 * len(items) * payload["window"] > MAX_PCM_BYTES:
         raise ValueError(f"a job may reference 1 to {MAX_PCM_BYTES} PCM bytes")
+    if "speaker" in payload:
+        size = payload.get("speaker_size")
+        if not isinstance(payload["speaker"], str) or not isinstance(size, int) or isinstance(size, bool) \
+                or not 1 <= size <= MAX_SPEAKER_SIZE or len(payload["speaker"]) > 8 * len(items) * size:
+            raise ValueError(f"payload speaker vectors must be base64 text with speaker_size 1-{MAX_SPEAKER_SIZE}")
     return payload
 
 
@@ -182,9 +203,12 @@ class Classifier(Protocol):
     @property
     def model_id(self) -> str: ...
 
+    @property
+    def uncertain_below(self) -> float: ...
+
     def features(self, segments: np.ndarray) -> np.ndarray: ...
 
-    def predict_features(self, x: np.ndarray) -> np.ndarray: ...
+    def predict_features(self, x: np.ndarray, speaker: np.ndarray | None = None) -> np.ndarray: ...
 
 
 #: ``timer(stage)`` -> context manager; stages: ``decode``, ``features``, ``inference`` (and the
@@ -212,16 +236,19 @@ def classify(model: Classifier, payload: dict[str, Any], pcm: bytes,
     items = payload["items"]
     with timer("decode"):
         segs = pcm_decode(pcm, k=len(items), window=int(payload["window"]))
+        speaker = (decode_vectors(payload["speaker"], k=len(items), size=int(payload["speaker_size"]))
+                   if "speaker" in payload else None)
     with timer("features"):
         feats = model.features(segs)
     with timer("inference"):
-        probs = model.predict_features(feats)
+        probs = model.predict_features(feats, speaker)
     labels = model.labels
+    below = model.uncertain_below
     out = []
     for item, p in zip(items, probs, strict=True):
         best = int(np.argmax(p))
         out.append({**base_record(payload, item), "kind": "result", "label": labels[best],
-                    "confidence": round(float(p[best]), 6),
+                    "confidence": round(float(p[best]), 6), "uncertain": bool(p[best] < below),
                     "probs": {lab: round(float(v), 6) for lab, v in zip(labels, p, strict=True)},
                     "model": model.model_id})
     return out

@@ -1,0 +1,92 @@
+"""``ser-train card`` and ``ser-train summarize``: what a bundle's card says about its figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from models.errors import SERError
+from training.cli import REPRODUCE, _short
+
+
+@click.command()
+@click.option("--bundle", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
+@click.option("--random-split-report", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
+              help="test_clean.json of a `fit --split random` run (figures with speaker leakage).")
+def card(bundle: Path, random_split_report: Path) -> None:
+    """Add a random clip-level split's figures (clearly labelled not comparable) to a bundle's spec and card."""
+    from dataclasses import replace
+
+    from models.bundle import ONNX_FILE, load_bundle, write_bundle
+    from training.card import render_card
+
+    try:
+        spec = load_bundle(bundle).spec
+        rep = json.loads(random_split_report.read_text(encoding="utf-8"))
+        short = {"corpora": {c: _short(v) for c, v in rep["corpora"].items()}, "overall": _short(rep["overall"])}
+    except (SERError, ValueError, KeyError) as exc:
+        raise click.ClickException(f"cannot annotate {bundle}: {exc}") from None
+    info = dict(spec.info)
+    info["random_split"] = {"note": random_split_note(random_split_report.parent.parent / "info.json",
+                                                      main_epochs=info.get("training", {}).get("epochs_run")),
+                            "report": short, "source": str(random_split_report)}
+    final = replace(spec, info=info)
+    text = render_card(final.to_dict(), command=info.get("training", {}).get("command", REPRODUCE))
+    write_bundle(bundle, onnx_bytes=(bundle / ONNX_FILE).read_bytes(), spec=final, card=text)
+    click.echo(f"{bundle}: random-split figures added (overall UAR {short['overall']['uar']:.3f})")
+
+
+def random_split_note(run_info: Path, *, main_epochs: int | None) -> str:
+    """The card's caveat for a random-split run, saying whether it trained as long as the main model."""
+    epochs_run, size = None, None
+    if run_info.is_file():
+        tr = json.loads(run_info.read_text(encoding="utf-8")).get("training", {})
+        epochs_run, size = tr.get("epochs_run"), tr.get("config", {}).get("epoch_size")
+    what = f" ({epochs_run} epochs of {size} clips)" if epochs_run else ""
+    leak = ("on a random 70/10/20 clip-level split of the same corpora: test clips share speakers and sentences "
+            "with training clips. NOT comparable to the speaker-held-out figures above")
+    if epochs_run and main_epochs and epochs_run >= 0.75 * main_epochs:
+        return (f"A separate run of the same recipe{what}, about as long as the main model's ({main_epochs} "
+                f"epochs), {leak}, and its test set holds other clips and corpora (TESS only here). Compare "
+                "corpus by corpus, and allow for a few points of run-to-run noise: these are single runs.")
+    return (f"A separate, shorter run{what} {leak}, nor in training length: a short run is undertrained, so "
+            "its figures can even fall below the main model's; with equal training, leakage inflates them.")
+
+
+@click.command()
+@click.option("--run", "runs", multiple=True, required=True, type=click.Path(path_type=Path, exists=True,
+              file_okay=False), help="A finished fit run of the recipe (one per training seed); repeatable.")
+@click.option("--loco", multiple=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="A finished leave-one-corpus-out run (fit --hold-out-corpus); repeatable.")
+@click.option("--bundle", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Store the summary in this bundle's spec.json (evaluation_summary) and re-render its card.")
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), help="Also write the tables here.")
+def summarize(runs: tuple[Path, ...], loco: tuple[Path, ...], bundle: Path | None, markdown_path: Path | None) -> None:
+    """Means over training seeds with speaker-bootstrap intervals, codec losses, the worst speaker and
+    leave-one-corpus-out figures, from the runs' per-clip evaluation CSVs."""
+    from dataclasses import replace
+
+    from models.bundle import ONNX_FILE, load_bundle, write_bundle
+    from training.card import render_card
+    from training.summary import markdown
+    from training.summary import summarize as summarize_runs
+
+    try:
+        summary = summarize_runs(list(runs), list(loco))
+    except (OSError, KeyError, ValueError) as exc:
+        raise click.ClickException(f"cannot summarize: {exc}") from None
+    text = markdown(summary)
+    click.echo(text)
+    if markdown_path is not None:
+        markdown_path.write_text(text + "\n", encoding="utf-8")
+    if bundle is not None:
+        try:
+            spec = load_bundle(bundle).spec
+        except SERError as exc:
+            raise click.ClickException(str(exc)) from None
+        final = replace(spec, info={**spec.info, "evaluation_summary": summary})
+        card_text = render_card(final.to_dict(), command=spec.info.get("training", {}).get("command", REPRODUCE))
+        write_bundle(bundle, onnx_bytes=(bundle / ONNX_FILE).read_bytes(), spec=final, card=card_text)
+        click.echo(f"{bundle}: evaluation summary stored and card re-rendered")
