@@ -14,9 +14,11 @@ LICENCES: dict[str, dict[str, str]] = {
              "citation": "Dupuis & Pichora-Fuller (2010)"},
     "savee": {"name": "SAVEE", "licence": "free for research use, University of Surrey",
               "citation": "Haq & Jackson (2009)"},
+    "nemo": {"name": "nEMO (Polish)", "licence": "CC BY-NC-SA 4.0 (non-commercial)",
+             "citation": "Christop (2024), LREC-COLING 2024"},
     "manifest": {"name": "user manifest", "licence": "as supplied by the user", "citation": "-"},
 }
-NON_COMMERCIAL = {"ravdess", "tess", "savee"}
+NON_COMMERCIAL = {"ravdess", "tess", "savee", "nemo"}
 
 
 def _fmt(v: Any) -> str:
@@ -27,9 +29,15 @@ def _aug(a: dict[str, Any]) -> str:
     if not a:
         return "see training/augment.py"
     sp, snr, gain = a["speed_range"], a["snr_db"], a["gain_db"]
-    return (f"p={a['p_speed']} speed {sp[0]}–{sp[1]}, random 3 s crop, gain {gain[0]}…{gain[1]} dB, "
+    text = (f"p={a['p_speed']} speed {sp[0]}–{sp[1]}, random 3 s crop, gain {gain[0]}…{gain[1]} dB, "
             f"p={a['p_band']} band limits 200–400 / 3000–3700 Hz, p={a['p_noise']} white/pink noise "
             f"{snr[0]:g}–{snr[1]:g} dB SNR, p={a['p_mulaw']} mu-law / p={a['p_alaw']} A-law 8-bit")
+    if a.get("p_codec"):
+        text += (f", p={a['p_codec']} a real codec (GSM 06.10 / Opus ~9 kbit/s / MP3), p={a['p_loss']} packet loss "
+                 f"{a['loss_rate'][0]:g}–{a['loss_rate'][1]:g} of 20 ms frames, p={a['p_reverb']} synthetic "
+                 f"reverberation (RT60 {a['rt60'][0]:g}–{a['rt60'][1]:g} s), p={a['p_babble']} babble of 1–3 other "
+                 f"training speakers at {a['babble_snr_db'][0]:g}–{a['babble_snr_db'][1]:g} dB")
+    return text
 
 
 def _average(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
@@ -72,6 +80,47 @@ def figures_table(evaluation: dict[str, Any]) -> str:
 #: Held-out UAR targets of the issue that asked for this model, and the largest telephone loss allowed.
 TARGETS = {"cremad": 0.60, "ravdess": 0.65}
 MAX_TELEPHONE_LOSS = 0.03
+#: Model v2's further targets: leave-one-corpus-out UAR, the worst held-out speaker, codec losses, ECE.
+LOCO_TARGETS = {"nemo": 0.45, "savee": 0.45, "ravdess": 0.50}
+SPEAKER_FLOOR = 0.30
+MAX_ECE = 0.05
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def summary_targets(summary: dict[str, Any]) -> str:
+    """The targets against the seed means of ``evaluation_summary`` (training.summary)."""
+    ev = summary.get("evaluations", {})
+    clean = ev.get("clean", {})
+    lines = [f"Against the targets (means over {len(summary.get('seeds', []))} training seeds):", ""]
+    for corpus, goal in TARGETS.items():
+        if corpus in clean:
+            lines.append(f"- {corpus} held-out UAR {clean[corpus]['mean']:.3f} vs {goal:.2f}: "
+                         f"{_verdict(clean[corpus]['mean'] >= goal)}")
+    if clean:
+        worst = min(clean.values(), key=lambda f: f["worst_speaker"]["uar"])["worst_speaker"]
+        lines.append(f"- every held-out speaker >= {SPEAKER_FLOOR}: worst {worst['speaker']} {worst['uar']:.3f}: "
+                     f"{_verdict(worst['uar'] >= SPEAKER_FLOOR)}")
+    for corpus, goal in LOCO_TARGETS.items():
+        res = summary.get("loco", {}).get(corpus, {}).get("clean")
+        if res:
+            lines.append(f"- leave-one-corpus-out {corpus} UAR {res['mean']:.3f} vs {goal:.2f}: "
+                         f"{_verdict(res['mean'] >= goal)}")
+        else:
+            lines.append(f"- leave-one-corpus-out {corpus}: not measured")
+    for name in ("gsm", "opus8"):
+        for corpus in ("cremad", "ravdess"):
+            f = ev.get(name, {}).get(corpus)
+            if f and corpus in clean:
+                d = clean[corpus]["mean"] - f["mean"]
+                lines.append(f"- {name} loss on {corpus} {100 * d:+.1f} points vs at most 3: {_verdict(d <= 0.03)}")
+    if clean:
+        top = max(clean.items(), key=lambda kv: kv[1]["ece"])
+        lines.append(f"- ECE <= {MAX_ECE} after calibration: largest {top[0]} {top[1]['ece']:.3f}: "
+                     f"{_verdict(top[1]['ece'] <= MAX_ECE)}")
+    return "\n".join(lines)
 
 
 def targets_text(evaluation: dict[str, Any]) -> str:
@@ -91,6 +140,32 @@ def targets_text(evaluation: dict[str, Any]) -> str:
                     f"({'within' if d <= MAX_TELEPHONE_LOSS else '**beyond**'} the 3-point budget)")
         lines.append(f"- {corpus}: UAR {sc['uar']:.3f} vs target {goal:.2f}: {verdict}{loss}")
     return "\n".join(lines)
+
+
+def _speaker_text(spec_dict: dict[str, Any]) -> str:
+    """The per-speaker statistics and calibration paragraphs (bundles of spec format 2)."""
+    out = ""
+    sp = spec_dict.get("speaker_stats")
+    if isinstance(sp, dict):
+        out += (
+            "\n**Per-speaker statistics** (second input `speaker`, `models.speaker`): the running mean and std of "
+            "the channel's normalised log-mel over its voiced frames so far, blended with a prior from the "
+            f"training speakers (warm-up: the channel's own frames weigh as much as the prior after "
+            f"{sp.get('prior_frames', 0) / 100:g} s of voiced speech), and that weight. The head sees how the "
+            "segment's band means and spreads differ from the speaker's. The producer keeps these statistics per "
+            "channel, causally, and sends them with each job; a clip without history uses the prior and itself. "
+            "Training draws each example's history from 0–10 other clips of the same training speaker, mostly "
+            "neutral (p=0.6 each), through the same kind of channel and gain; validation and test histories "
+            "never look at labels.\n")
+    cal = spec_dict.get("calibration")
+    if isinstance(cal, dict):
+        out += (
+            f"\n**Calibration**: temperature {cal.get('temperature')} fitted on the validation speakers' segments "
+            f"(ECE {cal.get('val_ece_before')} → {cal.get('val_ece_after')}); records whose calibrated confidence "
+            f"is below {cal.get('uncertain_below')} carry `uncertain: true` (chosen so that validation segments at "
+            f"or above it are right {cal.get('target_precision', 0) * 100:.0f} % of the time; "
+            f"{100 * cal.get('val_uncertain_share', 0):.0f} % of validation segments fall below it).\n")
+    return out
 
 
 def render_card(spec_dict: dict[str, Any], *, command: str) -> str:
@@ -127,6 +202,14 @@ def render_card(spec_dict: dict[str, Any], *, command: str) -> str:
     cfg = tr.get("config", {})
     spectrum = (f", the first {cfg['spectrum_coefs']} DCT coefficients of its average spectrum (tilt)"
                 if cfg.get("spectrum_coefs") else "")
+    speaker_text = _speaker_text(spec_dict)
+    summary = spec_dict.get("evaluation_summary")
+    seeds_text = ""
+    if isinstance(summary, dict):
+        from training.summary import markdown
+
+        seeds_text = ("\n## Figures over training seeds (what counts)\n\n" + markdown(summary) + "\n\n"
+                      + summary_targets(summary) + "\n")
     return f"""# {spec_dict['name']} {spec_dict['version']} — speech emotion recognition (CNN-BiLSTM, ONNX)
 
 Classifies speech into **{labels}** from 3 s windows of 8 kHz audio (log-mel, 64 bands,
@@ -138,7 +221,7 @@ Classifies speech into **{labels}** from 3 s windows of 8 kHz audio (log-mel, 64
 Per-segment band-mean normalisation inside the graph (removes channel colouring, which otherwise
 identifies the corpus), 4 conv blocks, BiLSTM 2 × 64, mean + max pooling over time plus the segment's
 level mean/std{spectrum}, dense, softmax; ≈ 250 k parameters, ≈ 1 MB ONNX. See docs/training.md.
-
+{speaker_text}
 ## Training data
 
 | corpus | clips (train + val) | speakers (train + val) | licence | citation |
@@ -153,8 +236,9 @@ RAVDESS *calm* is mapped to *neutral*, TESS *ps* (pleasant surprise) to *surpris
 
 Speaker-independent, grouped by corpus + speaker, seed {split.get('seed')}: CREMA-D 15 test / 8
 validation speakers; RAVDESS 4 test actors (2 male, 2 female) / 2 validation (1 + 1); SAVEE 1 test
-speaker; **TESS in training only** (two female speakers reading the same 200 words: holding one out
-would test a single voice and halve the data). The split is in `spec.json` (`training.split`).
+speaker; nEMO 2 test / 1 validation speakers; **TESS in training only** (two female speakers reading
+the same 200 words: holding one out would test a single voice and halve the data). The split is in
+`spec.json` (`training.split`).
 
 {parts}
 
@@ -171,12 +255,12 @@ path (decode → 3 s segments → VAD → log-mel → normalise → ONNX → mea
 accuracy; macro-F1 over the labels present. *telephone* = the same clips through a 300–3400 Hz band
 limit and 8-bit mu-law (G.711-like) before classification.
 
-## Figures (held-out speakers)
+## Figures of this model (held-out speakers, this training seed)
 
 {figures_table(ev)}
 
 {targets_text(ev)}
-
+{seeds_text}
 Context: logistic regression on MFCC statistics ≈ 0.53 UAR on unseen CREMA-D speakers; the seed
 CNNs 0.48–0.51. Human listeners on CREMA-D audio alone: 40.9 % (Cao et al.).
 {random_note}
