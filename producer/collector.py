@@ -16,7 +16,7 @@ from typing import Any
 
 Key = tuple[str, int]  # (channel, seq)
 #: Fields of a released record that the collector keeps (the summary and the report need no more).
-KEPT_FIELDS = ("kind", "channel", "seq", "start_s", "end_s", "label", "confidence", "error")
+KEPT_FIELDS = ("kind", "channel", "seq", "start_s", "end_s", "label", "confidence", "uncertain", "error")
 
 
 class Collector:

@@ -27,7 +27,17 @@ def test_speaker_model_distributed_equals_embedded_with_uncertain_flags(
     emb = records(emb_out)
     assert [(r["channel"], r["seq"]) for r in emb] == EXPECTED
     assert all(isinstance(r["uncertain"], bool) for r in emb)
-    assert all(r["uncertain"] == (r["confidence"] < 0.3) for r in emb)
+    below = EmotionModel(speaker_bundle_dir).uncertain_below
+    assert all(r["uncertain"] == (r["confidence"] < below) for r in emb)
+    # the summary leaves uncertain segments out of the shares and says how many there were
+    code, _, summary = embedded([*args, "--format", "jsonl", "--stream-id", "spk2"])
+    assert code == 0
+    lines = summary.splitlines()
+    for ch in ("ch0", "ch1"):
+        unsure = sum(r["uncertain"] for r in emb if r["channel"] == ch)
+        line = next(lines[i + 1] for i in range(len(lines) - 1) if lines[i].startswith(f"{ch}:"))
+        assert line.strip().startswith("emotions:") and (f"{unsure} uncertain" in line) == (unsure > 0), line
+    assert any(r["uncertain"] for r in emb) and not all(r["uncertain"] for r in emb), "fixture: both kinds"
     prod = producer_proc(redis_url, *args)
     worker = worker_proc(redis_url, speaker_bundle_dir, "--processes", "1", "--burst")
     out, err = prod.communicate(timeout=60)
