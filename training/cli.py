@@ -77,7 +77,7 @@ def main() -> None:
 @click.option("--train-seed", type=int, default=None,
               help="Seed of the model's initial weights and the epochs' data only [default: --seed]: reruns "
                    "with other values measure run-to-run noise on the same split.")
-@click.option("--epochs", default=68, show_default=True, type=click.IntRange(1, 500))
+@click.option("--epochs", default=50, show_default=True, type=click.IntRange(1, 500))
 @click.option("--patience", default=10, show_default=True, type=click.IntRange(1, 500),
               help="Stop when validation UAR has not improved for this many epochs of the second half.")
 @click.option("--epoch-size", default=4096, show_default=True, type=click.IntRange(0),

@@ -39,7 +39,7 @@ CORPUS_WEIGHT = {"tess": 0.5}
 class FitConfig:
     labels: tuple[str, ...]
     seed: int = 1234
-    epochs: int = 68
+    epochs: int = 50
     patience: int = 10
     average_decay: float = 0.75
     corpus_share: str = DEFAULT_CORPUS_SHARE
