@@ -14,7 +14,7 @@ import onnxruntime as ort
 from models.bundle import Bundle, load_bundle
 from models.errors import BundleError, ParameterError
 from models.features import clip_segments, logmel
-from models.speaker import frame_sums, prior_vector, stats_vector, voiced_frames
+from models.speaker import prior_vector, segment_sums, stats_vector
 
 #: Default intra-op threads per session: one, so N worker processes use N cores.
 DEFAULT_THREADS = 1
@@ -96,9 +96,7 @@ class EmotionModel:
         sp = self.spec.speaker
         if sp is None:
             raise ParameterError(f"{self.model_id} takes no speaker statistics")
-        mask = voiced_frames(segments=segments, features=self.spec.features, rel_db=sp.rel_db,
-                             floor_dbfs=sp.floor_dbfs, valid=valid)
-        return frame_sums(x, mask)
+        return segment_sums(segments, x, params=sp, features=self.spec.features, valid=valid)
 
     def predict_features(self, x: np.ndarray, speaker: np.ndarray | None = None, *, calibrated: bool = True
                          ) -> np.ndarray:

@@ -130,6 +130,15 @@ def frame_sums(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.concatenate([s1, s2, n], axis=1)
 
 
+def segment_sums(segments: np.ndarray, x: np.ndarray, *, params: SpeakerParams, features: FeatureParams,
+                 valid: np.ndarray | None = None) -> np.ndarray:
+    """:func:`frame_sums` of segments ``(k, window)`` whose normalised features are ``x``, over the
+    frames :func:`voiced_frames` keeps with ``params``' gate: ``(k, 2 * n_mels + 1)``."""
+    mask = voiced_frames(segments=segments, features=features, rel_db=params.rel_db, floor_dbfs=params.floor_dbfs,
+                         valid=valid)
+    return frame_sums(x, mask)
+
+
 def stats_vector(sums: np.ndarray, params: SpeakerParams) -> np.ndarray:
     """``[sum, sumsq, count]`` ``(..., 2 * n_mels + 1)`` -> the model's ``speaker`` input
     ``(..., 2 * n_mels + 1)`` float32 = ``[mean, std, weight]`` blended with the prior."""
@@ -167,7 +176,10 @@ class ChannelStats:
     def update(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Fold in segments ``x`` ``(k, frames, n_mels)`` (voiced ``mask`` ``(k, frames)``), in order;
         returns ``(k, 2 * n_mels + 1)`` speaker vectors, the i-th including segments ``<= i``."""
-        per = frame_sums(x, mask)
+        return self.add(frame_sums(x, mask))
+
+    def add(self, per: np.ndarray) -> np.ndarray:
+        """Fold in per-segment sums ``(k, 2 * n_mels + 1)`` in order; returns the speaker vectors."""
         running = self.sums + np.cumsum(per, axis=0)
         if len(per):
             self.sums = running[-1].copy()
@@ -207,10 +219,8 @@ class SpeakerTracker:
         x = logmel(y=segments, sr=self.spec.sample_rate, params=self.spec.features)
         x -= self._mean
         x *= self._inv_std
-        mask = voiced_frames(segments=segments, features=self.spec.features, rel_db=self.params.rel_db,
-                             floor_dbfs=self.params.floor_dbfs, valid=valid)
         stats = self.channels.setdefault(channel, ChannelStats(self.params))
-        return stats.update(x, mask)
+        return stats.add(segment_sums(segments, x, params=self.params, features=self.spec.features, valid=valid))
 
 
 def encode_vectors(v: np.ndarray) -> str:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from models.bundle import Spec
-from models.speaker import frame_sums, voiced_frames
+from models.speaker import segment_sums as speaker_sums
 from training.augment import telephone
 from training.corpora import Item
 from training.data import WaveStore
@@ -37,14 +37,12 @@ class HistoryConfig:
         return asdict(self)
 
 
-def segment_sums(segs: np.ndarray, x: np.ndarray, spec: Spec, *, valid: np.ndarray | None = None) -> np.ndarray:
-    """Voiced-frame sums ``(k, 2 * n_mels + 1)`` of segments ``(k, window)`` with normalised features ``x``."""
-    sp = spec.speaker
-    if sp is None:
+def segment_sums(segs: np.ndarray, x: np.ndarray, spec: Spec) -> np.ndarray:
+    """Voiced-frame sums ``(k, 2 * n_mels + 1)`` of segments ``(k, window)`` with normalised features ``x``
+    (:func:`models.speaker.segment_sums` with the spec's parameters)."""
+    if spec.speaker is None:
         raise ValueError("the spec has no speaker_stats")
-    mask = voiced_frames(segments=segs, features=spec.features, rel_db=sp.rel_db, floor_dbfs=sp.floor_dbfs,
-                         valid=valid)
-    return frame_sums(x, mask)
+    return speaker_sums(segs, x, params=spec.speaker, features=spec.features)
 
 
 def clip_sums(store: WaveStore, idx: list[int], spec: Spec, featurize: object, *, narrowband: bool
