@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TextIO
 
+from callevents.writer import CallEvents
 from models.bundle import load_bundle
 from models.errors import AudioError, SERError
 from models.features import voiced
@@ -87,6 +88,10 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
     sr = spec.sample_rate
     hop_s = spec.segment.hop_s
     metrics = ProducerMetrics(connection)  # counters in Redis for the workers' /metrics; no-op embedded
+    # Call events and the active-call registry (callevents.schema); embedded mode: none.
+    calls = CallEvents(connection, call_id=settings.stream_id, source="stdin" if settings.audio == "-" else "file",
+                       channels=names, model=spec.model_id, labels=spec.labels, settings=settings.events)
+    calls.start()
     writer.start()
 
     def take(records: list[dict[str, Any]]) -> bool:
@@ -97,6 +102,7 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
             writer.write(rec)
         if ready:
             writer.flush()
+            calls.add(ready)
         return bool(records)
 
     def on_idle(block_s: float) -> bool:
@@ -155,6 +161,8 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
         error = str(exc)
     except BaseException:
         metrics.call_done(ok=False)
+        calls.end(reason="error", duration_s=segmenter.samples_seen / sr,
+                  summary=summarise(collector.released, spec.labels))
         raise
     finally:
         writer.flush()
@@ -165,6 +173,8 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
                  f"{failures[0]['channel']} seq {failures[0]['seq']}: {failures[0]['error']}")
     metrics.call_done(ok=error is None)
     per_channel = summarise(released, spec.labels)
+    calls.end(reason="completed" if error is None else "incomplete", duration_s=segmenter.samples_seen / sr,
+              summary=per_channel)
     return Outcome(
         expected=collector.expected, results=len(released) - len(failures), failures=len(failures),
         jobs=backend.jobs, resent=backend.resent, duplicates=collector.duplicates,

@@ -1,0 +1,149 @@
+"""Write one call's events and its registry entries to Redis (schema: :mod:`callevents.schema`).
+
+:class:`CallEvents` is what the ingestion side holds per call: :meth:`~CallEvents.start` when the
+call's channels are known, :meth:`~CallEvents.add` with the result records as they are released
+(in time order), :meth:`~CallEvents.end` once. Each call is one pipelined round trip.
+
+Events are best effort: the results stream is the record of a call. A Redis error while writing
+events is logged (once per call) and counted in :attr:`CallEvents.dropped`, and never stops the
+call. Without a connection (embedded mode) nothing is computed or written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from callevents.rules import Engine, EventSettings
+from callevents.schema import (
+    ALERT_CLOSED,
+    ALERT_OPENED,
+    CALL_ENDED,
+    CALL_EVENTS_MAXLEN,
+    CALL_STARTED,
+    CALL_TTL_S,
+    CALLS_KEY,
+    END_REASONS,
+    ENDED_KEEP,
+    ENDED_KEEP_S,
+    ENDED_KEY,
+    EVENTS_KEY,
+    EVENTS_MAXLEN,
+    TREND,
+    call_key,
+    encode_event,
+    events_key,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+class CallEvents:
+    def __init__(self, connection: Any, *, call_id: str, source: str, channels: Sequence[str], model: str = "",
+                 labels: Sequence[str] = (), params: Mapping[str, str] | None = None,
+                 settings: EventSettings | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.connection = connection
+        self.call_id = call_id
+        self.source = source
+        self.channels = list(channels)
+        self.model = model
+        self.labels = list(labels)
+        self.params = {str(k): str(v) for k, v in (params or {}).items()}
+        self.engine = Engine(settings, channels=self.channels, labels=self.labels)
+        self.clock = clock
+        self.started: float | None = None
+        self.ended = False
+        self.dropped = 0  # events lost to Redis errors
+        self.events: list[dict[str, Any]] = []  # every event written (or attempted), in order
+
+    @property
+    def enabled(self) -> bool:
+        return self.connection is not None
+
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return {"kind": kind, "call_id": self.call_id, "ts": round(self.clock(), 3), **fields}
+
+    def _info(self) -> dict[str, Any]:
+        return self.events[0] if self.events and self.events[0]["kind"] == CALL_STARTED else {}
+
+    def _write(self, events: list[dict[str, Any]], extra: Callable[[Any], None] | None = None) -> None:
+        if not events and extra is None:
+            return
+        self.events.extend(events)
+        hkey, ekey = call_key(self.call_id), events_key(self.call_id)
+        try:
+            pipe = self.connection.pipeline(transaction=False)
+            if extra is not None:
+                extra(pipe)
+            if self.started is not None and not self.ended:  # (re-)register: also after a Redis restart
+                pipe.zadd(CALLS_KEY, {self.call_id: self.started}, nx=True)
+                pipe.hsetnx(hkey, "info", _json(self._info()))
+            for ev in events:
+                fields = encode_event(ev)
+                pipe.xadd(ekey, fields, maxlen=CALL_EVENTS_MAXLEN, approximate=True)
+                pipe.xadd(EVENTS_KEY, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+                if ev["kind"] == TREND:
+                    pipe.hset(hkey, f"trend:{ev['channel']}", _json(ev))
+            if any(ev["kind"] in (ALERT_OPENED, ALERT_CLOSED) for ev in events):
+                pipe.hset(hkey, "alerts", _json(list(self.engine.open.values())))
+            pipe.expire(hkey, CALL_TTL_S)
+            pipe.expire(ekey, CALL_TTL_S)
+            pipe.execute()
+        except Exception as exc:  # redis.RedisError, OSError: events are best effort
+            self.dropped += len(events)
+            if self.dropped == len(events):
+                log.warning("call %s: events not written to Redis (%s); the call goes on", self.call_id, exc)
+
+    def start(self) -> None:
+        """Register the call as active (a re-used call id starts afresh) and publish ``call_started``."""
+        if not self.enabled or self.started is not None:
+            return
+        self.started = self.clock()
+        ev = self._event(CALL_STARTED, source=self.source, channels=self.channels, params=self.params,
+                         model=self.model, labels=self.labels)
+
+        def reset(pipe: Any) -> None:
+            pipe.delete(call_key(self.call_id), events_key(self.call_id))
+            pipe.zrem(ENDED_KEY, self.call_id)
+
+        self._write([ev], extra=reset)
+
+    def add(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Feed released result records to the rules; write and return the events they cause."""
+        if not self.enabled:
+            return []
+        events = [self._event(ev.pop("kind"), **ev) for rec in records for ev in self.engine.feed(rec)]
+        self._write(events)
+        return events
+
+    def end(self, *, reason: str, duration_s: float, summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Close open alerts, publish ``call_ended`` and move the call to the recently-ended list."""
+        if not self.enabled or self.ended or self.started is None:
+            return []
+        if reason not in END_REASONS:
+            raise ValueError(f"unknown end reason {reason!r} (one of {', '.join(END_REASONS)})")
+        closed = [self._event(ev.pop("kind"), **ev) for ev in self.engine.finish(at_s=duration_s)]
+        segments = sum(int(ch.get("segments", 0)) for ch in summary.values())
+        failed = sum(int(ch.get("failed", 0)) for ch in summary.values())
+        ended = self._event(CALL_ENDED, reason=reason, duration_s=round(duration_s, 3), segments=segments,
+                            failed=failed, summary=dict(summary))
+        now = ended["ts"]
+        self.ended = True
+
+        def finish(pipe: Any) -> None:
+            hkey = call_key(self.call_id)
+            pipe.hset(hkey, "ended", _json(ended))
+            pipe.zrem(CALLS_KEY, self.call_id)
+            pipe.zadd(ENDED_KEY, {self.call_id: now})
+            pipe.zremrangebyscore(ENDED_KEY, "-inf", now - ENDED_KEEP_S)
+            pipe.zremrangebyrank(ENDED_KEY, 0, -ENDED_KEEP - 1)
+
+        self._write([*closed, ended], extra=finish)
+        return [*closed, ended]
