@@ -206,7 +206,7 @@ def render_call(
     records: Iterable[Mapping[str, Any]], summary: Summary | None, *, title: str, model_id: str,
     channels: Sequence[str], labels: Sequence[str], duration_s: float, generated: str = "",
     png_b64: str | None = None, nonce: str | None = None, head_extra: str = "", body_top: str = "",
-    body_extra: str = "", data_extra: Mapping[str, Any] | None = None,
+    after_meta: str = "", body_extra: str = "", data_extra: Mapping[str, Any] | None = None,
 ) -> str:
     """The page of one call as an HTML string.
 
@@ -214,7 +214,7 @@ def render_call(
     ``confidence``, optional ``uncertain``; failure/end records are ignored). ``summary``: as
     :func:`reports.summary.summarise` returns, or None while the call runs. ``title`` is text
     (escaped here). ``png_b64``: a PNG of the timeline for the ``<noscript>`` fallback.
-    ``nonce``: CSP nonce put on the inline script. ``head_extra``/``body_top``/``body_extra``:
+    ``nonce``: CSP nonce put on the inline script. ``head_extra``/``body_top``/``after_meta``/``body_extra``:
     trusted HTML the caller built (and escaped) itself. ``data_extra``: more keys for the
     embedded JSON (``#ser-data``).
     """
@@ -250,7 +250,7 @@ def render_call(
 <p class="meta">Model <code id="model">{esc(model_id)}</code> &middot; duration
 <span id="duration">{_fmt_time(duration_s)} ({duration_s:.1f} s)</span> &middot;
 <span id="segment-count">{len(segs)}</span> classified segment(s) on {len(channels)} channel(s){generated_html}</p>
-<h2>Timeline</h2>
+{after_meta}<h2>Timeline</h2>
 <div class="legend">{legend}</div>
 <svg id="timeline" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="emotion timeline per channel"></svg>
 {noscript}<p class="meta">Bar colour and text: predicted emotion; opacity: confidence. Hover or focus (Tab) a bar for
