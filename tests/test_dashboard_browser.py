@@ -129,6 +129,16 @@ def js(driver: Any, script: str) -> Any:
     return driver.execute_script(script)
 
 
+def fits_width(driver: Any, width: int) -> bool:
+    """No horizontal scrolling at ``width`` CSS pixels (then back to 1280x800)."""
+    driver.set_window_size(width, 1024)
+    try:
+        check = f"return window.innerWidth <= {width} && document.documentElement.scrollWidth <= window.innerWidth"
+        return bool(wait_until(lambda: js(driver, check), 5, f"a {width} px wide window"))
+    finally:
+        driver.set_window_size(1280, 800)
+
+
 def test_dashboard_live_call_in_chromium(redis_url: str, browser: Any, tmp_path: Path) -> None:
     client = redis.Redis.from_url(redis_url)
     port = free_port()
@@ -194,9 +204,20 @@ def test_dashboard_live_call_in_chromium(redis_url: str, browser: Any, tmp_path:
         wait_until(lambda: "worker(s)" in browser.find_element("id", "pool").text, 10, "pool health")
         IMG_DIR.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(IMG_DIR / "dashboard-overview.png"))
+        assert fits_width(browser, 768), "the overview overflows a tablet-width window"
 
-        # The call page while the call runs: the timeline grows, the alert shows up, then closes.
-        browser.find_element("css selector", f'{sel} a.call-id').click()
+        # The call page while the call runs, opened with the keyboard: the timeline grows, the
+        # alert shows up, then closes.
+        from selenium.webdriver.common.keys import Keys
+
+        for _ in range(12):
+            focused = browser.switch_to.active_element
+            if focused.get_attribute("class") == "call-id" and focused.text == CALL_ID:
+                break
+            focused.send_keys(Keys.TAB)
+        else:
+            raise AssertionError("Tab never reached the live call's link")
+        focused.send_keys(Keys.ENTER)
         wait_until(lambda: browser.find_element("id", "timeline").get_attribute("data-rendered") is not None, 10,
                    "the call page")
 
@@ -228,6 +249,9 @@ def test_dashboard_live_call_in_chromium(redis_url: str, browser: Any, tmp_path:
                       for r in browser.find_elements("css selector", "#timeline rect.segment"))
         assert segs == sorted((r["channel"], r["seq"]) for r in results if r["kind"] == "result")
         assert len(browser.find_elements("css selector", ".channel-summary")) == 2
+        assert {r.get_attribute("tabindex") for r in browser.find_elements("css selector", "#timeline rect.segment")} \
+            == {"0"}  # every segment is reachable with Tab
+        assert fits_width(browser, 768), "the call page overflows a tablet-width window"
         browser.save_screenshot(str(IMG_DIR / "dashboard-call.png"))
         events = [decode_event(f) for _, f in client.xrange(events_key(CALL_ID))]
         alerts = [(e["kind"], e["since_s"], e.get("until_s")) for e in events if e["kind"].startswith("alert")]
