@@ -4,6 +4,8 @@
 call's channels are known, :meth:`~CallEvents.add` with the result records as they are released
 (in time order), :meth:`~CallEvents.end` once. Each call is one pipelined round trip.
 
+:class:`AsyncCallEvents` is the same for an asyncio caller (``redis.asyncio``).
+
 Events are best effort: the results stream is the record of a call. A Redis error while writing
 events is logged (once per call) and counted in :attr:`CallEvents.dropped`, and never stops the
 call. Without a connection (embedded mode) nothing is computed or written.
@@ -61,7 +63,8 @@ class CallEvents:
         self.started: float | None = None
         self.ended = False
         self.dropped = 0  # events lost to Redis errors
-        self.events: list[dict[str, Any]] = []  # every event written (or attempted), in order
+        self.written = 0  # events written (or attempted)
+        self.info: dict[str, Any] = {}  # the call_started event
 
     @property
     def enabled(self) -> bool:
@@ -70,63 +73,63 @@ class CallEvents:
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         return {"kind": kind, "call_id": self.call_id, "ts": round(self.clock(), 3), **fields}
 
-    def _info(self) -> dict[str, Any]:
-        return self.events[0] if self.events and self.events[0]["kind"] == CALL_STARTED else {}
+    def _queue(self, pipe: Any, events: list[dict[str, Any]], extra: Callable[[Any], None] | None) -> None:
+        """Queue the commands that write ``events`` (and ``extra``'s) on a pipeline, sync or asyncio."""
+        hkey, ekey = call_key(self.call_id), events_key(self.call_id)
+        if extra is not None:
+            extra(pipe)
+        if self.started is not None and not self.ended:  # (re-)register: also after a Redis restart
+            pipe.zadd(CALLS_KEY, {self.call_id: self.started}, nx=True)
+            pipe.hsetnx(hkey, "info", _json(self.info))
+        for ev in events:
+            fields = encode_event(ev)
+            pipe.xadd(ekey, fields, maxlen=CALL_EVENTS_MAXLEN, approximate=True)
+            pipe.xadd(EVENTS_KEY, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+            if ev["kind"] == TREND:
+                pipe.hset(hkey, f"trend:{ev['channel']}", _json(ev))
+        if any(ev["kind"] in (ALERT_OPENED, ALERT_CLOSED) for ev in events):
+            pipe.hset(hkey, "alerts", _json(list(self.engine.open.values())))
+        pipe.expire(hkey, CALL_TTL_S)
+        pipe.expire(ekey, CALL_TTL_S)
+
+    def _failed(self, events: list[dict[str, Any]], exc: Exception) -> None:
+        self.dropped += len(events)
+        if self.dropped == len(events):  # the first loss of this call
+            log.warning("call %s: events not written to Redis (%s); the call goes on", self.call_id, exc)
 
     def _write(self, events: list[dict[str, Any]], extra: Callable[[Any], None] | None = None) -> None:
         if not events and extra is None:
             return
-        self.events.extend(events)
-        hkey, ekey = call_key(self.call_id), events_key(self.call_id)
+        self.written += len(events)
         try:
             pipe = self.connection.pipeline(transaction=False)
-            if extra is not None:
-                extra(pipe)
-            if self.started is not None and not self.ended:  # (re-)register: also after a Redis restart
-                pipe.zadd(CALLS_KEY, {self.call_id: self.started}, nx=True)
-                pipe.hsetnx(hkey, "info", _json(self._info()))
-            for ev in events:
-                fields = encode_event(ev)
-                pipe.xadd(ekey, fields, maxlen=CALL_EVENTS_MAXLEN, approximate=True)
-                pipe.xadd(EVENTS_KEY, fields, maxlen=EVENTS_MAXLEN, approximate=True)
-                if ev["kind"] == TREND:
-                    pipe.hset(hkey, f"trend:{ev['channel']}", _json(ev))
-            if any(ev["kind"] in (ALERT_OPENED, ALERT_CLOSED) for ev in events):
-                pipe.hset(hkey, "alerts", _json(list(self.engine.open.values())))
-            pipe.expire(hkey, CALL_TTL_S)
-            pipe.expire(ekey, CALL_TTL_S)
+            self._queue(pipe, events, extra)
             pipe.execute()
         except Exception as exc:  # redis.RedisError, OSError: events are best effort
-            self.dropped += len(events)
-            if self.dropped == len(events):
-                log.warning("call %s: events not written to Redis (%s); the call goes on", self.call_id, exc)
+            self._failed(events, exc)
 
-    def start(self) -> None:
-        """Register the call as active (a re-used call id starts afresh) and publish ``call_started``."""
+    def _start_plan(self) -> tuple[list[dict[str, Any]], Callable[[Any], None] | None]:
         if not self.enabled or self.started is not None:
-            return
+            return [], None
         self.started = self.clock()
-        ev = self._event(CALL_STARTED, source=self.source, channels=self.channels, params=self.params,
-                         model=self.model, labels=self.labels)
+        self.info = self._event(CALL_STARTED, source=self.source, channels=self.channels, params=self.params,
+                                model=self.model, labels=self.labels)
 
         def reset(pipe: Any) -> None:
             pipe.delete(call_key(self.call_id), events_key(self.call_id))
             pipe.zrem(ENDED_KEY, self.call_id)
 
-        self._write([ev], extra=reset)
+        return [self.info], reset
 
-    def add(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Feed released result records to the rules; write and return the events they cause."""
+    def _add_plan(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if not self.enabled:
             return []
-        events = [self._event(ev.pop("kind"), **ev) for rec in records for ev in self.engine.feed(rec)]
-        self._write(events)
-        return events
+        return [self._event(ev.pop("kind"), **ev) for rec in records for ev in self.engine.feed(rec)]
 
-    def end(self, *, reason: str, duration_s: float, summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Close open alerts, publish ``call_ended`` and move the call to the recently-ended list."""
+    def _end_plan(self, *, reason: str, duration_s: float,
+                  summary: Mapping[str, Any]) -> tuple[list[dict[str, Any]], Callable[[Any], None] | None]:
         if not self.enabled or self.ended or self.started is None:
-            return []
+            return [], None
         if reason not in END_REASONS:
             raise ValueError(f"unknown end reason {reason!r} (one of {', '.join(END_REASONS)})")
         closed = [self._event(ev.pop("kind"), **ev) for ev in self.engine.finish(at_s=duration_s)]
@@ -145,5 +148,51 @@ class CallEvents:
             pipe.zremrangebyscore(ENDED_KEY, "-inf", now - ENDED_KEEP_S)
             pipe.zremrangebyrank(ENDED_KEY, 0, -ENDED_KEEP - 1)
 
-        self._write([*closed, ended], extra=finish)
-        return [*closed, ended]
+        return [*closed, ended], finish
+
+    def start(self) -> None:
+        """Register the call as active (a re-used call id starts afresh) and publish ``call_started``."""
+        self._write(*self._start_plan())
+
+    def add(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Feed released result records to the rules; write and return the events they cause."""
+        events = self._add_plan(records)
+        self._write(events)
+        return events
+
+    def end(self, *, reason: str, duration_s: float, summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Close open alerts, publish ``call_ended`` and move the call to the recently-ended list
+        (once; later calls return [])."""
+        events, extra = self._end_plan(reason=reason, duration_s=duration_s, summary=summary)
+        self._write(events, extra)
+        return events
+
+
+class AsyncCallEvents(CallEvents):
+    """:class:`CallEvents` for an asyncio ingestion side (e.g. a gateway serving many calls in one
+    event loop): the same events and keys, written through a ``redis.asyncio`` connection."""
+
+    async def _awrite(self, events: list[dict[str, Any]], extra: Callable[[Any], None] | None = None) -> None:
+        if not events and extra is None:
+            return
+        self.written += len(events)
+        try:
+            pipe = self.connection.pipeline(transaction=False)
+            self._queue(pipe, events, extra)
+            await pipe.execute()
+        except Exception as exc:  # redis.RedisError, OSError: events are best effort
+            self._failed(events, exc)
+
+    async def start(self) -> None:  # type: ignore[override]
+        await self._awrite(*self._start_plan())
+
+    async def add(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:  # type: ignore[override]
+        events = self._add_plan(records)
+        await self._awrite(events)
+        return events
+
+    async def end(self, *, reason: str, duration_s: float,  # type: ignore[override]
+                  summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+        events, extra = self._end_plan(reason=reason, duration_s=duration_s, summary=summary)
+        await self._awrite(events, extra)
+        return events

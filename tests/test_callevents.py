@@ -180,6 +180,29 @@ def test_writer_registry_and_streams(redis_url: str) -> None:
         again.end(reason="bored", duration_s=1.0, summary={})
 
 
+def test_async_writer_writes_the_same(redis_url: str) -> None:
+    import asyncio
+
+    import redis.asyncio
+
+    from callevents.writer import AsyncCallEvents
+
+    async def play() -> list[str]:
+        conn = redis.asyncio.Redis.from_url(redis_url)
+        calls = AsyncCallEvents(conn, call_id="a1", source="stream", channels=["customer"],
+                                settings=EventSettings(rules=(Rule(window_s=3.0),)))
+        await calls.start()
+        await calls.add([rec("customer", 0, 0.9), rec("customer", 1, 0.1)])
+        await calls.end(reason="disconnected", duration_s=6.0, summary={})
+        await conn.aclose()
+        return [e["kind"] for e in entries(redis.Redis.from_url(redis_url), events_key("a1"))]
+
+    assert asyncio.run(play()) == ["call_started", "alert_opened", "alert_closed", "trend", "call_ended"]
+    client = redis.Redis.from_url(redis_url)
+    assert client.zcard(CALLS_KEY) == 0 and client.zrange(ENDED_KEY, 0, -1) == [b"a1"]
+    assert json.loads(client.hget(call_key("a1"), "ended"))["reason"] == "disconnected"
+
+
 def test_writer_survives_redis_errors_and_embedded_writes_nothing(redis_url: str) -> None:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -192,7 +215,7 @@ def test_writer_survives_redis_errors_and_embedded_writes_nothing(redis_url: str
     assert calls.dropped == 4  # call_started, alert_opened, alert_closed, call_ended
     embedded = CallEvents(None, call_id="x", source="file", channels=["customer"])
     embedded.start()
-    assert embedded.add([rec("customer", 0, 0.9)]) == [] and embedded.events == []
+    assert embedded.add([rec("customer", 0, 0.9)]) == [] and embedded.written == 0
     assert redis.Redis.from_url(redis_url).dbsize() == 0
 
 
