@@ -7,6 +7,7 @@ positions are Redis entry ids; a live page resumes from the ids it last saw.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -43,6 +44,7 @@ class Store:
         self.sync_client = sync_client  # redis.Redis, for workers.status.pool_status (RQ is sync)
         self.queue = queue
         self._pool: tuple[float, dict[str, Any]] | None = None
+        self._pool_lock = threading.Lock()  # one pool_status at a time, however many sessions ask
 
     async def last_id(self, key: str) -> str:
         last = await self.client.xrevrange(key, "+", "-", count=1)
@@ -125,12 +127,13 @@ class Store:
         :data:`HEALTH_EVERY_S` per process; blocking (call it from a thread)."""
         from workers.status import pool_status
 
-        now = time.monotonic()
-        if self._pool is not None and now - self._pool[0] < HEALTH_EVERY_S:
-            return self._pool[1]
-        try:
-            status = pool_status(self.sync_client, self.queue)
-        except Exception as exc:  # Redis away: say so on the page
-            status = {"error": f"{type(exc).__name__}: {exc}"}
-        self._pool = (now, status)
-        return status
+        with self._pool_lock:
+            now = time.monotonic()
+            if self._pool is not None and now - self._pool[0] < HEALTH_EVERY_S:
+                return self._pool[1]
+            try:
+                status = pool_status(self.sync_client, self.queue)
+            except Exception as exc:  # Redis away: say so on the page
+                status = {"error": f"{type(exc).__name__}: {exc}"}
+            self._pool = (time.monotonic(), status)
+            return status

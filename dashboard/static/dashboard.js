@@ -7,7 +7,14 @@
   var colours = data.colours || {};
   var active = {};   // call id -> state
   var ended = [];    // newest first
-  data.active.forEach(function (c) { active[c.call_id] = c; });
+  //: a live call without any event for this long is marked quiet (its producer may be gone)
+  var QUIET_S = 60;
+  data.active.forEach(function (c) {
+    c.last_ts = c.started;
+    Object.keys(c.trends).forEach(function (k) { c.last_ts = Math.max(c.last_ts, c.trends[k].ts); });
+    c.alerts.forEach(function (a) { c.last_ts = Math.max(c.last_ts, a.ts); });
+    active[c.call_id] = c;
+  });
   ended = data.ended.slice();
 
   function el(tag, attrs, text) {
@@ -43,6 +50,9 @@
     b.title = channel + ": negativity " + Math.round(100 * trend.negativity) + "% over the last " + trend.window_s + " s";
     return b;
   }
+  function durationText(started, last, now) {
+    return fmt(now - started) + (now - last >= QUIET_S ? " (no update for " + fmt(now - last) + ")" : "");
+  }
   function alertText(a) {
     return "ALERT " + a.rule + " on " + a.channel + " since " + fmt(a.since_s) + " (score " + a.score.toFixed(2) + ")";
   }
@@ -61,7 +71,8 @@
       if (c.alerts.length) { tr.className = "alerting"; }
       var td = el("td"); td.appendChild(callLink(c.call_id)); tr.appendChild(td);
       tr.appendChild(el("td", {}, c.source));
-      tr.appendChild(el("td", {"class": "duration", "data-started": c.started}, fmt(now - c.started)));
+      tr.appendChild(el("td", {"class": "duration", "data-started": c.started, "data-last": c.last_ts},
+                        durationText(c.started, c.last_ts, now)));
       var sp = el("td", {"class": "speakers"});
       c.channels.forEach(function (ch) { sp.appendChild(badge(ch, c.trends[ch])); sp.appendChild(document.createTextNode(" ")); });
       tr.appendChild(sp);
@@ -122,11 +133,13 @@
     var c = active[ev.call_id];
     if (ev.kind === "call_started") {
       active[ev.call_id] = {call_id: ev.call_id, source: ev.source, channels: ev.channels, params: ev.params,
-                            model: ev.model, started: ev.ts, trends: {}, alerts: [], ended: null};
+                            model: ev.model, started: ev.ts, last_ts: ev.ts, trends: {}, alerts: [], ended: null};
       ended = ended.filter(function (e) { return e.call_id !== ev.call_id; });
     } else if (!c) {
       return;
-    } else if (ev.kind === "trend") {
+    }
+    if (c) { c.last_ts = Math.max(c.last_ts || 0, ev.ts); }
+    if (ev.kind === "trend") {
       c.trends[ev.channel] = ev;
     } else if (ev.kind === "alert_opened") {
       c.alerts = c.alerts.filter(function (a) { return !(a.rule === ev.rule && a.channel === ev.channel); });
@@ -149,7 +162,8 @@
   window.setInterval(function () {  // durations tick locally; nothing is fetched
     var now = Date.now() / 1000;
     document.querySelectorAll("#live td.duration").forEach(function (td) {
-      td.textContent = fmt(now - parseFloat(td.getAttribute("data-started")));
+      td.textContent = durationText(parseFloat(td.getAttribute("data-started")),
+                                    parseFloat(td.getAttribute("data-last")), now);
     });
   }, 1000);
 
