@@ -8,7 +8,8 @@ call's channels are known, :meth:`~CallEvents.add` with the result records as th
 
 Events are best effort: the results stream is the record of a call. A Redis error while writing
 events is logged (once per call) and counted in :attr:`CallEvents.dropped`, and never stops the
-call. Without a connection (embedded mode) nothing is computed or written.
+call; for :data:`BACKOFF_S` after one, events are dropped without trying (``end`` always tries).
+Without a connection (embedded mode) nothing is computed or written.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ from callevents.schema import (
 )
 
 log = logging.getLogger(__name__)
+#: After a failed write, events are dropped without trying Redis for this many seconds (a client's
+#: retries can take seconds; the call must not wait on them). ``end`` always tries.
+BACKOFF_S = 5.0
 
 
 def _json(obj: Any) -> str:
@@ -65,6 +69,7 @@ class CallEvents:
         self.dropped = 0  # events lost to Redis errors
         self.written = 0  # events written (or attempted)
         self.info: dict[str, Any] = {}  # the call_started event
+        self._retry_at = 0.0  # time.monotonic() before which writes are skipped (after a failure)
 
     @property
     def enabled(self) -> bool:
@@ -92,15 +97,26 @@ class CallEvents:
         pipe.expire(hkey, CALL_TTL_S)
         pipe.expire(ekey, CALL_TTL_S)
 
+    def _skip(self, events: list[dict[str, Any]], extra: Callable[[Any], None] | None, *, force: bool) -> bool:
+        """True when there is nothing to write, or Redis failed less than BACKOFF_S ago (counted)."""
+        if not events and extra is None:
+            return True
+        self.written += len(events)
+        if not force and time.monotonic() < self._retry_at:
+            self.dropped += len(events)
+            return True
+        return False
+
     def _failed(self, events: list[dict[str, Any]], exc: Exception) -> None:
+        self._retry_at = time.monotonic() + BACKOFF_S
         self.dropped += len(events)
         if self.dropped == len(events):  # the first loss of this call
             log.warning("call %s: events not written to Redis (%s); the call goes on", self.call_id, exc)
 
-    def _write(self, events: list[dict[str, Any]], extra: Callable[[Any], None] | None = None) -> None:
-        if not events and extra is None:
+    def _write(self, events: list[dict[str, Any]], extra: Callable[[Any], None] | None = None, *,
+               force: bool = False) -> None:
+        if self._skip(events, extra, force=force):
             return
-        self.written += len(events)
         try:
             pipe = self.connection.pipeline(transaction=False)
             self._queue(pipe, events, extra)
@@ -164,7 +180,7 @@ class CallEvents:
         """Close open alerts, publish ``call_ended`` and move the call to the recently-ended list
         (once; later calls return [])."""
         events, extra = self._end_plan(reason=reason, duration_s=duration_s, summary=summary)
-        self._write(events, extra)
+        self._write(events, extra, force=True)
         return events
 
 
@@ -172,10 +188,10 @@ class AsyncCallEvents(CallEvents):
     """:class:`CallEvents` for an asyncio ingestion side (e.g. a gateway serving many calls in one
     event loop): the same events and keys, written through a ``redis.asyncio`` connection."""
 
-    async def _awrite(self, events: list[dict[str, Any]], extra: Callable[[Any], None] | None = None) -> None:
-        if not events and extra is None:
+    async def _awrite(self, events: list[dict[str, Any]], extra: Callable[[Any], None] | None = None, *,
+                      force: bool = False) -> None:
+        if self._skip(events, extra, force=force):
             return
-        self.written += len(events)
         try:
             pipe = self.connection.pipeline(transaction=False)
             self._queue(pipe, events, extra)
@@ -194,5 +210,5 @@ class AsyncCallEvents(CallEvents):
     async def end(self, *, reason: str, duration_s: float,  # type: ignore[override]
                   summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         events, extra = self._end_plan(reason=reason, duration_s=duration_s, summary=summary)
-        await self._awrite(events, extra)
+        await self._awrite(events, extra, force=True)
         return events
