@@ -7,12 +7,14 @@ login when a token is configured (401 otherwise; a page's 401 body is the login 
 SSE: each message has ``id:`` = the stream position after it (overview: the ``ser:events``
 entry id; a call: ``<results id> <events id>``), so a browser that reconnects (``Last-Event-ID``,
 after a network drop or a dashboard restart) resumes exactly where it stopped: no gap, no
-duplicate. A stream waits in one blocking XREAD of up to :data:`~dashboard.settings.SSE_BLOCK_MS`;
+duplicate. While Redis cannot be read a stream sends ``down`` (then ``up``) and retries once a
+second; pages answer 503. A stream waits in one blocking XREAD of up to :data:`~dashboard.settings.SSE_BLOCK_MS`;
 pool health is sent every :data:`~dashboard.settings.HEALTH_EVERY_S`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -63,6 +65,12 @@ def _stream_id(value: str | None) -> str:
 def _sse(event: str, data: Any, entry_id: str | None = None) -> str:
     head = f"id: {entry_id}\n" if entry_id is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.RedisError, OSError)
 
 
 def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: Any = None) -> Starlette:
@@ -122,10 +130,21 @@ def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: 
         async def gen() -> AsyncIterator[str]:
             nonlocal last
             yield f"retry: {SSE_RETRY_MS}\n\n"
+            down = False
             next_health = 0.0
             quiet_since = time.monotonic()
             while True:
-                for entry_id, event in await store.read_events(last, block_ms=SSE_BLOCK_MS):
+                try:
+                    got = await store.read_events(last, block_ms=SSE_BLOCK_MS)
+                except _redis_errors() as exc:
+                    down = True
+                    yield _sse("down", {"error": f"Redis: {type(exc).__name__}"})
+                    await asyncio.sleep(SSE_RETRY_MS / 1000)
+                    continue
+                if down:
+                    down = False
+                    yield _sse("up", {})
+                for entry_id, event in got:
                     last = entry_id
                     yield _sse("ev", event, entry_id)
                     quiet_since = time.monotonic()
@@ -152,9 +171,19 @@ def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: 
         async def gen() -> AsyncIterator[str]:
             nonlocal rid, eid
             yield f"retry: {SSE_RETRY_MS}\n\n"
+            down = False
             quiet_since = time.monotonic()
             while True:
-                got = await store.read_call(call_id, rid, eid, block_ms=SSE_BLOCK_MS)
+                try:
+                    got = await store.read_call(call_id, rid, eid, block_ms=SSE_BLOCK_MS)
+                except _redis_errors() as exc:
+                    down = True
+                    yield _sse("down", {"error": f"Redis: {type(exc).__name__}"})
+                    await asyncio.sleep(SSE_RETRY_MS / 1000)
+                    continue
+                if down:
+                    down = False
+                    yield _sse("up", {})
                 for which, entry_id, payload in got:
                     if which == "r":
                         rid = entry_id
@@ -193,6 +222,10 @@ def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
+    async def redis_down(request: Request, exc: Exception) -> Response:
+        return _harden(HTMLResponse(pages.unavailable_page(f"Redis cannot be read ({type(exc).__name__}); "
+                                                           "reload in a moment."), status_code=503))
+
     routes = [
         Route("/", guarded(overview)),
         Route("/calls/{call_id:path}", guarded(call)),
@@ -204,4 +237,7 @@ def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: 
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    import redis
+
+    handlers: dict[Any, Any] = {redis.RedisError: redis_down, ConnectionError: redis_down}
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)

@@ -117,3 +117,9 @@ def not_found_page(call_id: str) -> str:
             f'</head><body>{_nav(login=False, here="")}<main><h1>No such call</h1><p>No call '
             f"<code>{esc(call_id)}</code> in Redis (results and events expire an hour after a call's last write)."
             '</p><p><a href="/">Back to the overview</a></p></main></body></html>')
+
+
+def unavailable_page(message: str) -> str:
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>unavailable</title>{STYLESHEET}'
+            f'</head><body>{_nav(login=False, here="")}<main><h1>Unavailable</h1><p class="error" role="alert">'
+            f"{esc(message)}</p></main></body></html>")

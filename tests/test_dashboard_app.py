@@ -12,11 +12,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from redis_server import free_port
+from redis_server import RedisServer, free_port
 
 from callevents.rules import EventSettings, Rule
 from callevents.schema import EVENTS_KEY, events_key
@@ -45,8 +47,8 @@ def request(url: str, *, data: bytes | None = None, **headers: str) -> tuple[int
         return exc.code, dict(exc.headers), exc.read().decode()
 
 
-@pytest.fixture
-def server(redis_url: str) -> Iterator[str]:
+@contextmanager
+def serve(redis_url: str) -> Iterator[str]:
     import uvicorn
 
     from dashboard.app import create_app
@@ -69,8 +71,16 @@ def server(redis_url: str) -> Iterator[str]:
         thread.join(10)
 
 
-def sse(base: str, path: str, n: int, last_event_id: str | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The first ``n`` messages that carry an id (``{"id", "event", "data"}``) of an SSE stream."""
+@pytest.fixture
+def server(redis_url: str) -> Iterator[str]:
+    with serve(redis_url) as base:
+        yield base
+
+
+def sse(base: str, path: str, n: int, last_event_id: str | None = None, timeout: float = 10.0,
+        kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The first ``n`` messages (``{"id", "event", "data"}``) of an SSE stream that carry an id, or
+    whose event is one of ``kinds``."""
     host, port = urllib.parse.urlsplit(base).netloc.split(":")
     out: list[dict[str, Any]] = []
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
@@ -93,7 +103,7 @@ def sse(base: str, path: str, n: int, last_event_id: str | None = None, timeout:
             elif line.startswith("data: "):
                 msg["data"] = json.loads(line[6:])
             elif not line and msg:
-                if "id" in msg:
+                if "id" in msg or msg.get("event") in kinds:
                     out.append(msg)
                 msg = {}
     return out
@@ -179,3 +189,16 @@ def test_sse_resumes_from_last_event_id(server: str, redis_url: str) -> None:
     assert tail[0]["event"] == "ev" and tail[0]["data"]["kind"] == "call_ended"
     # A malformed Last-Event-ID starts from the beginning rather than failing.
     assert sse(server, "/sse/call?id=c1", 1, last_event_id="garbage")[0]["data"]["kind"] in ("result", "call_started")
+
+
+def test_redis_down_gives_503_and_the_stream_says_so(tmp_path: Path) -> None:
+    with RedisServer(tmp_path) as rs, serve(rs.url()) as base:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert request(base + "/", **auth)[0] == 200
+        rs.stop()
+        code, _, body = request(base + "/", **auth)
+        assert code == 503 and "Redis cannot be read" in body
+        down = sse(base, "/sse/overview", 1, kinds=("down",))
+        assert down[0]["event"] == "down" and "Redis" in down[0]["data"]["error"]
+        rs.start()
+        assert request(base + "/", **auth)[0] == 200

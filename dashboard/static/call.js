@@ -106,6 +106,10 @@
     encodeURIComponent(data.results_id) + "&e=" + encodeURIComponent(data.events_id));
   source.addEventListener("open", function () { conn.textContent = "live"; conn.className = "status ok"; });
   source.addEventListener("error", function () { conn.textContent = "reconnecting\u2026"; conn.className = "status bad"; });
+  source.addEventListener("up", function () { conn.textContent = "live"; conn.className = "status ok"; });
+  source.addEventListener("down", function (m) {
+    conn.textContent = JSON.parse(m.data).error + " unreachable, retrying\u2026"; conn.className = "status bad";
+  });
   source.addEventListener("record", function (m) {
     var r = JSON.parse(m.data);
     if (r.kind !== "result" || data.channels.indexOf(r.channel) < 0) { return; }

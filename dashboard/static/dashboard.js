@@ -171,6 +171,10 @@
   var source = new EventSource("/sse/overview?last=" + encodeURIComponent(data.last_id));
   source.addEventListener("open", function () { conn.textContent = "live"; conn.className = "status ok"; });
   source.addEventListener("error", function () { conn.textContent = "reconnecting\u2026"; conn.className = "status bad"; });
+  source.addEventListener("up", function () { conn.textContent = "live"; conn.className = "status ok"; });
+  source.addEventListener("down", function (m) {
+    conn.textContent = JSON.parse(m.data).error + " unreachable, retrying\u2026"; conn.className = "status bad";
+  });
   source.addEventListener("ev", function (m) { apply(JSON.parse(m.data)); schedule(); });
   source.addEventListener("pool", function (m) { renderPool(JSON.parse(m.data)); });
 })();
