@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# System packages the tests use: redis-server, prometheus (+ promtool) and chromium (headless
-# rendering of the HTML report). Installs only what is missing; idempotent and non-interactive.
+# System packages the tests use: redis-server, prometheus (+ promtool), chromium (headless
+# rendering of the HTML report) and chromium-driver (Selenium drives ser-dashboard in chromium).
+# Installs only what is missing; idempotent and non-interactive.
 # Tests that need one of them skip, saying so, where it is absent (e.g. no root, no apt).
 set -euo pipefail
 
@@ -9,6 +10,7 @@ declare -A wanted=(
     [prometheus]=prometheus
     [promtool]=prometheus
     [chromium]=chromium
+    [chromedriver]=chromium-driver
 )
 missing=()
 for cmd in "${!wanted[@]}"; do

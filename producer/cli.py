@@ -86,10 +86,13 @@ def default_stream_id(audio: str) -> str:
               help="Write records here [default: stdout].")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write a self-contained HTML report of the call here (and a PNG of its timeline beside it).")
+@click.option("--alert-rules", "alert_rules", envvar="SER_ALERT_RULES", type=click.Path(dir_okay=False),
+              default=None, help="TOML file of alert rules and trend settings for the call events (docs/pipeline.md, "
+                                 "'Call events') [env SER_ALERT_RULES; default: customer_negative].")
 def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_file: str | None, queue: str,
          stream_id: str | None, channel_names: str | None, realtime: bool, rate: int | None, channels: int | None,
          encoding: str | None, batch: int | None, max_pending: int, timeout_s: float, resend_after_s: float,
-         output_format: str, output: Any, report_path: str | None) -> None:
+         output_format: str, output: Any, report_path: str | None, alert_rules: str | None) -> None:
     """Cut AUDIO (a file, or - for a WAV or raw PCM stream on stdin) into segments, classify every
     voiced segment's emotion, print the results in order and a per-channel summary."""
     from models.errors import SERError
@@ -104,13 +107,21 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
             redis_url = read_url_file(redis_url_file)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
+    events = None
+    if alert_rules:
+        from callevents.rules import load_settings
+
+        try:
+            events = load_settings(alert_rules)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     live = audio == "-" or realtime
     settings = ProducerSettings(
         audio=audio, stream_id=sanitize(stream_id) if stream_id else default_stream_id(audio),
         model_dir=model_dir, redis_url=redis_url or None, queue=queue, raw=raw, realtime=realtime,
         channel_names=tuple(n.strip() for n in channel_names.split(",")) if channel_names else (),
         batch=batch or (DEFAULT_BATCH_LIVE if live else DEFAULT_BATCH_FILE), max_pending=max_pending,
-        timeout_s=timeout_s, resend_after_s=resend_after_s, output_format=output_format,
+        timeout_s=timeout_s, resend_after_s=resend_after_s, output_format=output_format, events=events,
     )
     connection = None
     if settings.redis_url:

@@ -8,6 +8,7 @@ from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
+from callevents.writer import CallEvents
 from models.bundle import load_bundle
 from models.errors import AudioError, SERError
 from models.features import voiced
@@ -91,6 +92,10 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
     sr = spec.sample_rate
     hop_s = spec.segment.hop_s
     metrics = ProducerMetrics(connection)  # counters in Redis for the workers' /metrics; no-op embedded
+    # Call events and the active-call registry (callevents.schema); embedded mode: none.
+    calls = CallEvents(connection, call_id=settings.stream_id, source="stdin" if settings.audio == "-" else "file",
+                       channels=names, model=spec.model_id, labels=spec.labels, settings=settings.events)
+    calls.start()
     writer.start()
 
     def take(records: list[dict[str, Any]]) -> bool:
@@ -101,6 +106,7 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
             writer.write(rec)
         if ready:
             writer.flush()
+            calls.add(ready)
         return bool(records)
 
     def on_idle(block_s: float) -> bool:
@@ -161,6 +167,8 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
         error = str(exc)
     except BaseException:
         metrics.call_done(ok=False)
+        calls.end(reason="error", duration_s=segmenter.samples_seen / sr,
+                  summary=summarise(collector.released, spec.labels))
         raise
     finally:
         writer.flush()
@@ -171,6 +179,8 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
                  f"{failures[0]['channel']} seq {failures[0]['seq']}: {failures[0]['error']}")
     metrics.call_done(ok=error is None)
     per_channel = summarise(released, spec.labels)
+    calls.end(reason="completed" if error is None else "incomplete", duration_s=segmenter.samples_seen / sr,
+              summary=per_channel)
     return Outcome(
         expected=collector.expected, results=len(released) - len(failures), failures=len(failures),
         jobs=backend.jobs, resent=backend.resent, duplicates=collector.duplicates,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from callevents.rules import EventSettings
 from workers.contract import DEFAULT_QUEUE
 
 #: Segments per job for files read as fast as possible (measured: docs/pipeline.md, "Throughput").
@@ -50,3 +51,4 @@ class ProducerSettings:
     timeout_s: float = DEFAULT_TIMEOUT_S
     resend_after_s: float = DEFAULT_RESEND_AFTER_S
     output_format: str = DEFAULT_FORMAT
+    events: EventSettings | None = None  # alert rules and trend (None: callevents.rules defaults)

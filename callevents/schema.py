@@ -1,0 +1,90 @@
+"""Keys, event kinds and encoding of call events and the active-call registry.
+
+Redis keys (every key starts with ``ser:``):
+
+* ``ser:calls`` -- sorted set of **active** calls: member = call id, score = start time (unix s).
+* ``ser:calls:ended`` -- sorted set of **recently ended** calls: member = call id, score = end
+  time; entries older than :data:`ENDED_KEEP_S` or beyond the newest :data:`ENDED_KEEP` are
+  trimmed by the writer at each call end.
+* ``ser:call:<call id>`` -- hash, the call's current state (expires :data:`CALL_TTL_S` after its
+  last write): ``info`` (the ``call_started`` event), ``trend:<channel>`` (the channel's newest
+  ``trend`` event), ``alerts`` (JSON list of the open ``alert_opened`` events), ``ended`` (the
+  ``call_ended`` event, once ended).
+* ``ser:events:<call id>`` -- stream of the call's events (``MAXLEN ~`` :data:`CALL_EVENTS_MAXLEN`,
+  expires :data:`CALL_TTL_S` after its last write).
+* ``ser:events`` -- global stream of every call's events (``MAXLEN ~`` :data:`EVENTS_MAXLEN`).
+
+Each stream entry has the fields ``kind``, ``call_id`` and ``event`` (JSON). Every event has
+``kind``, ``call_id`` and ``ts`` (wall clock, unix seconds); times inside the call (``*_s``) are
+seconds of audio from the call's start. Per kind:
+
+* ``call_started``: ``source`` (``file``, ``stdin``, ``twilio``, ...), ``channels`` (names in
+  order), ``params`` (custom parameters, str -> str), ``model`` (``name@version``), ``labels``.
+* ``trend`` (per channel, every :data:`~callevents.rules.DEFAULT_TREND_EVERY_S` s of audio):
+  ``channel``, ``at_s``, ``window_s``, ``segments`` (in the window), ``shares`` (label -> fraction
+  of the window's segments), ``negativity`` (mean probability of the negative labels),
+  ``last`` (the newest segment: ``seq``, ``start_s``, ``end_s``, ``label``, ``confidence`` and
+  ``uncertain`` when the record has it).
+* ``alert_opened``: ``rule``, ``channel``, ``since_s`` (audio time it opened), ``window_s``,
+  ``score`` (the mean that crossed), ``threshold`` (the rule's ``open_at``), ``labels``.
+* ``alert_closed``: as ``alert_opened`` plus ``until_s``; ``score``/``threshold`` are the closing
+  mean and ``close_at``; ``reason`` is ``score`` or ``call_ended`` (still open when the call ended).
+* ``call_ended``: ``reason`` (``completed``, ``incomplete``, ``error``, ``disconnected``),
+  ``duration_s``, ``segments`` (classified), ``failed``, ``summary`` (per channel, as
+  :func:`reports.summary.summarise`: ``segments``, ``failed``, ``shares``, ``longest_negative``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+CALLS_KEY = "ser:calls"
+ENDED_KEY = "ser:calls:ended"
+CALL_PREFIX = "ser:call:"
+EVENTS_KEY = "ser:events"
+EVENTS_PREFIX = "ser:events:"
+#: Approximate cap of the global events stream.
+EVENTS_MAXLEN = 10_000
+#: Approximate cap of one call's events stream.
+CALL_EVENTS_MAXLEN = 10_000
+#: Seconds a call's hash and events stream live after their last write.
+CALL_TTL_S = 3600
+#: Recently ended calls kept in ``ser:calls:ended``: at most this many, for at most this long.
+ENDED_KEEP = 200
+ENDED_KEEP_S = 3600
+
+CALL_STARTED = "call_started"
+TREND = "trend"
+ALERT_OPENED = "alert_opened"
+ALERT_CLOSED = "alert_closed"
+CALL_ENDED = "call_ended"
+KINDS = (CALL_STARTED, TREND, ALERT_OPENED, ALERT_CLOSED, CALL_ENDED)
+END_REASONS = ("completed", "incomplete", "error", "disconnected")
+
+
+def call_key(call_id: str) -> str:
+    return CALL_PREFIX + call_id
+
+
+def events_key(call_id: str) -> str:
+    return EVENTS_PREFIX + call_id
+
+
+def encode_event(event: dict[str, Any]) -> dict[str, str]:
+    """Stream entry fields of one event: ``{"kind", "call_id", "event": json}``."""
+    if event.get("kind") not in KINDS:
+        raise ValueError(f"unknown event kind: {event.get('kind')!r}")
+    return {"kind": str(event["kind"]), "call_id": str(event["call_id"]),
+            "event": json.dumps(event, separators=(",", ":"))}
+
+
+def decode_event(fields: dict[Any, Any]) -> dict[str, Any]:
+    """Inverse of :func:`encode_event` (bytes or str keys/values); ValueError when it is not one."""
+    raw = fields.get(b"event", fields.get("event"))
+    if raw is None:
+        raise ValueError("stream entry has no 'event' field")
+    event = json.loads(raw)
+    if not isinstance(event, dict) or event.get("kind") not in KINDS:
+        raise ValueError("stream entry holds no valid event")
+    return event

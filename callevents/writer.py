@@ -1,0 +1,214 @@
+"""Write one call's events and its registry entries to Redis (schema: :mod:`callevents.schema`).
+
+:class:`CallEvents` is what the ingestion side holds per call: :meth:`~CallEvents.start` when the
+call's channels are known, :meth:`~CallEvents.add` with the result records as they are released
+(in time order), :meth:`~CallEvents.end` once. Each call is one pipelined round trip.
+
+:class:`AsyncCallEvents` is the same for an asyncio caller (``redis.asyncio``).
+
+Events are best effort: the results stream is the record of a call. A Redis error while writing
+events is logged (once per call) and counted in :attr:`CallEvents.dropped`, and never stops the
+call; for :data:`BACKOFF_S` after one, events are dropped without trying (``end`` always tries).
+Without a connection (embedded mode) nothing is computed or written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from callevents.rules import Engine, EventSettings
+from callevents.schema import (
+    ALERT_CLOSED,
+    ALERT_OPENED,
+    CALL_ENDED,
+    CALL_EVENTS_MAXLEN,
+    CALL_STARTED,
+    CALL_TTL_S,
+    CALLS_KEY,
+    END_REASONS,
+    ENDED_KEEP,
+    ENDED_KEEP_S,
+    ENDED_KEY,
+    EVENTS_KEY,
+    EVENTS_MAXLEN,
+    TREND,
+    call_key,
+    encode_event,
+    events_key,
+)
+
+log = logging.getLogger(__name__)
+#: After a failed write, events are dropped without trying Redis for this many seconds (a client's
+#: retries can take seconds; the call must not wait on them). ``end`` always tries.
+BACKOFF_S = 5.0
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+class CallEvents:
+    def __init__(self, connection: Any, *, call_id: str, source: str, channels: Sequence[str], model: str = "",
+                 labels: Sequence[str] = (), params: Mapping[str, str] | None = None,
+                 settings: EventSettings | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.connection = connection
+        self.call_id = call_id
+        self.source = source
+        self.channels = list(channels)
+        self.model = model
+        self.labels = list(labels)
+        self.params = {str(k): str(v) for k, v in (params or {}).items()}
+        self.engine = Engine(settings, channels=self.channels, labels=self.labels)
+        self.clock = clock
+        self.started: float | None = None
+        self.ended = False
+        self.dropped = 0  # events lost to Redis errors
+        self.written = 0  # events written (or attempted)
+        self.info: dict[str, Any] = {}  # the call_started event
+        self._retry_at = 0.0  # time.monotonic() before which writes are skipped (after a failure)
+
+    @property
+    def enabled(self) -> bool:
+        return self.connection is not None
+
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return {"kind": kind, "call_id": self.call_id, "ts": round(self.clock(), 3), **fields}
+
+    def _queue(self, pipe: Any, events: list[dict[str, Any]], extra: Callable[[Any], None] | None) -> None:
+        """Queue the commands that write ``events`` (and ``extra``'s) on a pipeline, sync or asyncio."""
+        hkey, ekey = call_key(self.call_id), events_key(self.call_id)
+        if extra is not None:
+            extra(pipe)
+        if self.started is not None and not self.ended:  # (re-)register: also after a Redis restart
+            pipe.zadd(CALLS_KEY, {self.call_id: self.started}, nx=True)
+            pipe.hsetnx(hkey, "info", _json(self.info))
+        for ev in events:
+            fields = encode_event(ev)
+            pipe.xadd(ekey, fields, maxlen=CALL_EVENTS_MAXLEN, approximate=True)
+            pipe.xadd(EVENTS_KEY, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+            if ev["kind"] == TREND:
+                pipe.hset(hkey, f"trend:{ev['channel']}", _json(ev))
+        if any(ev["kind"] in (ALERT_OPENED, ALERT_CLOSED) for ev in events):
+            pipe.hset(hkey, "alerts", _json(list(self.engine.open.values())))
+        pipe.expire(hkey, CALL_TTL_S)
+        pipe.expire(ekey, CALL_TTL_S)
+
+    def _skip(self, events: list[dict[str, Any]], extra: Callable[[Any], None] | None, *, force: bool) -> bool:
+        """True when there is nothing to write, or Redis failed less than BACKOFF_S ago (counted)."""
+        if not events and extra is None:
+            return True
+        self.written += len(events)
+        if not force and time.monotonic() < self._retry_at:
+            self.dropped += len(events)
+            return True
+        return False
+
+    def _failed(self, events: list[dict[str, Any]], exc: Exception) -> None:
+        self._retry_at = time.monotonic() + BACKOFF_S
+        self.dropped += len(events)
+        if self.dropped == len(events):  # the first loss of this call
+            log.warning("call %s: events not written to Redis (%s); the call goes on", self.call_id, exc)
+
+    def _write(self, events: list[dict[str, Any]], extra: Callable[[Any], None] | None = None, *,
+               force: bool = False) -> None:
+        if self._skip(events, extra, force=force):
+            return
+        try:
+            pipe = self.connection.pipeline(transaction=False)
+            self._queue(pipe, events, extra)
+            pipe.execute()
+        except Exception as exc:  # redis.RedisError, OSError: events are best effort
+            self._failed(events, exc)
+
+    def _start_plan(self) -> tuple[list[dict[str, Any]], Callable[[Any], None] | None]:
+        if not self.enabled or self.started is not None:
+            return [], None
+        self.started = self.clock()
+        self.info = self._event(CALL_STARTED, source=self.source, channels=self.channels, params=self.params,
+                                model=self.model, labels=self.labels)
+
+        def reset(pipe: Any) -> None:
+            pipe.delete(call_key(self.call_id), events_key(self.call_id))
+            pipe.zrem(ENDED_KEY, self.call_id)
+
+        return [self.info], reset
+
+    def _add_plan(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        if not self.enabled:
+            return []
+        return [self._event(ev.pop("kind"), **ev) for rec in records for ev in self.engine.feed(rec)]
+
+    def _end_plan(self, *, reason: str, duration_s: float,
+                  summary: Mapping[str, Any]) -> tuple[list[dict[str, Any]], Callable[[Any], None] | None]:
+        if not self.enabled or self.ended or self.started is None:
+            return [], None
+        if reason not in END_REASONS:
+            raise ValueError(f"unknown end reason {reason!r} (one of {', '.join(END_REASONS)})")
+        closed = [self._event(ev.pop("kind"), **ev) for ev in self.engine.finish(at_s=duration_s)]
+        segments = sum(int(ch.get("segments", 0)) for ch in summary.values())
+        failed = sum(int(ch.get("failed", 0)) for ch in summary.values())
+        ended = self._event(CALL_ENDED, reason=reason, duration_s=round(duration_s, 3), segments=segments,
+                            failed=failed, summary=dict(summary))
+        now = ended["ts"]
+        self.ended = True
+
+        def finish(pipe: Any) -> None:
+            hkey = call_key(self.call_id)
+            pipe.hset(hkey, "ended", _json(ended))
+            pipe.zrem(CALLS_KEY, self.call_id)
+            pipe.zadd(ENDED_KEY, {self.call_id: now})
+            pipe.zremrangebyscore(ENDED_KEY, "-inf", now - ENDED_KEEP_S)
+            pipe.zremrangebyrank(ENDED_KEY, 0, -ENDED_KEEP - 1)
+
+        return [*closed, ended], finish
+
+    def start(self) -> None:
+        """Register the call as active (a re-used call id starts afresh) and publish ``call_started``."""
+        self._write(*self._start_plan())
+
+    def add(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Feed released result records to the rules; write and return the events they cause."""
+        events = self._add_plan(records)
+        self._write(events)
+        return events
+
+    def end(self, *, reason: str, duration_s: float, summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Close open alerts, publish ``call_ended`` and move the call to the recently-ended list
+        (once; later calls return [])."""
+        events, extra = self._end_plan(reason=reason, duration_s=duration_s, summary=summary)
+        self._write(events, extra, force=True)
+        return events
+
+
+class AsyncCallEvents(CallEvents):
+    """:class:`CallEvents` for an asyncio ingestion side (e.g. a gateway serving many calls in one
+    event loop): the same events and keys, written through a ``redis.asyncio`` connection."""
+
+    async def _awrite(self, events: list[dict[str, Any]], extra: Callable[[Any], None] | None = None, *,
+                      force: bool = False) -> None:
+        if self._skip(events, extra, force=force):
+            return
+        try:
+            pipe = self.connection.pipeline(transaction=False)
+            self._queue(pipe, events, extra)
+            await pipe.execute()
+        except Exception as exc:  # redis.RedisError, OSError: events are best effort
+            self._failed(events, exc)
+
+    async def start(self) -> None:  # type: ignore[override]
+        await self._awrite(*self._start_plan())
+
+    async def add(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:  # type: ignore[override]
+        events = self._add_plan(records)
+        await self._awrite(events)
+        return events
+
+    async def end(self, *, reason: str, duration_s: float,  # type: ignore[override]
+                  summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+        events, extra = self._end_plan(reason=reason, duration_s=duration_s, summary=summary)
+        await self._awrite(events, extra, force=True)
+        return events

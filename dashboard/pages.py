@@ -1,0 +1,125 @@
+"""HTML of the dashboard's pages. Everything that came from a call (ids, channel names, custom
+parameters, labels) is escaped here or handed to the browser as JSON that the scripts insert
+with ``textContent`` only; JSON inside ``<script>`` has ``<`` escaped (:func:`reports.html.script_json`)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from reports.html import label_colours, render_call, script_json
+from reports.summary import summarise
+
+esc = html.escape
+STYLESHEET = '<link rel="stylesheet" href="/static/dashboard.css">\n'
+
+
+def call_href(call_id: str) -> str:
+    return "/calls/" + quote(call_id, safe="")
+
+
+def _nav(*, login: bool, here: str) -> str:
+    out = '<nav class="top"><a href="/" class="brand">ser-dashboard</a>'
+    if here:
+        out += f' <span class="crumb">&rsaquo; {esc(here)}</span>'
+    if login:
+        out += ' <form method="post" action="/logout" class="logout"><button type="submit">Log out</button></form>'
+    return out + "</nav>\n"
+
+
+def login_page(*, next_path: str, error: str = "") -> str:
+    message = f'<p class="error" role="alert">{esc(error)}</p>' if error else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>ser-dashboard: log in</title>{STYLESHEET}</head>
+<body class="login"><main>
+<h1>ser-dashboard</h1>
+<p>This dashboard shows live call data. Enter the dashboard token (<code>SER_DASHBOARD_TOKEN</code>).</p>
+{message}<form method="post" action="/login">
+<label for="token">Token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<input type="hidden" name="next" value="{esc(next_path)}">
+<button type="submit">Log in</button>
+</form></main></body></html>
+"""
+
+
+def overview_page(snapshot: dict[str, Any], *, labels: Sequence[str], login: bool) -> str:
+    data = {**snapshot, "colours": label_colours(list(labels))}
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>ser-dashboard: live calls</title>{STYLESHEET}</head>
+<body>
+<a class="skip" href="#live-calls">Skip to live calls</a>
+{_nav(login=login, here="")}<main>
+<p class="status" id="conn" role="status" aria-live="polite">connecting&hellip;</p>
+<section id="live-calls" aria-labelledby="h-live"><h2 id="h-live">Live calls <span id="live-count"></span></h2>
+<table class="calls" id="live"><thead><tr><th scope="col">Call</th><th scope="col">Source</th>
+<th scope="col">Duration</th><th scope="col">Speakers now</th><th scope="col">Alerts</th></tr></thead>
+<tbody></tbody></table><p class="empty" id="live-empty" hidden>No live calls.</p></section>
+<section aria-labelledby="h-ended"><h2 id="h-ended">Recently ended</h2>
+<table class="calls" id="ended"><thead><tr><th scope="col">Call</th><th scope="col">Source</th>
+<th scope="col">Duration</th><th scope="col">Ended</th><th scope="col">Outcome</th></tr></thead>
+<tbody></tbody></table><p class="empty" id="ended-empty" hidden>No call ended recently.</p></section>
+<section aria-labelledby="h-pool"><h2 id="h-pool">Worker pool</h2><div id="pool">waiting for the pool&hellip;</div>
+</section></main>
+<script type="application/json" id="overview-data">{script_json(data)}</script>
+<script src="/static/dashboard.js" defer></script>
+</body></html>
+"""
+
+
+def call_page(call_id: str, call: dict[str, Any], *, nonce: str, login: bool) -> str:
+    """The call's page: :func:`reports.html.render_call` (the ``--report`` page) plus the alerts,
+    the negativity trend and the live script; the summary comes from ``call_ended`` once ended."""
+    state = call["state"] or {}
+    records = call["records"]
+    ended = state.get("ended") or next((e for e in call["events"] if e["kind"] == "call_ended"), None)
+    channels = list(state.get("channels") or sorted({str(r["channel"]) for r in records if "channel" in r}))
+    labels = list(next((e.get("labels") for e in call["events"] if e["kind"] == "call_started"), None)
+                  or next((list(r["probs"]) for r in records if r.get("probs")), []))
+    end_rec = next((r for r in records if r.get("kind") == "end"), None)
+    duration = max([float(r.get("end_s", 0.0)) for r in records if r.get("kind") != "end"] + [0.0])
+    if ended is not None:
+        duration = float(ended.get("duration_s", duration))
+        summary = ended.get("summary") or summarise(records, labels)
+    else:
+        summary = None
+    if end_rec is not None:
+        duration = max(duration, float(end_rec.get("duration_s", 0.0)))
+    model = state.get("model") or next((str(r["model"]) for r in records if r.get("model")), "")
+    params = state.get("params") or {}
+    meta = f'<p class="meta">Source <b>{esc(str(state.get("source", "?")))}</b>'
+    if params:
+        meta += " &middot; parameters: " + ", ".join(f"<code>{esc(str(k))}</code>={esc(str(v))}"
+                                                         for k, v in params.items())
+    if ended is None:
+        meta += ' &middot; <span id="live-state" class="state-live">LIVE</span>'
+    else:
+        meta += f' &middot; <span id="live-state" class="state-ended">ENDED ({esc(str(ended.get("reason")))})</span>'
+    body_top = _nav(login=login, here=call_id) + '<p class="status" id="conn" role="status" aria-live="polite"></p>\n'
+    after_meta = (f"{meta}</p>\n"
+                  '<h2>Alerts</h2><ul id="alerts" class="alerts"><li class="none">No alert.</li></ul>\n')
+    body_extra = ('<h2>Negativity trend per speaker</h2><div id="trends" class="trends"></div>\n'
+                  '<script src="/static/call.js" defer></script>\n')
+    events = [e for e in call["events"] if e["kind"] in ("alert_opened", "alert_closed", "trend", "call_ended")]
+    data_extra = {"call_id": call_id, "live": ended is None, "results_id": call["results_id"],
+                  "events_id": call["events_id"], "events": events}
+    return render_call(records, summary, title=call_id, model_id=model, channels=channels, labels=labels,
+                       duration_s=duration, nonce=nonce, head_extra=STYLESHEET, body_top=body_top,
+                       after_meta=after_meta, body_extra=body_extra, data_extra=data_extra)
+
+
+def not_found_page(call_id: str) -> str:
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>not found</title>{STYLESHEET}'
+            f'</head><body>{_nav(login=False, here="")}<main><h1>No such call</h1><p>No call '
+            f"<code>{esc(call_id)}</code> in Redis (results and events expire an hour after a call's last write)."
+            '</p><p><a href="/">Back to the overview</a></p></main></body></html>')
+
+
+def unavailable_page(message: str) -> str:
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>unavailable</title>{STYLESHEET}'
+            f'</head><body>{_nav(login=False, here="")}<main><h1>Unavailable</h1><p class="error" role="alert">'
+            f"{esc(message)}</p></main></body></html>")
