@@ -38,7 +38,10 @@ TOKEN = "test-token-0123456789abcdef"
 CALL_ID = "live-call"
 XSS_ID = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 RULES = 'trend_every_s = 3\n[[rule]]\nname = "customer_negative"\nwindow_s = 6\nopen_at = 0.6\nclose_at = 0.55\n'
-IMG_DIR = ROOT / "docs" / "img"
+#: Where the screenshots go: the test's tmp folder, or docs/img when refreshing the README's pictures
+#: (``SER_SCREENSHOT_DIR=docs/img python -m pytest tests/test_dashboard_browser.py``); a plain test
+#: run must not rewrite tracked files.
+IMG_ENV = "SER_SCREENSHOT_DIR"
 
 
 def env() -> dict[str, str]:
@@ -202,8 +205,9 @@ def test_dashboard_live_call_in_chromium(redis_url: str, browser: Any, tmp_path:
         # Alerting calls sort first.
         assert browser.find_element("css selector", "#live tbody tr").get_attribute("data-call-id") == CALL_ID
         wait_until(lambda: "worker(s)" in browser.find_element("id", "pool").text, 10, "pool health")
-        IMG_DIR.mkdir(parents=True, exist_ok=True)
-        browser.save_screenshot(str(IMG_DIR / "dashboard-overview.png"))
+        img_dir = Path(os.environ.get(IMG_ENV) or tmp_path)
+        img_dir.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(img_dir / "dashboard-overview.png"))
         assert fits_width(browser, 768), "the overview overflows a tablet-width window"
 
         # The call page while the call runs, opened with the keyboard: the timeline grows, the
@@ -252,7 +256,8 @@ def test_dashboard_live_call_in_chromium(redis_url: str, browser: Any, tmp_path:
         assert {r.get_attribute("tabindex") for r in browser.find_elements("css selector", "#timeline rect.segment")} \
             == {"0"}  # every segment is reachable with Tab
         assert fits_width(browser, 768), "the call page overflows a tablet-width window"
-        browser.save_screenshot(str(IMG_DIR / "dashboard-call.png"))
+        browser.save_screenshot(str(img_dir / "dashboard-call.png"))
+        assert (img_dir / "dashboard-call.png").stat().st_size > 10_000
         events = [decode_event(f) for _, f in client.xrange(events_key(CALL_ID))]
         alerts = [(e["kind"], e["since_s"], e.get("until_s")) for e in events if e["kind"].startswith("alert")]
         assert alerts == [("alert_opened", 9.0, None), ("alert_closed", 9.0, 18.0)]
