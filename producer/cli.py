@@ -35,6 +35,14 @@ class IncompleteRun(click.ClickException):
     exit_code = EXIT_INCOMPLETE
 
 
+def redis_reason(exc: BaseException) -> str:
+    """A Redis error as one short line without payload bytes: redis-py prefixes a failed pipeline
+    command with its arguments (``Command # 2 (SET ser:pcm:... <PCM>) of pipeline caused error: ...``)."""
+    text = str(exc).rsplit(" of pipeline caused error: ", 1)[-1]
+    text = "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
 def default_stream_id(audio: str) -> str:
     """``{file stem}-{8 hex of its sha256}`` for a file (a re-send reuses it); time and pid for stdin."""
     if audio == "-":
@@ -130,7 +138,8 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
         import redis
 
         if isinstance(exc, redis.RedisError):
-            raise click.ClickException(f"Redis at {redact_url(settings.redis_url or '')} failed: {exc}") from None
+            raise click.ClickException(f"Redis at {redact_url(settings.redis_url or '')} failed: "
+                                       f"{redis_reason(exc)}") from None
         raise
     finally:
         if connection is not None:

@@ -57,6 +57,13 @@ class StalledError(Exception):
     """No progress for the configured timeout."""
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """True for Redis refusing a write at ``maxmemory`` (``OOM command not allowed ...``)."""
+    import redis
+
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or "maxmemory" in str(exc)
+
+
 @dataclass
 class Batch:
     channel: str
@@ -184,11 +191,23 @@ class RedisBackend(Backend):
     def _retry(self, fn: Any) -> Any:
         import redis
 
+        full_since, delay = None, RECONNECT_FIRST_S
         while True:
             try:
-                return fn()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                self._reconnect(exc)
+                try:
+                    return fn()
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    self._reconnect(exc)
+            except redis.ResponseError as exc:  # a Redis at maxmemory refuses writes: wait, bounded
+                if not out_of_memory(exc):
+                    raise
+                now = time.monotonic()
+                full_since = now if full_since is None else full_since
+                if now - full_since > self.timeout_s:
+                    raise StalledError(f"Redis refused writes for {self.timeout_s:g} s: out of memory (maxmemory "
+                                       "reached; docs/pipeline.md, \"Redis memory\")") from None
+                time.sleep(delay)
+                delay = min(delay * RECONNECT_FACTOR, RECONNECT_MAX_S)
 
     def _reconnect(self, first: Exception) -> None:
         """Wait (back-off, at most ``timeout_s``) until Redis answers, then re-send what it may have lost."""

@@ -153,6 +153,8 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
                                    f"{collector.outstanding} of {collector.expected} segment(s) have no result")
     except StalledError as exc:
         error = str(exc)
+        for rec in collector.pop_arrived():  # print what arrived behind the gaps too
+            writer.write(rec)
     except BaseException:
         metrics.call_done(ok=False)
         raise
