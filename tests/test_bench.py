@@ -22,6 +22,7 @@ ROWS = (
     "latency at 90% load, `--batch 1`",
     "latency at 50% load, `--batch 16`",
     "latency at 90% load, `--batch 16`",
+    "first job after 6 s idle, `--batch 1`",
     "worker RSS",
     "Redis memory per active call",
     "in-process limit, batch 16",
