@@ -152,7 +152,7 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
     mode = f"queue {settings.queue!r}" if connection is not None else "embedded"
     click.echo(f"stream {settings.stream_id}: {outcome.results} of {outcome.expected} segment(s) in "
                f"{outcome.seconds:.2f} s ({mode}, {outcome.jobs} job(s)"
-               + (f", {outcome.resent} already sent" if outcome.resent else "")
+               + (f", {outcome.resent} segment(s) already sent" if outcome.resent else "")
                + (f", {outcome.retried} re-sent" if outcome.retried else "")
                + (f", {outcome.reconnects} reconnect(s)" if outcome.reconnects else "") + ")", err=True)
     if report_path:
