@@ -22,6 +22,8 @@ from producer.settings import (
     DEFAULT_RESEND_AFTER_S,
     DEFAULT_TIMEOUT_S,
     FORMATS,
+    SOCKET_TIMEOUT_MAX_S,
+    SOCKET_TIMEOUT_MIN_S,
     ProducerSettings,
     RawFormat,
 )
@@ -33,6 +35,15 @@ EXIT_INCOMPLETE = 3
 
 class IncompleteRun(click.ClickException):
     exit_code = EXIT_INCOMPLETE
+
+
+def connect(url: str, *, timeout_s: float) -> Any:
+    """The producer's Redis client, with explicit socket and connect timeouts (``timeout_s`` clamped to
+    :data:`SOCKET_TIMEOUT_MIN_S`-:data:`SOCKET_TIMEOUT_MAX_S`) so that ``--timeout`` bounds a hung Redis."""
+    import redis
+
+    sock = min(max(timeout_s, SOCKET_TIMEOUT_MIN_S), SOCKET_TIMEOUT_MAX_S)
+    return redis.Redis.from_url(url, socket_timeout=sock, socket_connect_timeout=sock, socket_keepalive=True)
 
 
 def redis_reason(exc: BaseException) -> str:
@@ -125,7 +136,7 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
         import redis
 
         try:
-            connection = redis.Redis.from_url(settings.redis_url)
+            connection = connect(settings.redis_url, timeout_s=settings.timeout_s)
             connection.ping()
         except (redis.RedisError, ValueError) as exc:
             raise click.ClickException(f"cannot reach Redis at {redact_url(settings.redis_url)}: {exc}") from None
