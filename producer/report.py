@@ -6,7 +6,9 @@ and the timeline SVG (one ``<rect class="segment">`` per classified segment, wit
 tooltip of label, confidence and time) is built from them by the inline script. The PNG is also
 embedded (base64) for viewers without JavaScript.
 
-matplotlib (for the PNG) is imported only when a report is written.
+matplotlib (for the PNG) is imported only when a report is written, and is optional: it comes with
+``.[train]``, not with a serving install (``pip install .``). Without it the HTML is written all the
+same (the timeline is the inline SVG) and no PNG (:func:`write_report` returns ``None`` for it).
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ def label_colours(labels: Sequence[str]) -> dict[str, str]:
     for lab in labels:
         out[lab] = LABEL_COLOURS.get(lab) or next(spare)
     return out
+
+
+def has_matplotlib() -> bool:
+    """Whether matplotlib can be imported (it is optional: ``.[train]`` brings it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):  # a None entry in sys.modules, a broken install
+        return False
 
 
 def png_path_for(path_html: str | Path) -> Path:
@@ -211,8 +223,9 @@ _JS = r"""
 def write_report(
     path_html: str | Path, records: Iterable[Mapping[str, Any]], summary: Summary, *, model_id: str,
     channels: Sequence[str], labels: Sequence[str], duration_s: float,
-) -> tuple[Path, Path]:
-    """Write ``path_html`` and the timeline PNG beside it (same name, ``.png``); return both paths.
+) -> tuple[Path, Path | None]:
+    """Write ``path_html`` and the timeline PNG beside it (same name, ``.png``); return both paths
+    (the PNG's is ``None`` without matplotlib).
 
     ``records``: the call's result records (``channel``, ``seq``, ``start_s``, ``end_s``,
     ``label``, ``confidence`` ...; failure/end records are ignored here). ``summary``: as
@@ -227,9 +240,14 @@ def write_report(
     path_html = Path(path_html)
     segments = _segments(records, channels)
     colours = label_colours(labels + sorted({s["label"] for s in segments} - set(labels)))
-    png = write_timeline_png(png_path_for(path_html), segments, channels=channels, labels=labels,
-                             duration_s=duration_s, title=f"{path_html.stem} - {model_id}")
-    png_b64 = base64.b64encode(png.read_bytes()).decode("ascii")
+    png: Path | None = None
+    if has_matplotlib():
+        png = write_timeline_png(png_path_for(path_html), segments, channels=channels, labels=labels,
+                                 duration_s=duration_s, title=f"{path_html.stem} - {model_id}")
+        fallback = (f'<img alt="emotion timeline" style="max-width:100%" '
+                    f'src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode("ascii")}">')
+    else:
+        fallback = "<p>The timeline needs JavaScript (no PNG: matplotlib was not installed).</p>"
     data = {"channels": channels, "labels": labels, "colours": colours, "duration_s": float(duration_s),
             "model": model_id, "segments": segments}
     # JSON inside <script>: "</" must not close the element.
@@ -254,7 +272,7 @@ def write_report(
 <h2>Timeline</h2>
 <div class="legend">{legend}</div>
 <svg id="timeline" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="emotion timeline per channel"></svg>
-<noscript><img alt="emotion timeline" style="max-width:100%" src="data:image/png;base64,{png_b64}"></noscript>
+<noscript>{fallback}</noscript>
 <p class="meta">Bar colour: predicted emotion; opacity: confidence. Hover a bar for details. Gaps: silence
 (not classified) or failed segments.</p>
 <h2>Summary per channel</h2>

@@ -194,3 +194,23 @@ def test_report_option_writes_html_and_png(tmp_path: Path, tiny_bundle_dir: Path
                           .replace("<\\/", "</"))
     assert len(embedded["segments"]) == len(jsonl(out)) == 6
     assert f"report: {report}" in err
+
+
+def test_report_without_matplotlib_writes_the_html_and_says_so_in_one_line(
+        tmp_path: Path, tiny_bundle_dir: Path, stereo_call: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as in a serving install: import fails
+    report = tmp_path / "call.html"
+    code, out, err = produce([str(stereo_call), "--model", str(tiny_bundle_dir), "--format", "jsonl",
+                              "--report", str(report)])
+    assert code == 0, err
+    assert len(jsonl(out)) == 6 and "Traceback" not in err
+    html = report.read_text(encoding="utf-8")
+    assert 'id="ser-data"' in html and "matplotlib was not installed" in html
+    assert not report.with_suffix(".png").exists()
+    lines = [line for line in err.splitlines() if line.startswith("report:")]
+    assert lines == [f"report: {report} (no PNG timeline: matplotlib is not installed; pip install matplotlib "
+                     "for one)"], err
