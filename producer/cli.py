@@ -27,6 +27,7 @@ from producer.settings import (
     ProducerSettings,
     RawFormat,
 )
+from producer.source import is_stream_path
 from workers.contract import DEFAULT_QUEUE, MAX_BATCH, read_url_file, redact_url, sanitize
 
 #: Exit status when the run did not complete (a timeout, or segments that failed).
@@ -46,6 +47,24 @@ def connect(url: str, *, timeout_s: float) -> Any:
     return redis.Redis.from_url(url, socket_timeout=sock, socket_connect_timeout=sock, socket_keepalive=True)
 
 
+def output_failed(output: Any, exc: OSError) -> click.ClickException:
+    """One error line for an output that cannot be written; closes it (quietly: its buffer cannot be
+    flushed either) and sends any later write to stdout nowhere, so that no traceback follows at exit."""
+    name = getattr(output, "name", "output")
+    try:
+        output.close()
+    except OSError:
+        pass
+    if name in ("-", "<stdout>"):
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+            os.close(null)
+        except (OSError, ValueError):
+            pass
+    return click.ClickException(f"cannot write the output to {name}: {exc.strerror or exc}")
+
+
 def redis_reason(exc: BaseException) -> str:
     """A Redis error as one short line without payload bytes: redis-py prefixes a failed pipeline
     command with its arguments (``Command # 2 (SET ser:pcm:... <PCM>) of pipeline caused error: ...``)."""
@@ -55,9 +74,11 @@ def redis_reason(exc: BaseException) -> str:
 
 
 def default_stream_id(audio: str) -> str:
-    """``{file stem}-{8 hex of its sha256}`` for a file (a re-send reuses it); time and pid for stdin."""
-    if audio == "-":
-        return f"stdin-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
+    """``{file stem}-{8 hex of its sha256}`` for a file (a re-send reuses it); time and pid for stdin, a
+    FIFO or ``<(...)``."""
+    if audio == "-" or is_stream_path(audio):  # a stream can be read once: no hash of its content
+        stem = "stdin" if audio == "-" else sanitize(Path(audio).name, max_len=32)
+        return f"{stem}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
     digest = hashlib.sha256()
     try:
         with open(audio, "rb") as fh:
@@ -116,8 +137,9 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
 
     if rate is None and (channels is not None or encoding is not None):
         raise click.UsageError("--channels/--encoding describe raw PCM: give --rate too")
-    raw = None if rate is None else RawFormat(rate=rate, channels=channels or DEFAULT_RAW_CHANNELS,
-                                              encoding=encoding or DEFAULT_RAW_ENCODING)
+    raw = None if rate is None else RawFormat(
+        rate=rate, channels=DEFAULT_RAW_CHANNELS if channels is None else channels,
+        encoding=encoding or DEFAULT_RAW_ENCODING)
     if redis_url_file:
         try:
             redis_url = read_url_file(redis_url_file)
@@ -140,11 +162,13 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
             connection.ping()
         except (redis.RedisError, ValueError) as exc:
             raise click.ClickException(f"cannot reach Redis at {redact_url(settings.redis_url)}: {exc}") from None
-    stdin = sys.stdin.buffer
+    stdin = sys.stdin.buffer if sys.stdin is not None else None  # None: started with stdin closed
     try:
         outcome = run(settings, stdin=stdin, out=output, connection=connection)
     except SERError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # the output cannot be written (a full disk, /dev/full, a closed pipe)
+        raise output_failed(output, exc) from None
     except Exception as exc:
         import redis
 
@@ -156,10 +180,14 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
         if connection is not None:
             connection.close()
     summary_out = output if output_format == "table" else sys.stderr  # jsonl/csv stay machine-readable
-    if output_format == "table":
-        output.write("\n")
-    for line in outcome.summary:
-        click.echo(line, file=summary_out)
+    try:
+        if output_format == "table":
+            output.write("\n")
+        for line in outcome.summary:
+            click.echo(line, file=summary_out)
+        output.flush()
+    except OSError as exc:
+        raise output_failed(output, exc) from None
     mode = f"queue {settings.queue!r}" if connection is not None else "embedded"
     click.echo(f"stream {settings.stream_id}: {outcome.results} of {outcome.expected} segment(s) in "
                f"{outcome.seconds:.2f} s ({mode}, {outcome.jobs} job(s)"
