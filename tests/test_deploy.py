@@ -114,7 +114,8 @@ def test_worker_deployment_wiring() -> None:
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports["metrics"] == METRICS_PORT and c["args"] == ["--metrics-port", str(METRICS_PORT)]
+    assert ports["metrics"] == METRICS_PORT
+    assert c["args"] == ["--metrics-port", str(METRICS_PORT), "--metrics-host", "0.0.0.0"]  # scraped from outside
     annotations = dep["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(METRICS_PORT)
     # SER_REDIS_URL only from a Secret; no credentials anywhere in the manifests.
