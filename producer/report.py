@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from producer.summary import Summary, is_result
+from producer.summary import Summary, is_result, stretch_labels
 
 #: Fixed colours for the known labels; others get one from FALLBACK_COLOURS.
 LABEL_COLOURS = {
@@ -140,9 +140,10 @@ def _summary_html(summary: Summary, channels: Sequence[str], labels: Sequence[st
         stretch = ch.get("longest_negative")
         if stretch:
             parts.append(
-                f'<p class="negative">Longest negative stretch: <b>{esc(stretch["label"])}</b> '
+                f'<p class="negative">Longest negative stretch: '
                 f'{_fmt_time(stretch["start_s"])}&ndash;{_fmt_time(stretch["end_s"])} '
-                f'({stretch["end_s"] - stretch["start_s"]:.1f} s, {stretch.get("segments", "?")} segment(s))</p>')
+                f'({stretch["end_s"] - stretch["start_s"]:.1f} s, {stretch.get("segments", "?")} segment(s): '
+                f'<b>{esc(stretch_labels(stretch))}</b>)</p>')
         else:
             parts.append('<p class="negative">Longest negative stretch: none</p>')
         parts.append("</section>")
@@ -222,7 +223,7 @@ _JS = r"""
 
 def write_report(
     path_html: str | Path, records: Iterable[Mapping[str, Any]], summary: Summary, *, model_id: str,
-    channels: Sequence[str], labels: Sequence[str], duration_s: float,
+    channels: Sequence[str], labels: Sequence[str], duration_s: float, audio: str = "", stream_id: str = "",
 ) -> tuple[Path, Path | None]:
     """Write ``path_html`` and the timeline PNG beside it (same name, ``.png``); return both paths
     (the PNG's is ``None`` without matplotlib).
@@ -233,17 +234,21 @@ def write_report(
     "failed": int, "shares": {label: fraction}, "longest_negative": {"label", "start_s", "end_s",
     "segments"} | None}}``. ``model_id``: ``name@version``. ``channels``: display order (e.g.
     ``["agent", "customer"]``). ``labels``: the model's ordered labels (legend and colours).
-    ``duration_s``: call length (the timeline's extent).
+    ``duration_s``: call length (the timeline's extent). ``audio``: what was classified (a path, or
+    ``-`` for stdin) and ``stream_id``: the call's id, both in the title (the report file's own name
+    when neither is given).
     """
     channels = list(channels)
     labels = list(labels)
     path_html = Path(path_html)
     segments = _segments(records, channels)
     colours = label_colours(labels + sorted({s["label"] for s in segments} - set(labels)))
+    source = "stdin" if audio == "-" else Path(audio).name
+    title = " ".join(p for p in (source, f"(stream {stream_id})" if stream_id else "") if p) or path_html.stem
     png: Path | None = None
     if has_matplotlib():
         png = write_timeline_png(png_path_for(path_html), segments, channels=channels, labels=labels,
-                                 duration_s=duration_s, title=f"{path_html.stem} - {model_id}")
+                                     duration_s=duration_s, title=f"{title} - {model_id}")
         fallback = (f'<img alt="emotion timeline" style="max-width:100%" '
                     f'src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode("ascii")}">')
     else:
@@ -261,12 +266,14 @@ def write_report(
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Emotion report: {esc(path_html.stem)}</title>
+<title>Emotion report: {esc(title)}</title>
 <style>{_CSS}</style>
 </head>
 <body>
-<h1>Emotion report: {esc(path_html.stem)}</h1>
-<p class="meta">Model <code id="model">{esc(model_id)}</code> &middot; duration {_fmt_time(duration_s)}
+<h1>Emotion report: {esc(title)}</h1>
+<p class="meta">Audio <code id="audio">{esc(audio or "?")}</code>
+&middot; stream <code id="stream">{esc(stream_id or "?")}</code>
+&middot; model <code id="model">{esc(model_id)}</code> &middot; duration {_fmt_time(duration_s)}
 ({duration_s:.1f} s) &middot; {len(segments)} classified segment(s) on {len(channels)} channel(s)
 &middot; generated {generated}</p>
 <h2>Timeline</h2>

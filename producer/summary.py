@@ -25,6 +25,7 @@ class Stretch(TypedDict):
     start_s: float
     end_s: float
     segments: int
+    labels: dict[str, int]  # every negative label in the stretch -> its segments, most frequent first
 
 
 class ChannelSummary(TypedDict):
@@ -78,8 +79,18 @@ def longest_negative(
         return None
     counts = Counter(str(r["label"]) for r in best)
     label = min(counts, key=lambda lab: (-counts[lab], rank.get(lab, len(rank)), lab))
+    order = sorted(counts, key=lambda lab: (-counts[lab], rank.get(lab, len(rank)), lab))
     return Stretch(label=label, start_s=float(best[0]["start_s"]), end_s=float(best[-1]["end_s"]),
-                   segments=len(best))
+                   segments=len(best), labels={lab: counts[lab] for lab in order})
+
+
+def stretch_labels(stretch: Stretch) -> str:
+    """``angry`` for a stretch of one label, ``angry 2 + sad 1`` for a mixed one (the stretch is
+    negative throughout, not one label throughout)."""
+    labels = stretch.get("labels") or {stretch["label"]: stretch["segments"]}
+    if len(labels) == 1:
+        return next(iter(labels))
+    return " + ".join(f"{lab} {n}" for lab, n in labels.items())
 
 
 def summarise(
@@ -136,8 +147,8 @@ def channel_lines(stats: ChannelStats, summary: ChannelSummary | None, *, hop_s:
         if stretch is None:
             lines.append("  longest negative stretch: none")
         else:
-            lines.append(f"  longest negative stretch: {stretch['label']} {stretch['start_s']:.2f}-"
-                         f"{stretch['end_s']:.2f} s ({stretch['segments']} segment(s))")
+            lines.append(f"  longest negative stretch: {stretch['start_s']:.2f}-{stretch['end_s']:.2f} s, "
+                         f"{stretch['segments']} segment(s): {stretch_labels(stretch)}")
     return lines
 
 

@@ -177,8 +177,26 @@ def test_longest_negative_stretch() -> None:
     records = [rec(0, "angry"), rec(1, "neutral"), rec(2, "angry"), rec(3, "sad"), rec(4, "angry"), rec(6, "angry")]
     stretch = longest_negative(records)
     assert stretch is not None
-    assert stretch == {"label": "angry", "start_s": 6.0, "end_s": 15.0, "segments": 3}
+    assert stretch == {"label": "angry", "start_s": 6.0, "end_s": 15.0, "segments": 3,
+                       "labels": {"angry": 2, "sad": 1}}
     assert longest_negative([rec(0, "happy")]) is None
+
+
+def test_a_mixed_negative_stretch_is_not_reported_as_one_label() -> None:
+    from producer.summary import ChannelStats, channel_lines
+
+    recs = [{"kind": "result", "seq": s, "start_s": 3.0 * s, "end_s": 3.0 * s + 3, "label": lab}
+            for s, lab in enumerate(["angry", "sad", "angry", "neutral", "sad"])]
+    stretch = longest_negative(recs)
+    assert stretch is not None
+    summary = {"segments": 5, "failed": 0, "shares": {"angry": 0.4, "sad": 0.4, "neutral": 0.2},
+               "longest_negative": stretch}
+    lines = channel_lines(ChannelStats("ch0", cut=5, sent=5), summary, hop_s=3.0)  # type: ignore[arg-type]
+    assert lines[-1] == "  longest negative stretch: 0.00-9.00 s, 3 segment(s): angry 2 + sad 1"
+    one = longest_negative(recs[4:])
+    assert one is not None
+    assert channel_lines(ChannelStats("ch0", cut=1, sent=1), {**summary, "longest_negative": one},  # type: ignore[arg-type]
+                         hop_s=3.0)[-1] == "  longest negative stretch: 12.00-15.00 s, 1 segment(s): sad"
 
 
 def test_report_option_writes_html_and_png(tmp_path: Path, tiny_bundle_dir: Path, stereo_call: Path) -> None:
@@ -189,6 +207,9 @@ def test_report_option_writes_html_and_png(tmp_path: Path, tiny_bundle_dir: Path
     assert code == 0, err
     html = report.read_text(encoding="utf-8")
     assert "tiny-test@0.0.1" in html and "agent" in html and "customer" in html
+    stream_id = err.split("stream ", 1)[1].split(":", 1)[0]
+    assert f"<title>Emotion report: {stereo_call.name} (stream {stream_id})</title>" in html  # not "call"
+    assert f'<code id="audio">{stereo_call}</code>' in html
     assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     embedded = json.loads(html.split('type="application/json"', 1)[1].split(">", 1)[1].split("</script>", 1)[0]
                           .replace("<\\/", "</"))
