@@ -38,6 +38,16 @@ class IncompleteRun(click.ClickException):
     exit_code = EXIT_INCOMPLETE
 
 
+#: Output formats implied by the --output file's extension when --format is not given.
+FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
+
+
+def format_for(output_name: str) -> str:
+    """The format an output file's extension implies (``table`` for stdout and anything else)."""
+    return FORMAT_BY_SUFFIX.get(Path(output_name).suffix.lower(), DEFAULT_FORMAT) if output_name != "-" \
+        else DEFAULT_FORMAT
+
+
 def connect(url: str, *, timeout_s: float) -> Any:
     """The producer's Redis client, with explicit socket and connect timeouts (``timeout_s`` clamped to
     :data:`SOCKET_TIMEOUT_MIN_S`-:data:`SOCKET_TIMEOUT_MAX_S`) so that ``--timeout`` bounds a hung Redis."""
@@ -120,8 +130,9 @@ def default_stream_id(audio: str) -> str:
               default=DEFAULT_RESEND_AFTER_S, show_default=True,
               help="Send a batch again when it has no result this many seconds after it was sent and its job "
                    "is no longer queued (a worker died with it); 0: never [env SER_RESEND_AFTER].")
-@click.option("--format", "output_format", type=click.Choice(FORMATS), default=DEFAULT_FORMAT,
-              show_default=True, help="Output format.")
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default=None,
+              help=f"Output format [default: from the --output file's extension (.jsonl/.ndjson/.json: jsonl, "
+                   f".csv: csv), else {DEFAULT_FORMAT}].")
 @click.option("--output", "-o", type=click.File("w", encoding="utf-8", lazy=True), default="-",
               help="Write records here [default: stdout].")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True), default=None,
@@ -129,7 +140,7 @@ def default_stream_id(audio: str) -> str:
 def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_file: str | None, queue: str,
          stream_id: str | None, channel_names: str | None, realtime: bool, rate: int | None, channels: int | None,
          encoding: str | None, batch: int | None, max_pending: int, timeout_s: float, resend_after_s: float,
-         output_format: str, output: Any, report_path: str | None) -> None:
+         output_format: str | None, output: Any, report_path: str | None) -> None:
     """Cut AUDIO (a file, or - for a WAV or raw PCM stream on stdin) into segments, classify every
     voiced segment's emotion, print the results in order and a per-channel summary."""
     from models.errors import SERError
@@ -146,6 +157,7 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     live = audio == "-" or realtime
+    output_format = output_format or format_for(getattr(output, "name", "-"))
     settings = ProducerSettings(
         audio=audio, stream_id=sanitize(stream_id) if stream_id else default_stream_id(audio),
         model_dir=model_dir, redis_url=redis_url or None, queue=queue, raw=raw, realtime=realtime,

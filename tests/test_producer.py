@@ -235,3 +235,16 @@ def test_report_without_matplotlib_writes_the_html_and_says_so_in_one_line(
     lines = [line for line in err.splitlines() if line.startswith("report:")]
     assert lines == [f"report: {report} (no PNG timeline: matplotlib is not installed; pip install matplotlib "
                      "for one)"], err
+
+
+def test_output_format_follows_the_output_files_extension(tmp_path: Path, tiny_bundle_dir: Path,
+                                                          stereo_call: Path) -> None:
+    for name, check in (("call.jsonl", lambda t: len(jsonl(t)) == 6),
+                        ("call.csv", lambda t: t.startswith("stream_id,channel,seq,")),
+                        ("call.txt", lambda t: t.split()[:2] == ["start", "end"])):
+        code, _, err = produce([str(stereo_call), "--model", str(tiny_bundle_dir), "-o", str(tmp_path / name)])
+        assert code == 0, err
+        assert check((tmp_path / name).read_text()), (name, (tmp_path / name).read_text()[:200])
+    code, _, err = produce([str(stereo_call), "--model", str(tiny_bundle_dir), "-o", str(tmp_path / "t.jsonl"),
+                            "--format", "table"])  # an explicit --format wins
+    assert code == 0 and (tmp_path / "t.jsonl").read_text().startswith("    start")
