@@ -94,3 +94,14 @@ def test_dead_and_silent_workers_are_not_idle_and_do_not_count_as_a_model(redis_
         for w in workers.values():
             w.register_death()
         conn.close()
+
+
+def test_status_reads_the_url_from_a_file(redis_url: str, tmp_path: Path) -> None:
+    url_file = tmp_path / "redis.url"
+    url_file.write_text(redis_url + "\n")
+    result = CliRunner().invoke(status, ["--redis-url-file", str(url_file), "--json"],
+                                env={"SER_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["queue"]["name"] == DEFAULT_QUEUE
+    missing = CliRunner().invoke(status, ["--redis-url-file", str(tmp_path / "nope")])
+    assert missing.exit_code == 1 and missing.output.startswith("Error: cannot read --redis-url-file")

@@ -92,9 +92,11 @@ if __name__ == "__main__":
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--redis-url", envvar="SER_REDIS_URL", default=DEFAULT_REDIS_URL, show_default=True,
               help="Redis of the pool [env SER_REDIS_URL].")
+@click.option("--redis-url-file", envvar="SER_REDIS_URL_FILE", type=click.Path(dir_okay=False), default=None,
+              help="Read the Redis URL from this file (keeps a password out of argv) [env SER_REDIS_URL_FILE].")
 @click.option("--queue", envvar="SER_QUEUE", default=DEFAULT_QUEUE, show_default=True, help="RQ queue [env SER_QUEUE].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
-def status(redis_url: str, queue: str, as_json: bool) -> None:
+def status(redis_url: str, redis_url_file: str | None, queue: str, as_json: bool) -> None:
     """Show the pool: queue depth and oldest job age, workers and their model versions, failed jobs."""
     import json
 
@@ -102,6 +104,11 @@ def status(redis_url: str, queue: str, as_json: bool) -> None:
 
     from workers.status import pool_status, status_lines
 
+    if redis_url_file:
+        try:
+            redis_url = read_url_file(redis_url_file)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     try:
         connection = redis.Redis.from_url(redis_url)
     except ValueError as exc:
