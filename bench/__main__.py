@@ -88,7 +88,7 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
     command = "python -m bench " + shlex.join(sys.argv[1:])
     if quick:
         seconds, repeat, no_baseline = min(seconds, 1.0), 1, True
-    from bench import baseline, idle, inprocess, load, report
+    from bench import baseline, embedded, idle, inprocess, load, report
     from bench.server import redis_server
     from models.bundle import load_bundle
 
@@ -149,6 +149,10 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
                     inproc_cpu[b].append(per_cpu)
                 log(f"end to end batch {b}: {[round(x) for x in cap[b]]} segments/s; "
                     f"in-process {[round(x) for x in inproc[b]]}")
+            # 3b. Embedded mode (no Redis, the worker idles), as a user runs ser-produce.
+            emb = [embedded.embedded_rate(model, work / f"noise-{FILE_BATCH}.wav", batch=FILE_BATCH)
+                   for _ in range(repeat)]
+            log(f"embedded batch {FILE_BATCH}: {[round(x) for x in emb]} segments/s")
             # 4. Paced open-loop latency at 50 % and 90 % of that capacity.
             for b in (LIVE_BATCH, FILE_BATCH):
                 for frac in (0.5, 0.9):
@@ -188,6 +192,9 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
     i16, i1 = median(inproc[FILE_BATCH]), median(inproc[LIVE_BATCH])
     rows.append(("end to end, 1 worker process, `--batch 16` (files)", f"{c16:.0f} segments/s", "≥ 400",
                  "real producer → Redis → worker → results read back" + note(spread(cap[FILE_BATCH]))))
+    rows.append(("embedded (no Redis), `ser-produce FILE`, `--batch 16`", f"{median(emb):.0f} segments/s", "",
+                 "the CLI in a subprocess whose environment has no BLAS thread caps (it sets them itself); "
+                 "its own run time, model load included; compare with the row above" + note(spread(emb))))
     rows.append(("end to end, 1 worker process, `--batch 1` (live)", f"{c1:.0f} segments/s", "",
                  spread(cap[LIVE_BATCH])))
     for b in (FILE_BATCH, LIVE_BATCH):

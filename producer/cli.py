@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import sys
-import time
-from pathlib import Path
-from typing import Any
 
-import click
+#: Environment variables that cap BLAS/OpenMP threads, as ``ser-worker`` sets them
+#: (``workers.settings.THREAD_ENV_VARS``; this module may not import it). Set to "1" before anything
+#: imports numpy: the embedded mode runs the features in this process, and multi-threaded BLAS on
+#: small log-mel matrices was 3-5x slower here (docs/benchmark.md, "embedded").
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                   "VECLIB_MAXIMUM_THREADS")
+for _var in THREAD_ENV_VARS:
+    os.environ.setdefault(_var, "1")
 
-from models.audio import RAW_ENCODINGS
-from producer.settings import (
+import hashlib  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from models.audio import RAW_ENCODINGS  # noqa: E402
+from producer.settings import (  # noqa: E402
     DEFAULT_BATCH_FILE,
     DEFAULT_BATCH_LIVE,
     DEFAULT_FORMAT,
@@ -27,8 +37,8 @@ from producer.settings import (
     ProducerSettings,
     RawFormat,
 )
-from producer.source import is_stream_path
-from workers.contract import DEFAULT_QUEUE, MAX_BATCH, read_url_file, redact_url, sanitize
+from producer.source import is_stream_path  # noqa: E402
+from workers.contract import DEFAULT_QUEUE, MAX_BATCH, read_url_file, redact_url, sanitize  # noqa: E402
 
 #: Exit status when the run did not complete (a timeout, or segments that failed).
 EXIT_INCOMPLETE = 3

@@ -15,6 +15,7 @@ from bench.server import redis_binary
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = (
     "end to end, 1 worker process, `--batch 16`",
+    "embedded (no Redis), `ser-produce FILE`, `--batch 16`",
     "end to end, 1 worker process, `--batch 1`",
     "enqueue cost, `--batch 1`",
     "enqueue cost, `--batch 16`",

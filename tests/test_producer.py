@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import struct
 from dataclasses import replace
 from pathlib import Path
@@ -248,3 +249,23 @@ def test_output_format_follows_the_output_files_extension(tmp_path: Path, tiny_b
     code, _, err = produce([str(stereo_call), "--model", str(tiny_bundle_dir), "-o", str(tmp_path / "t.jsonl"),
                             "--format", "table"])  # an explicit --format wins
     assert code == 0 and (tmp_path / "t.jsonl").read_text().startswith("    start")
+
+
+def test_cli_caps_blas_threads_before_numpy_is_loaded() -> None:
+    """The embedded mode runs the features in the producer: BLAS must run one thread, as in a worker."""
+    import subprocess
+    import sys
+
+    from producer.cli import THREAD_ENV_VARS
+    from workers.settings import THREAD_ENV_VARS as WORKER_VARS
+
+    pytest.importorskip("threadpoolctl")
+    assert THREAD_ENV_VARS == WORKER_VARS
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV_VARS}
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    code = ("import json, producer.cli, threadpoolctl; "
+            "print(json.dumps([i['num_threads'] for i in threadpoolctl.threadpool_info()]))")
+    threads = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                        cwd=root, check=True).stdout)
+    assert threads and set(threads) == {1}, threads
