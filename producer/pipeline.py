@@ -67,7 +67,7 @@ def make_backend(settings: ProducerSettings, *, spec: Any, bundle: Any, connecti
                         resend_after_s=settings.resend_after_s)
 
 
-def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection: Any = None) -> Outcome:
+def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, connection: Any = None) -> Outcome:
     """Produce one call. ``connection``: a redis client (distributed) or None (embedded).
 
     Raises :class:`SERError` for bad input; an incomplete run (timeout, failed segments) returns an
