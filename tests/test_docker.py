@@ -74,7 +74,7 @@ def test_compose_file_is_valid_for_compose_v1_and_v2(compose: list[str]) -> None
         pytest.skip(f"{' '.join(compose)} not installed")
     version = subprocess.run([*compose, "version"], capture_output=True, text=True, timeout=60)
     if version.returncode != 0:
-        pytest.skip(f"{' '.join(compose)} not available: {version.stderr.strip()[:200]}")
+        pytest.skip(f"{' '.join(compose)} not available: {(version.stderr.strip().splitlines() or [''])[0][:200]}")
     proc = subprocess.run([*compose, "-p", "ser-stream", "-f", str(ROOT / "deploy" / "docker-compose.yml"), "config",
                            "-q"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
