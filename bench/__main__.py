@@ -88,7 +88,7 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
     command = "python -m bench " + shlex.join(sys.argv[1:])
     if quick:
         seconds, repeat, no_baseline = min(seconds, 1.0), 1, True
-    from bench import baseline, inprocess, load, report
+    from bench import baseline, embedded, idle, inprocess, load, report
     from bench.server import redis_server
     from models.bundle import load_bundle
 
@@ -127,7 +127,8 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
         redis_pid = int(probe.info("server")["process_id"])
         probe.close()
         paced: dict[tuple[int, float], list[load.Paced]] = {}
-        with load.worker(url, QUEUE, model) as w:
+        worker_log = work / "worker.log"
+        with load.worker(url, QUEUE, model, log=worker_log) as w:
             # 2. Capacity end to end: the real producer (in this process) and one worker process.
             for b in (FILE_BATCH, LIVE_BATCH):
                 segs = max(2 * b * 4, int(SIZE_RATE[b] * seconds))
@@ -148,6 +149,10 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
                     inproc_cpu[b].append(per_cpu)
                 log(f"end to end batch {b}: {[round(x) for x in cap[b]]} segments/s; "
                     f"in-process {[round(x) for x in inproc[b]]}")
+            # 3b. Embedded mode (no Redis, the worker idles), as a user runs ser-produce.
+            emb = [embedded.embedded_rate(model, work / f"noise-{FILE_BATCH}.wav", batch=FILE_BATCH)
+                   for _ in range(repeat)]
+            log(f"embedded batch {FILE_BATCH}: {[round(x) for x in emb]} segments/s")
             # 4. Paced open-loop latency at 50 % and 90 % of that capacity.
             for b in (LIVE_BATCH, FILE_BATCH):
                 for frac in (0.5, 0.9):
@@ -157,10 +162,19 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
                                                                rate=frac * median(cap[b]), seconds=seconds))
                         cleanup(url)
                     log(f"paced batch {b} at {frac:.0%}: p95 {[round(p.p95_ms, 1) for p in paced[(b, frac)]]} ms")
+            # 5. First job after an idle spell (longer than redis-py's default socket timeout).
+            idle_s = 6.0 if quick else idle.IDLE_S
+            idle_ms = [idle.first_job_after_idle_ms(url, spec, queue=QUEUE, idle_s=idle_s) for _ in range(repeat)]
+            cleanup(url)
+            log(f"first job after {idle_s:g} s idle: {[round(x, 1) for x in idle_ms]} ms")
             rss, hwm = load.rss_mb(w.child)
             parent_rss, _ = load.rss_mb(w.proc.pid)
+        worker_text = worker_log.read_text(errors="replace") if worker_log.exists() else ""
+        if worker_text:
+            click.echo(worker_text.rstrip("\n"), err=True)  # the worker's own log, as it would have printed
+        spurious = idle.spurious_lines(worker_log)
 
-        # 5. Seed-style baseline.
+        # 6. Seed-style baseline.
         base = None
         if no_baseline:
             base_note = "skipped (--quick or --no-baseline)"
@@ -178,6 +192,9 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
     i16, i1 = median(inproc[FILE_BATCH]), median(inproc[LIVE_BATCH])
     rows.append(("end to end, 1 worker process, `--batch 16` (files)", f"{c16:.0f} segments/s", "≥ 400",
                  "real producer → Redis → worker → results read back" + note(spread(cap[FILE_BATCH]))))
+    rows.append(("embedded (no Redis), `ser-produce FILE`, `--batch 16`", f"{median(emb):.0f} segments/s", "",
+                 "the CLI in a subprocess whose environment has no BLAS thread caps (it sets them itself); "
+                 "its own run time, model load included; compare with the row above" + note(spread(emb))))
     rows.append(("end to end, 1 worker process, `--batch 1` (live)", f"{c1:.0f} segments/s", "",
                  spread(cap[LIVE_BATCH])))
     for b in (FILE_BATCH, LIVE_BATCH):
@@ -201,6 +218,9 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
                          f"{ps[0].rate:.0f} segments/s offered (Poisson), {ps[0].calls} calls, "
                          f"{ps[0].segments} segments per run; p95 runs: "
                          + ", ".join(f"{p.p95_ms:.1f}" for p in ps)))
+    rows.append((f"first job after {idle_s:g} s idle, `--batch 1`", f"{median(idle_ms):.1f} ms", "≤ 50",
+                 f"one segment sent to an idle worker, until its record is read back; spurious reconnect lines "
+                 f"in the worker log over the whole run: {spurious}" + note(spread(idle_ms, "{:.1f}"))))
     rows.append(("worker RSS", f"{rss:.0f} MB", "≤ 350",
                  f"worker process after the runs (peak {hwm:.0f} MB); pool parent {parent_rss:.0f} MB"))
     mem = paced[(LIVE_BATCH, 0.5)]

@@ -72,8 +72,10 @@ class Worker:
 
 
 @contextmanager
-def worker(url: str, queue: str, model_dir: str, *, env: dict[str, str] | None = None) -> Iterator[Worker]:
-    """Run ``ser-worker --processes 1`` until the block ends; yields once it is registered (warm)."""
+def worker(url: str, queue: str, model_dir: str, *, env: dict[str, str] | None = None,
+           log: Path | None = None) -> Iterator[Worker]:
+    """Run ``ser-worker --processes 1`` until the block ends; yields once it is registered (warm).
+    ``log``: write the worker's stderr to this file instead of ours."""
     import redis
     from rq import Queue
     from rq import Worker as RQWorker
@@ -82,7 +84,10 @@ def worker(url: str, queue: str, model_dir: str, *, env: dict[str, str] | None =
     q = Queue(queue, connection=conn)
     cmd = [sys.executable, "-m", "workers.cli", "--redis-url", url, "--queue", queue, "--processes", "1",
            "--model", model_dir]
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})})
+    err = log.open("ab") if log is not None else None
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stderr=err)
+    if err is not None:
+        err.close()  # the child holds its own descriptor
     try:
         deadline = time.monotonic() + WORKER_START_S
         while RQWorker.count(connection=conn, queue=q) < 1:

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import sys
-import time
-from pathlib import Path
-from typing import Any
 
-import click
+#: Environment variables that cap BLAS/OpenMP threads, as ``ser-worker`` sets them
+#: (``workers.settings.THREAD_ENV_VARS``; this module may not import it). Set to "1" before anything
+#: imports numpy: the embedded mode runs the features in this process, and multi-threaded BLAS on
+#: small log-mel matrices was 3-5x slower here (docs/benchmark.md, "embedded").
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                   "VECLIB_MAXIMUM_THREADS")
+for _var in THREAD_ENV_VARS:
+    os.environ.setdefault(_var, "1")
 
-from models.audio import RAW_ENCODINGS
-from producer.settings import (
+import hashlib  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from models.audio import RAW_ENCODINGS  # noqa: E402
+from producer.settings import (  # noqa: E402
     DEFAULT_BATCH_FILE,
     DEFAULT_BATCH_LIVE,
     DEFAULT_FORMAT,
@@ -22,10 +32,13 @@ from producer.settings import (
     DEFAULT_RESEND_AFTER_S,
     DEFAULT_TIMEOUT_S,
     FORMATS,
+    SOCKET_TIMEOUT_MAX_S,
+    SOCKET_TIMEOUT_MIN_S,
     ProducerSettings,
     RawFormat,
 )
-from workers.contract import DEFAULT_QUEUE, MAX_BATCH, read_url_file, redact_url, sanitize
+from producer.source import is_stream_path  # noqa: E402
+from workers.contract import DEFAULT_QUEUE, MAX_BATCH, read_url_file, redact_url, sanitize  # noqa: E402
 
 #: Exit status when the run did not complete (a timeout, or segments that failed).
 EXIT_INCOMPLETE = 3
@@ -35,10 +48,57 @@ class IncompleteRun(click.ClickException):
     exit_code = EXIT_INCOMPLETE
 
 
+#: Output formats implied by the --output file's extension when --format is not given.
+FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
+
+
+def format_for(output_name: str) -> str:
+    """The format an output file's extension implies (``table`` for stdout and anything else)."""
+    return FORMAT_BY_SUFFIX.get(Path(output_name).suffix.lower(), DEFAULT_FORMAT) if output_name != "-" \
+        else DEFAULT_FORMAT
+
+
+def connect(url: str, *, timeout_s: float) -> Any:
+    """The producer's Redis client, with explicit socket and connect timeouts (``timeout_s`` clamped to
+    :data:`SOCKET_TIMEOUT_MIN_S`-:data:`SOCKET_TIMEOUT_MAX_S`) so that ``--timeout`` bounds a hung Redis."""
+    import redis
+
+    sock = min(max(timeout_s, SOCKET_TIMEOUT_MIN_S), SOCKET_TIMEOUT_MAX_S)
+    return redis.Redis.from_url(url, socket_timeout=sock, socket_connect_timeout=sock, socket_keepalive=True)
+
+
+def output_failed(output: Any, exc: OSError) -> click.ClickException:
+    """One error line for an output that cannot be written; closes it (quietly: its buffer cannot be
+    flushed either) and sends any later write to stdout nowhere, so that no traceback follows at exit."""
+    name = getattr(output, "name", "output")
+    try:
+        output.close()
+    except OSError:
+        pass
+    if name in ("-", "<stdout>"):
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+            os.close(null)
+        except (OSError, ValueError):
+            pass
+    return click.ClickException(f"cannot write the output to {name}: {exc.strerror or exc}")
+
+
+def redis_reason(exc: BaseException) -> str:
+    """A Redis error as one short line without payload bytes: redis-py prefixes a failed pipeline
+    command with its arguments (``Command # 2 (SET ser:pcm:... <PCM>) of pipeline caused error: ...``)."""
+    text = str(exc).rsplit(" of pipeline caused error: ", 1)[-1]
+    text = "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
 def default_stream_id(audio: str) -> str:
-    """``{file stem}-{8 hex of its sha256}`` for a file (a re-send reuses it); time and pid for stdin."""
-    if audio == "-":
-        return f"stdin-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
+    """``{file stem}-{8 hex of its sha256}`` for a file (a re-send reuses it); time and pid for stdin, a
+    FIFO or ``<(...)``."""
+    if audio == "-" or is_stream_path(audio):  # a stream can be read once: no hash of its content
+        stem = "stdin" if audio == "-" else sanitize(Path(audio).name, max_len=32)
+        return f"{stem}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
     digest = hashlib.sha256()
     try:
         with open(audio, "rb") as fh:
@@ -80,8 +140,9 @@ def default_stream_id(audio: str) -> str:
               default=DEFAULT_RESEND_AFTER_S, show_default=True,
               help="Send a batch again when it has no result this many seconds after it was sent and its job "
                    "is no longer queued (a worker died with it); 0: never [env SER_RESEND_AFTER].")
-@click.option("--format", "output_format", type=click.Choice(FORMATS), default=DEFAULT_FORMAT,
-              show_default=True, help="Output format.")
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default=None,
+              help=f"Output format [default: from the --output file's extension (.jsonl/.ndjson/.json: jsonl, "
+                   f".csv: csv), else {DEFAULT_FORMAT}].")
 @click.option("--output", "-o", type=click.File("w", encoding="utf-8", lazy=True), default="-",
               help="Write records here [default: stdout].")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True), default=None,
@@ -92,7 +153,7 @@ def default_stream_id(audio: str) -> str:
 def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_file: str | None, queue: str,
          stream_id: str | None, channel_names: str | None, realtime: bool, rate: int | None, channels: int | None,
          encoding: str | None, batch: int | None, max_pending: int, timeout_s: float, resend_after_s: float,
-         output_format: str, output: Any, report_path: str | None, alert_rules: str | None) -> None:
+         output_format: str | None, output: Any, report_path: str | None, alert_rules: str | None) -> None:
     """Cut AUDIO (a file, or - for a WAV or raw PCM stream on stdin) into segments, classify every
     voiced segment's emotion, print the results in order and a per-channel summary."""
     from models.errors import SERError
@@ -100,8 +161,9 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
 
     if rate is None and (channels is not None or encoding is not None):
         raise click.UsageError("--channels/--encoding describe raw PCM: give --rate too")
-    raw = None if rate is None else RawFormat(rate=rate, channels=channels or DEFAULT_RAW_CHANNELS,
-                                              encoding=encoding or DEFAULT_RAW_ENCODING)
+    raw = None if rate is None else RawFormat(
+        rate=rate, channels=DEFAULT_RAW_CHANNELS if channels is None else channels,
+        encoding=encoding or DEFAULT_RAW_ENCODING)
     if redis_url_file:
         try:
             redis_url = read_url_file(redis_url_file)
@@ -116,6 +178,7 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     live = audio == "-" or realtime
+    output_format = output_format or format_for(getattr(output, "name", "-"))
     settings = ProducerSettings(
         audio=audio, stream_id=sanitize(stream_id) if stream_id else default_stream_id(audio),
         model_dir=model_dir, redis_url=redis_url or None, queue=queue, raw=raw, realtime=realtime,
@@ -128,33 +191,40 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
         import redis
 
         try:
-            connection = redis.Redis.from_url(settings.redis_url)
+            connection = connect(settings.redis_url, timeout_s=settings.timeout_s)
             connection.ping()
         except (redis.RedisError, ValueError) as exc:
             raise click.ClickException(f"cannot reach Redis at {redact_url(settings.redis_url)}: {exc}") from None
-    stdin = sys.stdin.buffer
+    stdin = sys.stdin.buffer if sys.stdin is not None else None  # None: started with stdin closed
     try:
         outcome = run(settings, stdin=stdin, out=output, connection=connection)
     except SERError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # the output cannot be written (a full disk, /dev/full, a closed pipe)
+        raise output_failed(output, exc) from None
     except Exception as exc:
         import redis
 
         if isinstance(exc, redis.RedisError):
-            raise click.ClickException(f"Redis at {redact_url(settings.redis_url or '')} failed: {exc}") from None
+            raise click.ClickException(f"Redis at {redact_url(settings.redis_url or '')} failed: "
+                                       f"{redis_reason(exc)}") from None
         raise
     finally:
         if connection is not None:
             connection.close()
     summary_out = output if output_format == "table" else sys.stderr  # jsonl/csv stay machine-readable
-    if output_format == "table":
-        output.write("\n")
-    for line in outcome.summary:
-        click.echo(line, file=summary_out)
+    try:
+        if output_format == "table":
+            output.write("\n")
+        for line in outcome.summary:
+            click.echo(line, file=summary_out)
+        output.flush()
+    except OSError as exc:
+        raise output_failed(output, exc) from None
     mode = f"queue {settings.queue!r}" if connection is not None else "embedded"
     click.echo(f"stream {settings.stream_id}: {outcome.results} of {outcome.expected} segment(s) in "
                f"{outcome.seconds:.2f} s ({mode}, {outcome.jobs} job(s)"
-               + (f", {outcome.resent} already sent" if outcome.resent else "")
+               + (f", {outcome.resent} segment(s) already sent" if outcome.resent else "")
                + (f", {outcome.retried} re-sent" if outcome.retried else "")
                + (f", {outcome.reconnects} reconnect(s)" if outcome.reconnects else "") + ")", err=True)
     if report_path:
@@ -163,8 +233,10 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
         html_path, png_path = write_report(
             report_path, outcome.records, outcome.per_channel or {}, model_id=outcome.model_id,
             channels=outcome.channels, labels=outcome.labels, duration_s=outcome.duration_s,
+            audio=settings.audio, stream_id=settings.stream_id,
         )
-        click.echo(f"report: {html_path} (timeline {png_path})", err=True)
+        click.echo(f"report: {html_path} " + (f"(timeline {png_path})" if png_path is not None else
+                   "(no PNG timeline: matplotlib is not installed; pip install matplotlib for one)"), err=True)
     if outcome.error:
         raise IncompleteRun(outcome.error)
 

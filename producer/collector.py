@@ -57,6 +57,14 @@ class Collector:
         self.released.extend({k: r[k] for k in KEPT_FIELDS if k in r} for r in out)
         return out
 
+    def pop_arrived(self) -> list[dict[str, Any]]:
+        """Every record that arrived, in output order, even behind segments still without one (for a
+        run that gives up: nothing it has is lost); the missing segments stay outstanding."""
+        out = [self._arrived.pop(key) for key in self._order if key in self._arrived]
+        self._order = deque(key for key in self._order if key not in self._seen)
+        self.released.extend({k: r[k] for k in KEPT_FIELDS if k in r} for r in out)
+        return out
+
     @property
     def expected(self) -> int:
         return len(self._expected)

@@ -26,7 +26,8 @@ from workers.contract import (
     RESULTS_MAXLEN,
     RESULTS_TTL_S,
     Classifier,
-    claim_key,
+    claim_field,
+    claims_key,
     classify,
     decode_entry,
     encode_entry,
@@ -55,6 +56,13 @@ RECONNECT_MAX_S = 2.0
 
 class StalledError(Exception):
     """No progress for the configured timeout."""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """True for Redis refusing a write at ``maxmemory`` (``OOM command not allowed ...``)."""
+    import redis
+
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or "maxmemory" in str(exc)
 
 
 @dataclass
@@ -94,7 +102,7 @@ class Backend:
         self.spec, self.stream_id = spec, stream_id
         self.window = spec.segment.samples(spec.sample_rate)[0]
         self.jobs = 0
-        self.resent = 0  # batches already claimed by an earlier send (idempotent re-send)
+        self.resent = 0  # segments already claimed by an earlier send (idempotent re-send)
 
     def payload(self, batch: Batch, key: str) -> dict[str, Any]:
         """The job payload; a batch over the job limits is refused (SERError), never enqueued."""
@@ -182,6 +190,7 @@ class RedisBackend(Backend):
         self.reconnects = 0  # connection errors survived
         self.restarts = 0  # times Redis was found to have lost this call's keys
         self.epoch_key = EPOCH_PREFIX + sanitize(stream_id)
+        self.claims = claims_key(stream_id)
         self._end: dict[str, Any] | None = None
         self._checked = time.monotonic()
 
@@ -189,11 +198,23 @@ class RedisBackend(Backend):
     def _retry(self, fn: Any) -> Any:
         import redis
 
+        full_since, delay = None, RECONNECT_FIRST_S
         while True:
             try:
-                return fn()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                self._reconnect(exc)
+                try:
+                    return fn()
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    self._reconnect(exc)
+            except redis.ResponseError as exc:  # a Redis at maxmemory refuses writes: wait, bounded
+                if not out_of_memory(exc):
+                    raise
+                now = time.monotonic()
+                full_since = now if full_since is None else full_since
+                if now - full_since > self.timeout_s:
+                    raise StalledError(f"Redis refused writes for {self.timeout_s:g} s: out of memory (maxmemory "
+                                       "reached; docs/pipeline.md, \"Redis memory\")") from None
+                time.sleep(delay)
+                delay = min(delay * RECONNECT_FACTOR, RECONNECT_MAX_S)
 
     def _reconnect(self, first: Exception) -> None:
         """Wait (back-off, at most ``timeout_s``) until Redis answers, then re-send what it may have lost."""
@@ -292,8 +313,9 @@ class RedisBackend(Backend):
         pipe = self.conn.pipeline()
         pipe.multi()  # MULTI first: RQ adds its commands to this transaction
         pipe.exists(self.epoch_key)  # free restart detection on every send
-        if again:  # the claim may be gone with a restarted Redis: keep re-runs of the call idempotent
-            pipe.set(claim_key(p.base_jid), b"1", ex=RESULTS_TTL_S)
+        if again:  # the claims may be gone with a restarted Redis: keep re-runs of the call idempotent
+            pipe.hset(self.claims, mapping={claim_field(p.channel, s): p.base_jid for s, _, _ in p.items})
+            pipe.expire(self.claims, RESULTS_TTL_S)
         pipe.set(key, p.pcm, ex=PCM_TTL_S)
         payload = make_payload(stream_id=self.stream_id, channel=p.channel, model_id=self.spec.model_id,
                                sample_rate=self.spec.sample_rate, window=self.window, items=p.items, pcm_key=key,
@@ -315,21 +337,51 @@ class RedisBackend(Backend):
         self.restarts += 1
         self._recover()
 
-    def submit(self, batch: Batch, *, on_idle: Any = None) -> list[dict[str, Any]]:
-        self.payload(batch, pcm_key("x"))  # over-limit batches are refused before anything is sent
-        self._wait_for_room(on_idle)
-        jid = job_id(self.stream_id, batch.channel, batch.items[0][0])
-        if not self.jobs and not self.pending:
-            self._retry(self._mark)
-        if not self._retry(lambda: self.conn.set(claim_key(jid), b"1", nx=True, ex=RESULTS_TTL_S)):
-            self.resent += 1
-            return []
-        p = Pending(base_jid=jid, channel=batch.channel, items=list(batch.items),
-                    pcm=pcm_encode(np.stack(batch.segments)), left={int(s) for s, _, _ in batch.items},
-                    sent_at=time.monotonic(), speaker=np.stack(batch.speaker) if batch.speaker else None)
+    def _claim(self, channel: str, seqs: list[int], jid: str) -> list[bool]:
+        """Claim each segment for job ``jid`` (``HSETNX`` in the call's claims hash); True: newly claimed."""
+        def claim() -> list[Any]:
+            pipe = self.conn.pipeline(transaction=False)
+            for seq in seqs:
+                pipe.hsetnx(self.claims, claim_field(channel, seq), jid)
+            pipe.expire(self.claims, RESULTS_TTL_S)
+            return list(pipe.execute())
+
+        return [bool(won) for won in self._retry(claim)[:-1]]
+
+    def _add_pending(self, jid: str, channel: str, items: list[tuple[int, float, float]],
+                     segments: list[np.ndarray], speaker: list[np.ndarray]) -> Pending:
+        p = Pending(base_jid=jid, channel=channel, items=items, pcm=pcm_encode(np.stack(segments)),
+                    left={int(s) for s, _, _ in items}, sent_at=time.monotonic(),
+                    speaker=np.stack(speaker) if speaker else None)
         self.pending[jid] = p
         for seq in p.left:
             self._owner[(p.channel, seq)] = jid
+        return p
+
+    def submit(self, batch: Batch, *, on_idle: Any = None) -> list[dict[str, Any]]:
+        """Claim the batch's segments one by one and send those not claimed before. Segments an earlier
+        run claimed (whatever its batch size) are not sent now but kept pending under ``<job id>-c``:
+        their records usually are in the stream already; if not, the overdue check sends them again
+        ``resend_after_s`` later (that job id is never queued)."""
+        self.payload(batch, pcm_key("x"))  # over-limit batches are refused before anything is sent
+        self._wait_for_room(on_idle)
+        if not self.jobs and not self.pending:
+            self._retry(self._mark)
+        jid = job_id(self.stream_id, batch.channel, batch.items[0][0])
+        won = self._claim(batch.channel, [int(s) for s, _, _ in batch.items], jid)
+        new = [i for i, w in enumerate(won) if w]
+        old = [i for i, w in enumerate(won) if not w]
+        if old:  # sent by an earlier run: follow, and re-send only if no record comes
+            self.resent += len(old)
+            self._add_pending(f"{job_id(self.stream_id, batch.channel, batch.items[old[0]][0])}-c", batch.channel,
+                              [batch.items[i] for i in old], [batch.segments[i] for i in old],
+                              [batch.speaker[i] for i in old] if batch.speaker else [])
+        if not new:
+            return []
+        jid = job_id(self.stream_id, batch.channel, batch.items[new[0]][0])
+        p = self._add_pending(jid, batch.channel, [batch.items[i] for i in new], [batch.segments[i] for i in new],
+                              [batch.speaker[i] for i in new] if batch.speaker else [])
+
         def first_send() -> None:
             if not p.attempt:  # after a reconnect (attempt > 0) the batch has been sent already
                 self._send(p, again=False)
@@ -338,8 +390,8 @@ class RedisBackend(Backend):
             self._retry(first_send)
         except BaseException:
             self._forget(p)
-            try:
-                self.conn.delete(claim_key(jid))  # the job never left: let a re-send enqueue it
+            try:  # the job never left: let a re-send enqueue it
+                self.conn.hdel(self.claims, *[claim_field(p.channel, s) for s, _, _ in p.items])
             except Exception:
                 pass
             raise

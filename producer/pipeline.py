@@ -71,7 +71,7 @@ def make_backend(settings: ProducerSettings, *, spec: Any, bundle: Any, connecti
                         resend_after_s=settings.resend_after_s)
 
 
-def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection: Any = None) -> Outcome:
+def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, connection: Any = None) -> Outcome:
     """Produce one call. ``connection``: a redis client (distributed) or None (embedded).
 
     Raises :class:`SERError` for bad input; an incomplete run (timeout, failed segments) returns an
@@ -165,6 +165,8 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO, out: TextIO, connection:
                                    f"{collector.outstanding} of {collector.expected} segment(s) have no result")
     except StalledError as exc:
         error = str(exc)
+        for rec in collector.pop_arrived():  # print what arrived behind the gaps too
+            writer.write(rec)
     except BaseException:
         metrics.call_done(ok=False)
         calls.end(reason="error", duration_s=segmenter.samples_seen / sr,

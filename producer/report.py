@@ -19,7 +19,17 @@ from typing import Any
 from reports.html import label_colours, render_call, segments
 from reports.summary import Summary
 
-__all__ = ["label_colours", "png_path_for", "write_report", "write_timeline_png"]
+__all__ = ["has_matplotlib", "label_colours", "png_path_for", "write_report", "write_timeline_png"]
+
+
+def has_matplotlib() -> bool:
+    """Whether matplotlib can be imported (it is optional: ``.[train]`` brings it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):  # a None entry in sys.modules, a broken install
+        return False
 
 
 def png_path_for(path_html: str | Path) -> Path:
@@ -66,9 +76,11 @@ def write_timeline_png(
 
 def write_report(
     path_html: str | Path, records: Iterable[Mapping[str, Any]], summary: Summary, *, model_id: str,
-    channels: Sequence[str], labels: Sequence[str], duration_s: float,
-) -> tuple[Path, Path]:
-    """Write ``path_html`` and the timeline PNG beside it (same name, ``.png``); return both paths.
+    channels: Sequence[str], labels: Sequence[str], duration_s: float, audio: str = "", stream_id: str = "",
+) -> tuple[Path, Path | None]:
+    """Write ``path_html`` and the timeline PNG beside it (same name, ``.png``); return both paths
+    (the PNG's is ``None`` without matplotlib). The page's title names ``audio`` (a path, or ``-``
+    for stdin) and ``stream_id`` when given, else the report's file name.
 
     ``records``: the call's result records (``channel``, ``seq``, ``start_s``, ``end_s``,
     ``label``, ``confidence`` ...; failure/end records are ignored here). ``summary``: as
@@ -83,10 +95,15 @@ def write_report(
     path_html = Path(path_html)
     records = list(records)
     segs = segments(records, channels)
-    png = write_timeline_png(png_path_for(path_html), segs, channels=channels, labels=labels,
-                             duration_s=duration_s, title=f"{path_html.stem} - {model_id}")
-    png_b64 = base64.b64encode(png.read_bytes()).decode("ascii")
-    page = render_call(records, summary, title=path_html.stem, model_id=model_id, channels=channels, labels=labels,
+    source = "" if not audio else "stdin" if audio == "-" else Path(audio).name
+    title = " ".join(p for p in (source, f"(stream {stream_id})" if stream_id else "") if p) or path_html.stem
+    png: Path | None = None
+    png_b64 = None
+    if has_matplotlib():
+        png = write_timeline_png(png_path_for(path_html), segs, channels=channels, labels=labels,
+                                 duration_s=duration_s, title=f"{title} - {model_id}")
+        png_b64 = base64.b64encode(png.read_bytes()).decode("ascii")
+    page = render_call(records, summary, title=title, model_id=model_id, channels=channels, labels=labels,
                        duration_s=duration_s, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                        png_b64=png_b64)
     path_html.write_text(page, encoding="utf-8")

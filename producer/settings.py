@@ -18,6 +18,12 @@ DEFAULT_TIMEOUT_S = 60.0
 #: Re-send a batch that has no result this many seconds after it was sent (0: never); see
 #: docs/pipeline.md, "Delivery guarantees".
 DEFAULT_RESEND_AFTER_S = 30.0
+#: Socket timeout of the producer's Redis client: ``--timeout`` clamped to this range (seconds). Every
+#: blocking read the producer makes waits at most 0.5 s, so the floor leaves room; the ceiling keeps a
+#: hung Redis (a stopped process, a black-holed network) from holding one command longer than that;
+#: the reconnect loop then gives up after ``--timeout``. redis-py < 8 has no default socket timeout.
+SOCKET_TIMEOUT_MIN_S = 1.5
+SOCKET_TIMEOUT_MAX_S = 5.0
 #: Input block length: audio is read, resampled and paced in blocks of this many seconds.
 BLOCK_S = 0.1
 #: Raw PCM defaults for ``-`` with ``--rate``.

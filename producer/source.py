@@ -7,7 +7,9 @@ segments either way. ``realtime`` paces the blocks at the audio's own speed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -45,21 +47,55 @@ class Source:
                 delay = start + sent / self.rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+            # Float input beyond full scale is clipping, not signal: |x| up to 3e38 would overflow
+            # the features' float32 arithmetic (and the int16 quantisation) with warnings.
+            np.clip(block, -1.0, 1.0, out=block)
             yield block
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence what C libraries print on file descriptor 2 meanwhile (libmpg123 prints "Note: Illegal
+    Audio-MPEG-Header" and the like while libsndfile probes a file that is not audio)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            sys.stderr.flush()
+            os.dup2(null.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+#: libsndfile's reason for some undecodable files, which names the wrong cause for a regular file.
+_MISLEADING = "File does not exist or is not a regular file (possibly a pipe?)."
 
 
 class FileSource(Source):
     """Any file libsndfile reads (WAV, FLAC, Ogg, MP3, ...)."""
 
     def __init__(self, path: str) -> None:
+        if os.path.isdir(path):
+            raise AudioError(f"{path} is a directory, not an audio file")
         if not os.path.isfile(path):
             raise AudioError(f"no such audio file: {path}")
         if os.path.getsize(path) == 0:
             raise AudioError(f"{path} is empty")
         try:
-            self._file = sf.SoundFile(path)
+            with quiet_native_stderr():
+                self._file = sf.SoundFile(path)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-            raise AudioError(f"cannot decode {path}: {str(exc).strip() or type(exc).__name__}") from None
+            reason = str(exc).strip() or type(exc).__name__
+            if _MISLEADING in reason:
+                reason = "not a recognised audio format"
+            raise AudioError(f"cannot decode {path}: {reason}") from None
         super().__init__(rate=self._file.samplerate, channels=self._file.channels, name=path)
 
     def _raw_blocks(self) -> Iterator[np.ndarray]:
@@ -112,15 +148,39 @@ class StreamSource(Source):
                 return
 
 
-def open_source(audio: str, *, stdin: BinaryIO, raw: RawFormat | None) -> Source:
-    """Open ``audio`` (a path, or ``-`` for stdin: WAV unless ``raw`` is given)."""
-    if audio != "-":
+def is_stream_path(path: str) -> bool:
+    """A FIFO or a character device path (``mkfifo``, ``<(...)`` = ``/dev/fd/N``): read as a stream."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+def open_stream_path(path: str) -> BinaryIO:
+    """Open a FIFO for reading, saying so first (open() blocks until a writer opens it)."""
+    if stat.S_ISFIFO(os.stat(path).st_mode):
+        print(f"ser-produce: reading {path} (a FIFO; waiting for its writer)", file=sys.stderr, flush=True)
+    try:
+        return open(path, "rb")  # noqa: SIM115 - read to its end by the source
+    except OSError as exc:
+        raise AudioError(f"cannot open {path}: {exc.strerror or exc}") from None
+
+
+def open_source(audio: str, *, stdin: BinaryIO | None, raw: RawFormat | None) -> Source:
+    """Open ``audio`` (a path, or ``-`` for stdin: WAV unless ``raw`` is given). A FIFO or ``<(...)``
+    path is read as a stream, like stdin."""
+    if audio != "-" and not is_stream_path(audio):
         if raw is not None:
             raise AudioError("--rate/--channels/--encoding apply only to raw PCM on stdin (AUDIO '-')")
         return FileSource(audio)
+    if audio != "-":
+        stdin = open_stream_path(audio)
+    elif stdin is None:
+        raise AudioError("stdin is closed: nothing to read for AUDIO '-'")
     if raw is not None:
         return StreamSource(stdin, rate=raw.rate, channels=raw.channels, encoding=raw.encoding,
-                            data_bytes=None, name="raw stdin")
+                            data_bytes=None, name="raw stdin" if audio == "-" else f"raw {audio}")
     header = read_header(stdin)
     return StreamSource(stdin, rate=header.rate, channels=header.channels, encoding=header.encoding,
-                        data_bytes=header.data_bytes, name="WAV stdin")
+                        data_bytes=header.data_bytes, name="WAV stdin" if audio == "-" else f"WAV {audio}")

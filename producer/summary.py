@@ -16,6 +16,7 @@ from reports.summary import (  # noqa: F401  (re-exported)
     Summary,
     is_result,
     longest_negative,
+    stretch_labels,
     summarise,
 )
 
@@ -43,8 +44,8 @@ def channel_lines(stats: ChannelStats, summary: ChannelSummary | None, *, hop_s:
         if stretch is None:
             lines.append("  longest negative stretch: none")
         else:
-            lines.append(f"  longest negative stretch: {stretch['label']} {stretch['start_s']:.2f}-"
-                         f"{stretch['end_s']:.2f} s ({stretch['segments']} segment(s))")
+            lines.append(f"  longest negative stretch: {stretch['start_s']:.2f}-{stretch['end_s']:.2f} s, "
+                         f"{stretch['segments']} segment(s): {stretch_labels(stretch)}")
     return lines
 
 

@@ -22,6 +22,8 @@ _EXTENSIBLE = 0xFFFE
 _UNKNOWN_SIZES = (0, 0xFFFFFFFF)
 #: Most bytes of non-data chunks skipped before giving up (a stream that never reaches "data").
 MAX_HEADER_BYTES = 1 << 20
+#: Largest fmt chunk accepted (WAVE_FORMAT_EXTENSIBLE needs 40 bytes; a few more may follow).
+MAX_FMT_BYTES = 1 << 10
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,11 @@ def read_header(stream: BinaryIO) -> WavHeader:
                 raise AudioError(f"WAV format tag {tag} with {bits} bits per sample is not supported")
             return WavHeader(rate=rate, channels=channels, encoding=encoding,
                              data_bytes=None if size in _UNKNOWN_SIZES else size)
+        if chunk_id == b"fmt ":
+            if size > MAX_FMT_BYTES:
+                raise AudioError(f"WAV fmt chunk claims {size} bytes (at most {MAX_FMT_BYTES})")
+        elif skipped + size > MAX_HEADER_BYTES:  # checked before reading: a chunk may claim 4 GB
+            raise AudioError("WAV stream has no data chunk in its first MiB")
         body = _need(stream, size + (size & 1), f"{chunk_id!r} chunk")
         if chunk_id == b"fmt ":
             if size < 16:

@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from reports.summary import Summary, is_result
+from reports.summary import Summary, is_result, stretch_labels
 
 #: Fixed colours for the known labels; others get one from FALLBACK_COLOURS.
 LABEL_COLOURS = {
@@ -101,9 +101,10 @@ def _summary_html(summary: Summary, channels: Sequence[str], labels: Sequence[st
         stretch = ch.get("longest_negative")
         if stretch:
             parts.append(
-                f'<p class="negative">Longest negative stretch: <b>{esc(stretch["label"])}</b> '
+                f'<p class="negative">Longest negative stretch: '
                 f'{_fmt_time(stretch["start_s"])}&ndash;{_fmt_time(stretch["end_s"])} '
-                f'({stretch["end_s"] - stretch["start_s"]:.1f} s, {stretch.get("segments", "?")} segment(s))</p>')
+                f'({stretch["end_s"] - stretch["start_s"]:.1f} s, {stretch.get("segments", "?")} segment(s): '
+                f'<b>{esc(stretch_labels(stretch))}</b>)</p>')
         else:
             parts.append('<p class="negative">Longest negative stretch: none</p>')
         parts.append("</section>")
@@ -230,7 +231,8 @@ def render_call(
                      for lab in labels)
     legend += '<span><span class="swatch uncertain-swatch"></span>uncertain (hatched, dashed)</span>'
     noscript = (f'<noscript><img alt="emotion timeline" style="max-width:100%" src="data:image/png;base64,{png_b64}">'
-                "</noscript>\n" if png_b64 else "")
+                "</noscript>\n" if png_b64 else
+                "<noscript><p>The timeline needs JavaScript (no PNG: matplotlib is not installed).</p></noscript>\n")
     if summary is None:
         summary_block = ('<p class="meta" id="summary-pending">The call is in progress: the summary appears when '
                          "it ends.</p>")

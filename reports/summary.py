@@ -25,6 +25,7 @@ class Stretch(TypedDict):
     start_s: float
     end_s: float
     segments: int
+    labels: dict[str, int]  # every negative label in the stretch -> its segments, most frequent first
 
 
 class ChannelSummary(TypedDict):
@@ -85,8 +86,18 @@ def longest_negative(
         return None
     counts = Counter(str(r["label"]) for r in best)
     label = min(counts, key=lambda lab: (-counts[lab], rank.get(lab, len(rank)), lab))
+    order = sorted(counts, key=lambda lab: (-counts[lab], rank.get(lab, len(rank)), lab))
     return Stretch(label=label, start_s=float(best[0]["start_s"]), end_s=float(best[-1]["end_s"]),
-                   segments=len(best))
+                   segments=len(best), labels={lab: counts[lab] for lab in order})
+
+
+def stretch_labels(stretch: Stretch) -> str:
+    """``angry`` for a stretch of one label, ``angry 2 + sad 1`` for a mixed one (the stretch is
+    negative throughout, not one label throughout)."""
+    labels = stretch.get("labels") or {stretch["label"]: stretch["segments"]}
+    if len(labels) == 1:
+        return next(iter(labels))
+    return " + ".join(f"{lab} {n}" for lab, n in labels.items())
 
 
 def summarise(

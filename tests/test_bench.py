@@ -15,6 +15,7 @@ from bench.server import redis_binary
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = (
     "end to end, 1 worker process, `--batch 16`",
+    "embedded (no Redis), `ser-produce FILE`, `--batch 16`",
     "end to end, 1 worker process, `--batch 1`",
     "enqueue cost, `--batch 1`",
     "enqueue cost, `--batch 16`",
@@ -22,6 +23,7 @@ ROWS = (
     "latency at 90% load, `--batch 1`",
     "latency at 50% load, `--batch 16`",
     "latency at 90% load, `--batch 16`",
+    "first job after 6 s idle, `--batch 1`",
     "worker RSS",
     "Redis memory per active call",
     "in-process limit, batch 16",

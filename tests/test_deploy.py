@@ -114,7 +114,8 @@ def test_worker_deployment_wiring() -> None:
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports["metrics"] == METRICS_PORT and c["args"] == ["--metrics-port", str(METRICS_PORT)]
+    assert ports["metrics"] == METRICS_PORT
+    assert c["args"] == ["--metrics-port", str(METRICS_PORT), "--metrics-host", "0.0.0.0"]  # scraped from outside
     annotations = dep["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(METRICS_PORT)
     # SER_REDIS_URL only from a Secret; no credentials anywhere in the manifests.
@@ -139,6 +140,7 @@ def test_kustomization_lists_every_manifest() -> None:
 
 def test_compose_file_references_exist() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    assert "name" not in compose and "version" not in compose  # docker-compose 1.29 rejects a top-level name
     services = compose["services"]
     assert {"redis", "worker", "prometheus", "grafana"} <= set(services)
     for name, svc in services.items():
@@ -168,7 +170,9 @@ def test_compose_file_references_exist() -> None:
 def test_dockerfiles() -> None:
     worker = (DEPLOY / "Dockerfile.worker").read_text()
     trainer = (DEPLOY / "Dockerfile.trainer").read_text()
-    assert "FROM python:3.11-slim" in worker and "FROM python:3.11-slim" in trainer
+    for text in (worker, trainer):
+        assert "ARG BASE_IMAGE=python:3.11-slim\nFROM ${BASE_IMAGE}" in text  # deploy/build-local.sh overrides it
+        assert "# syntax=" not in text  # that line makes every build pull the dockerfile frontend image
     worker_runs = "\n".join(line for line in worker.splitlines() if line.startswith("RUN"))
     assert re.search(r"pip install \.\s", worker_runs)
     assert "[train]" not in worker_runs and "tensorflow" not in worker_runs.lower()
@@ -217,3 +221,15 @@ def test_grafana_provisioning_points_at_the_dashboard() -> None:
     assert mounts["./grafana/dashboard.json"].startswith(path + "/")
     ds = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
     assert ds["datasources"][0]["uid"] == "prometheus"
+
+
+def test_root_dockerignore_sends_only_the_packages() -> None:
+    """The classic builder reads only the context root's .dockerignore (not Dockerfile.x.dockerignore):
+    without it the quick start's .venv (gigabytes) went into every build context."""
+    lines = [ln.strip() for ln in (DEPLOY.parent / ".dockerignore").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert lines[0] == "*"
+    assert {"!pyproject.toml", "!models/", "!producer/", "!workers/"} <= set(lines)
+    assert not any(ln.startswith("!") and (".venv" in ln or "runs" in ln or "data" in ln) for ln in lines)
+    script = (DEPLOY / "build-local.sh").read_text()
+    assert "debootstrap" in script and "BASE_IMAGE=" in script and "docker import" in script

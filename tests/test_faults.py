@@ -351,7 +351,9 @@ def test_documented_acls_run_the_pipeline_and_no_password_leaks(tmp_path: Path, 
     import secrets
 
     admin_pw = "admin-" + secrets.token_hex(8)
-    rules = [line.split() for line in (ROOT / "docs" / "security.md").read_text().splitlines()
+    import shlex
+
+    rules = [shlex.split(line) for line in (ROOT / "docs" / "security.md").read_text().splitlines()
              if line.startswith("ACL SETUSER ")]
     assert [r[2] for r in rules] == ["ser-producer", "ser-worker"]
     with RedisServer(tmp_path, "--requirepass", admin_pw, password=admin_pw) as server:

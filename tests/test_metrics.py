@@ -298,3 +298,24 @@ def test_cleanup_restores_in_memory_values() -> None:
         wm.WorkerMetrics()
         assert values.ValueClass is not values.MutexValue
     assert values.ValueClass is values.MutexValue  # later metrics in this process do not write to a removed dir
+
+
+def test_metrics_server_binds_loopback_by_default_and_prints_the_address_it_bound() -> None:
+    from click.testing import CliRunner
+
+    from workers.cli import main as worker_main
+
+    server = wm.start_metrics_server(0)
+    try:
+        assert server._httpd.server_address[0] == "127.0.0.1"
+        assert server.url == f"http://127.0.0.1:{server.port}"
+    finally:
+        server.close()
+    server = wm.start_metrics_server(0, host="0.0.0.0")
+    try:
+        assert server.url == f"http://0.0.0.0:{server.port}"  # not a loopback address it did not bind
+        assert _get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200
+    finally:
+        server.close()
+    help_text = CliRunner().invoke(worker_main, ["--help"]).output
+    assert "--metrics-host" in help_text and "127.0.0.1" in help_text

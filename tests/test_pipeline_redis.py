@@ -179,7 +179,7 @@ def test_same_batch_sent_twice_is_classified_once(redis_url: str, client: redis.
     batch = Batch("ch0", [(0, 0.0, 3.0), (1, 3.0, 6.0)], segs)
     backend.submit(batch)
     backend.submit(batch)
-    assert conn.llen(QUEUE_KEY) == 1 and backend.jobs == 1 and backend.resent == 1
+    assert conn.llen(QUEUE_KEY) == 1 and backend.jobs == 1 and backend.resent == 2  # segments
     work_in_process(redis_url, model)
     got = [r for r in backend.poll() if r["kind"] == "result"]
     assert [(r["channel"], r["seq"]) for r in got] == [("ch0", 0), ("ch0", 1)]

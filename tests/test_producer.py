@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import struct
 from dataclasses import replace
 from pathlib import Path
@@ -177,8 +178,26 @@ def test_longest_negative_stretch() -> None:
     records = [rec(0, "angry"), rec(1, "neutral"), rec(2, "angry"), rec(3, "sad"), rec(4, "angry"), rec(6, "angry")]
     stretch = longest_negative(records)
     assert stretch is not None
-    assert stretch == {"label": "angry", "start_s": 6.0, "end_s": 15.0, "segments": 3}
+    assert stretch == {"label": "angry", "start_s": 6.0, "end_s": 15.0, "segments": 3,
+                       "labels": {"angry": 2, "sad": 1}}
     assert longest_negative([rec(0, "happy")]) is None
+
+
+def test_a_mixed_negative_stretch_is_not_reported_as_one_label() -> None:
+    from producer.summary import ChannelStats, channel_lines
+
+    recs = [{"kind": "result", "seq": s, "start_s": 3.0 * s, "end_s": 3.0 * s + 3, "label": lab}
+            for s, lab in enumerate(["angry", "sad", "angry", "neutral", "sad"])]
+    stretch = longest_negative(recs)
+    assert stretch is not None
+    summary = {"segments": 5, "failed": 0, "shares": {"angry": 0.4, "sad": 0.4, "neutral": 0.2},
+               "longest_negative": stretch}
+    lines = channel_lines(ChannelStats("ch0", cut=5, sent=5), summary, hop_s=3.0)  # type: ignore[arg-type]
+    assert lines[-1] == "  longest negative stretch: 0.00-9.00 s, 3 segment(s): angry 2 + sad 1"
+    one = longest_negative(recs[4:])
+    assert one is not None
+    assert channel_lines(ChannelStats("ch0", cut=1, sent=1), {**summary, "longest_negative": one},  # type: ignore[arg-type]
+                         hop_s=3.0)[-1] == "  longest negative stretch: 12.00-15.00 s, 1 segment(s): sad"
 
 
 def test_report_option_writes_html_and_png(tmp_path: Path, tiny_bundle_dir: Path, stereo_call: Path) -> None:
@@ -189,8 +208,64 @@ def test_report_option_writes_html_and_png(tmp_path: Path, tiny_bundle_dir: Path
     assert code == 0, err
     html = report.read_text(encoding="utf-8")
     assert "tiny-test@0.0.1" in html and "agent" in html and "customer" in html
+    stream_id = err.split("stream ", 1)[1].split(":", 1)[0]
+    assert f"<title>Emotion report: {stereo_call.name} (stream {stream_id})</title>" in html  # not "call"
+    assert f'<code id="audio">{stereo_call}</code>' in html
     assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     embedded = json.loads(html.split('type="application/json"', 1)[1].split(">", 1)[1].split("</script>", 1)[0]
                           .replace("<\\/", "</"))
     assert len(embedded["segments"]) == len(jsonl(out)) == 6
     assert f"report: {report}" in err
+
+
+def test_report_without_matplotlib_writes_the_html_and_says_so_in_one_line(
+        tmp_path: Path, tiny_bundle_dir: Path, stereo_call: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as in a serving install: import fails
+    report = tmp_path / "call.html"
+    code, out, err = produce([str(stereo_call), "--model", str(tiny_bundle_dir), "--format", "jsonl",
+                              "--report", str(report)])
+    assert code == 0, err
+    assert len(jsonl(out)) == 6 and "Traceback" not in err
+    html = report.read_text(encoding="utf-8")
+    assert 'id="ser-data"' in html and "matplotlib was not installed" in html
+    assert not report.with_suffix(".png").exists()
+    lines = [line for line in err.splitlines() if line.startswith("report:")]
+    assert lines == [f"report: {report} (no PNG timeline: matplotlib is not installed; pip install matplotlib "
+                     "for one)"], err
+
+
+def test_output_format_follows_the_output_files_extension(tmp_path: Path, tiny_bundle_dir: Path,
+                                                          stereo_call: Path) -> None:
+    for name, check in (("call.jsonl", lambda t: len(jsonl(t)) == 6),
+                        ("call.csv", lambda t: t.startswith("stream_id,channel,seq,")),
+                        ("call.txt", lambda t: t.split()[:2] == ["start", "end"])):
+        code, _, err = produce([str(stereo_call), "--model", str(tiny_bundle_dir), "-o", str(tmp_path / name)])
+        assert code == 0, err
+        assert check((tmp_path / name).read_text()), (name, (tmp_path / name).read_text()[:200])
+    code, _, err = produce([str(stereo_call), "--model", str(tiny_bundle_dir), "-o", str(tmp_path / "t.jsonl"),
+                            "--format", "table"])  # an explicit --format wins
+    assert code == 0 and (tmp_path / "t.jsonl").read_text().startswith("    start")
+
+
+def test_cli_caps_blas_threads_before_numpy_is_loaded() -> None:
+    """The embedded mode runs the features in the producer: BLAS must run one thread, as in a worker."""
+    import subprocess
+    import sys
+
+    from producer.cli import THREAD_ENV_VARS
+    from workers.settings import THREAD_ENV_VARS as WORKER_VARS
+
+    pytest.importorskip("threadpoolctl")
+    assert THREAD_ENV_VARS == WORKER_VARS
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV_VARS}
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    code = ("import json, producer.cli, threadpoolctl; "
+            "print(json.dumps([i['num_threads'] for i in threadpoolctl.threadpool_info()]))")
+    threads = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                        cwd=root, check=True).stdout)
+    assert threads and set(threads) == {1}, threads

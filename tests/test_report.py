@@ -47,11 +47,13 @@ def test_summarise_hand_made_records() -> None:
     assert agent["shares"]["neutral"] == pytest.approx(4 / 6)
     assert agent["shares"]["angry"] == pytest.approx(1 / 6) and agent["shares"]["sad"] == 0
     assert sum(agent["shares"].values()) == pytest.approx(1)
-    assert agent["longest_negative"] == {"label": "angry", "start_s": 9.0, "end_s": 12.0, "segments": 1}
+    assert agent["longest_negative"] == {"label": "angry", "start_s": 9.0, "end_s": 12.0, "segments": 1,
+                                         "labels": {"angry": 1}}
     assert customer["segments"] == 7 and customer["failed"] == 1
     assert customer["shares"]["angry"] == pytest.approx(2 / 7)
     # The gap at seq 4 splits the negative run; the longer one is seq 1-3, mostly angry.
-    assert customer["longest_negative"] == {"label": "angry", "start_s": 3.0, "end_s": 12.0, "segments": 3}
+    assert customer["longest_negative"] == {"label": "angry", "start_s": 3.0, "end_s": 12.0, "segments": 3,
+                                            "labels": {"angry": 2, "sad": 1}}
 
 
 def test_summarise_edge_cases() -> None:
@@ -64,7 +66,8 @@ def test_summarise_edge_cases() -> None:
     s = summarise([rec("a", 0, "sad"), rec("a", 1, "angry"), rec("a", 2, "neutral"), rec("a", 3, "bored"),
                    rec("a", 4, "bored")], LABELS, negative=("sad", "angry", "bored"))["a"]
     assert list(s["shares"])[-1] == "bored"
-    assert s["longest_negative"] == {"label": "sad", "start_s": 0.0, "end_s": 6.0, "segments": 2}
+    assert s["longest_negative"] == {"label": "sad", "start_s": 0.0, "end_s": 6.0, "segments": 2,
+                                    "labels": {"sad": 1, "angry": 1}}
     # Records without seq are joined by time contiguity.
     no_seq = [{k: v for k, v in rec("a", i, "angry").items() if k != "seq"} for i in (0, 1, 3)]
     assert summarise(no_seq, LABELS)["a"]["longest_negative"]["end_s"] == 6.0  # type: ignore[index]

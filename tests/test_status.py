@@ -61,3 +61,47 @@ def test_status_unreachable_redis_is_one_line() -> None:
     result = CliRunner().invoke(status, ["--redis-url", "redis://127.0.0.1:1/0"])
     assert result.exit_code == 1
     assert result.output.startswith("Error: cannot read the pool from Redis") and "Traceback" not in result.output
+
+
+def test_dead_and_silent_workers_are_not_idle_and_do_not_count_as_a_model(redis_url: str) -> None:
+    import socket
+
+    from workers.process import make_worker
+    from workers.status import advertise
+
+    conn = redis.Redis.from_url(redis_url)
+    gone_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout.strip()  # a pid that no longer runs
+    workers = {name: make_worker(conn, DEFAULT_QUEUE, name=name) for name in ("live", "killed", "silent")}
+    for w in workers.values():
+        w.register_birth()
+        w.set_state("idle")
+    retire = advertise(conn, name="live", model_id="tiny-test@0.0.1")
+    conn.set(ADVERTISE_PREFIX + "killed", json.dumps({"name": "killed", "model": "tiny-test@0.0.1",
+                                                      "host": socket.gethostname(), "pid": int(gone_pid)}))
+    conn.hset("rq:worker:silent", "hostname", "another-host")  # killed elsewhere: its advertisement expired
+    try:
+        wait_for(lambda: conn.exists(ADVERTISE_PREFIX + "live") == 1)
+        snap = snapshot(redis_url)
+        states = {w["name"]: w["state"] for w in snap["workers"]}
+        assert states == {"live": "idle", "killed": "dead", "silent": "stale"}
+        assert snap["models"] == {"tiny-test@0.0.1": 1}
+        text = CliRunner().invoke(status, ["--redis-url", redis_url]).stdout
+        assert "workers: 1 (tiny-test@0.0.1 x1); 2 gone" in text, text
+        assert "warning" not in text and "unknown x" not in text, text
+    finally:
+        retire()
+        for w in workers.values():
+            w.register_death()
+        conn.close()
+
+
+def test_status_reads_the_url_from_a_file(redis_url: str, tmp_path: Path) -> None:
+    url_file = tmp_path / "redis.url"
+    url_file.write_text(redis_url + "\n")
+    result = CliRunner().invoke(status, ["--redis-url-file", str(url_file), "--json"],
+                                env={"SER_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["queue"]["name"] == DEFAULT_QUEUE
+    missing = CliRunner().invoke(status, ["--redis-url-file", str(tmp_path / "nope")])
+    assert missing.exit_code == 1 and missing.output.startswith("Error: cannot read --redis-url-file")

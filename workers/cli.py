@@ -15,6 +15,7 @@ import click  # noqa: E402
 from workers.contract import DEFAULT_QUEUE, read_url_file, redact_url  # noqa: E402
 from workers.settings import (  # noqa: E402
     DEFAULT_LOG_LEVEL,
+    DEFAULT_METRICS_HOST,
     DEFAULT_PROCESSES,
     DEFAULT_REDIS_URL,
     MAX_PROCESSES,
@@ -45,8 +46,11 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 @click.option("--metrics-port", envvar="SER_METRICS_PORT", type=click.IntRange(0, 65535), default=None,
               help="Serve /metrics, /healthz, /readyz on this port (0: any free port) [env SER_METRICS_PORT; "
                    "default: no server].")
+@click.option("--metrics-host", envvar="SER_METRICS_HOST", default=DEFAULT_METRICS_HOST, show_default=True,
+              help="Address the metrics server binds (0.0.0.0: every interface, e.g. in a container scraped "
+                   "from outside) [env SER_METRICS_HOST].")
 def main(redis_url: str, redis_url_file: str | None, queue: str, processes: int, model_dir: str | None,
-         burst: bool, log_level: str, metrics_port: int | None) -> None:
+         burst: bool, log_level: str, metrics_port: int | None, metrics_host: str) -> None:
     """Classify queued speech segments and publish the results to Redis Streams."""
     import signal
 
@@ -64,7 +68,8 @@ def main(redis_url: str, redis_url_file: str | None, queue: str, processes: int,
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     settings = WorkerSettings(redis_url=redis_url, queue=queue, processes=processes, model_dir=model_dir,
-                              burst=burst, log_level=log_level.upper(), metrics_port=metrics_port)
+                              burst=burst, log_level=log_level.upper(), metrics_port=metrics_port,
+                              metrics_host=metrics_host)
     try:  # fail fast, with one line, before spawning anything
         load_bundle(model_dir)
         redis.Redis.from_url(redis_url).ping()
@@ -87,9 +92,11 @@ if __name__ == "__main__":
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--redis-url", envvar="SER_REDIS_URL", default=DEFAULT_REDIS_URL, show_default=True,
               help="Redis of the pool [env SER_REDIS_URL].")
+@click.option("--redis-url-file", envvar="SER_REDIS_URL_FILE", type=click.Path(dir_okay=False), default=None,
+              help="Read the Redis URL from this file (keeps a password out of argv) [env SER_REDIS_URL_FILE].")
 @click.option("--queue", envvar="SER_QUEUE", default=DEFAULT_QUEUE, show_default=True, help="RQ queue [env SER_QUEUE].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
-def status(redis_url: str, queue: str, as_json: bool) -> None:
+def status(redis_url: str, redis_url_file: str | None, queue: str, as_json: bool) -> None:
     """Show the pool: queue depth and oldest job age, workers and their model versions, failed jobs."""
     import json
 
@@ -97,6 +104,11 @@ def status(redis_url: str, queue: str, as_json: bool) -> None:
 
     from workers.status import pool_status, status_lines
 
+    if redis_url_file:
+        try:
+            redis_url = read_url_file(redis_url_file)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     try:
         connection = redis.Redis.from_url(redis_url)
     except ValueError as exc:

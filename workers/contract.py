@@ -106,8 +106,13 @@ def pcm_key(jid: str) -> str:
     return PCM_PREFIX + jid
 
 
-def claim_key(jid: str) -> str:
-    return CLAIM_PREFIX + jid
+def claims_key(stream_id: str) -> str:
+    """The call's claims hash: field :func:`claim_field` -> id of the job that carries the segment."""
+    return CLAIM_PREFIX + sanitize(stream_id)
+
+
+def claim_field(channel: str, seq: int) -> str:
+    return f"{sanitize(channel)}-{int(seq)}"
 
 
 def pcm_encode(segments: np.ndarray) -> bytes:

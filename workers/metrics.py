@@ -59,6 +59,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from workers.settings import DEFAULT_METRICS_HOST
+
 log = logging.getLogger(__name__)
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
@@ -441,7 +443,7 @@ class MetricsServer:
     """
 
     def __init__(
-        self, port: int, *, host: str = "0.0.0.0", redis: Any = None, queue: str | None = None,
+        self, port: int, *, host: str = DEFAULT_METRICS_HOST, redis: Any = None, queue: str | None = None,
         model_info: Any = None, ready: Callable[[], bool] | None = None, multiprocess_path: str | Path | None = None,
     ) -> None:
         mp_path = str(multiprocess_path) if multiprocess_path is not None else os.environ.get(ENV_VAR)
@@ -466,10 +468,10 @@ class MetricsServer:
 
     @property
     def url(self) -> str:
+        """``http://<the address actually bound>:<port>`` (``0.0.0.0``: every interface)."""
         bound = self._httpd.server_address[0]
         host = bound.decode() if isinstance(bound, bytes) else str(bound)
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        return f"http://{host}:{self.port}"
+        return f"http://{host or '0.0.0.0'}:{self.port}"
 
     def set_ready(self, ready: bool) -> None:
         """Override readiness from the pool parent (takes effect when no callback was given)."""
@@ -533,7 +535,7 @@ def _make_handler(server: MetricsServer) -> type[http.server.BaseHTTPRequestHand
 
 def start_metrics_server(
     port: int, *, redis: Any = None, queue: str | None = None, model_info: Any = None,
-    ready: Callable[[], bool] | None = None, host: str = "0.0.0.0",
+    ready: Callable[[], bool] | None = None, host: str = DEFAULT_METRICS_HOST,
 ) -> MetricsServer:
     """Serve ``/metrics`` (all worker processes summed + queue/model gauges), ``/healthz`` and
     ``/readyz`` on ``host:port`` from a daemon thread; ``port=0`` picks a free port (see ``.port``).

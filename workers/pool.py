@@ -30,8 +30,8 @@ def start_metrics(settings: WorkerSettings) -> tuple[Any, Any]:
     spec = load_bundle(settings.model_dir).spec
     connection = redis.Redis.from_url(settings.redis_url)
     server = metrics.start_metrics_server(int(settings.metrics_port or 0), redis=connection, queue=settings.queue,
-                                          model_info=spec)
-    print(f"ser-worker: metrics at {server.url}/metrics", file=sys.stderr)
+                                          model_info=spec, host=settings.metrics_host)
+    print(f"ser-worker: metrics at {server.url}/metrics", file=sys.stderr)  # the address really bound
     return server, mp_dir
 
 

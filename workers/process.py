@@ -13,6 +13,8 @@ from typing import Any
 from workers.settings import WorkerSettings
 from workers.status import advertise
 
+log = logging.getLogger(__name__)
+
 #: Seconds between checks that the pool parent is still alive.
 PARENT_POLL_S = 1.0
 #: Reconnect back-off after Redis went away: first wait, factor, longest wait (seconds).
@@ -26,6 +28,19 @@ RECONNECT_MAX_S = 5.0
 HEARTBEAT_SLACK_S = 5.0
 #: Least seconds between two ``rq suspend`` checks (a suspension is noticed within this time).
 SUSPEND_CHECK_S = 1.0
+#: Socket timeouts of a worker's Redis client. RQ blocks up to ``worker_ttl - 15`` s (405 s by default) in
+#: one dequeue and wants a socket timeout of 10 s more; a connection opened with redis-py 8's default
+#: (5 s) keeps it, so every idle dequeue timed out: a log line and a 1-5 s back-off that a job arriving
+#: then had to wait out. A hung Redis is still noticed after this long.
+WORKER_SOCKET_TIMEOUT_S = 450.0
+CONNECT_TIMEOUT_S = 5.0
+#: ``ser:probe:<worker>``: a tiny key a worker writes to learn that Redis accepts writes again (after a
+#: lost connection or a Redis at ``maxmemory``); it expires after :data:`PROBE_TTL_S`.
+PROBE_PREFIX = "ser:probe:"
+PROBE_TTL_S = 10
+#: Logged once when a worker finds Redis full (then once more when writes are accepted again).
+OUT_OF_MEMORY_LINE = ("Redis is out of memory (maxmemory reached, writes refused): jobs stay queued; waiting "
+                      "for room (free memory or raise maxmemory; docs/pipeline.md, \"Redis memory\")")
 
 
 _stop_requested = False
@@ -141,30 +156,63 @@ def make_worker(connection: Any, queue_name: str, *, name: str | None = None) ->
                      queue_class=SafeQueue, name=name)
 
 
-def wait_for_redis(connection: Any) -> bool:
-    """Ping with exponential back-off until Redis answers (True) or a stop is requested (False)."""
+def is_out_of_memory(exc: BaseException | None) -> bool:
+    """True for Redis refusing a write at ``maxmemory`` (``OOM command not allowed ...``)."""
+    import redis
+
+    return isinstance(exc, redis.ResponseError) and (
+        isinstance(exc, redis.exceptions.OutOfMemoryError) or "maxmemory" in str(exc))
+
+
+def connect(url: str) -> Any:
+    """A worker's Redis client: socket timeout :data:`WORKER_SOCKET_TIMEOUT_S` (longer than RQ's
+    blocking dequeue), connect timeout :data:`CONNECT_TIMEOUT_S`, TCP keepalive."""
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=WORKER_SOCKET_TIMEOUT_S,
+                                socket_connect_timeout=CONNECT_TIMEOUT_S, socket_keepalive=True)
+
+
+def wait_for_redis(connection: Any, *, probe_key: str = PROBE_PREFIX + "x") -> bool:
+    """Wait with exponential back-off until Redis answers and accepts a (tiny) write (True) or a stop
+    is requested (False). A Redis at ``maxmemory`` answers PING but refuses writes: that wait is
+    logged as one line when it starts and one when writes are accepted again."""
     import redis
 
     delay = RECONNECT_FIRST_S
+    full = False
     while not _stop_requested:
         time.sleep(delay)
         try:
             connection.ping()
+            connection.set(probe_key, b"1", ex=PROBE_TTL_S)
+            if full:
+                log.warning("Redis accepts writes again: serving")
             return True
         except (redis.ConnectionError, redis.TimeoutError, OSError):
-            delay = min(delay * RECONNECT_FACTOR, RECONNECT_MAX_S)
+            pass
+        except redis.ResponseError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if not full:
+                log.warning(OUT_OF_MEMORY_LINE)
+            full = True
+        delay = min(delay * RECONNECT_FACTOR, RECONNECT_MAX_S)
     return False
 
 
 class OneLineRedisErrors(logging.Filter):
     """On RQ's ``rq.worker`` logger: a lost Redis connection is logged as one line, without the
     traceback RQ attaches ("found an unhandled exception, quitting..."); :func:`run_worker` then
-    waits for Redis and starts a fresh RQ worker. Other exceptions keep their traceback."""
+    waits for Redis and starts a fresh RQ worker. A Redis at ``maxmemory`` is not logged here at all
+    (:func:`wait_for_redis` logs it once). Other exceptions keep their traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         import redis
 
         exc = record.exc_info[1] if record.exc_info else None
+        if is_out_of_memory(exc):
+            return False
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             record.msg = f"{record.msg} ({type(exc).__name__}: {exc})"
             record.exc_info = None
@@ -175,9 +223,10 @@ class OneLineRedisErrors(logging.Filter):
 def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
     """Load the model, warm it up and work the queue until stopped (or empty, with burst).
 
-    RQ's work loop quits on most Redis errors (a restart, a connection dropped while a job runs):
-    this loop then waits for Redis with back-off and starts a fresh RQ worker (named ``<name>-r<n>``,
-    as the old name may still be registered), so a worker process survives Redis restarts by itself.
+    RQ's work loop quits on most Redis errors (a restart, a connection dropped while a job runs, a
+    write refused at ``maxmemory``): this loop then waits with back-off until Redis answers and accepts
+    writes, and starts a fresh RQ worker (named ``<name>-r<n>``, as the old name may still be
+    registered), so a worker process survives Redis restarts and a full Redis by itself.
     Raises :class:`models.errors.SERError` for a bad bundle and redis errors for a bad URL.
     """
     import redis
@@ -191,7 +240,7 @@ def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
     job.set_model(model)
     if settings.metrics_port is not None:
         install_metrics(model)
-    connection = redis.Redis.from_url(settings.redis_url)
+    connection = connect(settings.redis_url)
     connection.ping()
     if _stop_requested:
         return True
@@ -205,10 +254,13 @@ def run_worker(settings: WorkerSettings, *, name: str | None = None) -> bool:
             try:
                 worked = bool(worker.work(burst=settings.burst, logging_level=settings.log_level)) or worked
             except (redis.ConnectionError, redis.TimeoutError) as exc:  # e.g. inside RQ's teardown
-                logging.getLogger(__name__).warning("worker loop lost Redis: %s", exc)
+                log.warning("worker loop lost Redis: %s", exc)
+            except redis.ResponseError as exc:  # RQ's own registration/teardown at maxmemory
+                if not is_out_of_memory(exc):
+                    raise
             signal.signal(signal.SIGTERM, _remember_stop)  # RQ's handlers belong to the finished worker
             signal.signal(signal.SIGINT, _remember_stop)
-            if settings.burst or _stop_requested or not wait_for_redis(connection):
+            if settings.burst or _stop_requested or not wait_for_redis(connection, probe_key=PROBE_PREFIX + first):
                 return worked
             attempt += 1  # the loop ended without a stop request: Redis went away and is back
             worker = make_worker(connection, settings.queue, name=f"{name or first}-r{attempt}")

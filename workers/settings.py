@@ -12,6 +12,9 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_PROCESSES = 1
 #: Most processes one pool may start.
 MAX_PROCESSES = 64
+#: Address the /metrics server binds by default: loopback only (pass ``--metrics-host 0.0.0.0`` where a
+#: Prometheus on another host or pod scrapes it, as deploy/ does).
+DEFAULT_METRICS_HOST = "127.0.0.1"
 #: RQ's log level: WARNING keeps per-job lines (costly at hundreds of jobs/s) out of the log.
 DEFAULT_LOG_LEVEL = "WARNING"
 #: Environment variables that cap BLAS/OpenMP threads; set to "1" before numpy is imported.
@@ -28,3 +31,4 @@ class WorkerSettings:
     burst: bool = False
     log_level: str = DEFAULT_LOG_LEVEL
     metrics_port: int | None = None  # None: no /metrics server (0: any free port)
+    metrics_host: str = DEFAULT_METRICS_HOST

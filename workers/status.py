@@ -23,6 +23,11 @@ ADVERTISE_PREFIX = "ser:worker:"
 #: Seconds between refreshes of a worker's advertisement, and its expiry.
 ADVERTISE_EVERY_S = 15.0
 ADVERTISE_TTL_S = 60
+#: States :func:`pool_status` gives a registered RQ worker that is not serving: its process is gone
+#: (same host, pid not running), or it has no advertisement (killed more than ADVERTISE_TTL_S ago on
+#: another host, or a plain ``rq worker`` that does not advertise a model).
+DEAD = "dead"
+STALE = "stale"
 #: Failed jobs listed in full by :func:`pool_status`.
 FAILED_SHOWN = 5
 
@@ -52,6 +57,16 @@ def advertise(connection: Any, *, name: str, model_id: str) -> Callable[[], None
 
     threading.Thread(target=loop, name="ser-advertise", daemon=True).start()
     return retire
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _age_s(job_hash: dict[bytes, bytes], now: datetime) -> float | None:
@@ -99,12 +114,20 @@ def pool_status(connection: Any, queue: str) -> dict[str, Any]:
     for worker in Worker.all(queue=q):
         ad = connection.get(ADVERTISE_PREFIX + worker.name)
         info = json.loads(ad) if ad else {}
-        workers.append({"name": worker.name, "state": str(worker.get_state()),
+        host, pid = info.get("host") or worker.hostname, info.get("pid") or worker.pid
+        state = str(worker.get_state())
+        if host == socket.gethostname() and pid and not _pid_alive(int(pid)):
+            state = DEAD  # on this host, and its process is gone
+        elif not ad:
+            state = STALE  # stopped advertising: killed elsewhere, or not a ser-worker (plain rq worker)
+        workers.append({"name": worker.name, "state": state,
                         "current_job": worker.get_current_job_id(), "model": info.get("model"),
-                        "host": info.get("host") or worker.hostname, "pid": info.get("pid") or worker.pid,
+                        "host": host, "pid": pid,
                         "last_heartbeat": worker.last_heartbeat.isoformat(timespec="seconds")
                         if worker.last_heartbeat else None})
-    models = Counter(w["model"] or "unknown" for w in workers)
+    # the pool's model versions: of the workers that are alive (dead ones linger in RQ's registry until
+    # their key expires, up to worker_ttl + 60 s, and have no model any more)
+    models = Counter(w["model"] for w in workers if w["model"] and w["state"] not in (DEAD, STALE))
     return {
         "time": now.isoformat(timespec="seconds"),
         "queue": {"name": queue, "depth": depth, "oldest_age_s": oldest_age,
@@ -119,10 +142,13 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     """Human-readable lines of :func:`pool_status`'s snapshot."""
     q = status["queue"]
     age = "-" if q["oldest_age_s"] is None else f"{q['oldest_age_s']:.1f} s"
+    gone = [w for w in status["workers"] if w["state"] in (DEAD, STALE)]
     lines = [f"queue {q['name']}: {q['depth']} queued (oldest {age}), {q['started']} running, {q['failed']} failed",
-             f"workers: {len(status['workers'])}"
+             f"workers: {len(status['workers']) - len(gone)}"
              + ("" if not status["models"] else " (" + ", ".join(f"{m} x{n}" for m, n in status["models"].items())
-                + ")")]
+                + ")")
+             + (f"; {len(gone)} gone (dead, or not advertising a model; RQ forgets them when their key expires)"
+                if gone else "")]
     for w in status["workers"]:
         lines.append(f"  {w['name']}  {w['state']:<9} model={w['model'] or 'unknown'}  host={w['host']}  "
                      f"pid={w['pid']}  job={w['current_job'] or '-'}  heartbeat={w['last_heartbeat'] or '-'}")
