@@ -10,8 +10,8 @@ Levels: every clip is scaled to an active speech level of :data:`SPEECH_DBFS` (o
 recorded: ``speech_dbfs=None``, ``--keep-levels``); ``levels`` then
 shift a channel (its speech and tones); noise and babble SNRs are relative to
 :data:`SPEECH_DBFS` (the nominal level), not to a quieted channel. Ground truth (``call.json``):
-per utterance ``channel``, ``role``, ``start_s``, ``end_s`` (first to last frame within
-:data:`TRIM_DB` of the clip's loudest 25 ms frame), ``label``, ``speaker``, ``source``; and per
+per utterance ``channel``, ``role``, ``start_s``, ``end_s`` (the clip's speech extent,
+:func:`speech_extent`), ``label``, ``speaker``, ``source``; and per
 DTMF/hold event ``kind``, ``channel``, ``start_s``, ``end_s``. Everything is seeded.
 """
 
@@ -42,6 +42,8 @@ SPEECH_DBFS = -26.0
 #: A clip's speech extent: frames within this many dB of its loudest frame (and above FLOOR_DBFS).
 TRIM_DB = 35.0
 FLOOR_DBFS = -60.0
+#: ... and more than this above the clip's own noise floor.
+FLOOR_MARGIN_DB = 10.0
 ROLES = ("agent", "customer")
 #: Clips of other speakers decoded for a call's babble.
 BABBLE_CLIPS = 40
@@ -113,9 +115,13 @@ def active_level_db(y: np.ndarray) -> float:
 
 
 def speech_extent(y: np.ndarray) -> tuple[int, int] | None:
-    """``(first, end)`` sample span of a clip's speech (frames within :data:`TRIM_DB` of the loudest)."""
+    """``(first, end)`` sample span of a clip's speech: first to last 25 ms frame above the highest of
+    (loudest frame - :data:`TRIM_DB`), (the clip's noise floor, its 10th-percentile frame level,
+    + :data:`FLOOR_MARGIN_DB`) and :data:`FLOOR_DBFS`. The floor term trims recorded room noise
+    before and after the words of noisy clips (some CREMA-D speakers are 15 dB above theirs)."""
     lv = frame_db(y)
-    on = np.flatnonzero((lv > lv.max() - TRIM_DB) & (lv > FLOOR_DBFS))
+    threshold = max(float(lv.max()) - TRIM_DB, float(np.percentile(lv, 10)) + FLOOR_MARGIN_DB, FLOOR_DBFS)
+    on = np.flatnonzero(lv > threshold)
     if len(on) == 0:
         return None
     hop, frame = round(0.010 * SR), round(0.025 * SR)
@@ -253,7 +259,7 @@ def build_call(speakers: dict[str, list[Item]], opts: CallOptions, *, babble_ite
     placed: list[tuple[str, int, np.ndarray, dict[str, Any]]] = []  # role, start sample, signal, record
     pos = round(opts.lead_s * SR)
     role = ROLES[int(rng.integers(2))]
-    dtmf_at = set(rng.choice(np.arange(1, opts.utterances + 1), size=min(opts.dtmf, opts.utterances),
+    dtmf_at = set(rng.choice(np.arange(opts.utterances), size=min(opts.dtmf, opts.utterances),
                              replace=False).tolist()) if opts.dtmf else set()
     hold_at = opts.utterances // 2 if opts.hold_s > 0 else -1
 
