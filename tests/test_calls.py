@@ -28,6 +28,7 @@ from bench.vad_eval import (
     energy_window,
     false_segments,
     frame_rates,
+    hysteresis,
     pad,
     runs,
     to_cells,
@@ -269,6 +270,12 @@ def test_vad_metrics_on_synthetic_frames() -> None:
     assert np.array_equal(to_cells(per_sample), pred)
     padded = pad(per_sample, before_s=0.02, after_s=0.03)
     assert runs(to_cells(padded)) == [(13, 33), (68, 78)]
+
+
+def test_hysteresis_holds_through_short_dips() -> None:
+    p = np.array([0, 0.6, 0.4, 0.2, 0.6, 0.4, 0.3, 0.3, 0.3, 0.3, 0.1, 0.45], dtype=np.float32)
+    # on at 0.6; one window under 0.35 is shorter than 0.1 s (3 windows); four in a row end it
+    assert hysteresis(p).tolist() == [False, True, True, True, True, True] + [False] * 6
 
 
 def test_energy_window_marks_whole_windows() -> None:
