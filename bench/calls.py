@@ -276,13 +276,13 @@ def build_call(speakers: dict[str, list[Item]], opts: CallOptions, *, babble_ite
             y = dtmf_burst(digits)
             placed.append(("customer", pos, y, {"kind": "dtmf", "digits": digits}))
             pos += len(y) + gap()
-        y = None
-        while y is None:  # skip the rare clip that is silence
-            it = _pick(speakers[role], opts, used, rng)
-            y = load_clip(it.path, level_dbfs=opts.speech_dbfs)
-        placed.append((role, pos, y, {"kind": "utterance", "label": it.label, "speaker": it.speaker,
-                                      "source": str(Path(it.path).resolve())}))
-        pos += len(y) + gap()
+        clip: np.ndarray | None = None
+        while clip is None:  # skip the rare clip that is silence
+            item = _pick(speakers[role], opts, used, rng)
+            clip = load_clip(item.path, level_dbfs=opts.speech_dbfs)
+        placed.append((role, pos, clip, {"kind": "utterance", "label": item.label, "speaker": item.speaker,
+                                         "source": str(Path(item.path).resolve())}))
+        pos += len(clip) + gap()
         if rng.random() < opts.switch_p:
             role = ROLES[1 - ROLES.index(role)]
     n = pos + round(opts.lead_s * SR)

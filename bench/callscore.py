@@ -4,9 +4,9 @@
   record whose span covers >= 50 % of the utterance or >= 1 s of it (:data:`COVER_SHARE`,
   :data:`COVER_S`); also per role (agent/customer).
 - **segment accuracy / UAR**: every ``result`` record takes the label of the utterance of its
-  channel it overlaps most; accuracy over those records, UAR = mean recall over the true labels
-  present. Records that overlap no utterance are **false segments**, reported per minute of
-  non-speech (per channel: call duration minus that channel's utterance time, summed), and
+  channel it overlaps most; accuracy over those records (also per role), UAR = mean recall over
+  the true labels present. Records that overlap no utterance are **false segments**, reported per
+  minute of non-speech (per channel: call duration minus that channel's utterance time, summed), and
   separately those that overlap a DTMF/hold event.
 - **turn accuracy**: the same for ``kind == "turn"`` records (none exist yet).
 - **latency**: needs a per-record ``latency_s`` (wall clock of the record minus the wall clock at
@@ -65,7 +65,7 @@ def uar(true: list[str], pred: list[str]) -> float:
 
 def _label_records(recs: list[dict[str, Any]], utts: list[dict[str, Any]], events: list[dict[str, Any]]
                    ) -> dict[str, Any]:
-    true, pred, false, on_events = [], [], 0, 0
+    true, pred, roles, false, on_events = [], [], [], 0, 0
     for r in recs:
         ovs = [overlap(r["start_s"], r["end_s"], u["start_s"], u["end_s"]) if u["channel"] == r["channel"] else 0.0
                for u in utts]
@@ -77,10 +77,13 @@ def _label_records(recs: list[dict[str, Any]], utts: list[dict[str, Any]], event
             continue
         true.append(utts[best]["label"])
         pred.append(r["label"])
+        roles.append(utts[best]["role"])
     n = len(true)
+    by_role = {role: float(np.mean([t == p for t, p, q in zip(true, pred, roles, strict=True) if q == role]))
+               for role in sorted(set(roles))}
     return {"records": len(recs), "matched": n, "false": false, "false_on_events": on_events,
             "accuracy": float(np.mean([t == p for t, p in zip(true, pred, strict=True)])) if n else float("nan"),
-            "uar": uar(true, pred), "true_labels": dict(Counter(true))}
+            "uar": uar(true, pred), "accuracy_by_role": by_role, "true_labels": dict(Counter(true))}
 
 
 def score(truth: dict[str, Any], records: list[dict[str, Any]], *, channel_names: list[str] | None = None
@@ -94,7 +97,7 @@ def score(truth: dict[str, Any], records: list[dict[str, Any]], *, channel_names
         rename = dict(zip(channel_names, names, strict=True))
     else:
         rename = {n: n for n in names}
-    recs = [{**r, "channel": rename.get(r.get("channel"), r.get("channel"))} for r in records]
+    recs = [{**r, "channel": rename.get(str(r.get("channel")), r.get("channel"))} for r in records]
     unknown = {r["channel"] for r in recs if r.get("kind") in ("result", "turn") and r["channel"] not in names}
     if unknown:
         raise ValueError(f"records name channel(s) {', '.join(sorted(map(str, unknown)))} not in the truth's "
@@ -153,7 +156,8 @@ def summary_lines(s: dict[str, Any], clips: dict[str, Any] | None = None) -> lis
         f"model(s): {', '.join(s['models']) or '-'}",
         f"coverage: {s['coverage']:.3f} of {s['utterances']} utterances ({roles}); missed: {s['missed']}",
         f"segments: {seg['records']} results, {seg['matched']} on speech: accuracy {seg['accuracy']:.3f}, "
-        f"UAR {seg['uar']:.3f}",
+        f"UAR {seg['uar']:.3f} (accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in seg["accuracy_by_role"].items())
+        + ")",
         f"false segments: {seg['false']} ({s['false_per_min_nonspeech']:.2f} per min of {s['nonspeech_s']:.0f} s "
         f"non-speech; {seg['false_on_events']} on DTMF/hold)",
         f"failures: {s['failures']}",

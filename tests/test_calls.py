@@ -211,6 +211,7 @@ def test_score_hand_made_records(tmp_path: Path) -> None:
     assert (seg["records"], seg["matched"], seg["false"], seg["false_on_events"]) == (6, 5, 1, 1)
     assert seg["accuracy"] == pytest.approx(0.6)
     assert seg["uar"] == pytest.approx((0.5 + 0 + 1 + 1) / 4)
+    assert seg["accuracy_by_role"] == {"agent": pytest.approx(2 / 3), "customer": 0.5}
     assert s["nonspeech_s"] == pytest.approx(15.5 + 17.2)
     assert s["false_per_min_nonspeech"] == pytest.approx(1 / (32.7 / 60))
     assert s["failures"] == 1 and s["turns"] is None and s["models"] == ["m@1"]
