@@ -412,9 +412,11 @@ def _cli() -> Any:
     @click.option("--channel-names", default=None, help="names the records use, in channel order")
     @click.option("--clips-model", type=click.Path(path_type=Path), default=None,
                   help="also classify the source clips whole with this bundle (predict_clip)")
+    @click.option("--call", "call_wav", type=click.Path(path_type=Path, exists=True), default=None,
+                  help="with --clips-model: also classify each utterance cut from this call.wav at its true times")
     @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="write figures here")
     def score(truth: Path, records: Path, channel_names: str | None, clips_model: Path | None,
-              json_out: Path | None) -> None:
+              call_wav: Path | None, json_out: Path | None) -> None:
         """Score ser-produce --format jsonl records against call.json."""
         from bench.callscore import clip_scores, load_records, summary_lines
         from bench.callscore import score as score_call
@@ -424,7 +426,7 @@ def _cli() -> Any:
             s = score_call(t, load_records(records), channel_names=channel_names.split(",") if channel_names else None)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
-        clips = clip_scores(t, clips_model) if clips_model is not None else None
+        clips = clip_scores(t, clips_model, call_wav=call_wav) if clips_model is not None else None
         for line in summary_lines(s, clips):
             click.echo(line)
         if json_out is not None:

@@ -131,22 +131,35 @@ def score(truth: dict[str, Any], records: list[dict[str, Any]], *, channel_names
     }
 
 
-def clip_scores(truth: dict[str, Any], model_dir: Path) -> dict[str, Any]:
-    """The same model's whole-clip predictions (``EmotionModel.predict_clip``) on the call's source
-    clips: the ceiling a segmenter could reach. Accuracy and UAR over the utterances."""
+def clip_scores(truth: dict[str, Any], model_dir: Path, *, call_wav: Path | None = None) -> dict[str, Any]:
+    """The same model's whole-clip predictions (``EmotionModel.predict_clip``): on the call's source
+    clips as recorded (the ceiling a segmenter could reach), and with ``call_wav`` also on each
+    utterance cut from the call at its true times ("oracle segmentation": the call's level, noise,
+    babble and codec, but perfect boundaries). Accuracy and UAR over the utterances."""
     from models.audio import decode, to_mono
     from models.runtime import EmotionModel
 
     model = EmotionModel(model_dir, threads=1)
     sr = model.spec.sample_rate
-    true, pred = [], []
+    min_len = round(model.spec.segment.min_s * sr)
+    call = decode(str(call_wav), sr=sr)[0] if call_wav is not None else None
+    true, pred, cut = [], [], []
     for u in truth["utterances"]:
         y, _ = decode(u["source"], sr=sr)
         probs, _ = model.predict_clip(to_mono(y))
         true.append(u["label"])
         pred.append(model.labels[int(np.argmax(probs))])
-    return {"model": model.model_id, "clips": len(true),
-            "accuracy": float(np.mean([t == p for t, p in zip(true, pred, strict=True)])), "uar": uar(true, pred)}
+        if call is not None:
+            z = call[truth["channels"].index(u["channel"]), round(u["start_s"] * sr) : round(u["end_s"] * sr)]
+            z = np.pad(z, (0, max(0, min_len - len(z))))
+            cut.append(model.labels[int(np.argmax(model.predict_clip(z)[0]))])
+    out: dict[str, Any] = {
+        "model": model.model_id, "clips": len(true),
+        "accuracy": float(np.mean([t == p for t, p in zip(true, pred, strict=True)])), "uar": uar(true, pred)}
+    if call is not None:
+        out["oracle"] = {"accuracy": float(np.mean([t == p for t, p in zip(true, cut, strict=True)])),
+                         "uar": uar(true, cut)}
+    return out
 
 
 def summary_lines(s: dict[str, Any], clips: dict[str, Any] | None = None) -> list[str]:
@@ -168,4 +181,7 @@ def summary_lines(s: dict[str, Any], clips: dict[str, Any] | None = None) -> lis
     if clips is not None:
         lines.append(f"clip level ({clips['model']}, predict_clip on the {clips['clips']} source clips): "
                      f"accuracy {clips['accuracy']:.3f}, UAR {clips['uar']:.3f}")
+        if "oracle" in clips:
+            lines.append(f"oracle segmentation (each utterance cut from the call at its true times, predict_clip): "
+                         f"accuracy {clips['oracle']['accuracy']:.3f}, UAR {clips['oracle']['uar']:.3f}")
     return lines

@@ -245,6 +245,8 @@ def test_cli_make_and_score(corpus: Path, tmp_path: Path) -> None:
                                     "--json", str(out / "s.json")])
     assert r.exit_code == 0, r.output
     assert "coverage: 1.000 of 5" in r.output and "accuracy 1.000" in r.output
+    scored = json.loads((out / "s.json").read_text())
+    assert scored["call"]["segments"]["matched"] == 5 and scored["clips"] is None
     r = CliRunner().invoke(_cli(), ["make", "--data", f"cremad={corpus}", "--out", str(out), "--model",
                                     str(tmp_path / "none"), "--speakers", "cremad:1001"])
     assert r.exit_code == 1 and "need two speakers" in r.output
@@ -298,3 +300,16 @@ def test_webrtc_and_silero_detect_speechlike_bursts() -> None:
     for mask in (webrtc(y, 2), probs_to_mask(silero_lite_probs(y), len(y), 0.5)):
         miss, fa = frame_rates(truth, to_cells(mask))
         assert fa < 0.1 and miss < 0.6  # it fires on the burst, not on the floor
+
+
+def test_clip_scores_source_and_oracle(groups: dict[str, list], tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    from bench.calls import write_call
+
+    audio, truth = call(groups, utterances=4)
+    wav, _ = write_call(tmp_path, audio, truth)
+    c = callscore.clip_scores(truth, tiny_bundle_dir, call_wav=wav)
+    assert c["clips"] == 4 and c["model"] == "tiny-test@0.0.1"
+    for part in (c, c["oracle"]):
+        assert 0.0 <= part["accuracy"] <= 1.0 and 0.0 <= part["uar"] <= 1.0
+    lines = callscore.summary_lines(callscore.score(truth, []), c)
+    assert lines[1].startswith("coverage: 0.000 of 4") and "oracle segmentation" in lines[-1]
