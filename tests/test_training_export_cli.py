@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -276,3 +277,16 @@ def test_card_describes_the_spectrum_input_only_when_used() -> None:
     spec["training"]["config"]["spectrum_coefs"] = 8
     assert "level mean/std, the first 8 DCT coefficients of its average spectrum" in render_card(
         spec, command="ser-train fit")
+
+
+def test_help_short_option_and_a_serving_install_gets_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ser-train -h`` works like the other commands; without the training extra a command says what
+    to install in one line instead of an ImportError traceback (issue 15, item 9)."""
+    runner = CliRunner()
+    assert runner.invoke(main, ["-h"]).exit_code == 0
+    assert "fit [OPTIONS]" in runner.invoke(main, ["fit", "-h"]).output
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # as if not installed
+    result = runner.invoke(main, ["fit", "--out", "unused", "--data-root", "unused"])
+    assert result.exit_code == 1
+    assert "ser-train fit needs the training extra (missing: tqdm): pip install '.[train]'" in result.output
+    assert "Traceback" not in result.output

@@ -60,9 +60,33 @@ class _Log:
             click.echo(line, err=True)
 
 
-@click.group()
-def main() -> None:
+#: What each command needs beyond the serving install (``pip install '.[train]'`` brings them).
+NEEDS = {"fit": ("tensorflow", "tf2onnx", "onnx", "tqdm", "matplotlib"), "evaluate": ("tqdm", "matplotlib"),
+         "export": ("tensorflow", "tf2onnx", "onnx"), "card": (), "summarize": ()}
+
+
+def require_train_extra(command: str) -> None:
+    """One line instead of an ImportError traceback when ``command`` runs in a serving install."""
+    import importlib.util
+
+    def present(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a None entry in sys.modules, a broken install
+            return False
+
+    missing = [m for m in NEEDS.get(command, ()) if not present(m)]
+    if missing:
+        raise click.ClickException(f"ser-train {command} needs the training extra (missing: {', '.join(missing)}): "
+                                   "pip install '.[train]'")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Train, evaluate and export speech-emotion models (see docs/training.md)."""
+    if ctx.invoked_subcommand is not None:
+        require_train_extra(ctx.invoked_subcommand)
 
 
 @main.command()
