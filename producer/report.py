@@ -11,6 +11,7 @@ matplotlib (for the PNG) is imported only when a report is written.
 from __future__ import annotations
 
 import base64
+import html
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,8 +104,11 @@ def write_report(
         png = write_timeline_png(png_path_for(path_html), segs, channels=channels, labels=labels,
                                  duration_s=duration_s, title=f"{title} - {model_id}")
         png_b64 = base64.b64encode(png.read_bytes()).decode("ascii")
+    esc = html.escape
+    source_line = (f'<p class="meta">Audio <code id="audio">{esc(audio or "?")}</code> &middot; stream '
+                   f'<code id="stream">{esc(stream_id or "?")}</code></p>\n' if audio or stream_id else "")
     page = render_call(records, summary, title=title, model_id=model_id, channels=channels, labels=labels,
                        duration_s=duration_s, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                       png_b64=png_b64)
+                       png_b64=png_b64, after_meta=source_line)
     path_html.write_text(page, encoding="utf-8")
     return path_html, png

@@ -232,7 +232,7 @@ def render_call(
     legend += '<span><span class="swatch uncertain-swatch"></span>uncertain (hatched, dashed)</span>'
     noscript = (f'<noscript><img alt="emotion timeline" style="max-width:100%" src="data:image/png;base64,{png_b64}">'
                 "</noscript>\n" if png_b64 else
-                "<noscript><p>The timeline needs JavaScript (no PNG: matplotlib is not installed).</p></noscript>\n")
+                "<noscript><p>The timeline needs JavaScript (no PNG: matplotlib was not installed).</p></noscript>\n")
     if summary is None:
         summary_block = ('<p class="meta" id="summary-pending">The call is in progress: the summary appears when '
                          "it ends.</p>")
