@@ -108,8 +108,13 @@ def test_channel_names_table_and_csv(stereo_call: Path, tiny_bundle_dir: Path, t
     assert all(abs(sum(float(r[f"p_{lab}"]) for lab in tiny_spec().labels) - 1) < 1e-4 for r in rows)
 
 
-def test_file_wav_stream_and_raw_pcm_give_the_same_records(stereo_call: Path, tiny_bundle_dir: Path) -> None:
-    common = ["--model", str(tiny_bundle_dir), "--format", "jsonl", "--stream-id", "same", "--batch", "4"]
+@pytest.mark.parametrize("bundle", ["tiny_bundle_dir", "speaker_bundle_dir"])
+def test_file_wav_stream_and_raw_pcm_give_the_same_records(stereo_call: Path, bundle: str,
+                                                          request: pytest.FixtureRequest) -> None:
+    """Also with a model that takes per-speaker statistics: a live stream (stdin) carries the same
+    running channel statistics as the file, so the records are identical."""
+    model_dir = request.getfixturevalue(bundle)
+    common = ["--model", str(model_dir), "--format", "jsonl", "--stream-id", "same", "--batch", "4"]
     _, from_file, _ = produce([str(stereo_call), *common])
     code, from_wav, err = produce(["-", *common], input=wav_stream_bytes(stereo_call))
     assert code == 0, err
