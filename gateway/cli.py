@@ -127,7 +127,7 @@ def main(host: str, port: int, redis_url: str | None, redis_url_file: str | None
             if not ok:
                 click.echo(f"ser-gateway: /{route} refuses every connection: {envs[route]} not set", err=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level.lower(), ws="websockets-sansio",
-                ws_max_size=64 * 1024, timeout_graceful_shutdown=5, access_log=False)
+                ws_max_size=1 << 20, timeout_graceful_shutdown=5, access_log=False)
 
 
 if __name__ == "__main__":

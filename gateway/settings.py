@@ -15,7 +15,8 @@ DEFAULT_IDLE_TIMEOUT_S = 30.0
 DEFAULT_TIMEOUT_S = 60.0
 #: Threads running the blocking parts of the sessions (segmenting, enqueueing, backpressure).
 DEFAULT_THREADS = 16
-#: Largest WebSocket message accepted (bytes): more closes the session (1009).
+#: Largest WebSocket message accepted (bytes): more closes the session (1009). uvicorn itself drops
+#: anything over 1 MiB (ws_max_size) without a close frame.
 MAX_FRAME_BYTES = 64 * 1024
 #: Audio is pushed into a session in blocks of this many seconds (the producer's block length).
 PUSH_BLOCK_S = 0.1

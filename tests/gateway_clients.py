@@ -135,7 +135,7 @@ def serve_gateway(settings: Any, port: int) -> Iterator[str]:
     from gateway.app import create_app
 
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-                            ws="websockets-sansio", ws_max_size=64 * 1024, timeout_graceful_shutdown=2)
+                            ws="websockets-sansio", ws_max_size=1 << 20, timeout_graceful_shutdown=2)
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
