@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from gateway_clients import (
+from redis_server import RedisServer, free_port
+
+from bench.platforms import (
     AudioHookClient,
     audiohook_headers,
     connect,
@@ -27,8 +29,6 @@ from gateway_clients import (
     twilio_messages,
     twilio_signature,
 )
-from redis_server import RedisServer, free_port
-
 from callevents.rules import EventSettings, Rule
 from gateway.settings import Credentials, GatewaySettings
 from models.bundle import load_bundle
@@ -53,8 +53,7 @@ def rules(labels: tuple[str, ...]) -> EventSettings:
 
 def expected_voiced(y: np.ndarray, bundle_dir: Path) -> dict[str, set[int]]:
     """What the VAD gate lets through on this audio (as decoded from mu-law), per channel."""
-    from gateway_clients import ulaw_encode
-
+    from bench.platforms import ulaw_encode
     from gateway.audio import ulaw_decode
 
     spec = load_bundle(bundle_dir).spec

@@ -20,7 +20,10 @@ import numpy as np
 import pytest
 import redis
 import websockets
-from gateway_clients import (
+from redis_server import RedisServer, free_port
+from test_gateway import API_KEY, CREDS, SECRET, STREAM_TOKEN, TWILIO_TOKEN, results, rules, wait_ended
+
+from bench.platforms import (
     AudioHookClient,
     audiohook_headers,
     connect,
@@ -31,9 +34,6 @@ from gateway_clients import (
     twilio_messages,
     twilio_signature,
 )
-from redis_server import RedisServer, free_port
-from test_gateway import API_KEY, CREDS, SECRET, STREAM_TOKEN, TWILIO_TOKEN, results, rules, wait_ended
-
 from gateway.settings import Credentials, GatewaySettings
 from models.bundle import load_bundle
 

@@ -1,4 +1,4 @@
-"""Simulated call-platform clients for ser-gateway tests and the benchmark, written from the public
+"""Simulated call-platform clients for ser-gateway's tests and bench.gateway, written from the public
 protocol docs with the ``websockets`` library: Twilio Media Streams, Genesys AudioHook v2, the
 generic stream; plus a synthetic two-speaker call and a gateway server in a thread."""
 
