@@ -189,7 +189,7 @@ async def serve(ws: WebSocket, hub: Hub, session_id: str) -> None:
     reason: str | None = None
     try:
         while True:
-            m = await receive(ws, timeout_s=hub.settings.idle_timeout_s)
+            m = await receive(ws, timeout_s=hub.settings.idle_timeout_s, check=s.call.check if s.call else None)
             if m.kind == "gone":
                 log.warning("audiohook %s: client vanished without close", s.id)
                 reason = "disconnected"

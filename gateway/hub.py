@@ -2,10 +2,10 @@
 clients, the thread pool that runs the sessions' blocking parts, the metrics, and the one reader
 task that follows the results streams of every live call together.
 
-:class:`LiveCall` is the asyncio face of one :class:`producer.session.CallSession`: each method
-runs the session's blocking work in the pool, one at a time per call (its handler awaits each),
-so the event loop never blocks; the shared reader hands the call's results-stream entries to
-:meth:`CallSession.deliver` and wakes the call.
+:class:`LiveCall` is the asyncio face of one :class:`producer.session.CallSession`: the protocol
+handler queues audio, and the call's pump task runs the session's blocking work in the pool, one
+item at a time, so neither the event loop nor the handler's socket reading blocks; the shared
+reader hands the call's results-stream entries to :meth:`CallSession.deliver` and wakes the call.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ READER_BLOCK_MS = 200
 READER_COUNT = 500
 #: Seconds the shared reader waits after a Redis error before reading again.
 READER_RETRY_S = 0.5
+#: Audio a call may queue ahead of its session (seconds) before its handler waits (backpressure).
+MAX_BACKLOG_S = 10.0
+#: Queue item: take the results that arrived.
+POLL = "poll"
 
 
 class CallRefused(Exception):
@@ -154,6 +158,10 @@ class LiveCall:
         self.block = max(1, round(PUSH_BLOCK_S * in_rate))
         self._held: list[np.ndarray] = []
         self._held_n = 0
+        self._queue: asyncio.Queue[np.ndarray | str | None] = asyncio.Queue(
+            maxsize=max(1, round(MAX_BACKLOG_S / PUSH_BLOCK_S)))
+        self._pump: asyncio.Task[None] | None = None
+        self.failure: Exception | None = None
         self.records = 0
         self.session = CallSession(
             spec=hub.spec, backend=hub.backend(call_id), names=names, in_rate=in_rate, batch=1,
@@ -166,10 +174,40 @@ class LiveCall:
 
     async def start(self) -> None:
         await self.hub.run(self.session.start)
+        self._pump = asyncio.create_task(self._pump_blocks(), name=f"ser-gateway pump {self.call_id}")
         log.info("call %s: started (%s, channels %s)", self.call_id, self.source, ",".join(self.names))
 
+    async def _pump_blocks(self) -> None:
+        """Feed the session from the queue, one item at a time (the session is not thread-safe): audio
+        blocks, ``POLL`` (results arrived during a pause), None (the end). The protocol handler only
+        queues, so it keeps reading its socket (and answering pings) while the session waits on
+        backpressure; after a failure the next :meth:`push` raises it."""
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            if self.failure is not None:
+                continue  # drain: the handler is told at its next push
+            try:
+                if isinstance(item, str):
+                    await self.hub.run(self.session.poll)
+                else:
+                    await self.hub.run(self.session.push, item)
+            except Exception as exc:  # Redis gone for good, a refused batch: this call only
+                self.failure = exc
+
+    def check(self) -> None:
+        """Raise what made the session fail (Redis gone for good), if anything did."""
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
     async def push(self, block: np.ndarray) -> None:
-        """Add aligned ``(channels, n)`` audio; the session gets it in blocks of :data:`PUSH_BLOCK_S`."""
+        """Add aligned ``(channels, n)`` audio; the session gets it in blocks of :data:`PUSH_BLOCK_S`
+        (waits only while :data:`MAX_BACKLOG_S` of audio is queued). Raises what made the session fail."""
+        self._raise_failure()
         self._held.append(block)
         self._held_n += block.shape[1]
         self.hub.metrics.audio_seconds.labels(self.source).inc(block.shape[1] / (self.block / PUSH_BLOCK_S))
@@ -182,13 +220,22 @@ class LiveCall:
         joined = np.concatenate(self._held, axis=1) if len(self._held) > 1 else self._held[0]
         self._held, self._held_n = [], 0
         self.arrived.clear()
-        await self.hub.run(self.session.push, joined)
+        await self._queue.put(joined)
 
     async def tick(self) -> None:
         """Take results that arrived while no audio came (a pause)."""
-        if self.arrived.is_set():
+        self._raise_failure()
+        if self.arrived.is_set() and self._queue.empty():
             self.arrived.clear()
-            await self.hub.run(self.session.poll)
+            await self._queue.put(POLL)
+
+    async def _drain(self) -> None:
+        """Send what is held and queued; the pump ends (raises what made it fail)."""
+        await self._flush()
+        await self._queue.put(None)
+        if self._pump is not None:
+            await self._pump
+        self._raise_failure()
 
     async def _follow(self) -> None:
         timeout_s = self.hub.settings.timeout_s
@@ -211,7 +258,11 @@ class LiveCall:
             return
         error = None
         try:
-            await self._flush()
+            await self._drain()
+        except Exception as exc:  # the session failed while the audio was queued
+            await self.abort(f"{type(exc).__name__}: {exc}")
+            return
+        try:
             await self.hub.run(self.session.close)
             await self._follow()
         except StalledError as exc:
@@ -232,6 +283,12 @@ class LiveCall:
             return
         self.finished = True
         self.hub.forget(self)
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
+            try:
+                await self._pump  # a push running in the pool finishes there; its result is dropped
+            except (asyncio.CancelledError, Exception):
+                pass
         self.hub.metrics.errors.labels(self.source).inc()
         log.error("call %s: session ended: %s", self.call_id, why)
         try:

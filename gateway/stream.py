@@ -58,7 +58,7 @@ async def serve(ws: WebSocket, hub: Hub) -> None:
             raise BadInput(str(exc), what="duplicate_call") from None
         await call.start()
         while True:
-            m = await receive(ws, timeout_s=hub.settings.idle_timeout_s)
+            m = await receive(ws, timeout_s=hub.settings.idle_timeout_s, check=call.check if call else None)
             if m.kind in ("gone", "idle"):
                 reason = "disconnected" if m.kind == "idle" else None  # a close is this protocol's stop
                 break

@@ -69,7 +69,7 @@ async def serve(ws: WebSocket, hub: Hub) -> None:
     reason: str | None = None
     try:
         while True:
-            m = await receive(ws, timeout_s=hub.settings.idle_timeout_s)
+            m = await receive(ws, timeout_s=hub.settings.idle_timeout_s, check=call.check if call else None)
             if m.kind in ("gone", "idle"):
                 log.warning("twilio stream %s: %s without stop", call.call_id if call else "-",
                             "client vanished" if m.kind == "gone" else "no message for "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketState
@@ -34,12 +35,25 @@ class Message:
     data: bytes = b""
 
 
-async def receive(ws: WebSocket, *, timeout_s: float) -> Message:
-    """The next message; ``idle`` after ``timeout_s`` without one; BadInput for one over MAX_FRAME_BYTES."""
-    try:
-        msg = await asyncio.wait_for(ws.receive(), timeout=timeout_s)
-    except TimeoutError:
-        return Message("idle")
+#: While waiting for a message, run the caller's ``check`` this often (seconds).
+CHECK_EVERY_S = 0.5
+
+
+async def receive(ws: WebSocket, *, timeout_s: float, check: Callable[[], None] | None = None) -> Message:
+    """The next message; ``idle`` after ``timeout_s`` without one; BadInput for one over MAX_FRAME_BYTES.
+    ``check`` runs every :data:`CHECK_EVERY_S` while waiting (it raises to end the wait: a failed session)."""
+    waited = 0.0
+    while True:
+        step = min(CHECK_EVERY_S, timeout_s - waited) if check is not None else timeout_s
+        try:
+            msg = await asyncio.wait_for(ws.receive(), timeout=step)
+            break
+        except TimeoutError:
+            waited += step
+            if check is not None:
+                check()
+            if waited >= timeout_s:
+                return Message("idle")
     if msg["type"] == "websocket.disconnect":
         return Message("gone")
     if msg.get("bytes") is not None:

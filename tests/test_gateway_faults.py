@@ -239,7 +239,7 @@ def test_redis_down_mid_call_ends_the_session_with_a_protocol_close(tmp_path: Pa
                 sig = twilio_signature(TWILIO_TOKEN, f"wss://{host}/twilio")
                 async with await connect(f"ws://{host}/twilio", {"X-Twilio-Signature": sig}) as ws:
                     try:
-                        for i, m in enumerate(msgs):
+                        for i, m in enumerate(msgs[:-1]):  # no stop: Redis fails while the call is live
                             if i == 10:
                                 server.stop()
                             await ws.send(m)
