@@ -230,3 +230,61 @@ def test_one_vanishing_client_ends_disconnected_and_a_concurrent_call_is_untouch
     assert ended_gone["reason"] == "disconnected"
     assert ended_gone["segments"] == ended_good["segments"] > 0  # its results were completed all the same
     assert [r["kind"] for r in results(client, gone)].count("end") == 1
+
+
+def test_audiohook_discarded_is_silence_and_other_messages_keep_the_session(pool: tuple[str, str]) -> None:
+    url, host = pool
+    client = redis.Redis.from_url(url)
+    rng = np.random.default_rng(3)
+    speech = np.zeros((2, 3 * 8000), dtype=np.float32)
+    speech[0] = 0.3 * rng.standard_normal(3 * 8000)  # the customer speaks 3 s, the agent is silent
+    audio = interleaved_pcmu(speech)
+    conversation, session_id = str(uuid.uuid4()), str(uuid.uuid4())
+    headers = audiohook_headers(api_key=API_KEY, secret_b64=SECRET, host=host, path="/audiohook",
+                                session_id=session_id)
+
+    async def run() -> None:
+        async with await connect(f"ws://{host}/audiohook", headers) as ws:
+            c = AudioHookClient(ws, session_id)
+            await c.send("open", open_parameters(conversation))
+            assert (await c.recv())["type"] == "opened"
+            await ws.send(audio)
+            await c.send("update", {"language": "fr-FR"}, position=3.0)
+            await c.send("paused", position=3.0)
+            await c.send("resumed", {"start": "PT3S", "discarded": "PT0S"}, position=3.0)
+            await c.send("discarded", {"start": "PT3S", "discarded": "PT3S"}, position=3.0)  # 3 s lost: silence
+            await c.send("error", {"code": 500, "message": "client hiccup"}, position=6.0)
+            await ws.send(audio)
+            await c.send("close", {"reason": "end"}, position=9.0)
+            assert (await c.recv())["type"] == "closed"
+
+    asyncio.run(run())
+    evs = wait_ended(client, conversation)
+    assert evs[-1]["reason"] == "completed" and evs[-1]["duration_s"] == pytest.approx(9.0, abs=0.01)
+    recs = [r for r in results(client, conversation) if r["kind"] == "result"]
+    assert {(r["channel"], r["seq"]) for r in recs} == {("customer", 0), ("customer", 2)}
+
+
+def test_audiohook_out_of_order_seq_gets_a_disconnect(pool: tuple[str, str]) -> None:
+    url, host = pool
+    client = redis.Redis.from_url(url)
+    conversation, session_id = str(uuid.uuid4()), str(uuid.uuid4())
+    headers = audiohook_headers(api_key=API_KEY, secret_b64=SECRET, host=host, path="/audiohook",
+                                session_id=session_id)
+
+    async def run() -> dict:
+        async with await connect(f"ws://{host}/audiohook", headers) as ws:
+            c = AudioHookClient(ws, session_id)
+            await c.send("open", open_parameters(conversation))
+            assert (await c.recv())["type"] == "opened"
+            c.seq += 1  # skip one
+            await c.send("ping")
+            msg = await c.recv()
+            await c.send("close", {"reason": "disconnected"})
+            assert (await c.recv())["type"] == "closed"
+            await asyncio.wait_for(ws.wait_closed(), 10)
+            return msg
+
+    msg = asyncio.run(run())
+    assert msg["type"] == "disconnect" and "seq" in msg["parameters"]["info"]
+    assert wait_ended(client, conversation)[-1]["reason"] == "error"
