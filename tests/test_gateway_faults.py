@@ -279,3 +279,53 @@ def test_redis_down_mid_call_ends_the_session_with_a_protocol_close(tmp_path: Pa
                 text = resp.read().decode()
             assert 'ser_gateway_session_errors_total{source="twilio"} 1.0' in text
             assert 'ser_gateway_session_errors_total{source="audiohook"} 1.0' in text
+
+
+def test_a_call_stuck_in_backpressure_blocks_neither_the_loop_nor_other_calls(redis_url: str,
+                                                                           tiny_bundle_dir: Path) -> None:
+    """No worker and --max-pending 1: the Twilio call's session waits for room in the queue; meanwhile
+    an AudioHook session opens and gets its pongs at once and /healthz answers."""
+    settings = GatewaySettings(credentials=CREDS, model_dir=str(tiny_bundle_dir), redis_url=redis_url,
+                               max_pending=1, timeout_s=5.0, idle_timeout_s=30.0)
+    y = synth_stereo(seconds=18.0)
+    msgs = twilio_messages(y, call_sid="CA" + uuid.uuid4().hex)[:-1]
+    client = redis.Redis.from_url(redis_url)
+    with serve_gateway(settings, free_port()) as host:
+        async def stuck() -> None:
+            sig = twilio_signature(TWILIO_TOKEN, f"wss://{host}/twilio")
+            async with await connect(f"ws://{host}/twilio", {"X-Twilio-Signature": sig}) as ws:
+                for m in msgs:
+                    await ws.send(m)
+                await asyncio.sleep(4.0)
+                await ws.close()
+
+        async def lively() -> list[float]:
+            while client.llen("rq:queue:ser") < 1:  # the stuck call has filled the queue
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            sid = str(uuid.uuid4())
+            headers = audiohook_headers(api_key=API_KEY, secret_b64=SECRET, host=host, path="/audiohook",
+                                        session_id=sid)
+            waits = []
+            async with await connect(f"ws://{host}/audiohook", headers) as ws:
+                c = AudioHookClient(ws, sid)
+                await c.send("open", open_parameters(str(uuid.uuid4())))
+                assert (await c.recv())["type"] == "opened"
+                for _ in range(3):
+                    t0 = time.monotonic()
+                    await c.send("ping")
+                    assert (await c.recv(timeout=5))["type"] == "pong"
+                    waits.append(time.monotonic() - t0)
+                t0 = time.monotonic()
+                await asyncio.to_thread(lambda: urllib.request.urlopen(f"http://{host}/healthz", timeout=5).read())
+                waits.append(time.monotonic() - t0)
+                await c.send("close")
+                await c.recv()
+            return waits
+
+        async def both() -> list[float]:
+            _, waits = await asyncio.gather(stuck(), lively())
+            return waits
+
+        waits = asyncio.run(both())
+        assert max(waits) < 1.0, waits
