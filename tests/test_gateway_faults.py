@@ -329,3 +329,38 @@ def test_a_call_stuck_in_backpressure_blocks_neither_the_loop_nor_other_calls(re
 
         waits = asyncio.run(both())
         assert max(waits) < 1.0, waits
+
+
+def test_gateway_runs_as_the_documented_producer_acl_user(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    import secrets
+    import shlex
+
+    admin_pw = "admin-" + secrets.token_hex(8)
+    acl = [shlex.split(line) for line in (ROOT / "docs" / "security.md").read_text().splitlines()
+           if line.startswith("ACL SETUSER ")]
+    with RedisServer(tmp_path, "--requirepass", admin_pw, password=admin_pw) as server:
+        admin = redis.Redis.from_url(server.url())
+        pw = {}
+        for rule in acl:
+            pw[rule[2]] = f"{rule[2]}-" + secrets.token_hex(12)
+            admin.execute_command("ACL", "SETUSER", rule[2], *[p.replace("CHANGE-ME", pw[rule[2]]) for p in rule[3:]])
+        worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "--redis-url",
+                                   server.url("ser-worker", pw["ser-worker"]), "--model", str(tiny_bundle_dir)],
+                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spec = load_bundle(tiny_bundle_dir).spec
+        settings = GatewaySettings(credentials=CREDS, model_dir=str(tiny_bundle_dir), events=rules(spec.labels),
+                                   redis_url=server.url("ser-producer", pw["ser-producer"]))
+        call_sid = "CA" + uuid.uuid4().hex
+        try:
+            with serve_gateway(settings, free_port()) as host:
+                with urllib.request.urlopen(f"http://{host}/readyz", timeout=5) as resp:
+                    assert resp.status == 200
+                twilio_session(host, twilio_messages(synth_stereo(seconds=9.0), call_sid=call_sid))
+                evs = wait_ended(admin, call_sid)
+        finally:
+            worker.terminate()
+            worker.wait(20)
+        denied = admin.execute_command("ACL", "LOG")
+        admin.close()
+    assert evs[-1]["reason"] == "completed" and evs[-1]["segments"] == 3
+    assert denied == [], denied
