@@ -33,6 +33,7 @@ from bench.platforms import (
     synth_stereo,
     twilio_messages,
     twilio_signature,
+    ulaw_encode,
 )
 from gateway.settings import Credentials, GatewaySettings
 from models.bundle import load_bundle
@@ -364,3 +365,70 @@ def test_gateway_runs_as_the_documented_producer_acl_user(tmp_path: Path, tiny_b
         admin.close()
     assert evs[-1]["reason"] == "completed" and evs[-1]["segments"] == 3
     assert denied == [], denied
+
+
+@pytest.mark.parametrize("header, why", [
+    ("not json", "malformed JSON header"),
+    (json.dumps({"call_id": "x", "sample_rate": 8000, "channels": 2, "encoding": "opus"}), "encoding"),
+    (json.dumps({"call_id": "x", "sample_rate": 100, "channels": 1}), "sample_rate"),
+    (json.dumps({"sample_rate": 8000}), "call_id"),
+])
+def test_stream_bad_headers_are_refused(pool: tuple[str, str], header: str, why: str) -> None:
+    url, host = pool
+
+    async def run() -> tuple[int | None, str]:
+        async with await connect(f"ws://{host}/stream", {"Authorization": f"Bearer {STREAM_TOKEN}"}) as ws:
+            await ws.send(header)
+            await asyncio.wait_for(ws.wait_closed(), 10)
+            return ws.close_code, ws.close_reason
+
+    code, reason = asyncio.run(run())
+    assert code in (1003, 1007, 1008) and why in reason
+
+
+def test_audiohook_client_gone_quiet_gets_a_disconnect_and_ends_disconnected(pool: tuple[str, str]) -> None:
+    url, host = pool  # the pool's gateway has --idle-timeout 2
+    client = redis.Redis.from_url(url)
+    conversation, sid = str(uuid.uuid4()), str(uuid.uuid4())
+    headers = audiohook_headers(api_key=API_KEY, secret_b64=SECRET, host=host, path="/audiohook", session_id=sid)
+
+    async def run() -> dict:
+        async with await connect(f"ws://{host}/audiohook", headers) as ws:
+            c = AudioHookClient(ws, sid)
+            await c.send("open", open_parameters(conversation))
+            assert (await c.recv())["type"] == "opened"
+            await ws.send(interleaved_pcmu(synth_stereo(seconds=3.0)))
+            msg = await c.recv(timeout=10)  # nothing more from us: the gateway says disconnect
+            await c.send("close", {"reason": "disconnected"})
+            assert (await c.recv())["type"] == "closed"
+            return msg
+
+    msg = asyncio.run(run())
+    assert msg["type"] == "disconnect" and "idle" in msg["parameters"]["info"]
+    ended = wait_ended(client, conversation)[-1]
+    assert ended["reason"] == "disconnected" and ended["segments"] == 1
+
+
+def test_embedded_gateway_classifies_in_process(tiny_bundle_dir: Path) -> None:
+    settings = GatewaySettings(credentials=Credentials(stream_token=STREAM_TOKEN), model_dir=str(tiny_bundle_dir))
+    y = synth_stereo(seconds=9.0)
+    mulaw = np.stack([np.frombuffer(ulaw_encode(ch), np.uint8) for ch in y], axis=1).tobytes()
+    with serve_gateway(settings, free_port()) as host:
+        async def run() -> None:
+            async with await connect(f"ws://{host}/stream", {"Authorization": f"Bearer {STREAM_TOKEN}"}) as ws:
+                await ws.send(json.dumps({"call_id": "emb-1", "sample_rate": 8000, "channels": 2,
+                                          "encoding": "mulaw"}))
+                for i in range(0, len(mulaw), 1600):
+                    await ws.send(mulaw[i : i + 1600])
+                await ws.close()
+
+        asyncio.run(run())
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://{host}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+            if "ser_gateway_records_total 3.0" in text:
+                break
+            time.sleep(0.2)
+        assert "ser_gateway_records_total 3.0" in text  # customer seq 0,1 and agent seq 2
+        assert 'ser_gateway_active_calls{source="stream"} 0.0' in text
