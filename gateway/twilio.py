@@ -34,8 +34,11 @@ def _start(hub: Hub, msg: dict[str, Any]) -> tuple[str, dict[str, str]]:
     if not isinstance(start, dict) or not isinstance(start.get("callSid"), str) or not start["callSid"]:
         raise BadInput("start without a callSid", what="bad_start")
     fmt = start.get("mediaFormat") or {}
-    if (fmt.get("encoding"), int(fmt.get("sampleRate", 0) or 0), int(fmt.get("channels", 1) or 1)) != \
-            ("audio/x-mulaw", RATE, 1):
+    try:
+        shape = (fmt.get("encoding"), int(fmt.get("sampleRate", 0) or 0), int(fmt.get("channels", 1) or 1))
+    except (AttributeError, TypeError, ValueError):
+        shape = None
+    if shape != ("audio/x-mulaw", RATE, 1):
         raise BadInput(f"unsupported mediaFormat {fmt!r} (want audio/x-mulaw 8000 Hz mono)", what="format",
                        code=CLOSE_UNSUPPORTED)
     params = start.get("customParameters") or {}

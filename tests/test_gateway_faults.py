@@ -155,17 +155,23 @@ def twilio_session(host: str, msgs: list[str]) -> tuple[int | None, str]:
      1007, "error"),
     ("oversized frame", lambda m: m[:40] + ["x" * (64 * 1024 + 1)] + m[40:], 1009, "error"),
     ("unknown event", lambda m: m[:40] + [json.dumps({"event": "teleport", "x": 1})] + m[40:], 1000, "completed"),
+    ("not mu-law", lambda m: m[:1] + [m[1].replace("audio/x-mulaw", "audio/l16")] + m[2:], 1003, None),
+    ("bad mediaFormat", lambda m: m[:1] + [m[1].replace('"sampleRate": 8000', '"sampleRate": "fast"')] + m[2:],
+     1003, None),
     ("dtmf and mark", lambda m: m[:40] + [json.dumps({"event": "dtmf", "dtmf": {"digit": "1"}}),
                                           json.dumps({"event": "mark", "mark": {"name": "x"}})] + m[40:], 1000,
      "completed"),
 ])
-def test_twilio_bad_input(pool: tuple[str, str], name: str, mutate, code: int, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_twilio_bad_input(pool: tuple[str, str], name: str, mutate, code: int, reason: str | None) -> None:  # type: ignore[no-untyped-def]
     url, host = pool
     client = redis.Redis.from_url(url)
     call_sid = "CA" + uuid.uuid4().hex
     msgs = mutate(twilio_messages(synth_stereo(seconds=6.0), call_sid=call_sid))
     got_code, _ = twilio_session(host, msgs)
     assert got_code == code, name
+    if reason is None:  # refused at start: no call at all
+        assert not client.exists(f"ser:events:{call_sid}") and not client.exists(f"ser:results:{call_sid}")
+        return
     evs = wait_ended(client, call_sid)
     assert evs[-1]["reason"] == reason
     assert [r["kind"] for r in results(client, call_sid)].count("end") == 1  # what came before is complete
