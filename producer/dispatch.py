@@ -120,6 +120,10 @@ class Backend:
     def poll(self, block_s: float = 0.0) -> list[dict[str, Any]]:
         return []
 
+    def accept(self, entries: list[Any]) -> list[dict[str, Any]]:
+        """Results-stream entries read by someone else (a shared reader): the records among them."""
+        return []
+
     def finish(self, end_record: dict[str, Any]) -> None:
         """Input is over: announce it (distributed mode publishes an ``end`` record)."""
 
@@ -192,6 +196,7 @@ class RedisBackend(Backend):
         self.epoch_key = EPOCH_PREFIX + sanitize(stream_id)
         self.claims = claims_key(stream_id)
         self._end: dict[str, Any] | None = None
+        self.reread = False
         self._checked = time.monotonic()
 
     # --- Redis calls, retried across a lost connection -------------------------------------------
@@ -244,6 +249,7 @@ class RedisBackend(Backend):
         if self._end is not None:
             self._publish_end()
         self.last_id = "0-0"
+        self.reread = True  # a shared reader starts this stream again from its start
         self._mark()
 
     def _mark(self) -> None:
@@ -436,19 +442,31 @@ class RedisBackend(Backend):
             if not p.left:
                 del self.pending[jid]  # type: ignore[arg-type]
 
+    def _decode(self, entries: list[Any]) -> list[dict[str, Any]]:
+        out = []
+        for entry_id, fields in entries:
+            self.last_id = entry_id
+            try:
+                rec = decode_entry(fields)
+            except ValueError:
+                continue  # not ours: a consumer's own annotation, say
+            self._ack(rec)
+            out.append(rec)
+        return out
+
     def poll(self, block_s: float = 0.0) -> list[dict[str, Any]]:
         block = max(1, int(block_s * 1000)) if block_s > 0 else None
         reply = self._retry(lambda: self.conn.xread({self.key: self.last_id}, count=XREAD_COUNT, block=block))
         out = []
         for _, entries in reply or []:
-            for entry_id, fields in entries:
-                self.last_id = entry_id
-                try:
-                    rec = decode_entry(fields)
-                except ValueError:
-                    continue  # not ours: a consumer's own annotation, say
-                self._ack(rec)
-                out.append(rec)
+            out.extend(self._decode(entries))
+        self.check()
+        return out
+
+    def accept(self, entries: list[Any]) -> list[dict[str, Any]]:
+        """Entries of this call's results stream read by a shared reader (which reads the stream from
+        the start again while :attr:`reread` is set: after a reconnect, see :meth:`_recover`)."""
+        out = self._decode(entries)
         self.check()
         return out
 

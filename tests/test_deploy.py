@@ -233,3 +233,22 @@ def test_root_dockerignore_sends_only_the_packages() -> None:
     assert not any(ln.startswith("!") and (".venv" in ln or "runs" in ln or "data" in ln) for ln in lines)
     script = (DEPLOY / "build-local.sh").read_text()
     assert "debootstrap" in script and "BASE_IMAGE=" in script and "docker import" in script
+
+
+def test_gateway_image_compose_and_manifests() -> None:
+    text = (DEPLOY / "Dockerfile.gateway").read_text()
+    assert "ARG BASE_IMAGE=python:3.11-slim\nFROM ${BASE_IMAGE}" in text and "# syntax=" not in text
+    assert 'ENTRYPOINT ["ser-gateway"]' in text and "[train]" not in text.split("RUN", 1)[1]
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    gw = compose["services"]["gateway"]
+    assert gw["build"]["dockerfile"] == "deploy/Dockerfile.gateway" and gw["ports"] == ["127.0.0.1:8080:8080"]
+    assert gw["environment"]["SER_REDIS_URL"] == "redis://redis:6379/0"
+    deploy = _find("Deployment", "ser-gateway")
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    envs = {e["name"] for e in container["env"]}
+    assert {"SER_REDIS_URL", "SER_TWILIO_AUTH_TOKEN", "SER_AUDIOHOOK_API_KEY", "SER_AUDIOHOOK_CLIENT_SECRET",
+            "SER_GATEWAY_TOKEN"} <= envs
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert _find("Service", "ser-gateway")["spec"]["selector"] == {"app.kubernetes.io/name": "ser-gateway"}
+    ignore = (DEPLOY.parent / ".dockerignore").read_text().splitlines()
+    assert {"!gateway/", "!callevents/", "!reports/"} <= set(ignore)  # what the gateway imports

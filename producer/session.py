@@ -1,0 +1,209 @@
+"""The shared ingestion core: one call you *push* audio blocks into, per channel, that hands back
+records and call events.
+
+:class:`CallSession` owns everything between audio and the queue that ``ser-produce`` and
+``ser-gateway`` share: the segmenter (resample, cut), the VAD gate, per-channel speaker statistics,
+batching, the backend (embedded, or RQ through Redis with idempotent job ids, per-segment claims,
+backpressure and re-send on worker death), the ordered collector, the ``end`` record and the call
+events (:mod:`callevents`). It is driven by :func:`producer.pipeline.run` (a file or stdin, one
+blocking loop) and by the gateway (many calls in one event loop: it calls the blocking methods in a
+thread, one at a time per session, and delivers the call's results-stream entries read by one shared
+reader through :meth:`deliver` instead of letting each session poll Redis).
+
+Usage::
+
+    s = CallSession(spec=spec, backend=backend, names=["customer", "agent"], in_rate=8000, batch=1,
+                    connection=conn, call_id="CA123", source="twilio", sink=print)
+    s.start()
+    s.push(block)            # (channels, n) float32 at in_rate; may block on backpressure
+    s.close()                # last window, last batches, the ``end`` record
+    s.follow(timeout_s=60)   # wait for every record (or: deliver() + poll() from the caller)
+    outcome = s.end()        # call_ended; raises nothing
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from callevents.rules import EventSettings
+from callevents.writer import CallEvents
+from models.bundle import Spec
+from models.errors import AudioError
+from models.features import voiced
+from models.speaker import SpeakerTracker
+from producer.collector import Collector
+from producer.dispatch import Backend, Batch, Batcher, StalledError
+from producer.metrics import ProducerMetrics
+from producer.segmenter import Segmenter
+from producer.summary import ChannelStats, summarise
+
+#: Seconds one blocking wait for results lasts while results are outstanding.
+FOLLOW_BLOCK_S = 0.5
+#: While audio comes in, look for results at most this often (seconds).
+POLL_INTERVAL_S = 0.05
+
+Records = list[dict[str, Any]]
+
+
+class CallSession:
+    """One call's ingestion state. Not thread-safe: call its methods from one thread at a time
+    (:meth:`deliver` excepted: any thread, it only queues)."""
+
+    def __init__(self, *, spec: Spec, backend: Backend, names: Sequence[str], in_rate: int, batch: int,
+                 connection: Any, call_id: str, source: str, params: Mapping[str, str] | None = None,
+                 events: EventSettings | None = None, sink: Callable[[Records], None] | None = None,
+                 shared_reader: bool = False) -> None:
+        self.spec, self.backend, self.call_id = spec, backend, call_id
+        self.names = list(names)
+        self.collector = Collector()
+        self.stats = [ChannelStats(n) for n in self.names]
+        self.segmenter = Segmenter(spec=spec, in_rate=in_rate, channels=len(self.names))
+        self.batcher = Batcher(batch)
+        self.tracker = SpeakerTracker(spec) if spec.speaker is not None else None
+        self.metrics = ProducerMetrics(connection)  # no-op embedded
+        self.calls = CallEvents(connection, call_id=call_id, source=source, channels=self.names,
+                                model=spec.model_id, labels=spec.labels, params=params, settings=events)
+        self.sink = sink or (lambda records: None)
+        #: Results-stream entries handed over by a shared reader (None: the backend polls Redis itself).
+        self.inbox: queue.SimpleQueue[list[Any]] | None = queue.SimpleQueue() if shared_reader else None
+        self.closed = False
+        self.error: str | None = None
+        self._last_poll = time.monotonic()
+
+    # --- results ----------------------------------------------------------------------------------
+    def take(self, records: Records) -> bool:
+        """Collect records; release those now in order to the sink and the call events. True: any."""
+        for rec in records:
+            self.collector.add(rec)
+        ready = self.collector.pop_ready()
+        if ready:
+            self.sink(ready)
+            self.calls.add(ready)
+        return bool(records)
+
+    def deliver(self, entries: list[Any]) -> None:
+        """Queue raw results-stream entries ``[(id, fields), ...]`` read by a shared reader."""
+        assert self.inbox is not None, "deliver() needs shared_reader=True"
+        self.inbox.put(entries)
+
+    def poll(self, block_s: float = 0.0) -> bool:
+        """Take what results arrived (waiting up to ``block_s`` for some). True: any record arrived."""
+        if self.inbox is None:
+            return self.take(self.backend.poll(block_s))
+        entries: list[Any] = []
+        try:
+            entries.extend(self.inbox.get(timeout=block_s) if block_s > 0 else self.inbox.get_nowait())
+            while True:
+                entries.extend(self.inbox.get_nowait())
+        except queue.Empty:
+            pass
+        return self.take(self.backend.accept(entries))
+
+    # --- audio ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Register the call and publish ``call_started``."""
+        self.calls.start()
+
+    def _send(self, batch: Batch) -> None:
+        jobs, waited = self.backend.jobs, getattr(self.backend, "backpressure_s", 0.0)
+        self.take(self.backend.submit(batch, on_idle=self.poll))
+        if self.backend.jobs > jobs:
+            self.metrics.enqueued(len(batch.items))
+        self.metrics.backpressure_wait(getattr(self.backend, "backpressure_s", 0.0) - waited)
+
+    def _cut(self, cuts: list[Any]) -> None:
+        sr = self.spec.sample_rate
+        skipped = sum(st.skipped for st in self.stats)
+        for c in cuts:
+            mask = voiced(segments=c.samples, sr=sr, params=self.spec.vad)
+            for i, st in enumerate(self.stats):
+                st.cut += 1
+                if not mask[i]:
+                    st.skipped += 1
+                    continue
+                st.sent += 1
+                self.collector.expect(st.name, c.seq)
+                vec = (self.tracker.update(st.name, c.samples[i : i + 1], valid=np.array([c.end - c.start]))[0]
+                       if self.tracker is not None else None)
+                batch = self.batcher.add(st.name, c.seq, c.start / sr, c.end / sr, c.samples[i], vec)
+                if batch is not None:
+                    self._send(batch)
+        skipped = sum(st.skipped for st in self.stats) - skipped
+        self.metrics.skipped_silence(segments=skipped, seconds=skipped * self.spec.segment.hop_s)
+
+    def push(self, block: np.ndarray) -> None:
+        """Add a ``(channels, n)`` float32 block at the input rate; cut, gate, batch and send what it completes."""
+        self._cut(self.segmenter.feed(block))
+        if time.monotonic() - self._last_poll >= POLL_INTERVAL_S:  # one read per block would dominate
+            self.poll()
+            self._last_poll = time.monotonic()
+
+    def close(self, *, empty: str | None = None) -> None:
+        """Input is over: cut the last window, send the last batches, publish the ``end`` record.
+        ``empty``: raise :class:`AudioError` with this message when no sample came at all."""
+        self._cut(self.segmenter.finish())
+        if empty is not None and self.segmenter.samples_seen == 0:
+            raise AudioError(empty)
+        for batch in self.batcher.flush():
+            self._send(batch)
+        self.backend.finish({
+            "kind": "end", "stream_id": self.call_id, "segments": self.collector.expected,
+            "duration_s": round(self.duration_s, 3), "model": self.spec.model_id,
+            "channels": {s.name: {"segments": s.sent, "skipped": s.skipped} for s in self.stats},
+        })
+        self.closed = True
+
+    # --- the end ----------------------------------------------------------------------------------
+    @property
+    def duration_s(self) -> float:
+        return self.segmenter.samples_seen / self.spec.sample_rate
+
+    @property
+    def outstanding(self) -> int:
+        return self.collector.outstanding
+
+    def stalled(self, timeout_s: float) -> StalledError:
+        return StalledError(f"timed out after {timeout_s:g} s without progress: {self.collector.outstanding} "
+                            f"of {self.collector.expected} segment(s) have no result")
+
+    def follow(self, *, timeout_s: float) -> None:
+        """Wait until every expected segment has its record; :class:`StalledError` after ``timeout_s``
+        without progress."""
+        deadline = time.monotonic() + timeout_s
+        while self.collector.outstanding:
+            if self.poll(FOLLOW_BLOCK_S):
+                deadline = time.monotonic() + timeout_s
+            elif time.monotonic() > deadline:
+                raise self.stalled(timeout_s)
+
+    def salvage(self) -> Records:
+        """Give up waiting: every record that arrived, in order, even behind gaps (to the sink too)."""
+        out = self.collector.pop_arrived()
+        if out:
+            self.sink(out)
+        return out
+
+    def failures_error(self) -> str | None:
+        failures = [r for r in self.collector.released if r["kind"] == "failure"]
+        if not failures:
+            return None
+        return (f"{len(failures)} of {self.collector.expected} segment(s) failed; first: "
+                f"{failures[0]['channel']} seq {failures[0]['seq']}: {failures[0]['error']}")
+
+    def end(self, *, reason: str | None = None, error: str | None = None) -> dict[str, Any]:
+        """Count the call and publish ``call_ended`` (alerts still open close). ``reason`` None: ``completed``
+        when ``error`` (or a failed segment) is None, else ``incomplete``. Returns the per-channel summary."""
+        if error is None and reason is None:
+            error = self.failures_error()
+        self.error = error
+        if reason is None:
+            reason = "completed" if error is None else "incomplete"
+        self.metrics.call_done(ok=reason == "completed")
+        per_channel = summarise(self.collector.released, self.spec.labels)
+        self.calls.end(reason=reason, duration_s=self.duration_s, summary=per_channel)
+        return per_channel
