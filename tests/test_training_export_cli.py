@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -182,6 +183,23 @@ def test_fit_end_to_end_cremad_and_manifest(tmp_path: Path) -> None:
     em = EmotionModel(bundle)
     probs, _ = em.predict_clip(np.zeros(24000, np.float32) + 0.01)
     assert probs.shape == (6,) and abs(float(probs.sum()) - 1) < 1e-4
+    assert em.uses_speaker and em.spec.calibration is not None  # the v2 recipe: speaker input, calibrated
+    assert {"clean_nohistory", "clean_call", "gsm", "opus8"} <= set(info["evaluation"])
+    # a run that trained but died before its bundle (a crash in evaluation, say) is finished with
+    # --resume: the same model and history, a bundle that classifies the same (tf2onnx's bytes vary), no training
+    history = (out / "history.json").read_text()
+    shutil.rmtree(bundle)
+    resumed = runner.invoke(main, ["fit", "--data", f"cremad={data}", "--out", str(out), "--bundle", str(bundle),
+                                   "--epochs", "1", "--epoch-size", "32", "--batch-size", "16", "--quiet",
+                                   "--labels", "neutral,happy,sad,angry,fearful,disgust", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert (out / "history.json").read_text() == history and "resuming:" in (out / "train.log").read_text()
+    again = load_bundle(bundle)
+    assert np.allclose(EmotionModel(bundle).predict_clip(np.zeros(24000, np.float32) + 0.01)[0], probs, atol=1e-5)
+    assert again.spec.calibration == b.spec.calibration and again.spec.speaker == b.spec.speaker
+    assert again.spec.info["training"]["command"] == info["training"]["command"]  # --resume is not recorded
+    missing = runner.invoke(main, ["fit", "--data", f"cremad={data}", "--out", str(tmp_path / "new"), "--resume"])
+    assert missing.exit_code == 1 and "--resume needs" in missing.output
 
     # re-export from the run directory
     r = runner.invoke(main, ["export", "--run", str(out), "--bundle", str(tmp_path / "re")])

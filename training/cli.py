@@ -126,10 +126,14 @@ def main(ctx: click.Context) -> None:
 @click.option("--model-version", default=MODEL_VERSION, show_default=True,
               help="Model version (bump it for every new model, so pools never mix two models under one id).")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines on stderr.")
+@click.option("--resume", is_flag=True,
+              help="Finish a run that trained but stopped before its bundle was written: reuse OUT/model.keras "
+                   "and OUT/history.json (same options as the original command) and redo calibration, export "
+                   "and evaluation.")
 def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path | None, labels: str, seed: int,
         train_seed: int | None, epochs: int, patience: int, epoch_size: int, batch_size: int, corpus_share: str,
         spectrum_coefs: int, speaker_stats: bool, hold_out_corpus: tuple[str, ...], split_mode: str, evaluate: bool,
-        threads: int, model_name: str, model_version: str, quiet: bool) -> None:
+        threads: int, model_name: str, model_version: str, quiet: bool, resume: bool) -> None:
     """Train a model, export it to ONNX (with a parity check) and write a bundle."""
     from training import train
     from training.data import load_waves
@@ -180,11 +184,17 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
         spec = train.replace_speaker(spec, speaker_params)
         log(f"speaker statistics: per-clip sums of {len(parts['train']) + len(parts['val'])} clips "
             f"in {time.time() - t_tab:.0f} s")
-    model, hist = train.train_model(store, items, parts, spec, cfg, log=log, histories=histories)
-    model.save(out / "model.keras")
-    (out / "history.json").write_text(json.dumps(hist, indent=1) + "\n", encoding="utf-8")
-    spec, cal_summary = _calibrate(model, spec, store, items, parts, histories, cfg.seed, log)
-    bundle_obj = _export(model, spec, store, items, parts, out, log, histories, cfg.seed)
+    from training.finish import calibrate_run, export_run, resumed, write_final
+
+    if resume:
+        model, hist, trained_min = resumed(out, log)
+        t_start -= 60 * trained_min  # the wall time counts the original training, not only this finish
+    else:
+        model, hist = train.train_model(store, items, parts, spec, cfg, log=log, histories=histories)
+        model.save(out / "model.keras")
+        (out / "history.json").write_text(json.dumps(hist, indent=1) + "\n", encoding="utf-8")
+    spec, cal_summary = calibrate_run(model, spec, store, items, parts, histories, cfg.seed, log)
+    bundle_obj = export_run(model, spec, store, items, parts, out, log, histories, cfg.seed)
     train_minutes = round((time.time() - t_start) / 60, 1)
 
     corpora: dict[str, dict[str, int]] = {}
@@ -228,7 +238,7 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
                                              for c, s in evaluation[name]["corpora"].items())
                 + f", all UAR {evaluation[name]['overall']['uar']:.3f}")
         info["evaluation"] = {"protocol": EVAL_PROTOCOL, **evaluation}
-    _write_final(out, bundle, spec, info, log)
+    write_final(out, bundle, spec, info, log)
     log(f"done in {round((time.time() - t_start) / 60, 1)} min")
 
 
@@ -240,7 +250,7 @@ def _command() -> str:
         if not isinstance(param, click.Option) or param.name not in ctx.params:
             continue
         value = ctx.params[param.name]
-        if value == param.get_default(ctx) or value is None or value == ():
+        if value == param.get_default(ctx) or value is None or value == () or param.name == "resume":
             continue
         if param.is_flag:
             flags = param.opts if value else param.secondary_opts
@@ -271,60 +281,6 @@ EVAL_PROTOCOL = ("held-out test speakers, ser-train evaluate (serving path), ope
                  "telephone = 300-3400 Hz + 8-bit mu-law; gsm = GSM 06.10; opus8 = Opus at libsndfile's lowest "
                  "bitrate (~9 kbit/s); history: speaker = the clip plus 6 other clips of its speaker chosen "
                  "without labels, none = the clip alone, call = generated mostly-neutral calls, causal")
-
-
-def _calibrate(model: Any, spec: Any, store: Any, items: list[Item], parts: dict[str, list[int]],
-               histories: Any, seed: int, log: Any) -> tuple[Any, dict[str, Any]]:
-    """Temperature and ``uncertain`` threshold fitted on the validation speakers' segments."""
-    from dataclasses import replace
-
-    from training import train
-    from training.calibrate import calibrate
-
-    val = train.ClipSet(store, parts["val"], items, spec, spec.norm_mean, spec.norm_std, histories, seed=seed)
-    cal, summary = calibrate(val.segment_probs(model), val.y[val.owner])
-    log("calibration on validation segments: " + json.dumps(summary))
-    return replace(spec, calibration=cal), summary
-
-
-def _export(model: Any, spec: Any, store: Any, items: list[Item], parts: dict[str, list[int]], out: Path,
-            log: Any, histories: Any = None, seed: int = 0) -> dict[str, Any]:
-    from models.bundle import write_bundle
-    from training import train
-    from training.export import OPSET, ExportError, parity, to_onnx
-
-    probe_idx = (parts["val"] or parts["train"])[:64]
-    probe = train.ClipSet(store, probe_idx, items, spec, spec.norm_mean, spec.norm_std, histories, seed=seed)
-    x, spk = probe.x, probe.speaker
-    np.save(out / "parity_features.npy", x[:128])
-    if spk is not None:
-        np.save(out / "parity_speaker.npy", spk[:128])
-    try:
-        onnx_bytes = to_onnx(model, n_frames=spec.n_frames, n_mels=spec.features.n_mels,
-                             speaker_input=spec.speaker.input if spec.speaker is not None else None)
-        par = parity(model, onnx_bytes, x[:128], speaker=None if spk is None else spk[:128])
-    except ExportError as exc:
-        raise click.ClickException(str(exc)) from None
-    par["opset"] = OPSET
-    log(f"ONNX parity: max |diff| {par['max_abs_diff']:.2e} on {par['n']} windows, {len(onnx_bytes) / 1e6:.2f} MB")
-    write_bundle(out / "bundle-raw", onnx_bytes=onnx_bytes, spec=spec, card=None)
-    (out / "model.onnx").write_bytes(onnx_bytes)
-    return {"parity": par}
-
-
-def _write_final(out: Path, bundle: Path | None, spec: Any, info: dict[str, Any], log: Any) -> None:
-    from dataclasses import replace
-
-    from models.bundle import write_bundle
-    from training.card import render_card
-
-    onnx_bytes = (out / "model.onnx").read_bytes()
-    final = replace(spec, info=info)
-    card = render_card(final.to_dict(), command=info["training"]["command"])
-    (out / "info.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-    for target in [out / "bundle"] + ([bundle] if bundle is not None else []):
-        write_bundle(target, onnx_bytes=onnx_bytes, spec=final, card=card)
-        log(f"bundle written to {target}")
 
 
 @main.command()
