@@ -62,7 +62,7 @@ class _Log:
 
 #: What each command needs beyond the serving install (``pip install '.[train]'`` brings them).
 NEEDS = {"fit": ("tensorflow", "tf2onnx", "onnx", "tqdm", "matplotlib"), "evaluate": ("tqdm", "matplotlib"),
-         "export": ("tensorflow", "tf2onnx", "onnx"), "card": (), "summarize": ()}
+         "export": ("tensorflow", "tf2onnx", "onnx"), "card": (), "summarize": (), "calibrate": ()}
 
 
 def require_train_extra(command: str) -> None:
@@ -384,10 +384,11 @@ def export(run_dir: Path, bundle: Path) -> None:
 
 
 def _register_report_commands() -> None:
-    from training.cli_report import card, summarize
+    from training.cli_report import calibrate, card, summarize
 
     main.add_command(card)
     main.add_command(summarize)
+    main.add_command(calibrate)
 
 
 _register_report_commands()

@@ -90,3 +90,51 @@ def summarize(runs: tuple[Path, ...], loco: tuple[Path, ...], bundle: Path | Non
         card_text = render_card(final.to_dict(), command=spec.info.get("training", {}).get("command", REPRODUCE))
         write_bundle(bundle, onnx_bytes=(bundle / ONNX_FILE).read_bytes(), spec=final, card=card_text)
         click.echo(f"{bundle}: evaluation summary stored and card re-rendered")
+
+
+@click.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
+              help="The bundle to calibrate (its spec records the speaker split it was trained on).")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Folder holding the corpora.")
+@click.option("--data", "data", multiple=True, metavar="CORPUS=PATH", help="Corpus folder or manifest; repeatable.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Where to write the new bundle.")
+@click.option("--model-version", required=True, help="The new bundle's version: calibrated outputs are a new model.")
+def calibrate(model_dir: Path, data_root: Path | None, data: tuple[str, ...], out_dir: Path,
+              model_version: str) -> None:
+    """Fit temperature scaling and the uncertain threshold on the bundle's own validation speakers,
+    through the serving path (one record per 3 s segment, as served), and write a calibrated bundle."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from models.bundle import ONNX_FILE, write_bundle
+    from models.runtime import EmotionModel
+    from training.calibrate import calibrate as fit_calibration
+    from training.card import render_card
+    from training.cli import _load_items
+    from training.data import load_wave
+    from training.split import read_split
+
+    try:
+        em = EmotionModel(model_dir)
+        split = read_split(model_dir)
+    except (SERError, OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot calibrate {model_dir}: {exc}") from None
+    val = set(split.get("val", []))  # type: ignore[arg-type]
+    items = [i for i in _load_items(data, data_root, em.labels) if i.speaker in val]
+    if not items:
+        raise click.ClickException(f"no clips of {model_dir}'s validation speakers in the data given")
+    probs, labels = [], []
+    for it in items:
+        segs = em._segments(load_wave(it.path, sr=em.spec.sample_rate))
+        p = em.predict_features(em.features(segs), calibrated=False)
+        probs.append(p)
+        labels.extend([em.labels.index(it.label)] * len(p))
+    cal, summary = fit_calibration(np.concatenate(probs), np.asarray(labels))
+    summary["fitted_on"] = f"{len(items)} clips of the validation speakers ({', '.join(sorted(val))})"
+    info = {**em.spec.info, "calibration": summary, "calibrated_from": em.model_id}
+    spec = replace(em.spec, version=model_version, calibration=cal, info=info)
+    card_text = render_card(spec.to_dict(), command=em.spec.info.get("training", {}).get("command", REPRODUCE))
+    write_bundle(out_dir, onnx_bytes=(model_dir / ONNX_FILE).read_bytes(), spec=spec, card=card_text)
+    click.echo(json.dumps(summary))
+    click.echo(f"calibrated bundle {spec.model_id} written to {out_dir}")
