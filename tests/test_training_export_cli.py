@@ -308,3 +308,34 @@ def test_help_short_option_and_a_serving_install_gets_one_line(monkeypatch: pyte
     assert result.exit_code == 1
     assert "ser-train fit needs the training extra (missing: tqdm): pip install '.[train]'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_calibrate_fits_on_the_bundles_validation_speakers(tmp_path: Path) -> None:
+    """``ser-train calibrate`` scores the bundle's own validation speakers through the serving path and
+    writes a calibrated bundle under the new version: same ONNX, temperature and threshold in the spec."""
+    from dataclasses import replace
+
+    from tinybundle import tiny_onnx, tiny_spec
+
+    from models.bundle import load_bundle, write_bundle
+    from models.runtime import EmotionModel
+
+    data = _make_cremad(tmp_path / "cremad")
+    spec = tiny_spec(labels=("neutral", "happy", "sad", "angry", "fearful", "disgust"))
+    split = {"mode": "speaker", "seed": 1, "speakers": {"train": ["cremad:1001"], "test": ["cremad:1006"],
+                                                        "val": ["cremad:1004", "cremad:1005"]}}
+    spec = replace(spec, info={**spec.info, "training": {"split": split}})
+    src = tmp_path / "src"
+    write_bundle(src, onnx_bytes=tiny_onnx(spec), spec=spec)
+    out = tmp_path / "cal"
+    result = CliRunner().invoke(main, ["calibrate", "--model", str(src), "--data", f"cremad={data}",
+                                       "--out", str(out), "--model-version", "0.0.2"])
+    assert result.exit_code == 0, result.output
+    cal = load_bundle(out).spec
+    assert cal.model_id == "tiny-test@0.0.2" and cal.onnx_sha256 == load_bundle(src).spec.onnx_sha256
+    assert cal.calibration is not None and cal.calibration.temperature != 1.0
+    assert "cremad:1004" in cal.info["calibration"]["fitted_on"] and cal.info["calibrated_from"] == "tiny-test@0.0.1"
+    assert 0 <= EmotionModel(out).uncertain_below < 1
+    wrong = CliRunner().invoke(main, ["calibrate", "--model", str(src), "--data", f"cremad={tmp_path / 'none'}",
+                                      "--out", str(out), "--model-version", "x"])
+    assert wrong.exit_code == 1 and "Traceback" not in wrong.output
