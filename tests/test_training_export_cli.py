@@ -164,7 +164,8 @@ def test_fit_end_to_end_cremad_and_manifest(tmp_path: Path) -> None:
     out, bundle = tmp_path / "run", tmp_path / "bundle"
     result = runner.invoke(main, ["fit", "--data", f"cremad={data}", "--out", str(out), "--bundle", str(bundle),
                                   "--epochs", "1", "--epoch-size", "32", "--batch-size", "16", "--quiet",
-                                  "--labels", "neutral,happy,sad,angry,fearful,disgust"])
+                                  "--labels", "neutral,happy,sad,angry,fearful,disgust", "--speaker-stats",
+                                  "--channel-augment"])
     assert result.exit_code == 0, result.output
     b = load_bundle(bundle)
     assert b.spec.labels == ("neutral", "happy", "sad", "angry", "fearful", "disgust")
@@ -183,7 +184,8 @@ def test_fit_end_to_end_cremad_and_manifest(tmp_path: Path) -> None:
     em = EmotionModel(bundle)
     probs, _ = em.predict_clip(np.zeros(24000, np.float32) + 0.01)
     assert probs.shape == (6,) and abs(float(probs.sum()) - 1) < 1e-4
-    assert em.uses_speaker and em.spec.calibration is not None  # the v2 recipe: speaker input, calibrated
+    assert em.uses_speaker and em.spec.calibration is not None  # the v2 options: speaker input; calibrated
+    assert info["training"]["config"]["augment"]["p_codec"] > 0
     assert {"clean_nohistory", "clean_call", "gsm", "opus8"} <= set(info["evaluation"])
     # a run that trained but died before its bundle (a crash in evaluation, say) is finished with
     # --resume: the same model and history, a bundle that classifies the same (tf2onnx's bytes vary), no training
@@ -191,7 +193,8 @@ def test_fit_end_to_end_cremad_and_manifest(tmp_path: Path) -> None:
     shutil.rmtree(bundle)
     resumed = runner.invoke(main, ["fit", "--data", f"cremad={data}", "--out", str(out), "--bundle", str(bundle),
                                    "--epochs", "1", "--epoch-size", "32", "--batch-size", "16", "--quiet",
-                                   "--labels", "neutral,happy,sad,angry,fearful,disgust", "--resume"])
+                                   "--labels", "neutral,happy,sad,angry,fearful,disgust", "--speaker-stats",
+                                   "--channel-augment", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert (out / "history.json").read_text() == history and "resuming:" in (out / "train.log").read_text()
     again = load_bundle(bundle)

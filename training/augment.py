@@ -163,18 +163,23 @@ class AugmentConfig:
     p_noise: float = 0.25
     snr_db: tuple[float, float] = (12.0, 35.0)
     gain_db: tuple[float, float] = (-4.0, 4.0)  # small: absolute level is itself an emotion cue
-    p_codec: float = 0.06  # real codec (GSM 06.10, Opus ~8 kbit/s, MP3) instead of companding
+    p_codec: float = 0.0  # real codec (GSM 06.10, Opus ~8 kbit/s, MP3) instead of companding
     codec_weights: tuple[float, float, float] = (0.5, 0.2, 0.3)  # gsm, opus8, mp3 (order of CODECS; Opus costs
     # ~17 ms a clip against 3-4 ms, so it is drawn least)
-    p_loss: float = 0.1  # packet loss (20 ms frames) ...
+    p_loss: float = 0.0  # packet loss (20 ms frames) ...
     loss_rate: tuple[float, float] = (0.01, 0.08)  # ... at this rate
-    p_reverb: float = 0.15
+    p_reverb: float = 0.0
     rt60: tuple[float, float] = (0.15, 0.6)
-    p_babble: float = 0.15  # other training speakers underneath ...
+    p_babble: float = 0.0  # other training speakers underneath ...
     babble_snr_db: tuple[float, float] = (8.0, 25.0)  # ... at this SNR
 
     def to_dict(self) -> dict[str, object]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+#: ``ser-train fit --channel-augment`` (the v2 experiment): real codecs, packet loss, reverberation
+#: and babble on top of the defaults (which are the shipped 1.x recipe's telephone channel).
+CHANNEL_AUGMENT = {"p_codec": 0.06, "p_loss": 0.1, "p_reverb": 0.15, "p_babble": 0.15}
 
 
 def augment_clip(y: np.ndarray, *, sr: int, window: int, rng: np.random.Generator,

@@ -101,7 +101,7 @@ def main(ctx: click.Context) -> None:
 @click.option("--train-seed", type=int, default=None,
               help="Seed of the model's initial weights and the epochs' data only [default: --seed]: reruns "
                    "with other values measure run-to-run noise on the same split.")
-@click.option("--epochs", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--epochs", default=68, show_default=True, type=click.IntRange(1, 500))
 @click.option("--patience", default=10, show_default=True, type=click.IntRange(1, 500),
               help="Stop when validation UAR has not improved for this many epochs of the second half.")
 @click.option("--epoch-size", default=4096, show_default=True, type=click.IntRange(0),
@@ -112,8 +112,12 @@ def main(ctx: click.Context) -> None:
 @click.option("--spectrum-coefs", default=0, show_default=True, type=click.IntRange(0, 32),
               help="Feed the head this many DCT coefficients of each segment's average spectrum "
                    "(its tilt, which the in-graph band normalisation removes); 0 = off.")
-@click.option("--speaker-stats/--no-speaker-stats", default=True, show_default=True,
-              help="Give the model each speaker's running feature statistics (models.speaker) as a second input.")
+@click.option("--speaker-stats/--no-speaker-stats", default=False, show_default=True,
+              help="Give the model each speaker's running feature statistics (models.speaker) as a second input "
+                   "(the v2 experiment; docs/training.md).")
+@click.option("--channel-augment", is_flag=True,
+              help="Also augment with real codecs (GSM 06.10, Opus, MP3), packet loss, reverberation and babble "
+                   "(the v2 experiment; docs/training.md).")
 @click.option("--hold-out-corpus", multiple=True, metavar="CORPUS",
               help="Leave-one-corpus-out: every speaker of CORPUS goes to test (none trains); repeatable.")
 @click.option("--split", "split_mode", type=click.Choice(["speaker", "random"]), default="speaker",
@@ -132,10 +136,12 @@ def main(ctx: click.Context) -> None:
                    "and evaluation.")
 def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path | None, labels: str, seed: int,
         train_seed: int | None, epochs: int, patience: int, epoch_size: int, batch_size: int, corpus_share: str,
-        spectrum_coefs: int, speaker_stats: bool, hold_out_corpus: tuple[str, ...], split_mode: str, evaluate: bool,
+        spectrum_coefs: int, speaker_stats: bool, channel_augment: bool, hold_out_corpus: tuple[str, ...],
+        split_mode: str, evaluate: bool,
         threads: int, model_name: str, model_version: str, quiet: bool, resume: bool) -> None:
     """Train a model, export it to ONNX (with a parity check) and write a bundle."""
     from training import train
+    from training.augment import CHANNEL_AUGMENT, AugmentConfig
     from training.data import load_waves
     from training.split import assign, random_split, speaker_split, write_split
 
@@ -149,6 +155,7 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
                           patience=patience, epoch_size=epoch_size, batch_size=batch_size,
                           corpus_share=corpus_share, spectrum_coefs=spectrum_coefs, threads=threads,
                           speaker=speaker_stats,
+                          augment=AugmentConfig(**CHANNEL_AUGMENT) if channel_augment else AugmentConfig(),
                           progress=not quiet, name=model_name, version=model_version)
     spec0 = train.base_spec(label_set, np.zeros(64), np.ones(64), name=cfg.name, version=cfg.version)
     t_decode = time.time()

@@ -39,7 +39,7 @@ CORPUS_WEIGHT = {"tess": 0.5}
 class FitConfig:
     labels: tuple[str, ...]
     seed: int = 1234
-    epochs: int = 50
+    epochs: int = 68
     patience: int = 10
     average_decay: float = 0.75
     corpus_share: str = DEFAULT_CORPUS_SHARE
@@ -53,7 +53,7 @@ class FitConfig:
     dropout: float = 0.3
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     spec_augment: bool = True
-    speaker: bool = True
+    speaker: bool = False
     history: HistoryConfig = field(default_factory=HistoryConfig)
     threads: int = 2
     progress: bool = True
