@@ -67,13 +67,13 @@ def _decode(tr: dict[str, Any]) -> str:
 
 
 def figures_table(evaluation: dict[str, Any]) -> str:
-    lines = ["| condition | corpus | clips | UAR | WA | macro-F1 |", "|---|---|---|---|---|---|"]
+    lines = ["| condition | corpus | clips | UAR | WA | macro-F1 | ECE |", "|---|---|---|---|---|---|---|"]
     for cond, rep in evaluation.items():
         if not isinstance(rep, dict) or "overall" not in rep:
             continue
         for corpus, sc in [*rep["corpora"].items(), ("**all**", rep["overall"])]:
             lines.append(f"| {cond} | {corpus} | {sc['n']} | {_fmt(sc['uar'])} | {_fmt(sc['wa'])} | "
-                         f"{_fmt(sc['macro_f1'])} |")
+                         f"{_fmt(sc['macro_f1'])} | {_fmt(sc['ece']) if 'ece' in sc else '–'} |")
     return "\n".join(lines)
 
 
@@ -236,9 +236,9 @@ RAVDESS *calm* is mapped to *neutral*, TESS *ps* (pleasant surprise) to *surpris
 
 Speaker-independent, grouped by corpus + speaker, seed {split.get('seed')}: CREMA-D 15 test / 8
 validation speakers; RAVDESS 4 test actors (2 male, 2 female) / 2 validation (1 + 1); SAVEE 1 test
-speaker; nEMO 2 test / 1 validation speakers; **TESS in training only** (two female speakers reading
-the same 200 words: holding one out would test a single voice and halve the data). The split is in
-`spec.json` (`training.split`).
+speaker;{" nEMO 2 test / 1 validation speakers;" if "nemo" in corpora else ""} **TESS in training only** (two
+female speakers reading the same 200 words: holding one out would test a single voice and halve the data).
+The split is in `spec.json` (`training.split`).
 
 {parts}
 
