@@ -30,7 +30,8 @@ from gateway.settings import (  # noqa: E402
     Credentials,
     GatewaySettings,
 )
-from workers.contract import DEFAULT_QUEUE, read_url_file, redact_url  # noqa: E402
+from producer.settings import connection_options  # noqa: E402
+from workers.contract import DEFAULT_QUEUE, redact_url  # noqa: E402
 
 
 def credentials(insecure: bool) -> Credentials:
@@ -87,19 +88,10 @@ def main(host: str, port: int, redis_url: str | None, redis_url_file: str | None
     from models.errors import SERError
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if redis_url_file:
-        try:
-            redis_url = read_url_file(redis_url_file)
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
-    events = None
-    if alert_rules:
-        from callevents.rules import load_settings
-
-        try:
-            events = load_settings(alert_rules)
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+    try:
+        redis_url, events = connection_options(redis_url, redis_url_file, alert_rules)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         load_bundle(model_dir)
     except SERError as exc:

@@ -36,9 +36,10 @@ from producer.settings import (  # noqa: E402
     SOCKET_TIMEOUT_MIN_S,
     ProducerSettings,
     RawFormat,
+    connection_options,
 )
 from producer.source import is_stream_path  # noqa: E402
-from workers.contract import DEFAULT_QUEUE, MAX_BATCH, read_url_file, redact_url, sanitize  # noqa: E402
+from workers.contract import DEFAULT_QUEUE, MAX_BATCH, redact_url, sanitize  # noqa: E402
 
 #: Exit status when the run did not complete (a timeout, or segments that failed).
 EXIT_INCOMPLETE = 3
@@ -164,19 +165,10 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
     raw = None if rate is None else RawFormat(
         rate=rate, channels=DEFAULT_RAW_CHANNELS if channels is None else channels,
         encoding=encoding or DEFAULT_RAW_ENCODING)
-    if redis_url_file:
-        try:
-            redis_url = read_url_file(redis_url_file)
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
-    events = None
-    if alert_rules:
-        from callevents.rules import load_settings
-
-        try:
-            events = load_settings(alert_rules)
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+    try:
+        redis_url, events = connection_options(redis_url, redis_url_file, alert_rules)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     live = audio == "-" or realtime
     output_format = output_format or format_for(getattr(output, "name", "-"))
     settings = ProducerSettings(

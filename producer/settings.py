@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from callevents.rules import EventSettings
-from workers.contract import DEFAULT_QUEUE
+from workers.contract import DEFAULT_QUEUE, read_url_file
 
 #: Segments per job for files read as fast as possible (measured: docs/pipeline.md, "Throughput").
 DEFAULT_BATCH_FILE = 16
@@ -58,3 +58,17 @@ class ProducerSettings:
     resend_after_s: float = DEFAULT_RESEND_AFTER_S
     output_format: str = DEFAULT_FORMAT
     events: EventSettings | None = None  # alert rules and trend (None: callevents.rules defaults)
+
+
+def connection_options(redis_url: str | None, redis_url_file: str | None, alert_rules: str | None
+                       ) -> tuple[str | None, EventSettings | None]:
+    """The Redis URL (``redis_url_file`` wins: it keeps a password out of argv) and the call-event
+    settings (``alert_rules``: a TOML file) that every ingestion CLI takes; ValueError names the problem."""
+    if redis_url_file:
+        redis_url = read_url_file(redis_url_file)
+    events = None
+    if alert_rules:
+        from callevents.rules import load_settings
+
+        events = load_settings(alert_rules)
+    return redis_url, events
