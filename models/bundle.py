@@ -20,13 +20,16 @@ import numpy as np
 from models.errors import BundleError, ParameterError
 from models.features import FeatureParams, SegmentParams, VadParams
 from models.speaker import SpeakerParams
+from models.vad import SileroParams
 
 #: Version of the spec.json layout this code writes. Format 2 added the optional ``speaker_stats``
-#: (the model's per-speaker input) and ``calibration`` sections; format 1 bundles (1.2.0 and older)
-#: still load: they take no speaker input and are not calibrated.
-SPEC_FORMAT = 2
+#: (the model's per-speaker input) and ``calibration`` sections; format 3 the Silero VAD
+#: (``vad.kind == "silero"``: utterance-aligned segments, :mod:`models.utterances`). Format 1 and 2
+#: bundles (1.3.0 and older) still load: energy gate and fixed windows, no speaker input (format 1),
+#: not calibrated (format 1).
+SPEC_FORMAT = 3
 #: Formats this code reads.
-SPEC_FORMATS = (1, 2)
+SPEC_FORMATS = (1, 2, 3)
 SPEC_FILE = "spec.json"
 ONNX_FILE = "model.onnx"
 CARD_FILE = "MODEL_CARD.md"
@@ -69,7 +72,7 @@ class Spec:
     sample_rate: int
     segment: SegmentParams
     features: FeatureParams
-    vad: VadParams
+    vad: VadParams | SileroParams  # energy gate + fixed windows, or Silero + utterance segments
     norm_mean: np.ndarray  # (n_mels,)
     norm_std: np.ndarray  # (n_mels,)
     input_name: str = "features"
@@ -149,7 +152,7 @@ class Spec:
             spec = cls(
                 name=str(data["name"]), version=str(data["version"]), labels=labels,
                 sample_rate=int(data["sample_rate"]), segment=SegmentParams(**data["segment"]),
-                features=features, vad=VadParams(**data["vad"]), norm_mean=mean, norm_std=std,
+                features=features, vad=parse_vad(data["vad"]), norm_mean=mean, norm_std=std,
                 input_name=str(onnx["input"]), output_name=str(onnx["output"]),
                 onnx_sha256=str(onnx["sha256"]), speaker=speaker, calibration=calibration,
                 info={k: v for k, v in data.items() if k not in known},
@@ -161,6 +164,19 @@ class Spec:
         if spec.features.fmax > spec.sample_rate / 2:
             raise BundleError(f"features.fmax {spec.features.fmax} exceeds Nyquist for {spec.sample_rate} Hz")
         return spec
+
+
+def parse_vad(data: Any) -> VadParams | SileroParams:
+    """The ``vad`` section: ``"kind": "silero"`` or the energy gate (no ``kind``, formats 1 and 2)."""
+    if not isinstance(data, dict):
+        raise BundleError(f"spec.json vad must be an object, got {type(data).__name__}")
+    kind = data.get("kind", "energy")
+    if kind == "silero":
+        return SileroParams(**data)
+    if kind == "energy":
+        return VadParams(**{k: v for k, v in data.items() if k != "kind"})
+    raise BundleError(f"spec.json vad.kind {kind!r} is not one this code knows (energy, silero); "
+                      "upgrade ser-stream to use this bundle")
 
 
 @dataclass(frozen=True)

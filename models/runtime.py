@@ -13,8 +13,9 @@ import onnxruntime as ort
 
 from models.bundle import Bundle, load_bundle
 from models.errors import BundleError, ParameterError
-from models.features import clip_segments, logmel
+from models.features import logmel
 from models.speaker import prior_vector, segment_sums, stats_vector
+from models.utterances import clip_windows
 
 #: Default intra-op threads per session: one, so N worker processes use N cores.
 DEFAULT_THREADS = 1
@@ -143,7 +144,7 @@ class EmotionModel:
 
     def _segments(self, y: np.ndarray) -> np.ndarray:
         sr = self.spec.sample_rate
-        segs = clip_segments(y=y, sr=sr, segment_params=self.spec.segment, vad_params=self.spec.vad)
+        segs = clip_windows(y=y, spec=self.spec)
         if len(segs) == 0:
             raise ParameterError(f"clip of {len(y) / sr:.2f} s is shorter than segment.min_s={self.spec.segment.min_s}")
         return segs

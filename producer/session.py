@@ -39,7 +39,7 @@ from models.speaker import SpeakerTracker
 from producer.collector import Collector
 from producer.dispatch import Backend, Batch, Batcher, StalledError
 from producer.metrics import ProducerMetrics
-from producer.segmenter import Segmenter
+from producer.segmenter import Cut, make_segmenter
 from producer.summary import ChannelStats, summarise
 
 #: Seconds one blocking wait for results lasts while results are outstanding.
@@ -62,7 +62,7 @@ class CallSession:
         self.names = list(names)
         self.collector = Collector()
         self.stats = [ChannelStats(n) for n in self.names]
-        self.segmenter = Segmenter(spec=spec, in_rate=in_rate, channels=len(self.names))
+        self.segmenter = make_segmenter(spec=spec, in_rate=in_rate, channels=len(self.names))
         self.batcher = Batcher(batch)
         self.tracker = SpeakerTracker(spec) if spec.speaker is not None else None
         self.metrics = ProducerMetrics(connection)  # no-op embedded
@@ -116,25 +116,35 @@ class CallSession:
             self.metrics.enqueued(len(batch.items))
         self.metrics.backpressure_wait(getattr(self.backend, "backpressure_s", 0.0) - waited)
 
-    def _cut(self, cuts: list[Any]) -> None:
+    def _cut(self, cuts: list[Cut]) -> None:
         sr = self.spec.sample_rate
         skipped = sum(st.skipped for st in self.stats)
         for c in cuts:
-            mask = voiced(segments=c.samples, sr=sr, params=self.spec.vad)
+            if c.channel is not None:  # one channel's utterance segment: the VAD already heard speech
+                st = self.stats[c.channel]
+                st.cut += 1
+                st.speech_s += (c.speech_end - c.speech_start) / sr
+                self._enqueue(st, c, c.samples, c.speech_start / sr, c.speech_end / sr)
+                continue
+            mask = voiced(segments=c.samples, sr=sr, params=self.spec.vad)  # type: ignore[arg-type]
             for i, st in enumerate(self.stats):
                 st.cut += 1
                 if not mask[i]:
                     st.skipped += 1
                     continue
-                st.sent += 1
-                self.collector.expect(st.name, c.seq)
-                vec = (self.tracker.update(st.name, c.samples[i : i + 1], valid=np.array([c.end - c.start]))[0]
-                       if self.tracker is not None else None)
-                batch = self.batcher.add(st.name, c.seq, c.start / sr, c.end / sr, c.samples[i], vec)
-                if batch is not None:
-                    self._send(batch)
+                self._enqueue(st, c, c.samples[i : i + 1], c.start / sr, c.end / sr)
         skipped = sum(st.skipped for st in self.stats) - skipped
         self.metrics.skipped_silence(segments=skipped, seconds=skipped * self.spec.segment.hop_s)
+
+    def _enqueue(self, st: ChannelStats, c: Cut, samples: np.ndarray, start_s: float, end_s: float) -> None:
+        """Send one channel's segment ``samples`` ``(1, window)``; records carry ``start_s``/``end_s``."""
+        st.sent += 1
+        self.collector.expect(st.name, c.seq)
+        vec = (self.tracker.update(st.name, samples, valid=np.array([c.end - c.start]))[0]
+               if self.tracker is not None else None)
+        batch = self.batcher.add(st.name, c.seq, start_s, end_s, samples[0], vec)
+        if batch is not None:
+            self._send(batch)
 
     def push(self, block: np.ndarray) -> None:
         """Add a ``(channels, n)`` float32 block at the input rate; cut, gate, batch and send what it completes."""

@@ -29,12 +29,15 @@ class ChannelStats:
     cut: int = 0
     sent: int = 0
     skipped: int = 0
+    speech_s: float = 0.0  # utterance segments: seconds of detected speech sent
 
 
 def channel_lines(stats: ChannelStats, summary: ChannelSummary | None, *, hop_s: float) -> list[str]:
     failed = summary["failed"] if summary else 0
-    lines = [f"{stats.name}: {stats.sent} voiced segment(s), {stats.skipped} of {stats.cut} skipped as silence "
-             f"({stats.skipped * hop_s:.1f} s)" + (f", {failed} failed" if failed else "")]
+    head = (f"{stats.name}: {stats.sent} voiced segment(s), {stats.skipped} of {stats.cut} skipped as silence "
+            f"({stats.skipped * hop_s:.1f} s)" if stats.skipped or not stats.speech_s else
+            f"{stats.name}: {stats.sent} speech segment(s), {stats.speech_s:.1f} s of speech")
+    lines = [head + (f", {failed} failed" if failed else "")]
     if summary and summary["segments"]:
         shares = sorted(((s, lab) for lab, s in summary["shares"].items() if s > 0), key=lambda t: -t[0])
         unsure = summary.get("uncertain", 0)

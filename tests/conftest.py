@@ -66,6 +66,47 @@ def synth_call(path: Path, *, sr: int = 16000, seconds: float = 18.0, seed: int 
     return path
 
 
+@pytest.fixture(scope="session")
+def silero_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with the Silero VAD and utterance-aligned segments (spec format 3)."""
+    from tinybundle import make_tiny_bundle
+
+    path = tmp_path_factory.mktemp("bundle") / "silero"
+    make_tiny_bundle(path, vad="silero")
+    return path
+
+
+#: Utterances of :func:`speech_call` (channel, start s, seconds): ch1's second one is long (cut into
+#: overlapping windows), the rest are single segments.
+SPEECH_CALL = ((0, 0.5, 1.4), (1, 2.4, 1.2), (0, 4.1, 1.0), (1, 5.6, 5.0), (0, 11.2, 1.5))
+
+
+def speech_call(path: Path, *, sr: int = 16000, seed: int = 0) -> Path:
+    """A seeded stereo 16-bit WAV of speech-like bursts (tests/speechlike.py) taking turns, over a
+    -70 dBFS floor: the utterances of :data:`SPEECH_CALL`, 13 s in all."""
+    import numpy as np
+    import soundfile as sf
+    import soxr
+    from speechlike import noise, vowels
+
+    rate = 8000
+    n = int(13.0 * rate)
+    y = np.stack([noise(13.0, seed=seed + c, level_dbfs=-70) for c in (0, 1)])
+    for k, (c, start, sec) in enumerate(SPEECH_CALL):
+        a = int(start * rate)
+        v = vowels(sec, seed=seed + 10 + k)
+        y[c, a : a + len(v)] += v
+    out = soxr.resample(y.T, rate, sr) if sr != rate else y.T
+    sf.write(path, np.clip(out, -1, 1), sr, subtype="PCM_16")
+    assert len(out) >= n * sr // rate - 1
+    return path
+
+
+@pytest.fixture
+def stereo_speech_call(tmp_path: Path) -> Path:
+    return speech_call(tmp_path / "speech.wav")
+
+
 @pytest.fixture
 def stereo_call(tmp_path: Path) -> Path:
     return synth_call(tmp_path / "call.wav")

@@ -115,6 +115,9 @@ def main(ctx: click.Context) -> None:
 @click.option("--speaker-stats/--no-speaker-stats", default=False, show_default=True,
               help="Give the model each speaker's running feature statistics (models.speaker) as a second input "
                    "(the v2 experiment; docs/training.md).")
+@click.option("--vad", "vad", type=click.Choice(["silero", "energy"]), default="silero", show_default=True,
+              help="silero: Silero VAD and utterance-aligned segments (models.utterances), training clips cut "
+                   "to their speech as serving cuts a call; energy: the 1.x energy gate and fixed 3 s windows.")
 @click.option("--channel-augment", is_flag=True,
               help="Also augment with real codecs (GSM 06.10, Opus, MP3), packet loss, reverberation and babble "
                    "(the v2 experiment; docs/training.md).")
@@ -136,13 +139,13 @@ def main(ctx: click.Context) -> None:
                    "and evaluation.")
 def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path | None, labels: str, seed: int,
         train_seed: int | None, epochs: int, patience: int, epoch_size: int, batch_size: int, corpus_share: str,
-        spectrum_coefs: int, speaker_stats: bool, channel_augment: bool, hold_out_corpus: tuple[str, ...],
+        spectrum_coefs: int, speaker_stats: bool, vad: str, channel_augment: bool, hold_out_corpus: tuple[str, ...],
         split_mode: str, evaluate: bool,
         threads: int, model_name: str, model_version: str, quiet: bool, resume: bool) -> None:
     """Train a model, export it to ONNX (with a parity check) and write a bundle."""
     from training import train
     from training.augment import CHANNEL_AUGMENT, AugmentConfig
-    from training.data import load_waves
+    from training.data import load_waves, speech_store
     from training.split import assign, random_split, speaker_split, write_split
 
     t_start = time.time()
@@ -154,12 +157,16 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
     cfg = train.FitConfig(labels=label_set, seed=seed if train_seed is None else train_seed, epochs=epochs,
                           patience=patience, epoch_size=epoch_size, batch_size=batch_size,
                           corpus_share=corpus_share, spectrum_coefs=spectrum_coefs, threads=threads,
-                          speaker=speaker_stats,
+                          speaker=speaker_stats, vad=vad,
                           augment=AugmentConfig(**CHANNEL_AUGMENT) if channel_augment else AugmentConfig(),
                           progress=not quiet, name=model_name, version=model_version)
-    spec0 = train.base_spec(label_set, np.zeros(64), np.ones(64), name=cfg.name, version=cfg.version)
+    spec0 = train.base_spec(label_set, np.zeros(64), np.ones(64), name=cfg.name, version=cfg.version, vad=vad)
     t_decode = time.time()
     store, items, fails = load_waves(items, sr=spec0.sample_rate, cache=out / "waves.npz", progress=not quiet)
+    if vad == "silero":
+        t_vad = time.time()
+        store = speech_store(store, spec0, cache=out / "speech.npz", progress=not quiet)
+        log(f"clips cut to their speech (Silero VAD) in {time.time() - t_vad:.0f} s")
     decode_minutes = round((time.time() - t_decode) / 60, 1)
     for path, why in fails:
         log(f"skipped {path}: {why}")
@@ -183,7 +190,7 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
     write_split(out / "split.json", split=split, seed=seed, mode=split_mode, items=items, parts=parts)
     log(f"split ({split_mode}, seed {seed}): " + ", ".join(f"{k} {len(v)} clips" for k, v in parts.items()))
     mean, std = train.norm_stats(store, parts["train"], spec0, rng=np.random.default_rng(seed))
-    spec = train.base_spec(label_set, mean, std, name=cfg.name, version=cfg.version)
+    spec = train.base_spec(label_set, mean, std, name=cfg.name, version=cfg.version, vad=vad)
     histories = None
     if cfg.speaker:
         t_tab = time.time()

@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from models.bundle import Spec
 from models.features import FeatureParams, SegmentParams, VadParams, logmel
-from models.features import clip_segments as serving_segments
 from models.speaker import SpeakerParams, stats_vector
+from models.utterances import clip_windows
+from models.vad import SileroParams
 from training import CORPUS_SHARES, DEFAULT_CORPUS_SHARE, MODEL_NAME, MODEL_VERSION
 from training.augment import AugmentConfig, augment_example, spec_augment
 from training.corpora import Item
@@ -54,6 +55,7 @@ class FitConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     spec_augment: bool = True
     speaker: bool = False
+    vad: str = "silero"
     history: HistoryConfig = field(default_factory=HistoryConfig)
     threads: int = 2
     progress: bool = True
@@ -68,10 +70,22 @@ class FitConfig:
         return out
 
 
+#: Segments of utterance-aligned bundles (``--vad silero``, the default): at least 0.8 s, 3 s windows
+#: every 1.5 s inside long utterances (see :mod:`models.utterances`).
+UTTERANCE_SEGMENT = SegmentParams(window_s=3.0, hop_s=1.5, min_s=0.8)
+#: ``--vad`` choices: Silero + utterance segments, or the 1.x energy gate + fixed 3 s windows.
+VADS = ("silero", "energy")
+
+
 def base_spec(labels: tuple[str, ...], mean: np.ndarray, std: np.ndarray, *, name: str, version: str,
-              info: dict[str, Any] | None = None, speaker: SpeakerParams | None = None) -> Spec:
-    return Spec(name=name, version=version, labels=labels, sample_rate=8000, segment=SegmentParams(),
-                features=FeatureParams(), vad=VadParams(), norm_mean=mean.astype(np.float32),
+              info: dict[str, Any] | None = None, speaker: SpeakerParams | None = None,
+              vad: str = "silero") -> Spec:
+    if vad not in VADS:
+        raise ValueError(f"vad must be one of {', '.join(VADS)}, got {vad!r}")
+    segment, vad_params = ((UTTERANCE_SEGMENT, SileroParams()) if vad == "silero"
+                           else (SegmentParams(), VadParams()))
+    return Spec(name=name, version=version, labels=labels, sample_rate=8000, segment=segment,
+                features=FeatureParams(), vad=vad_params, norm_mean=mean.astype(np.float32),
                 norm_std=std.astype(np.float32), speaker=speaker, info=info or {})
 
 
@@ -104,7 +118,7 @@ def replace_speaker(spec: Spec, speaker: SpeakerParams | None) -> Spec:
 
 def clip_segments(y: np.ndarray, spec: Spec) -> np.ndarray:
     """The segments serving would classify for this clip (voiced ones, or all when none is)."""
-    return serving_segments(y=y, sr=spec.sample_rate, segment_params=spec.segment, vad_params=spec.vad)
+    return clip_windows(y=y, spec=spec)
 
 
 def features(segs: np.ndarray, spec: Spec, *, chunk: int = 512) -> np.ndarray:

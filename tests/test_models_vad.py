@@ -1,0 +1,175 @@
+"""Silero VAD (models.vad) and utterance-aligned segments (models.utterances) on generated signals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import speechlike as sl
+
+from models.bundle import BundleError, Spec, load_bundle, parse_vad, write_bundle
+from models.errors import ParameterError
+from models.features import SegmentParams
+from models.utterances import MIN_TAIL_S, UtteranceCutter, clip_windows, utterance_segments
+from models.vad import SILERO_PATH, SileroModel, SileroParams, VadStream, speech_probabilities
+
+SR = sl.SR
+SEG = SegmentParams(window_s=3.0, hop_s=1.5, min_s=0.8)
+PRM = SileroParams()
+#: For long generated utterances: the synthetic voice has syllable dips the network sometimes hears
+#: as short pauses; a longer min_silence keeps one utterance whole (what is tested is the windowing).
+LONG = SileroParams(min_silence_s=1.0)
+
+
+def test_vad_hears_speechlike_bursts_not_noise_tones_or_dtmf() -> None:
+    assert (speech_probabilities(sl.vowels(2.0), sr=SR, params=PRM) >= PRM.threshold).mean() > 0.5
+    for y in (sl.noise(3.0, level_dbfs=-20), sl.noise(3.0, level_dbfs=-45), sl.tone(3.0), sl.dtmf(3.0, level_dbfs=-15)):
+        assert (speech_probabilities(y, sr=SR, params=PRM) >= PRM.threshold).mean() == 0.0
+
+
+def test_vad_probabilities_do_not_depend_on_block_size() -> None:
+    y = np.concatenate([sl.vowels(1.5, seed=1), np.zeros(3000, np.float32), sl.vowels(1.0, seed=2)])
+    whole = speech_probabilities(y, sr=SR, params=PRM)
+    s = VadStream(channels=1, sr=SR, params=PRM)
+    parts = [s.feed(y[None, i : i + 333]) for i in range(0, len(y), 333)]
+    np.testing.assert_allclose(np.concatenate(parts, axis=1)[0], whole, atol=1e-6)
+    assert len(whole) == len(y) // 256
+
+
+def test_vad_skips_the_network_below_the_floor() -> None:
+    s = VadStream(channels=2, sr=SR, params=PRM)
+    y = np.stack([np.zeros(SR * 2, np.float32), sl.noise(2.0, level_dbfs=-80)])
+    p = s.feed(y)
+    assert s.network_runs == 0 and not p.any() and s.windows == p.shape[1] == 2 * SR // 256
+
+
+def test_vad_rejects_bad_input() -> None:
+    with pytest.raises(ParameterError, match="sr 8000 or 16000"):
+        VadStream(channels=1, sr=11025, params=PRM)
+    with pytest.raises(ParameterError, match="vad.threshold"):
+        SileroParams(threshold=1.5)
+    with pytest.raises(ParameterError, match="off_threshold"):
+        SileroParams(threshold=0.4, off_threshold=0.6)
+    with pytest.raises(BundleError, match="does not match"):
+        SileroModel(SILERO_PATH, sha256="0" * 64)
+
+
+def test_one_utterance_gets_one_segment_with_pads() -> None:
+    y, spans = sl.call([("silence", 1.0), ("speech", 1.6), ("silence", 1.5)])
+    segs = utterance_segments(y=y, sr=SR, segment=SEG, params=PRM)
+    assert len(segs) == 1
+    u = segs[0]
+    (s, e), = spans
+    assert abs(u.speech_start / SR - s) < 0.3 and abs(u.speech_end / SR - e) < 0.3  # Silero's onset lag
+    assert u.start / SR <= s + 0.05 and u.end / SR >= e - 0.05  # the pads cover the speech
+    assert u.start == u.speech_start - round(PRM.pre_roll_s * SR)
+    assert u.end == u.speech_end + round(PRM.hangover_s * SR)
+    assert u.samples.shape == (round(SEG.window_s * SR),)
+    np.testing.assert_array_equal(u.samples[: u.end - u.start], y[u.start : u.end])
+    assert not u.samples[u.end - u.start :].any()  # zero-padded at the end, as training pads
+
+
+def test_short_burst_is_dropped_and_short_speech_is_extended_to_min_length() -> None:
+    y, _ = sl.call([("silence", 1.0), ("speech", 0.1), ("silence", 1.5)])
+    assert utterance_segments(y=y, sr=SR, segment=SEG, params=PRM) == []
+    y, _ = sl.call([("silence", 1.0), ("speech", 0.6), ("silence", 1.5)], seed=5)
+    bare = SileroParams(pre_roll_s=0.0, hangover_s=0.0)
+    (u,) = utterance_segments(y=y, sr=SR, segment=SEG, params=bare)
+    assert u.speech_end - u.speech_start < round(SEG.min_s * SR)
+    assert (u.start, u.end) == (u.speech_start, u.speech_start + round(SEG.min_s * SR))  # extended into the pause
+
+
+def test_pauses_split_utterances_and_short_pauses_do_not() -> None:
+    y, spans = sl.call([("silence", 0.5), ("speech", 1.0), ("silence", 0.15), ("speech", 1.0),
+                        ("silence", 1.2), ("speech", 1.0), ("silence", 1.0)])
+    segs = utterance_segments(y=y, sr=SR, segment=SEG, params=PRM)
+    assert len(segs) == 2
+    assert segs[0].start / SR <= spans[0][0] + 0.05 and segs[0].end / SR >= spans[1][1] - 0.05
+    assert abs(segs[1].speech_start / SR - spans[2][0]) < 0.3
+
+
+def test_long_utterance_is_cut_into_overlapping_windows_within_the_latency_bound() -> None:
+    y, spans = sl.call([("silence", 1.0), ("speech", 7.0), ("silence", 1.5)])
+    cutter = UtteranceCutter(channels=1, sr=SR, segment=SEG, params=LONG)
+    emitted_at: list[tuple[int, int]] = []  # (samples fed when the segment came out, segment start)
+    fed = 0
+    block = 160
+    for i in range(0, len(y), block):
+        out = cutter.feed(y[None, i : i + block])
+        fed += len(y[i : i + block])
+        emitted_at += [(fed, u.start) for u in out]
+    emitted_at += [(fed, u.start) for u in cutter.finish()]
+    starts = [s for _, s in emitted_at]
+    window, hop = round(SEG.window_s * SR), round(SEG.hop_s * SR)
+    assert len(starts) >= 4 and all(b - a == hop for a, b in zip(starts[:-1], starts[1:], strict=True))
+    onset = round(spans[0][0] * SR)
+    for when, start in emitted_at[:-1]:  # every full window comes out once its audio is in
+        assert when - start <= window + 256 + block
+    assert emitted_at[0][0] - onset <= window  # first segment no later than the window after onset
+
+
+def test_tail_window_only_when_it_adds_enough() -> None:
+    window, hop = round(SEG.window_s * SR), round(SEG.hop_s * SR)
+    for extra in (0.1, 1.0):
+        y, _ = sl.call([("silence", 1.0), ("speech", 3.0 + extra), ("silence", 1.5)])
+        segs = utterance_segments(y=y, sr=SR, segment=SEG, params=LONG)
+        assert len(segs) == (1 if extra < MIN_TAIL_S else 2)
+        last_full = max(u.end for u in segs if u.end - u.start == window)
+        tails = [u for u in segs if u.end > last_full]
+        assert all(u.end - last_full >= round(MIN_TAIL_S * SR) for u in tails)
+        assert all(b.start - a.start == hop for a, b in zip(segs[:-1], segs[1:], strict=True))
+
+
+def test_streaming_equals_offline_for_any_blocks_and_channels_are_independent() -> None:
+    a, _ = sl.call([("silence", 0.7), ("speech", 1.2), ("silence", 1.0), ("speech", 3.6), ("silence", 0.8)], seed=1)
+    b, _ = sl.call([("silence", 2.2), ("speech", 2.0), ("silence", 2.5), ("speech", 0.9)], seed=2)
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    offline = [utterance_segments(y=x, sr=SR, segment=SEG, params=PRM) for x in (a, b)]
+    for block in (80, 1000, 7919):
+        cutter = UtteranceCutter(channels=2, sr=SR, segment=SEG, params=PRM)
+        got = []
+        for i in range(0, n, block):
+            got += cutter.feed(np.stack([a[i : i + block], b[i : i + block]]))
+        got += cutter.finish()
+        for ch in (0, 1):
+            mine = [u for u in got if u.channel == ch]
+            assert [(u.start, u.end) for u in mine] == [(u.start, u.end) for u in offline[ch]]
+            for u, v in zip(mine, offline[ch], strict=True):
+                np.testing.assert_array_equal(u.samples, v.samples)
+        order = [(u.channel, u.start) for u in got]
+        if block == 80:
+            first_order = order
+        assert order == first_order  # the same order for any block size
+
+
+def test_silence_noise_and_tones_give_no_segments() -> None:
+    for y in (np.zeros(SR * 3, np.float32), sl.noise(4.0, level_dbfs=-30), sl.tone(3.0), sl.dtmf(4.0)):
+        assert utterance_segments(y=y, sr=SR, segment=SEG, params=PRM) == []
+
+
+def test_clip_windows_falls_back_to_all_windows_when_no_speech(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tinybundle import tiny_spec
+
+    spec = tiny_spec(vad="silero")
+    assert clip_windows(y=sl.tone(4.0), spec=spec).shape == (2, 3 * SR)
+    y, _ = sl.call([("silence", 0.5), ("speech", 1.0), ("silence", 0.5)])
+    assert clip_windows(y=y, spec=spec).shape == (1, 3 * SR)
+
+
+def test_spec_round_trips_silero_and_reads_old_energy_specs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tinybundle import tiny_onnx, tiny_spec
+
+    spec = tiny_spec(vad="silero")
+    b = write_bundle(tmp_path / "b", onnx_bytes=tiny_onnx(spec), spec=spec)
+    data = json.loads((tmp_path / "b" / "spec.json").read_text())
+    assert data["format"] == 3 and data["vad"]["kind"] == "silero" and b.spec.vad == SileroParams(min_silence_s=0.8)
+    old = tiny_spec()
+    assert isinstance(Spec.from_dict({**old.to_dict(), "format": 2}).vad, type(old.vad))
+    with pytest.raises(BundleError, match="vad.kind 'webrtc'"):
+        parse_vad({"kind": "webrtc"})
+    data["vad"]["threshold"] = 2.0
+    (tmp_path / "b" / "spec.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="vad.threshold"):
+        load_bundle(tmp_path / "b")
