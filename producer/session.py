@@ -124,7 +124,7 @@ class CallSession:
                 st = self.stats[c.channel]
                 st.cut += 1
                 st.speech_s += (c.speech_end - c.speech_start) / sr
-                self._enqueue(st, c, c.samples, c.speech_start / sr, c.speech_end / sr)
+                self._enqueue(st, c, c.samples, c.start / sr, c.end / sr)
                 continue
             mask = voiced(segments=c.samples, sr=sr, params=self.spec.vad)  # type: ignore[arg-type]
             for i, st in enumerate(self.stats):
