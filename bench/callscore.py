@@ -9,9 +9,10 @@
   minute of non-speech (per channel: call duration minus that channel's utterance time, summed), and
   separately those that overlap a DTMF/hold event.
 - **turn accuracy**: the same for ``kind == "turn"`` records (none exist yet).
-- **latency**: needs a per-record ``latency_s`` (wall clock of the record minus the wall clock at
-  which its ``end_s`` of audio arrived); today's records carry no wall-clock field, so it is
-  reported as not measurable.
+- **latency**: for ``ser-produce --realtime`` output, whose records carry ``wall_s`` (when the
+  record came out, in seconds on the call's clock): per covered utterance, the ``wall_s`` of the
+  last record overlapping it minus the utterance's true end (p50/p95). Without ``wall_s``: not
+  measurable.
 """
 
 from __future__ import annotations
@@ -116,7 +117,13 @@ def score(truth: dict[str, Any], records: list[dict[str, Any]], *, channel_names
     nonspeech_s = sum(truth["duration_s"] - union_s([(u["start_s"], u["end_s"]) for u in utts if u["channel"] == ch])
                       for ch in names)
     seg = _label_records(results, utts, events)
-    lat = [float(r["latency_s"]) for r in results if isinstance(r.get("latency_s"), (int, float))]
+    lat = []
+    for u, c in zip(utts, covered, strict=True):
+        walls = [float(r["wall_s"]) for r in results if c and r["channel"] == u["channel"]
+                 and isinstance(r.get("wall_s"), (int, float)) and overlap(r["start_s"], r["end_s"], u["start_s"],
+                                                                           u["end_s"]) > 0]
+        if walls:
+            lat.append(max(walls) - u["end_s"])
     return {
         "models": sorted({str(r["model"]) for r in recs if r.get("model")}),
         "utterances": len(utts), "coverage": float(np.mean(covered)) if covered else float("nan"),
@@ -127,7 +134,7 @@ def score(truth: dict[str, Any], records: list[dict[str, Any]], *, channel_names
         "failures": sum(r.get("kind") == "failure" for r in recs),
         "turns": _label_records(turns, utts, events) if turns else None,
         "latency": ({"p50_s": float(np.percentile(lat, 50)), "p95_s": float(np.percentile(lat, 95)), "n": len(lat)}
-                    if lat else "not measurable: records carry no latency_s/wall-clock field"),
+                    if lat else "not measurable: records carry no wall_s (run ser-produce --realtime)"),
     }
 
 

@@ -75,8 +75,14 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, conn
     backend = make_backend(settings, spec=spec, bundle=bundle, connection=connection)
     writer = make_writer(settings.output_format, out, spec.labels)
 
+    audio_t0: list[float] = []  # wall clock of the first audio block (--realtime stamps)
+
     def sink(records: list[dict[str, Any]]) -> None:
         for rec in records:
+            if settings.realtime and audio_t0 and "end_s" in rec:
+                # --realtime: when the record came out, on the call's clock, and how long after its audio
+                wall = time.monotonic() - audio_t0[0]
+                rec = {**rec, "wall_s": round(wall, 3), "latency_s": round(wall - float(rec["end_s"]), 3)}
             writer.write(rec)
         writer.flush()
 
@@ -89,6 +95,8 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, conn
     error = None
     try:
         for block in source.blocks(realtime=settings.realtime):
+            if not audio_t0:  # the first block arrives once its audio has been spoken
+                audio_t0.append(time.monotonic() - block.shape[1] / source.rate)
             session.push(block)
         session.close(empty=f"{source.name} holds no audio samples")
         session.follow(timeout_s=settings.timeout_s)

@@ -212,10 +212,13 @@ def test_score_hand_made_records(tmp_path: Path) -> None:
 
 def test_score_turns_and_latency() -> None:
     recs = [rec("agent", 0.5, 9.6, "happy", kind="turn"), rec("customer", 3.5, 6.5, "sad", kind="turn"),
-            {**rec("agent", 0, 3, "angry"), "latency_s": 0.5}, {**rec("agent", 6, 9, "happy"), "latency_s": 1.5}]
+            {**rec("agent", 0, 3, "angry"), "wall_s": 3.5}, {**rec("agent", 2, 3, "angry"), "wall_s": 4.0},
+            {**rec("agent", 6, 9, "happy"), "wall_s": 11.5}]
     s = callscore.score(TRUTH, recs)
     assert s["turns"]["matched"] == 2 and s["turns"]["accuracy"] == 1.0  # happy overlaps C most (2.5 > 2)
-    assert s["latency"]["p50_s"] == pytest.approx(1.0) and s["latency"]["n"] == 2
+    # per covered utterance: the last record's wall clock minus the utterance's end (A: 4.0 - 3.0; C: 11.5 - 9.5)
+    assert s["latency"]["p50_s"] == pytest.approx(1.5) and s["latency"]["n"] == 2
+    assert s["latency"]["p95_s"] == pytest.approx(1.0 + 0.95 * 1.0)
 
 
 def test_cli_make_and_score(corpus: Path, tmp_path: Path) -> None:

@@ -274,3 +274,16 @@ def test_cli_caps_blas_threads_before_numpy_is_loaded() -> None:
     threads = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                                         cwd=root, check=True).stdout)
     assert threads and set(threads) == {1}, threads
+
+
+def test_realtime_records_carry_when_they_came_out(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    call = synth_call(tmp_path / "short.wav", seconds=4.0)
+    code, out, err = produce([str(call), "--model", str(tiny_bundle_dir), "--format", "jsonl", "--realtime"])
+    assert code == 0, err
+    recs = [r for r in jsonl(out) if r["kind"] == "result"]
+    assert recs
+    for r in recs:  # a record cannot come out before its audio has been spoken
+        assert r["wall_s"] >= r["end_s"] - 0.05 and r["latency_s"] == pytest.approx(r["wall_s"] - r["end_s"], abs=2e-3)
+        assert r["latency_s"] < 3.0
+    code, out, _ = produce([str(call), "--model", str(tiny_bundle_dir), "--format", "jsonl"])
+    assert code == 0 and all("wall_s" not in r for r in jsonl(out))  # files: no clock, outputs stay comparable
