@@ -91,6 +91,7 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
     from bench import baseline, embedded, idle, inprocess, load, report
     from bench.server import redis_server
     from models.bundle import load_bundle
+    from models.vad import SileroParams
 
     rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory(prefix="ser-bench-") as tmp, redis_server() as (url, redis_version):
@@ -100,8 +101,10 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
         window = spec.segment.samples(spec.sample_rate)[0]
         header = report.machine_lines(redis_version=redis_version, extra={
             "model": model_desc, "command": f"`{command}`",
-            "audio": f"{spec.sample_rate} Hz, {spec.segment.window_s:g} s segments, voiced noise (std 0.2), "
-                     "stereo WAV for the producer runs"})
+            "audio": f"{spec.sample_rate} Hz, {spec.segment.window_s:g} s segments, voiced noise (std 0.2); "
+                     + ("stereo WAV of speech-like bursts (bench.speechlike: the Silero VAD cuts them) "
+                        if isinstance(spec.vad, SileroParams) else "stereo noise WAV ")
+                     + "for the producer runs"})
         click.echo("\n".join(header), err=True)
 
         def log(msg: str) -> None:
@@ -133,7 +136,10 @@ def main(model_dir: str | None, tiny: bool, seconds: float, repeat: int, quick: 
             for b in (FILE_BATCH, LIVE_BATCH):
                 segs = max(2 * b * 4, int(SIZE_RATE[b] * seconds))
                 wav = work / f"noise-{b}.wav"
-                load.write_noise_wav(wav, seconds=segs / 2 * spec.segment.hop_s, rate=spec.sample_rate)
+                if isinstance(spec.vad, SileroParams):  # utterance segments: the VAD must hear speech
+                    load.write_speech_wav(wav, seconds=segs / 2 * 2.4, rate=spec.sample_rate)
+                else:
+                    load.write_noise_wav(wav, seconds=segs / 2 * spec.segment.hop_s, rate=spec.sample_rate)
                 cap[b], inproc[b], cpu[b], inproc_cpu[b] = [], [], [], []
                 for r in range(repeat):
                     before = (load.cpu_seconds(w.child), load.cpu_seconds(redis_pid), time.process_time())

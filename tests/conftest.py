@@ -82,12 +82,13 @@ SPEECH_CALL = ((0, 0.5, 1.4), (1, 2.4, 1.2), (0, 4.1, 1.0), (1, 5.6, 5.0), (0, 1
 
 
 def speech_call(path: Path, *, sr: int = 16000, seed: int = 0) -> Path:
-    """A seeded stereo 16-bit WAV of speech-like bursts (tests/speechlike.py) taking turns, over a
+    """A seeded stereo 16-bit WAV of speech-like bursts (bench/speechlike.py) taking turns, over a
     -70 dBFS floor: the utterances of :data:`SPEECH_CALL`, 13 s in all."""
     import numpy as np
     import soundfile as sf
     import soxr
-    from speechlike import noise, vowels
+
+    from bench.speechlike import noise, vowels
 
     rate = 8000
     n = int(13.0 * rate)

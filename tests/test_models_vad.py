@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-import speechlike as sl
 
+from bench import speechlike as sl
 from models.bundle import BundleError, Spec, load_bundle, parse_vad, write_bundle
 from models.errors import ParameterError
 from models.features import SegmentParams

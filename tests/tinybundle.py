@@ -30,7 +30,7 @@ def tiny_spec(*, labels: tuple[str, ...] = LABELS, sample_rate: int = 8000, wind
         name="tiny-test", version="0.0.1", labels=labels, sample_rate=sample_rate,
         segment=(SegmentParams(window_s=window_s, hop_s=window_s / 2, min_s=0.8) if vad == "silero"
                  else SegmentParams(window_s=window_s, hop_s=window_s)),
-        # min_silence 0.8 s: the generated voice (tests/speechlike.py) has syllable dips that the VAD
+        # min_silence 0.8 s: the generated voice (bench/speechlike.py) has syllable dips that the VAD
         # sometimes hears as pauses; the calls in the tests have longer pauses between utterances
         features=features, vad=SileroParams(min_silence_s=0.8) if vad == "silero" else VadParams(),
         norm_mean=np.full(features.n_mels, -50.0, dtype=np.float32),

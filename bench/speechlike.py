@@ -3,6 +3,7 @@
 :func:`vowels` is a source-filter "voice": a glottal pulse train with a wandering pitch through
 three formant resonators that move from vowel to vowel, amplitude-modulated at syllable rate.
 Silero VAD calls it speech; it calls noise, tones and DTMF non-speech (tests/test_models_vad.py).
+Used by the tests and by ``python -m bench`` (a speech-like call for bundles with the Silero VAD).
 """
 
 from __future__ import annotations
