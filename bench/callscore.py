@@ -8,7 +8,7 @@
   the true labels present. Records that overlap no utterance are **false segments**, reported per
   minute of non-speech (per channel: call duration minus that channel's utterance time, summed), and
   separately those that overlap a DTMF/hold event.
-- **turn accuracy**: the same for ``kind == "turn"`` records (none exist yet).
+- **turn accuracy**: the same for ``kind == "turn"`` records (workers.turns).
 - **latency**: needs a per-record ``latency_s`` (wall clock of the record minus the wall clock at
   which its ``end_s`` of audio arrived); today's records carry no wall-clock field, so it is
   reported as not measurable.

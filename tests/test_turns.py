@@ -111,7 +111,7 @@ def test_failures_neither_break_nor_extend_a_turn() -> None:
     assert (turn["end_s"], turn["segments"]) == (4.0, 2)  # the failures' 6.0 / 23.0 are not the turn's end
     b2 = TurnBuilder()
     b2.interleave([res("x", 0, 0.0, 3.0, A), fail("x", 1, 3.0, 6.0)])
-    assert b2.feed(res("x", 2, 6.0, 9.0, A))[0]["end_s"] == 3.0  # 3 s after the last result: the failure does not bridge
+    assert b2.feed(res("x", 2, 6.0, 9.0, A))[0]["end_s"] == 3.0  # 3 s after the last result: no bridge
     b3 = TurnBuilder()
     assert len(b3.interleave([fail("x", 0, 0.0, 3.0)])) == 1 and b3.finish() == []
 
@@ -244,7 +244,8 @@ def test_embedded_output_and_summary_carry_turns(stereo_call: Path, tiny_bundle_
     records = [json.loads(line) for line in out.splitlines()]
     check_turns(records)
     assert "  turns: 2: " in err and "  turns: 1: " in err  # ch0: 2 turns, ch1: 1 turn
-    assert "2 turn(s)" in (tmp_path / "r.html").read_text() and 'id="turn-count">3<' in (tmp_path / "r.html").read_text()
+    page = (tmp_path / "r.html").read_text()
+    assert '<p class="turns">2 turn(s): ' in page and 'id="turn-count">3<' in page
     code, table, err = produce(args)
     assert code == 0, err
     assert sum(" TURN " in line for line in table.splitlines()) == 3
