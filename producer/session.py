@@ -90,20 +90,18 @@ class CallSession:
             self.collector.add(rec)
         ready = self.collector.pop_ready()
         if ready:
-            self.sink(self._with_turns(ready))
+            out = self.turn_builder.interleave(ready)
+            self.sink(out)  # the output first: a Redis that refuses the turns loses none of it
+            self._turns([r for r in out if r["kind"] == "turn"])
             self.calls.add(ready)
         if self.closed and not self.collector.outstanding:
             self._finish_turns()
         return bool(records)
 
-    def _with_turns(self, released: Records, *, publish: bool = True) -> Records:
-        out = self.turn_builder.interleave(released)
-        turns = [r for r in out if r["kind"] == "turn"]
-        if turns:
-            self.turns.extend(turns)
-            if publish:
-                self.backend.publish(turns)
-        return out
+    def _turns(self, turns: Records, *, publish: bool = True) -> None:
+        self.turns.extend(turns)
+        if turns and publish:
+            self.backend.publish(turns)
 
     def _finish_turns(self, *, publish: bool = True) -> None:
         """Every record is in (or given up on): close the open turns, to the sink (and the stream)."""
@@ -112,10 +110,8 @@ class CallSession:
         self.turns_done = True
         turns = self.turn_builder.finish()
         if turns:
-            self.turns.extend(turns)
-            if publish:
-                self.backend.publish(turns)
             self.sink(turns)
+            self._turns(turns, publish=publish)
 
     def deliver(self, entries: list[Any]) -> None:
         """Queue raw results-stream entries ``[(id, fields), ...]`` read by a shared reader."""
@@ -218,7 +214,9 @@ class CallSession:
         """Give up waiting: every record that arrived, in order, even behind gaps (to the sink too)."""
         out = self.collector.pop_arrived()
         if out:  # turns of what arrived go to the output, not to the stream (Redis may be what failed)
-            self.sink(self._with_turns(out, publish=False))
+            both = self.turn_builder.interleave(out)
+            self.sink(both)
+            self._turns([r for r in both if r["kind"] == "turn"], publish=False)
         self._finish_turns(publish=False)
         return out
 
