@@ -91,9 +91,9 @@ class CallSession:
         ready = self.collector.pop_ready()
         if ready:
             out = self.turn_builder.interleave(ready)
-            self.sink(out)  # the output first: a Redis that refuses the turns loses none of it
-            self._turns([r for r in out if r["kind"] == "turn"])
+            self.sink(out)  # output and call events first: a Redis that refuses the turns loses neither
             self.calls.add(ready)
+            self._turns([r for r in out if r["kind"] == "turn"])
         if self.closed and not self.collector.outstanding:
             self._finish_turns()
         return bool(records)
