@@ -175,7 +175,8 @@ def soak(*, calls: int, minutes: float, processes: int, model: str | None, realt
         codes = []
         for (sid, out, _err, code), started in zip(outputs, starts, strict=True):
             codes.append(code)
-            recs = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+            recs = [r for r in map(json.loads, filter(str.strip, out.decode().splitlines()))
+                    if r["kind"] != "turn"]  # turns (one per channel and pause) are not segments
             keys = [(r["channel"], r["seq"]) for r in recs]
             dup_out += len(keys) - len(set(keys))
             failures += sum(r["kind"] == "failure" for r in recs)
@@ -186,6 +187,8 @@ def soak(*, calls: int, minutes: float, processes: int, model: str | None, realt
                 rec = json.loads(fields[b"record"])
                 if rec["kind"] == "end":
                     expected = int(rec["segments"])
+                    continue
+                if rec["kind"] == "turn":
                     continue
                 key = (rec["channel"], rec["seq"])
                 if key in first:

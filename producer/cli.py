@@ -223,7 +223,7 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
         from producer.report import write_report
 
         html_path, png_path = write_report(
-            report_path, outcome.records, outcome.per_channel or {}, model_id=outcome.model_id,
+            report_path, outcome.records + outcome.turns, outcome.per_channel or {}, model_id=outcome.model_id,
             channels=outcome.channels, labels=outcome.labels, duration_s=outcome.duration_s,
             audio=settings.audio, stream_id=settings.stream_id,
         )

@@ -127,6 +127,9 @@ class Backend:
     def finish(self, end_record: dict[str, Any]) -> None:
         """Input is over: announce it (distributed mode publishes an ``end`` record)."""
 
+    def publish(self, records: list[dict[str, Any]]) -> None:
+        """Records the producer derives itself (``turn``): distributed mode adds them to the results stream."""
+
     def queue_length(self) -> int:
         return 0
 
@@ -484,3 +487,18 @@ class RedisBackend(Backend):
     def finish(self, end_record: dict[str, Any]) -> None:
         self._end = end_record
         self._retry(lambda: self._publish_end(check=True))
+
+    def publish(self, records: list[dict[str, Any]]) -> None:
+        """XADD ``records`` to the call's results stream (once: not again after a reconnect; a re-run
+        of the same stream id adds them again, readers keep the first per ``(kind, channel, seq)``)."""
+        if not records:
+            return
+
+        def add() -> None:
+            pipe = self.conn.pipeline(transaction=False)
+            for rec in records:
+                pipe.xadd(self.key, encode_entry(rec), maxlen=RESULTS_MAXLEN, approximate=True)
+            pipe.expire(self.key, RESULTS_TTL_S)
+            pipe.execute()
+
+        self._retry(add)

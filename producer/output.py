@@ -1,4 +1,8 @@
-"""Record writers: ``table`` (for people), ``jsonl`` and ``csv`` (for programs)."""
+"""Record writers: ``table`` (for people), ``jsonl`` and ``csv`` (for programs).
+
+Every writer gets the released records in order, ``result``/``failure`` and the ``turn`` records
+(:mod:`workers.turns`) among them, each right after the segment record that closed it (the last
+turns after the last record); ``jsonl``/``csv`` tell them apart by ``kind``."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any, TextIO
 
 #: CSV columns before the per-label ``p_<label>`` columns, and after them.
 CSV_HEAD = ("stream_id", "channel", "seq", "start_s", "end_s", "kind", "label", "confidence", "uncertain")
-CSV_TAIL = ("model", "error")
+CSV_TAIL = ("model", "error", "segments")  # segments: a turn's result count (empty for segment records)
 
 
 class Writer:
@@ -54,6 +58,10 @@ class TableWriter(Writer):
         head = f"{record['start_s']:9.2f} {record['end_s']:9.2f}  {record['channel']:<12} "
         if record["kind"] == "failure":
             self.out.write(head + f"FAILED: {record.get('error')}\n")
+        elif record["kind"] == "turn":
+            flag = "  uncertain" if record.get("uncertain") else ""
+            self.out.write(head + f"TURN {record['label']} {record['confidence']:.2f}, "
+                           f"{record['segments']} segment(s){flag}\n")
         else:
             flag = "  uncertain" if record.get("uncertain") else ""
             self.out.write(head + f"{record['label']:<12} {record['confidence']:5.2f}{flag}\n")

@@ -1,5 +1,6 @@
 """One producer run: read a file or stdin and push it through the shared ingestion core
-(:mod:`producer.session`: resample -> segment -> VAD gate -> batch -> classify -> ordered output)."""
+(:mod:`producer.session`: resample -> segment -> VAD gate -> batch -> classify -> ordered output,
+with turns)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class Outcome:
     labels: tuple[str, ...] = ()
     retried: int = 0  # batches sent again (no result in time, or after a Redis reconnect)
     reconnects: int = 0  # times Redis was lost (a connection error, or a restart that lost our keys)
+    turns: tuple[dict[str, Any], ...] = ()  # turn records (workers.turns), in the order they were written
 
 
 def channel_names(given: tuple[str, ...], channels: int) -> list[str]:
@@ -121,4 +123,5 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, conn
         duration_s=session.duration_s, model_id=spec.model_id, labels=spec.labels,
         retried=getattr(backend, "retried", 0),
         reconnects=getattr(backend, "reconnects", 0) + getattr(backend, "restarts", 0),
+        turns=tuple(session.turns),
     )

@@ -4,11 +4,12 @@ records and call events.
 :class:`CallSession` owns everything between audio and the queue that ``ser-produce`` and
 ``ser-gateway`` share: the segmenter (resample, cut), the VAD gate, per-channel speaker statistics,
 batching, the backend (embedded, or RQ through Redis with idempotent job ids, per-segment claims,
-backpressure and re-send on worker death), the ordered collector, the ``end`` record and the call
-events (:mod:`callevents`). It is driven by :func:`producer.pipeline.run` (a file or stdin, one
-blocking loop) and by the gateway (many calls in one event loop: it calls the blocking methods in a
-thread, one at a time per session, and delivers the call's results-stream entries read by one shared
-reader through :meth:`deliver` instead of letting each session poll Redis).
+backpressure and re-send on worker death), the ordered collector, the ``turn`` records built from
+the released records (:mod:`workers.turns`), the ``end`` record and the call events
+(:mod:`callevents`). It is driven by :func:`producer.pipeline.run` (a file or stdin, one blocking loop)
+and by the gateway (many calls in one event loop: it calls the blocking methods in a thread, one at a
+time per session, and delivers the call's results-stream entries read by one shared reader through
+:meth:`deliver` instead of letting each session poll Redis).
 
 Usage::
 
@@ -41,6 +42,7 @@ from producer.dispatch import Backend, Batch, Batcher, StalledError
 from producer.metrics import ProducerMetrics
 from producer.segmenter import Cut, make_segmenter
 from producer.summary import ChannelStats, summarise
+from workers.turns import TurnBuilder
 
 #: Seconds one blocking wait for results lasts while results are outstanding.
 FOLLOW_BLOCK_S = 0.5
@@ -73,18 +75,43 @@ class CallSession:
         self.inbox: queue.SimpleQueue[list[Any]] | None = queue.SimpleQueue() if shared_reader else None
         self.closed = False
         self.error: str | None = None
+        # Turns (workers.turns): fed the released records; closed turns go to the sink after the record
+        # that closed them and to the results stream; the open ones once every record is in.
+        self.turn_builder = TurnBuilder(uncertain_below=spec.calibration.uncertain_below if spec.calibration else 0.0)
+        self.turns: Records = []
+        self.turns_done = False
         self._last_poll = time.monotonic()
 
     # --- results ----------------------------------------------------------------------------------
     def take(self, records: Records) -> bool:
-        """Collect records; release those now in order to the sink and the call events. True: any."""
+        """Collect records; release those now in order (each followed by the turn it closed) to the
+        sink, and the results to the call events. True: any record arrived."""
         for rec in records:
             self.collector.add(rec)
         ready = self.collector.pop_ready()
         if ready:
-            self.sink(ready)
+            out = self.turn_builder.interleave(ready)
+            self.sink(out)  # output and call events first: a Redis that refuses the turns loses neither
             self.calls.add(ready)
+            self._turns([r for r in out if r["kind"] == "turn"])
+        if self.closed and not self.collector.outstanding:
+            self._finish_turns()
         return bool(records)
+
+    def _turns(self, turns: Records, *, publish: bool = True) -> None:
+        self.turns.extend(turns)
+        if turns and publish:
+            self.backend.publish(turns)
+
+    def _finish_turns(self, *, publish: bool = True) -> None:
+        """Every record is in (or given up on): close the open turns, to the sink (and the stream)."""
+        if self.turns_done:
+            return
+        self.turns_done = True
+        turns = self.turn_builder.finish()
+        if turns:
+            self.sink(turns)
+            self._turns(turns, publish=publish)
 
     def deliver(self, entries: list[Any]) -> None:
         """Queue raw results-stream entries ``[(id, fields), ...]`` read by a shared reader."""
@@ -167,6 +194,8 @@ class CallSession:
             "channels": {s.name: {"segments": s.sent, "skipped": s.skipped} for s in self.stats},
         })
         self.closed = True
+        if not self.collector.outstanding:  # embedded: every record is in already
+            self._finish_turns()
 
     # --- the end ----------------------------------------------------------------------------------
     @property
@@ -194,8 +223,11 @@ class CallSession:
     def salvage(self) -> Records:
         """Give up waiting: every record that arrived, in order, even behind gaps (to the sink too)."""
         out = self.collector.pop_arrived()
-        if out:
-            self.sink(out)
+        if out:  # turns of what arrived go to the output, not to the stream (Redis may be what failed)
+            both = self.turn_builder.interleave(out)
+            self.sink(both)
+            self._turns([r for r in both if r["kind"] == "turn"], publish=False)
+        self._finish_turns(publish=False)
         return out
 
     def failures_error(self) -> str | None:
@@ -214,6 +246,6 @@ class CallSession:
         if reason is None:
             reason = "completed" if error is None else "incomplete"
         self.metrics.call_done(ok=reason == "completed")
-        per_channel = summarise(self.collector.released, self.spec.labels)
+        per_channel = summarise([*self.collector.released, *self.turns], self.spec.labels)
         self.calls.end(reason=reason, duration_s=self.duration_s, summary=per_channel)
         return per_channel

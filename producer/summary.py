@@ -15,6 +15,7 @@ from reports.summary import (  # noqa: F401  (re-exported)
     Stretch,
     Summary,
     is_result,
+    is_turn,
     longest_negative,
     stretch_labels,
     summarise,
@@ -43,6 +44,13 @@ def channel_lines(stats: ChannelStats, summary: ChannelSummary | None, *, hop_s:
         unsure = summary.get("uncertain", 0)
         lines.append("  emotions: " + (", ".join(f"{lab} {s:.0%}" for s, lab in shares) or "none confident")
                      + (f" (of {summary['segments'] - unsure} confident; {unsure} uncertain)" if unsure else ""))
+        turns, unsure_turns = summary.get("turns", 0), summary.get("turns_uncertain", 0)
+        if turns:
+            tshares = sorted(((s, lab) for lab, s in summary.get("turn_shares", {}).items() if s > 0),
+                             key=lambda t: -t[0])
+            unsure_note = f" (of {turns - unsure_turns} confident; {unsure_turns} uncertain)" if unsure_turns else ""
+            lines.append(f"  turns: {turns}: " + (", ".join(f"{lab} {s:.0%}" for s, lab in tshares)
+                                                  or "none confident") + unsure_note)
         stretch = summary["longest_negative"]
         if stretch is None:
             lines.append("  longest negative stretch: none")

@@ -10,7 +10,9 @@ The timeline is an SVG built by the inline script: one ``<rect class="segment">`
 segment (coloured by label, opacity by confidence, a short text label when it fits, a ``<title>``
 tooltip of label, confidence and time, focusable with the keyboard). A record with
 ``"uncertain": true`` is drawn as class ``segment uncertain`` (hatched, dashed outline, "uncertain"
-in its tooltip and label).
+in its tooltip and label). Under each channel's lane a thin band shows its turns (``turn`` records,
+:mod:`workers.turns`): one ``<rect class="turn">`` per turn, coloured by the turn's label, hatched
+when uncertain, with a tooltip of label, confidence, segment count and time.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from reports.summary import Summary, is_result, stretch_labels
+from reports.summary import Summary, is_result, is_turn, stretch_labels
 
 #: Fixed colours for the known labels; others get one from FALLBACK_COLOURS.
 LABEL_COLOURS = {
@@ -66,6 +68,19 @@ def segments(records: Iterable[Mapping[str, Any]], channels: Sequence[str]) -> l
     return segs
 
 
+def turns(records: Iterable[Mapping[str, Any]], channels: Sequence[str]) -> list[dict[str, Any]]:
+    """Turns of ``channels`` for the timeline's turn band, one per (channel, seq), by channel then time."""
+    keep = set(channels)
+    seen: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in records:
+        if is_turn(r) and str(r["channel"]) in keep:
+            t = {**segment(r), "segments": int(r.get("segments", 0))}
+            seen.setdefault((t["channel"], t["seq"]), t)
+    out = list(seen.values())
+    out.sort(key=lambda t: (channels.index(t["channel"]), t["start_s"], t["seq"]))
+    return out
+
+
 def script_json(obj: Any) -> str:
     """JSON safe inside ``<script type="application/json">``: ``<`` never closes the element."""
     return json.dumps(obj, separators=(",", ":")).replace("<", "\\u003c")
@@ -87,6 +102,13 @@ def _summary_html(summary: Summary, channels: Sequence[str], labels: Sequence[st
             continue
         failed = f", {ch['failed']} failed" if ch.get("failed") else ""
         parts.append(f"<p>{ch['segments']} classified segment(s){failed}.</p>")
+        if ch.get("turns"):
+            tshares = sorted(((v, lab) for lab, v in (ch.get("turn_shares") or {}).items() if v > 0),
+                             key=lambda t: -t[0])
+            unsure = ch.get("turns_uncertain", 0)
+            parts.append(f'<p class="turns">{ch["turns"]} turn(s): '
+                         + (", ".join(f"{esc(lab)} {100 * v:.0f}%" for v, lab in tshares) or "none confident")
+                         + (f" ({unsure} uncertain)" if unsure else "") + "</p>")
         shares = ch["shares"]
         bar = "".join(
             f'<span class="share" style="width:{100 * shares[lab]:.2f}%;background:{colours.get(lab, "#444")}" '
@@ -154,8 +176,9 @@ _JS = r"""
                              patternTransform: "rotate(45)"}, defs);
     el("rect", {width: 6, height: 6, fill: "#ffffff"}, pat);
     el("line", {x1: 0, y1: 0, x2: 0, y2: 6, stroke: "#555555", "stroke-width": 2}, pat);
-    var W = 1000, left = 110, right = 10, top = 10, rowH = 34, gap = 8, axisH = 24;
-    var H = top + data.channels.length * (rowH + gap) + axisH;
+    var W = 1000, left = 110, right = 10, top = 10, rowH = 34, turnH = 8, gap = 8, axisH = 24;
+    var turns = data.turns || [];
+    var H = top + data.channels.length * (rowH + turnH + gap) + axisH;
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     var end = data.duration_s;
     data.segments.forEach(function (s) { if (s.end_s > end) { end = s.end_s; } });
@@ -163,14 +186,14 @@ _JS = r"""
     var scale = (W - left - right) / end;
     var axis = el("g", {"class": "axis"}, svg);
     var step = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600].find(function (v) { return end / v <= 12; }) || 1200;
-    var yAxis = top + data.channels.length * (rowH + gap);
+    var yAxis = top + data.channels.length * (rowH + turnH + gap);
     for (var t = 0; t <= end + 1e-9; t += step) {
       var x = left + t * scale;
       el("line", {"class": "tick", x1: x, x2: x, y1: top, y2: yAxis}, axis);
       el("text", {x: x, y: yAxis + 14, "text-anchor": "middle"}, axis).textContent = fmt(t);
     }
     data.channels.forEach(function (channel, row) {
-      var y = top + row * (rowH + gap);
+      var y = top + row * (rowH + turnH + gap);
       var g = el("g", {"class": "channel", "data-channel": channel}, svg);
       el("text", {x: left - 8, y: y + rowH / 2 + 4, "text-anchor": "end"}, g).textContent = channel;
       el("rect", {"class": "lane", x: left, y: y, width: W - left - right, height: rowH, fill: "#eeeeee"}, g);
@@ -195,7 +218,25 @@ _JS = r"""
         }
       });
     });
+    data.channels.forEach(function (channel, row) {
+      var y = top + row * (rowH + turnH + gap) + rowH + 1;
+      var g = el("g", {"class": "turns", "data-channel": channel}, svg);
+      turns.forEach(function (t) {
+        if (t.channel !== channel) { return; }
+        var tip = channel + " turn " + t.seq + ": " + t.label + " " + Math.round(100 * t.confidence) + "%, " +
+          t.segments + " segment(s) (" + fmt(t.start_s) + "\u2013" + fmt(t.end_s) + ")" +
+          (t.uncertain ? " uncertain" : "");
+        var r = el("rect", {
+          "class": t.uncertain ? "turn uncertain" : "turn", "data-channel": channel, "data-seq": t.seq,
+          "data-label": t.label, x: (left + t.start_s * scale).toFixed(2), y: y,
+          width: Math.max(1, (t.end_s - t.start_s) * scale).toFixed(2), height: turnH - 2,
+          fill: t.uncertain ? "url(#hatch)" : (data.colours[t.label] || "#444444"), "aria-label": tip
+        }, g);
+        el("title", {}, r).textContent = tip;
+      });
+    });
     svg.setAttribute("data-rendered", data.segments.length);
+    svg.setAttribute("data-turns", turns.length);
   }
   window.serTimeline = {draw: draw, fmt: fmt};
   draw(JSON.parse(document.getElementById("ser-data").textContent));
@@ -212,7 +253,8 @@ def render_call(
     """The page of one call as an HTML string.
 
     ``records``: the call's records (``channel``, ``seq``, ``start_s``, ``end_s``, ``label``,
-    ``confidence``, optional ``uncertain``; failure/end records are ignored). ``summary``: as
+    ``confidence``, optional ``uncertain``; ``turn`` records feed the turn band; failure/end records
+    are ignored). ``summary``: as
     :func:`reports.summary.summarise` returns, or None while the call runs. ``title`` is text
     (escaped here). ``png_b64``: a PNG of the timeline for the ``<noscript>`` fallback.
     ``nonce``: CSP nonce put on the inline script. ``head_extra``/``body_top``/``after_meta``/``body_extra``:
@@ -221,10 +263,12 @@ def render_call(
     """
     channels = list(channels)
     labels = list(labels)
+    records = list(records)
     segs = segments(records, channels)
-    colours = label_colours(labels + sorted({s["label"] for s in segs} - set(labels)))
+    turn_list = turns(records, channels)
+    colours = label_colours(labels + sorted({s["label"] for s in segs + turn_list} - set(labels)))
     data = {"channels": channels, "labels": labels, "colours": colours, "duration_s": float(duration_s),
-            "model": model_id, "segments": segs, **(data_extra or {})}
+            "model": model_id, "segments": segs, "turns": turn_list, **(data_extra or {})}
     esc = html.escape
     nonce_attr = f' nonce="{esc(nonce)}"' if nonce else ""
     legend = "".join(f'<span><span class="swatch" style="background:{colours[lab]}"></span>{esc(lab)}</span>'
@@ -251,12 +295,14 @@ def render_call(
 {body_top}<h1>Emotion report: <span id="call-title">{esc(title)}</span></h1>
 <p class="meta">Model <code id="model">{esc(model_id)}</code> &middot; duration
 <span id="duration">{_fmt_time(duration_s)} ({duration_s:.1f} s)</span> &middot;
-<span id="segment-count">{len(segs)}</span> classified segment(s) on {len(channels)} channel(s){generated_html}</p>
+<span id="segment-count">{len(segs)}</span> classified segment(s) in <span id="turn-count">{len(turn_list)}</span>
+turn(s) on {len(channels)} channel(s){generated_html}</p>
 {after_meta}<h2>Timeline</h2>
 <div class="legend">{legend}</div>
 <svg id="timeline" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="emotion timeline per channel"></svg>
 {noscript}<p class="meta">Bar colour and text: predicted emotion; opacity: confidence. Hover or focus (Tab) a bar for
-details. Gaps: silence (not classified) or failed segments.</p>
+details. Gaps: silence (not classified) or failed segments. The thin band under each channel: its turns
+(consecutive segments without a long pause), coloured by the turn's duration-weighted emotion.</p>
 <h2>Summary per channel</h2>
 {summary_block}
 {body_extra}<script type="application/json" id="ser-data">{script_json(data)}</script>

@@ -2,7 +2,7 @@
 
 :func:`summarise` is a pure function over the result records the workers publish (fields
 ``stream_id``, ``channel``, ``seq``, ``start_s``, ``end_s``, ``label``, ``confidence``, ``probs``,
-``model``; an optional ``kind`` of ``result``/``failure``/``end`` as in :mod:`workers.contract`);
+``model``; an optional ``kind`` of ``result``/``failure``/``end``/``turn`` as in :mod:`workers.contract`);
 ``ser-produce``'s printed summary (``producer.summary.summary_lines``), the HTML report and
 ``ser-dashboard`` use it (the ``call_ended`` event carries it too).
 """
@@ -34,6 +34,9 @@ class ChannelSummary(TypedDict):
     uncertain: int  # classified segments flagged ``uncertain`` (not counted in shares or stretches)
     shares: dict[str, float]  # every label -> fraction of the confident segments (sums to 1, or all 0)
     longest_negative: Stretch | None
+    turns: int  # turn records (workers.turns; 0 for records written before turns existed)
+    turns_uncertain: int  # turns flagged ``uncertain`` (not counted in turn_shares)
+    turn_shares: dict[str, float]  # every label -> fraction of the confident turns (sums to 1, or all 0)
 
 
 Summary = dict[str, ChannelSummary]
@@ -42,6 +45,17 @@ Summary = dict[str, ChannelSummary]
 def is_result(record: Mapping[str, Any]) -> bool:
     """A classified segment: ``kind`` is ``result`` (or absent) and a label is present."""
     return record.get("kind", "result") == "result" and "label" in record
+
+
+def is_turn(record: Mapping[str, Any]) -> bool:
+    """A turn: a channel's consecutive results folded into one record (``kind`` is ``turn``)."""
+    return record.get("kind") == "turn" and "label" in record
+
+
+def _shares(records: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> dict[str, float]:
+    counts = Counter(str(r["label"]) for r in records)
+    names = list(labels) + sorted(set(counts) - set(labels))
+    return {lab: (counts[lab] / len(records) if records else 0.0) for lab in names}
 
 
 def is_uncertain(record: Mapping[str, Any]) -> bool:
@@ -109,10 +123,13 @@ def summarise(
     end) with its fraction of the channel's confident classified segments: segments flagged
     ``uncertain`` are counted in ``uncertain`` and left out of the shares and of the longest
     negative stretch (they end a stretch). ``failed`` counts failure records; ``end`` records are ignored.
+    ``turns``/``turns_uncertain``/``turn_shares``: the same for ``turn`` records (the first per
+    ``seq`` of a channel: a re-published turn counts once).
     """
     negative = tuple(negative)
     by_channel: dict[str, list[Mapping[str, Any]]] = {}
     failed: Counter[str] = Counter()
+    turns: dict[str, dict[int, Mapping[str, Any]]] = {}
     for rec in records:
         channel = str(rec["channel"])
         by_channel.setdefault(channel, [])
@@ -120,18 +137,22 @@ def summarise(
             by_channel[channel].append(rec)
         elif rec.get("kind") == "failure":
             failed[channel] += 1
+        elif is_turn(rec):
+            turns.setdefault(channel, {}).setdefault(int(rec.get("seq", -1)), rec)
     out: Summary = {}
     for channel, results in by_channel.items():
         sure = [r for r in results if not is_uncertain(r)]
-        counts = Counter(str(r["label"]) for r in sure)
-        names = list(labels) + sorted(set(counts) - set(labels))
-        n = len(sure)
+        chan_turns = list(turns.get(channel, {}).values())
+        sure_turns = [t for t in chan_turns if not is_uncertain(t)]
         out[channel] = ChannelSummary(
             segments=len(results),
             failed=failed[channel],
-            uncertain=len(results) - n,
-            shares={lab: (counts[lab] / n if n else 0.0) for lab in names},
+            uncertain=len(results) - len(sure),
+            shares=_shares(sure, labels),
             longest_negative=longest_negative(
                 [{**r, "label": "uncertain"} if is_uncertain(r) else r for r in results], labels, negative),
+            turns=len(chan_turns),
+            turns_uncertain=len(chan_turns) - len(sure_turns),
+            turn_shares=_shares(sure_turns, labels),
         )
     return out

@@ -54,7 +54,8 @@ def embedded(args: list[str]) -> tuple[int, str, str]:
 
 
 def records(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    """The segment records of a jsonl output (turn records: tests/test_turns.py)."""
+    return [r for r in map(json.loads, filter(str.strip, text.splitlines())) if r["kind"] != "turn"]
 
 
 def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]

@@ -36,7 +36,8 @@ def produce(args: list[str], *, input: bytes | None = None) -> tuple[int, str, s
 
 
 def jsonl(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    """The segment records (as a consumer that reads ``kind`` result/failure sees them; turns: test_turns.py)."""
+    return [r for r in map(json.loads, filter(str.strip, text.splitlines())) if r["kind"] != "turn"]
 
 
 def keys(records: list[dict]) -> list[tuple[str, int]]:
@@ -102,7 +103,7 @@ def test_channel_names_table_and_csv(stereo_call: Path, tiny_bundle_dir: Path, t
     code, _, err = produce([*base, "--format", "csv", "--output", str(target)])
     assert code == 0, err
     with target.open() as fh:
-        rows = list(csv.DictReader(fh))
+        rows = [r for r in csv.DictReader(fh) if r["kind"] != "turn"]
     assert [(r["channel"], int(r["seq"])) for r in rows] == [
         ({"ch0": "agent", "ch1": "customer"}[c], s) for c, s in EXPECTED]
     assert all(abs(sum(float(r[f"p_{lab}"]) for lab in tiny_spec().labels) - 1) < 1e-4 for r in rows)

@@ -13,6 +13,7 @@ import pytest
 
 from producer.report import png_path_for, write_report
 from producer.summary import summarise
+from workers.turns import TurnBuilder
 
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
@@ -75,7 +76,8 @@ def test_summarise_edge_cases() -> None:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    recs = records()
+    turns = TurnBuilder()  # agent: one turn (seq 0-5); customer: seq 0-3, then 5-7 after the 3 s gap
+    recs = turns.interleave(records()) + turns.finish()
     path = tmp_path_factory.mktemp("report") / "call.html"
     html_path, png = write_report(path, recs, summarise(recs, LABELS), model_id="tiny@1.0.0",
                                   channels=["agent", "customer"], labels=LABELS, duration_s=27.5)
@@ -93,6 +95,8 @@ def test_report_files(report: Path) -> None:
     assert "<link" not in text and "@import" not in text
     # The static page has no segment rects: the script must build them.
     assert 'class="segment"' not in text
+    assert '<p class="turns">1 turn(s): neutral 100%</p>' in text
+    assert '<p class="turns">2 turn(s): happy 50%, angry 50%</p>' in text and 'id="turn-count">3<' in text
 
 
 def _chromium() -> str:
@@ -122,6 +126,9 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
         + [("customer", str(i), lab) for i, lab in CUSTOMER.items()]
     )
     assert len(re.findall(r'<g class="channel" data-channel="', dom)) == 2
+    assert 'data-turns="3"' in dom
+    turns = re.findall(r'<rect class="turn" data-channel="(\w+)" data-seq="(\d+)" data-label="(\w+)"', dom)
+    assert sorted(turns) == [("agent", "0", "neutral"), ("customer", "0", "angry"), ("customer", "1", "happy")]
     assert "<title>customer #3: angry 65% (0:09.0\u20130:12.0)</title>" in dom
     assert dom.count('class="channel-summary"') == 2
 

@@ -6,7 +6,8 @@ the producer may import).
 * PCM: int16 little-endian mono samples of ``len(items)`` segments of ``window`` samples each,
   concatenated, stored under :func:`pcm_key` with a TTL (never inside RQ's job data).
 * Results: one Redis Stream per call, :func:`results_key`; each entry has the fields
-  ``kind`` (``result``, ``failure`` or ``end``) and ``record`` (the JSON record).
+  ``kind`` (``result``, ``failure``, ``end`` or ``turn``) and ``record`` (the JSON record); workers
+  publish ``result``/``failure``, the producer ``end`` and ``turn`` (:mod:`workers.turns`).
 * :func:`classify` is the job itself as a pure function, shared by the RQ job and the producer's
   embedded (no Redis) mode, so both give identical records.
 """
@@ -56,7 +57,7 @@ MAX_SPEAKER_SIZE = 1025
 PCM_SCALE = 32768.0
 
 _ID_RE = re.compile(r"[^A-Za-z0-9_-]+")
-KINDS = ("result", "failure", "end")
+KINDS = ("result", "failure", "end", "turn")
 
 
 def sanitize(name: str, *, max_len: int = 64) -> str:

@@ -1,5 +1,5 @@
-/* ser-dashboard call page: the --report page (reports/html.py) made live. New result records
-   extend the timeline (window.serTimeline.draw), events update the alerts and the negativity
+/* ser-dashboard call page: the --report page (reports/html.py) made live. New result and turn
+   records extend the timeline and its turn band (window.serTimeline.draw), events update the alerts and the negativity
    trend; when the call ends the page reloads into its final rendering. Segments are de-duplicated
    on (channel, seq); the SSE id carries both stream positions, so a reconnect resumes exactly. */
 (function () {
@@ -7,6 +7,8 @@
   var data = JSON.parse(document.getElementById("ser-data").textContent);
   var seen = {};
   data.segments.forEach(function (s) { seen[s.channel + "\u0000" + s.seq] = true; });
+  data.turns = data.turns || [];
+  data.turns.forEach(function (t) { seen["turn\u0000" + t.channel + "\u0000" + t.seq] = true; });
   var alerts = [];   // {rule, channel, since_s, until_s?, score, ...}
   var trends = {};   // channel -> [trend events]
   var fmt = window.serTimeline.fmt;
@@ -98,6 +100,8 @@
       pending = false;
       window.serTimeline.draw(data);
       document.getElementById("segment-count").textContent = data.segments.length;
+      var tc = document.getElementById("turn-count");
+      if (tc) { tc.textContent = data.turns.length; }
       document.getElementById("duration").textContent = fmt(data.duration_s) + " (" + data.duration_s.toFixed(1) + " s)";
     }, 100);
   }
@@ -112,6 +116,16 @@
   });
   source.addEventListener("record", function (m) {
     var r = JSON.parse(m.data);
+    if (r.kind === "turn" && data.channels.indexOf(r.channel) >= 0) {  // a re-published turn is drawn once
+      var tk = "turn\u0000" + r.channel + "\u0000" + r.seq;
+      if (seen[tk]) { return; }
+      seen[tk] = true;
+      data.turns.push({channel: r.channel, seq: r.seq, start_s: r.start_s, end_s: r.end_s, label: r.label,
+                       confidence: r.confidence, uncertain: !!r.uncertain, segments: r.segments});
+      if (!data.colours[r.label]) { data.colours[r.label] = "#444444"; }
+      redraw();
+      return;
+    }
     if (r.kind !== "result" || data.channels.indexOf(r.channel) < 0) { return; }
     var key = r.channel + "\u0000" + r.seq;
     if (seen[key]) {  // counted so that tests can tell a resume that repeats itself
