@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -86,16 +87,17 @@ def wait_ended(client: redis.Redis, call_id: str, timeout: float = 40.0) -> list
     raise AssertionError(f"no call_ended for {call_id}: {[e['kind'] for e in events(client, call_id)]}")
 
 
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> Iterator[tuple[str, str]]:
-    """A private redis-server, one worker process and a gateway: (redis url, gateway host:port)."""
-    with RedisServer(tmp_path_factory.mktemp("gw-redis")) as server:
+@contextmanager
+def gateway_pool(tmp: Path, bundle_dir: Path) -> Iterator[tuple[str, str]]:
+    """A private redis-server, one worker process and a gateway on ``bundle_dir``: (redis url,
+    gateway host:port). Shared by the gateway test modules."""
+    with RedisServer(tmp) as server:
         url = server.url()
         worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "--redis-url", url, "--model",
-                                   str(tiny_bundle_dir)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   str(bundle_dir)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
-        spec = load_bundle(tiny_bundle_dir).spec
-        settings = GatewaySettings(credentials=CREDS, model_dir=str(tiny_bundle_dir), redis_url=url,
+        spec = load_bundle(bundle_dir).spec
+        settings = GatewaySettings(credentials=CREDS, model_dir=str(bundle_dir), redis_url=url,
                                    idle_timeout_s=2.0, timeout_s=30.0, events=rules(spec.labels))
         try:
             with serve_gateway(settings, free_port()) as host:
@@ -103,6 +105,12 @@ def pool(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> Ite
         finally:
             worker.terminate()
             worker.wait(20)
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> Iterator[tuple[str, str]]:
+    with gateway_pool(tmp_path_factory.mktemp("gw-redis"), tiny_bundle_dir) as p:
+        yield p
 
 
 def test_twilio_call_lands_per_speaker_with_events(pool: tuple[str, str], tiny_bundle_dir: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 import redis
 import websockets
 from redis_server import RedisServer, free_port
-from test_gateway import API_KEY, CREDS, SECRET, STREAM_TOKEN, TWILIO_TOKEN, results, rules, wait_ended
+from test_gateway import API_KEY, CREDS, SECRET, STREAM_TOKEN, TWILIO_TOKEN, gateway_pool, results, rules, wait_ended
 
 from bench.platforms import (
     AudioHookClient,
@@ -116,20 +116,8 @@ def test_cli_says_which_routes_refuse_and_is_loud_about_insecure(tiny_bundle_dir
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory, tiny_bundle_dir: Path) -> Iterator[tuple[str, str]]:
-    with RedisServer(tmp_path_factory.mktemp("gwf-redis")) as server:
-        url = server.url()
-        worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "--redis-url", url, "--model",
-                                   str(tiny_bundle_dir)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        spec = load_bundle(tiny_bundle_dir).spec
-        settings = GatewaySettings(credentials=CREDS, model_dir=str(tiny_bundle_dir), redis_url=url,
-                                   idle_timeout_s=2.0, timeout_s=30.0, events=rules(spec.labels))
-        try:
-            with serve_gateway(settings, free_port()) as host:
-                yield url, host
-        finally:
-            worker.terminate()
-            worker.wait(20)
+    with gateway_pool(tmp_path_factory.mktemp("gwf-redis"), tiny_bundle_dir) as p:
+        yield p
 
 
 def twilio_session(host: str, msgs: list[str]) -> tuple[int | None, str]:
