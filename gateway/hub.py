@@ -169,8 +169,9 @@ class LiveCall:
             events=hub.settings.events, sink=self._sink, shared_reader=hub.aconnection is not None)
 
     def _sink(self, records: list[dict[str, Any]]) -> None:
-        self.records += len(records)
-        self.hub.metrics.records.inc(len(records))
+        n = sum(r.get("kind") in ("result", "failure") for r in records)  # turn records are not counted
+        self.records += n
+        self.hub.metrics.records.inc(n)
 
     async def start(self) -> None:
         await self.hub.run(self.session.start)
