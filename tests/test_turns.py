@@ -44,8 +44,8 @@ def fail(channel: str, seq: int, start: float, end: float) -> dict[str, Any]:
 
 # --- aggregation --------------------------------------------------------------------------------------
 def test_gap_splits_turns_at_the_named_threshold() -> None:
-    assert DEFAULT_TURN_GAP_S == 1.0
-    b = TurnBuilder()
+    assert DEFAULT_TURN_GAP_S == 2.0
+    b = TurnBuilder(gap_s=1.0)
     assert b.feed(res("x", 0, 0.0, 3.0, A)) == []
     assert b.feed(res("x", 1, 3.5, 6.0, A)) == []  # a 0.5 s pause
     assert b.feed(res("x", 2, 7.0, 9.0, A)) == []  # exactly the gap: still the same turn
@@ -54,7 +54,7 @@ def test_gap_splits_turns_at_the_named_threshold() -> None:
     last = b.finish()
     assert [(t["seq"], t["start_s"], t["end_s"], t["segments"]) for t in last] == [(1, 10.001, 12.0, 1)]
     assert b.finish() == [] and b.open_turns == 0
-    wide = TurnBuilder(gap_s=2.0)
+    wide = TurnBuilder()  # the default: 2 s
     wide.feed(res("x", 0, 0.0, 3.0, A))
     assert wide.feed(res("x", 1, 4.9, 6.0, A)) == [] and len(wide.finish()) == 1
 
@@ -88,18 +88,27 @@ def test_overlapping_windows_extend_the_turn_and_each_counts_in_full() -> None:
     assert turn["probs"]["a"] == round((3.0 * 0.9 + 3.0 * 0.2 + 1.5 * 0.2 + 0.5 * 0.9) / w, 6)
 
 
-def test_channels_are_independent_and_turns_are_numbered_per_channel() -> None:
+def test_hand_over_closes_a_turn_talk_over_does_not_and_turns_are_numbered_per_channel() -> None:
     b = TurnBuilder()
-    out = b.interleave([res("agent", 0, 0.0, 3.0, A), res("cust", 0, 1.0, 2.0, B), res("cust", 1, 8.0, 9.0, B),
-                        res("agent", 1, 3.5, 5.0, A), res("agent", 2, 20.0, 21.0, B), res("cust", 2, 9.5, 10.0, A)])
+    out = b.interleave([res("agent", 0, 0.0, 3.0, A), res("cust", 0, 1.0, 2.0, B),  # cust talks over: no close
+                        res("agent", 1, 3.5, 5.0, A),  # the agent goes on
+                        res("cust", 1, 5.5, 7.0, B),  # the customer takes the floor: the agent's turn ends
+                        res("cust", 2, 7.2, 8.0, B), res("agent", 2, 9.0, 10.0, A)])
     kinds = [(r["kind"], r["channel"], r["seq"]) for r in out]
-    assert kinds == [("result", "agent", 0), ("result", "cust", 0), ("result", "cust", 1), ("turn", "cust", 0),
-                     ("result", "agent", 1), ("result", "agent", 2), ("turn", "agent", 0), ("result", "cust", 2)]
-    agent0 = out[6]
-    assert (agent0["start_s"], agent0["end_s"], agent0["segments"]) == (0.0, 5.0, 2)  # cust's records did not close it
-    rest = b.finish()  # by start time: cust turn 1 (8.0) before agent turn 1 (20.0)
+    assert kinds == [("result", "agent", 0), ("result", "cust", 0),
+                     ("result", "agent", 1), ("turn", "cust", 0),  # the back-channel was a turn of its own
+                     ("result", "cust", 1), ("turn", "agent", 0), ("result", "cust", 2),
+                     ("result", "agent", 2), ("turn", "cust", 1)]
+    cust0, agent0, cust1 = out[3], out[5], out[8]
+    assert (cust0["start_s"], cust0["end_s"], cust0["segments"]) == (1.0, 2.0, 1)
+    assert (agent0["start_s"], agent0["end_s"], agent0["segments"]) == (0.0, 5.0, 2)  # cust's 1-2 s did not end it
+    assert (cust1["start_s"], cust1["end_s"], cust1["segments"]) == (5.5, 8.0, 2)
+    rest = b.finish()
     assert [(t["channel"], t["seq"], t["start_s"], t["end_s"], t["segments"]) for t in rest] == [
-        ("cust", 1, 8.0, 10.0, 2), ("agent", 1, 20.0, 21.0, 1)]
+        ("agent", 1, 9.0, 10.0, 1)]
+    both = TurnBuilder()  # finish: by start time
+    both.interleave([res("agent", 0, 0.0, 3.0, A), res("cust", 0, 1.0, 4.0, B)])
+    assert [t["channel"] for t in both.finish()] == ["agent", "cust"]
 
 
 def test_failures_neither_break_nor_extend_a_turn() -> None:
@@ -222,14 +231,16 @@ def check_turns(records: list[dict[str, Any]], *, uncertain_below: float = 0.0) 
     segs = [r for r in records if r["kind"] == "result"]
     assert [(r["channel"], r["seq"]) for r in segs] == EXPECTED
     order = [(r["kind"], r["channel"], r["seq"]) for r in records]
-    assert order == [("result", "ch0", 0), ("result", "ch0", 1), ("result", "ch1", 2), ("result", "ch1", 3),
-                     ("result", "ch0", 4), ("turn", "ch0", 0),  # ch0's 0-6 s turn, closed by the 12 s segment
-                     ("result", "ch1", 4), ("turn", "ch1", 0), ("turn", "ch0", 1)]  # the rest at the end, by start
+    assert order == [("result", "ch0", 0), ("result", "ch0", 1),
+                     ("result", "ch1", 2), ("turn", "ch0", 0),  # ch1 takes the floor at 6 s: ch0's turn ends
+                     ("result", "ch1", 3), ("result", "ch0", 4), ("turn", "ch1", 0),  # and back at 12 s
+                     ("result", "ch1", 4),  # both talk at 12-15 s: talk-over closes nothing
+                     ("turn", "ch0", 1), ("turn", "ch1", 1)]  # the rest at the end, by start
     turns = {(r["channel"], r["seq"]): r for r in records if r["kind"] == "turn"}
     assert [(t["start_s"], t["end_s"], t["segments"]) for t in turns.values()] == [
-        (0.0, 6.0, 2), (6.0, 15.0, 3), (12.0, 15.0, 1)]
-    for (channel, seq), members in ((("ch0", 0), segs[0:2]), (("ch1", 0), [segs[2], segs[3], segs[5]]),
-                                    (("ch0", 1), [segs[4]])):
+        (0.0, 6.0, 2), (6.0, 12.0, 2), (12.0, 15.0, 1), (12.0, 15.0, 1)]
+    for (channel, seq), members in ((("ch0", 0), segs[0:2]), (("ch1", 0), [segs[2], segs[3]]),
+                                    (("ch0", 1), [segs[4]]), (("ch1", 1), [segs[5]])):
         t = turns[(channel, seq)]
         want = {lab: round(sum(m["probs"][lab] for m in members) / len(members), 6) for lab in LABELS}  # 3 s each
         assert t["probs"] == pytest.approx(want, abs=2e-6)
@@ -243,9 +254,9 @@ def test_embedded_output_and_summary_carry_turns(stereo_call: Path, tiny_bundle_
     assert code == 0, err
     records = [json.loads(line) for line in out.splitlines()]
     check_turns(records)
-    assert "  turns: 2: " in err and "  turns: 1: " in err  # ch0: 2 turns, ch1: 1 turn
+    assert err.count("  turns: 2: ") == 2  # each channel: 2 turns
     page = (tmp_path / "r.html").read_text()
-    assert '<p class="turns">2 turn(s): ' in page and 'id="turn-count">3<' in page
+    assert '<p class="turns">2 turn(s): ' in page and 'id="turn-count">4<' in page
     code, table, err = produce(args)
     assert code == 0, err
     assert sum(" TURN " in line for line in table.splitlines()) == 3
@@ -278,6 +289,6 @@ def test_distributed_output_equals_embedded_and_turns_are_in_the_stream(
     assert distributed == [json.loads(line) for line in emb_out.splitlines()]
     check_turns(distributed)
     stream = [decode_entry(f) for _, f in client.xrange(results_key("turns1"))]
-    assert sorted(r["kind"] for r in stream) == ["end"] + ["result"] * 6 + ["turn"] * 3
+    assert sorted(r["kind"] for r in stream) == ["end"] + ["result"] * 6 + ["turn"] * 4
     assert [r for r in stream if r["kind"] == "turn"] == [r for r in distributed if r["kind"] == "turn"]
     client.close()

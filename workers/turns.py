@@ -5,12 +5,16 @@ pure function of the *released*, ordered ``result`` records of one call (fields 
 ``stream_id``, ``channel``, ``seq``, ``start_s``, ``end_s``, ``probs``, ``model``), whatever cut the
 segments. Both modes release the same records in the same order, so they build the same turns.
 
-Rules (per channel, channels independent):
+Rules (each channel is one speaker):
 
-* A ``result`` whose ``start_s`` is at most ``gap_s`` (:data:`DEFAULT_TURN_GAP_S`) after the open
-  turn's ``end_s`` (the latest ``end_s`` of its segments) extends the turn; overlapping segments
-  (a long utterance cut into overlapping windows) have a negative gap and always extend it.
-  A result further away closes the open turn (its record is returned) and opens the next one.
+* A ``result`` whose ``start_s`` is at most ``gap_s`` (:data:`DEFAULT_TURN_GAP_S`) after its
+  channel's open turn's ``end_s`` (the latest ``end_s`` of its segments) extends the turn;
+  overlapping segments (a long utterance cut into overlapping windows) have a negative gap and
+  always extend it. A result further away closes the open turn (its record is returned) and opens
+  the next one.
+* **Hand-over**: a ``result`` of another channel that starts at or after an open turn's ``end_s``
+  (the other side took the floor once this speaker stopped) closes that turn. Talk over the
+  speaker (a back-channel "mm-hm" that starts before the open turn's last segment ends) does not.
 * :meth:`TurnBuilder.finish` (the call is over) closes every open turn.
 * ``failure`` (and ``end``, ``turn``) records neither extend nor close a turn: a failed segment says
   nothing about whether the speaker paused, so the turn is judged on the results around it.
@@ -35,11 +39,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Longest pause (seconds) inside one turn. Pauses between a speaker's utterances inside a turn are
-#: mostly under ~0.5 s, while a hand-over to the other side and back (or a listener's silence) is
-#: longer; 1 s keeps breathing pauses and the segmenter's hangover inside a turn and splits where the
-#: speaker stopped. The call simulator (bench.calls) separates utterances by 0.3-0.9 s.
-DEFAULT_TURN_GAP_S = 1.0
+#: Longest pause (seconds, between segment extents) inside one turn when the other side says nothing.
+#: Segments already carry 0.2 s of pre-roll and 0.3 s of hangover, so 2 s between them is about
+#: 2.5 s of silence: a speaker's pauses between sentences stay inside the turn (the example call's
+#: clips are 1.1-1.2 s apart), while a hand-over to the other side closes the turn at once (above).
+DEFAULT_TURN_GAP_S = 2.0
 
 
 @dataclass
@@ -90,6 +94,9 @@ class TurnBuilder:
         if not isinstance(probs, Mapping) or not probs:
             raise ValueError(f"result {channel} seq {record.get('seq')!r} has no probs: cannot build its turn")
         out = []
+        start = float(record["start_s"])
+        for other in [ch for ch, t in self._open.items() if ch != channel and start >= t.end_s]:
+            out.append(self._close(other))  # hand-over: the other side spoke after this turn ended
         cur = self._open.get(channel)
         if cur is not None and float(record["start_s"]) - cur.end_s > self.gap_s:
             out.append(self._close(channel))
