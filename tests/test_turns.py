@@ -259,7 +259,7 @@ def test_embedded_output_and_summary_carry_turns(stereo_call: Path, tiny_bundle_
     assert '<p class="turns">2 turn(s): ' in page and 'id="turn-count">4<' in page
     code, table, err = produce(args)
     assert code == 0, err
-    assert sum(" TURN " in line for line in table.splitlines()) == 3
+    assert sum(" TURN " in line for line in table.splitlines()) == 4
 
 
 def test_turns_of_a_calibrated_model_are_flagged_on_its_threshold(stereo_call: Path, speaker_bundle_dir: Path) -> None:
