@@ -11,8 +11,8 @@
 - **turn accuracy**: the same for ``kind == "turn"`` records (workers.turns).
 - **latency**: for ``ser-produce --realtime`` output, whose records carry ``wall_s`` (when the
   record came out, in seconds on the call's clock): per covered utterance, the ``wall_s`` of the
-  last record overlapping it minus the utterance's true end (p50/p95). Without ``wall_s``: not
-  measurable.
+  first record whose span contains the utterance's true end (else the last record overlapping it)
+  minus that end (p50/p95). Without ``wall_s``: not measurable.
 """
 
 from __future__ import annotations
@@ -119,11 +119,13 @@ def score(truth: dict[str, Any], records: list[dict[str, Any]], *, channel_names
     seg = _label_records(results, utts, events)
     lat = []
     for u, c in zip(utts, covered, strict=True):
-        walls = [float(r["wall_s"]) for r in results if c and r["channel"] == u["channel"]
-                 and isinstance(r.get("wall_s"), (int, float)) and overlap(r["start_s"], r["end_s"], u["start_s"],
-                                                                           u["end_s"]) > 0]
-        if walls:
-            lat.append(max(walls) - u["end_s"])
+        mine = [r for r in results if c and r["channel"] == u["channel"] and isinstance(r.get("wall_s"), (int, float))
+                and overlap(r["start_s"], r["end_s"], u["start_s"], u["end_s"]) > 0]
+        at_end = [float(r["wall_s"]) for r in mine if r["start_s"] <= u["end_s"] <= r["end_s"]]
+        if at_end:  # the first record that heard the utterance end
+            lat.append(min(at_end) - u["end_s"])
+        elif mine:  # no record reaches the end: the last one that heard any of it
+            lat.append(max(float(r["wall_s"]) for r in mine) - u["end_s"])
     return {
         "models": sorted({str(r["model"]) for r in recs if r.get("model")}),
         "utterances": len(utts), "coverage": float(np.mean(covered)) if covered else float("nan"),

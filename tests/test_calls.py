@@ -216,9 +216,10 @@ def test_score_turns_and_latency() -> None:
             {**rec("agent", 6, 9, "happy"), "wall_s": 11.5}]
     s = callscore.score(TRUTH, recs)
     assert s["turns"]["matched"] == 2 and s["turns"]["accuracy"] == 1.0  # happy overlaps C most (2.5 > 2)
-    # per covered utterance: the last record's wall clock minus the utterance's end (A: 4.0 - 3.0; C: 11.5 - 9.5)
-    assert s["latency"]["p50_s"] == pytest.approx(1.5) and s["latency"]["n"] == 2
-    assert s["latency"]["p95_s"] == pytest.approx(1.0 + 0.95 * 1.0)
+    # per covered utterance: the first record holding its end (A ends at 3.0: 3.5 - 3.0), else the last
+    # record overlapping it (C ends at 9.5, no record reaches it: 11.5 - 9.5)
+    assert s["latency"]["p50_s"] == pytest.approx(1.25) and s["latency"]["n"] == 2
+    assert s["latency"]["p95_s"] == pytest.approx(0.5 + 0.95 * 1.5)
 
 
 def test_cli_make_and_score(corpus: Path, tmp_path: Path) -> None:
