@@ -173,3 +173,17 @@ def test_spec_round_trips_silero_and_reads_old_energy_specs(tmp_path) -> None:  
     (tmp_path / "b" / "spec.json").write_text(json.dumps(data))
     with pytest.raises(BundleError, match="vad.threshold"):
         load_bundle(tmp_path / "b")
+
+
+def test_noise_floor_gate_saves_network_runs_and_still_hears_speech() -> None:
+    floor = sl.noise(6.0, seed=3, level_dbfs=-55)  # a loud line, above the absolute floor (-60 dBFS)
+    y = floor.copy()
+    y[int(3.0 * SR) : int(4.5 * SR)] += sl.vowels(1.5, seed=4, level_dbfs=-30)
+    gated = VadStream(channels=1, sr=SR, params=PRM)
+    p = gated.feed(y[None, :])[0]
+    ungated = VadStream(channels=1, sr=SR, params=SileroParams(gate_db=0.0))
+    ungated.feed(y[None, :])
+    assert PRM.gate_db == 10.0 and ungated.network_runs == ungated.windows
+    assert gated.network_runs < 0.5 * gated.windows  # the noise alone never reaches the network
+    assert (p[int(3.2 * SR) // 256 : int(4.4 * SR) // 256] >= PRM.threshold).mean() > 0.5
+    assert not p[: int(2.8 * SR) // 256].any()
