@@ -210,10 +210,24 @@ def render_card(spec_dict: dict[str, Any], *, command: str) -> str:
 
         seeds_text = ("\n## Figures over training seeds (what counts)\n\n" + markdown(summary) + "\n\n"
                       + summary_targets(summary) + "\n")
+    vad = spec_dict.get("vad", {})
+    if vad.get("kind") == "silero":
+        cut = (f"utterance-aligned segments of 8 kHz audio: Silero VAD (on at p ≥ {vad.get('threshold')}, "
+               f"off after {vad.get('min_silence_s')} s below {vad.get('off_threshold')}), onset − "
+               f"{vad.get('pre_roll_s')} s to end + {vad.get('hangover_s')} s, at least "
+               f"{spec_dict['segment']['min_s']} s, 3 s windows every {spec_dict['segment']['hop_s']} s inside "
+               "longer utterances, zero-padded to 3 s (`models.utterances`; "
+               "training cuts its clips to their speech with the same function)")
+        clip_rule = "its utterance segments"
+        path = "decode → Silero VAD → utterance segments"
+    else:
+        cut = "3 s windows of 8 kHz audio"
+        clip_rule = "its voiced 3 s segments"
+        path = "decode → 3 s segments → VAD"
     return f"""# {spec_dict['name']} {spec_dict['version']} — speech emotion recognition (CNN-BiLSTM, ONNX)
 
-Classifies speech into **{labels}** from 3 s windows of 8 kHz audio (log-mel, 64 bands,
-50–4000 Hz). A clip's label is the argmax of the mean probability over its voiced 3 s segments
+Classifies speech into **{labels}** from {cut} (log-mel, 64 bands, 50–4000 Hz). A clip's label is
+the argmax of the mean probability over {clip_rule}
 (`models.runtime.EmotionModel.predict_clip`). Intended domain: narrow-band call-centre audio.
 
 ## Model
@@ -250,7 +264,7 @@ SpecAugment masks, label smoothing {cfg.get('label_smoothing')}, Adam (lr {cfg.g
 Wall time (decode, train, export) {tr.get('wall_time_min')} min on {tr.get('machine', '?')}{_decode(tr)}.
 
 Evaluation: `ser-train evaluate` over every held-out test speaker's file through the full serving
-path (decode → 3 s segments → VAD → log-mel → normalise → ONNX → mean), open-set argmax over all
+path ({path} → log-mel → normalise → ONNX → mean), open-set argmax over all
 {len(spec_dict['labels'])} labels. UAR = mean recall over the labels present in that corpus; WA =
 accuracy; macro-F1 over the labels present. *telephone* = the same clips through a 300–3400 Hz band
 limit and 8-bit mu-law (G.711-like) before classification.
