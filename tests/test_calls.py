@@ -307,3 +307,28 @@ def test_clip_scores_source_and_oracle(groups: dict[str, list], tmp_path: Path, 
         assert 0.0 <= part["accuracy"] <= 1.0 and 0.0 <= part["uar"] <= 1.0
     lines = callscore.summary_lines(callscore.score(truth, []), c)
     assert lines[1].startswith("coverage: 0.000 of 4") and "oracle segmentation" in lines[-1]
+
+
+def test_segscore_scores_the_segmenter_on_a_generated_call(tmp_path: Path, silero_bundle_dir: Path) -> None:
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from bench import segscore
+    from bench.speechlike import noise, vowels
+
+    y = np.stack([noise(8.0, seed=c, level_dbfs=-70) for c in (0, 1)])
+    y[0, 8000 : 8000 + 12000] += vowels(1.5, seed=1)
+    y[1, 40000 : 40000 + 12000] += vowels(1.5, seed=2)
+    call = tmp_path / "c"
+    call.mkdir()
+    sf.write(call / "call.wav", y.T, 8000, subtype="PCM_16")
+    truth = {"channels": ["agent", "customer"], "duration_s": 8.0, "events": [], "utterances": [
+        {"channel": "agent", "role": "agent", "start_s": 1.0, "end_s": 2.5, "label": "neutral"},
+        {"channel": "customer", "role": "customer", "start_s": 5.0, "end_s": 6.5, "label": "neutral"}]}
+    (call / "call.json").write_text(json.dumps(truth))
+    r = CliRunner().invoke(segscore.main, [str(call), "--model", str(silero_bundle_dir)])
+    assert r.exit_code == 0, r.output
+    assert "c: coverage 1.000, 2 segments, false 0" in r.output and "ms CPU per channel-second" in r.output
+    r = CliRunner().invoke(segscore.main, [str(call), "--model", str(silero_bundle_dir), "--threshold", "0.99",
+                                           "--off", "0.98"])
+    assert "c: coverage 0.000, 0 segments" in r.output
