@@ -53,13 +53,23 @@ class FeatureParams:
 
 @dataclass(frozen=True)
 class SegmentParams:
-    """How audio is cut: windows of ``window_s`` every ``hop_s``; a tail shorter than ``min_s`` is dropped."""
+    """How audio is cut: windows of ``window_s`` every ``hop_s``; a tail shorter than ``min_s`` is dropped
+    (fixed windows), or the shortest segment (utterance segments, :mod:`models.utterances`).
+
+    ``pad``: how speech shorter than the window becomes the model's fixed-length input. The one rule
+    (``"end"``): the real samples first, then zeros up to ``window_s`` — what the last window of
+    :func:`segment`, utterance segments and the training examples (``training.augment.crop_or_pad``)
+    all do, so the network learned exactly the padding it is served.
+    """
 
     window_s: float = 3.0
     hop_s: float = 3.0
     min_s: float = 0.5
+    pad: str = "end"
 
     def __post_init__(self) -> None:
+        if self.pad != "end":
+            raise ParameterError(f"segment.pad={self.pad!r} is not one this code knows ('end'); upgrade ser-stream")
         if not 0 < self.min_s <= self.window_s:
             raise ParameterError(f"segment.min_s={self.min_s!r} must be in (0, window_s={self.window_s!r}]")
         if not 0 < self.hop_s <= self.window_s:

@@ -165,6 +165,11 @@ def test_spec_round_trips_silero_and_reads_old_energy_specs(tmp_path) -> None:  
     b = write_bundle(tmp_path / "b", onnx_bytes=tiny_onnx(spec), spec=spec)
     data = json.loads((tmp_path / "b" / "spec.json").read_text())
     assert data["format"] == 3 and data["vad"]["kind"] == "silero" and b.spec.vad == SileroParams(min_silence_s=0.8)
+    assert data["segment"]["pad"] == "end"  # the variable-length rule, recorded in the spec
+    del data["segment"]["pad"]
+    assert Spec.from_dict(data).segment.pad == "end"  # older specs padded the same way
+    with pytest.raises(BundleError, match="segment.pad='centre'"):
+        Spec.from_dict({**data, "segment": {**data["segment"], "pad": "centre"}})
     old = tiny_spec()
     assert isinstance(Spec.from_dict({**old.to_dict(), "format": 2}).vad, type(old.vad))
     with pytest.raises(BundleError, match="vad.kind 'webrtc'"):
