@@ -159,7 +159,7 @@ def test_spec_format_1_bundles_still_load_and_mismatches_fail(speaker_bundle, ti
     (plain / "spec.json").write_text(json.dumps(data))
     with pytest.raises(BundleError, match="declares only 'features'"):
         EmotionModel(plain)
-    data["format"] = 3
+    data["format"] = 99
     (plain / "spec.json").write_text(json.dumps(data))
     with pytest.raises(BundleError, match="upgrade ser-stream"):
         load_bundle(plain)
