@@ -76,6 +76,16 @@ def silero_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def silero_speaker_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Utterance segments and per-speaker statistics (the shipped model's inputs since 2.0.0)."""
+    from tinybundle import make_tiny_bundle
+
+    path = tmp_path_factory.mktemp("bundle") / "silero-speaker"
+    make_tiny_bundle(path, vad="silero", speaker=True)
+    return path
+
+
 #: Utterances of :func:`speech_call` (channel, start s, seconds): ch1's second one is long (cut into
 #: overlapping windows), the rest are single segments.
 SPEECH_CALL = ((0, 0.5, 1.4), (1, 2.4, 1.2), (0, 4.1, 1.0), (1, 5.6, 5.0), (0, 11.2, 1.5))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 from conftest import SPEECH_CALL
 from test_pipeline_redis import embedded, producer_proc, records, worker_proc
@@ -43,9 +44,11 @@ def test_records_follow_the_utterances(stereo_speech_call: Path, silero_bundle_d
     assert "speech segment(s)" in err and "s of speech" in err
 
 
-def test_file_wav_stream_and_raw_pcm_give_the_same_utterance_records(stereo_speech_call: Path,
-                                                                      silero_bundle_dir: Path) -> None:
-    common = ["--model", str(silero_bundle_dir), "--format", "jsonl", "--stream-id", "same", "--batch", "3"]
+@pytest.mark.parametrize("bundle", ["silero_bundle_dir", "silero_speaker_bundle_dir"])
+def test_file_wav_stream_and_raw_pcm_give_the_same_utterance_records(stereo_speech_call: Path, bundle: str,
+                                                                      request: pytest.FixtureRequest) -> None:
+    model = str(request.getfixturevalue(bundle))
+    common = ["--model", model, "--format", "jsonl", "--stream-id", "same", "--batch", "3"]
     _, from_file, _ = produce([str(stereo_speech_call), *common])
     code, from_wav, err = produce(["-", *common], input=wav_stream_bytes(stereo_speech_call))
     assert code == 0, err
@@ -57,9 +60,11 @@ def test_file_wav_stream_and_raw_pcm_give_the_same_utterance_records(stereo_spee
     assert a == b == c and len(a) >= 5
 
 
-def test_distributed_equals_embedded_with_utterances(redis_url: str, stereo_speech_call: Path,
-                                                     silero_bundle_dir: Path) -> None:
-    args = [str(stereo_speech_call), "--model", str(silero_bundle_dir), *ARGS, "--stream-id", "utt1"]
+@pytest.mark.parametrize("bundle", ["silero_bundle_dir", "silero_speaker_bundle_dir"])
+def test_distributed_equals_embedded_with_utterances(redis_url: str, stereo_speech_call: Path, bundle: str,
+                                                     request: pytest.FixtureRequest) -> None:
+    silero_bundle_dir = request.getfixturevalue(bundle)
+    args = [str(stereo_speech_call), "--model", str(silero_bundle_dir), *ARGS, "--stream-id", f"utt-{bundle}"]
     code, emb_out, emb_err = embedded(args)
     assert code == 0, emb_err
     prod = producer_proc(redis_url, *args)
