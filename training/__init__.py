@@ -4,7 +4,7 @@
 #: version for every model shipped, so that a worker pool never mixes two models under one id.
 #: Kept here, free of heavy imports, so that ``ser-train --help`` shows them without loading scipy.
 MODEL_NAME = "ser-cnn-lstm"
-MODEL_VERSION = "1.3.0"
+MODEL_VERSION = "2.0.0"
 
 #: How corpora share a label in the balanced sampler (``training.train.sampling_weights``).
 CORPUS_SHARES = ("equal", "sqrt-speakers")

@@ -112,9 +112,9 @@ def main(ctx: click.Context) -> None:
 @click.option("--spectrum-coefs", default=0, show_default=True, type=click.IntRange(0, 32),
               help="Feed the head this many DCT coefficients of each segment's average spectrum "
                    "(its tilt, which the in-graph band normalisation removes); 0 = off.")
-@click.option("--speaker-stats/--no-speaker-stats", default=False, show_default=True,
+@click.option("--speaker-stats/--no-speaker-stats", default=True, show_default=True,
               help="Give the model each speaker's running feature statistics (models.speaker) as a second input "
-                   "(the v2 experiment; docs/training.md).")
+                   "(the shipped model since 2.0.0; docs/training.md).")
 @click.option("--vad", "vad", type=click.Choice(["silero", "energy"]), default="silero", show_default=True,
               help="silero: Silero VAD and utterance-aligned segments (models.utterances), training clips cut "
                    "to their speech as serving cuts a call; energy: the 1.x energy gate and fixed 3 s windows.")
