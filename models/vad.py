@@ -46,7 +46,7 @@ STATE_SHAPE = (2, 128)  # (2, batch, 128) in the graph
 #: Documented defaults (docs/vad.md "Recommendation"; tuned on the call simulator, docs/vad.md).
 DEFAULT_THRESHOLD = 0.3  # speech starts at p >= threshold ...
 DEFAULT_OFF_THRESHOLD = 0.2  # ... and ends after min_silence_s of p < off_threshold
-DEFAULT_MIN_SILENCE_S = 0.4  # a pause this long ends an utterance (shorter ones are inside it)
+DEFAULT_MIN_SILENCE_S = 0.3  # a pause this long ends an utterance (shorter ones are inside it)
 DEFAULT_MIN_SPEECH_S = 0.25  # shorter detections are dropped (clicks, blips)
 DEFAULT_PRE_ROLL_S = 0.2  # audio kept before the detected onset
 DEFAULT_HANGOVER_S = 0.3  # audio kept after the detected end
