@@ -75,9 +75,7 @@ class UtteranceCutter:
         sec = lambda s: int(round(s * sr))  # noqa: E731
         self.pre, self.hang = sec(params.pre_roll_s), sec(params.hangover_s)
         self.min_speech, self.min_tail = sec(params.min_speech_s), sec(MIN_TAIL_S)
-        self.silence_windows = max(1, -(-sec(params.min_silence_s) // self.w))
-        if self.min_len > self.window:
-            raise ParameterError(f"segment.min_s must not exceed window_s, got {segment}")
+        self.silence_windows = max(1, -(-sec(params.min_silence_s) // self.w))  # (SegmentParams: min_s <= window_s)
         self._ch = [_Channel() for _ in range(channels)]
         self._buf = np.zeros((channels, 0), dtype=np.float32)
         self._buf_start = 0

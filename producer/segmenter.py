@@ -22,7 +22,7 @@ import numpy as np
 import soxr
 
 from models.bundle import Spec
-from models.utterances import UtteranceCutter
+from models.utterances import Utterance, UtteranceCutter
 from models.vad import SileroParams
 
 
@@ -73,7 +73,7 @@ class UtteranceSegmenter(_Resampling):
     def samples_seen(self) -> int:
         return self.cutter.samples_seen
 
-    def _cuts(self, found: list) -> list[Cut]:  # type: ignore[type-arg]
+    def _cuts(self, found: list[Utterance]) -> list[Cut]:
         out = []
         for u in found:
             out.append(Cut(self._seq, u.start, u.end, u.samples[None, :], u.channel, u.speech_start, u.speech_end))

@@ -151,7 +151,7 @@ class CallSession:
                 st = self.stats[c.channel]
                 st.cut += 1
                 st.speech_s += (c.speech_end - c.speech_start) / sr
-                self._enqueue(st, c, c.samples, c.start / sr, c.end / sr)
+                self._enqueue(st, c, c.samples)
                 continue
             mask = voiced(segments=c.samples, sr=sr, params=self.spec.vad)  # type: ignore[arg-type]
             for i, st in enumerate(self.stats):
@@ -159,17 +159,18 @@ class CallSession:
                 if not mask[i]:
                     st.skipped += 1
                     continue
-                self._enqueue(st, c, c.samples[i : i + 1], c.start / sr, c.end / sr)
+                self._enqueue(st, c, c.samples[i : i + 1])
         skipped = sum(st.skipped for st in self.stats) - skipped
         self.metrics.skipped_silence(segments=skipped, seconds=skipped * self.spec.segment.hop_s)
 
-    def _enqueue(self, st: ChannelStats, c: Cut, samples: np.ndarray, start_s: float, end_s: float) -> None:
-        """Send one channel's segment ``samples`` ``(1, window)``; records carry ``start_s``/``end_s``."""
+    def _enqueue(self, st: ChannelStats, c: Cut, samples: np.ndarray) -> None:
+        """Send one channel's segment ``samples`` ``(1, window)``; its records carry the cut's extent."""
         st.sent += 1
         self.collector.expect(st.name, c.seq)
         vec = (self.tracker.update(st.name, samples, valid=np.array([c.end - c.start]))[0]
                if self.tracker is not None else None)
-        batch = self.batcher.add(st.name, c.seq, start_s, end_s, samples[0], vec)
+        sr = self.spec.sample_rate
+        batch = self.batcher.add(st.name, c.seq, c.start / sr, c.end / sr, samples[0], vec)
         if batch is not None:
             self._send(batch)
 
