@@ -150,7 +150,8 @@ class CallSession:
             if c.channel is not None:  # one channel's utterance segment: the VAD already heard speech
                 st = self.stats[c.channel]
                 st.cut += 1
-                st.speech_s += (c.speech_end - c.speech_start) / sr
+                st.speech_s += max(0, c.speech_end - max(c.speech_start, st.speech_until)) / sr
+                st.speech_until = max(st.speech_until, c.speech_end)
                 self._enqueue(st, c, c.samples)
                 continue
             mask = voiced(segments=c.samples, sr=sr, params=self.spec.vad)  # type: ignore[arg-type]

@@ -30,7 +30,8 @@ class ChannelStats:
     cut: int = 0
     sent: int = 0
     skipped: int = 0
-    speech_s: float = 0.0  # utterance segments: seconds of detected speech sent
+    speech_s: float = 0.0  # utterance segments: seconds of detected speech sent (overlaps counted once)
+    speech_until: int = 0  # end (samples) of the speech counted so far: a long utterance's windows overlap
 
 
 def channel_lines(stats: ChannelStats, summary: ChannelSummary | None, *, hop_s: float) -> list[str]:

@@ -5,6 +5,7 @@ a WAV stream and raw PCM on stdin, and distributed output equal to embedded outp
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,14 @@ def test_records_follow_the_utterances(stereo_speech_call: Path, silero_bundle_d
     assert all(r["end_s"] - r["start_s"] <= 3.0 + 1e-6 for r in recs)
     assert [r["seq"] for r in recs] == sorted(r["seq"] for r in recs)
     assert "speech segment(s)" in err and "s of speech" in err
+    for ch, got in chans.items():  # speech seconds count a long utterance's overlapping windows once
+        spans, union = sorted((r["start_s"], r["end_s"]) for r in got), 0.0
+        reach = -1.0
+        for a, b in spans:
+            union += max(0.0, b - max(a, reach))
+            reach = max(reach, b)
+        speech = float(re.search(rf"{ch}: \d+ speech segment\(s\), ([\d.]+) s of speech", err).group(1))
+        assert 0 < speech <= union + 0.05, (ch, speech, union)
 
 
 @pytest.mark.parametrize("bundle", ["silero_bundle_dir", "silero_speaker_bundle_dir"])
