@@ -119,19 +119,12 @@ def write_noise_wav(path: Path, *, seconds: float, rate: int, channels: int = 2,
 def write_speech_wav(path: Path, *, seconds: float, rate: int, seed: int = 1) -> None:
     """A stereo call of speech-like bursts (:mod:`bench.speechlike`) for bundles with the Silero VAD:
     on each channel, 1.8 s utterances with 0.6 s pauses (about one segment per 2.4 s per channel)."""
-    import soundfile as sf
-    import soxr
-
-    from bench.speechlike import noise, vowels
+    from bench.speechlike import stereo, write_wav
 
     n = int(seconds * 8000)
-    y = np.stack([noise(n / 8000, seed=seed + c, level_dbfs=-70) for c in (0, 1)])
-    for c in (0, 1):
-        for k, a in enumerate(range(int((0.3 + 1.2 * c) * 8000), n - 1, int(2.4 * 8000))):
-            v = vowels(1.8, seed=seed + 1000 * c + k)[: n - a]
-            y[c, a : a + len(v)] += v
-    out = soxr.resample(y.T, 8000, rate) if rate != 8000 else y.T
-    sf.write(str(path), np.clip(out, -1, 1), rate, subtype="PCM_16")
+    utts = [(c, a, 1.8, seed + 1000 * c + k) for c in (0, 1)
+            for k, a in enumerate(range(int((0.3 + 1.2 * c) * 8000), n - 1, int(2.4 * 8000)))]
+    write_wav(path, stereo(n / 8000, utts, floor_seed=seed), sr=rate)
 
 
 def producer_run(url: str, queue: str, model_dir: str, wav: Path, *, batch: int, stream_id: str) -> tuple[int, float]:

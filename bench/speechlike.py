@@ -81,3 +81,26 @@ def call(parts: list[tuple[str, float]], *, seed: int = 0, floor_dbfs: float = -
         pos += sec
     y = np.concatenate(ys)
     return y + noise(len(y) / SR, seed=seed + 99, level_dbfs=floor_dbfs), spans
+
+
+def stereo(seconds: float, utterances: list[tuple[int, int, float, int]], *, floor_seed: int = 0,
+           floor_dbfs: float = -70.0) -> np.ndarray:
+    """A two-channel call ``(2, round(seconds * SR))`` float32: each channel's noise floor (seeded
+    ``floor_seed + channel``) plus ``utterances`` ``(channel, start sample, seconds, seed)`` of
+    :func:`vowels` (cut at the call's end)."""
+    y = np.stack([noise(seconds, seed=floor_seed + c, level_dbfs=floor_dbfs) for c in (0, 1)])
+    n = y.shape[1]
+    for c, a, sec, seed in utterances:
+        v = vowels(sec, seed=seed)[: max(0, n - a)]
+        y[c, a : a + len(v)] += v
+    return y
+
+
+def write_wav(path: object, y: np.ndarray, *, sr: int = SR) -> np.ndarray:
+    """Write ``(channels, n)`` audio at :data:`SR` as 16-bit PCM at ``sr`` (soxr); returns what was written."""
+    import soundfile as sf
+    import soxr
+
+    out = soxr.resample(y.T, SR, sr) if sr != SR else y.T
+    sf.write(str(path), np.clip(out, -1, 1), sr, subtype="PCM_16")
+    return np.asarray(out)

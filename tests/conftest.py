@@ -94,22 +94,11 @@ SPEECH_CALL = ((0, 0.5, 1.4), (1, 2.4, 1.2), (0, 4.1, 1.0), (1, 5.6, 5.0), (0, 1
 def speech_call(path: Path, *, sr: int = 16000, seed: int = 0) -> Path:
     """A seeded stereo 16-bit WAV of speech-like bursts (bench/speechlike.py) taking turns, over a
     -70 dBFS floor: the utterances of :data:`SPEECH_CALL`, 13 s in all."""
-    import numpy as np
-    import soundfile as sf
-    import soxr
+    from bench.speechlike import stereo, write_wav
 
-    from bench.speechlike import noise, vowels
-
-    rate = 8000
-    n = int(13.0 * rate)
-    y = np.stack([noise(13.0, seed=seed + c, level_dbfs=-70) for c in (0, 1)])
-    for k, (c, start, sec) in enumerate(SPEECH_CALL):
-        a = int(start * rate)
-        v = vowels(sec, seed=seed + 10 + k)
-        y[c, a : a + len(v)] += v
-    out = soxr.resample(y.T, rate, sr) if sr != rate else y.T
-    sf.write(path, np.clip(out, -1, 1), sr, subtype="PCM_16")
-    assert len(out) >= n * sr // rate - 1
+    utts = [(c, int(start * 8000), sec, seed + 10 + k) for k, (c, start, sec) in enumerate(SPEECH_CALL)]
+    out = write_wav(path, stereo(13.0, utts, floor_seed=seed), sr=sr)
+    assert len(out) >= int(13.0 * 8000) * sr // 8000 - 1
     return path
 
 

@@ -9,13 +9,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
 from test_gateway import TWILIO_TOKEN, gateway_pool, results, wait_ended
 
 from bench.platforms import connect, twilio_messages, twilio_signature, ulaw_encode
-from bench.speechlike import noise, vowels
+from bench.speechlike import stereo
 from gateway.audio import ulaw_decode
 from models.bundle import load_bundle
 from models.utterances import utterance_segments
@@ -32,10 +31,7 @@ def silero_pool(tmp_path_factory: pytest.TempPathFactory, silero_bundle_dir: Pat
 
 def test_twilio_records_are_the_utterance_segments(silero_pool: tuple[str, str], silero_bundle_dir: Path) -> None:
     url, host = silero_pool
-    y = np.stack([noise(10.0, seed=c, level_dbfs=-70) for c in (0, 1)])
-    for k, (c, start, sec) in enumerate(UTTERANCES):
-        v = vowels(sec, seed=30 + k)
-        y[c, int(start * 8000) : int(start * 8000) + len(v)] += v
+    y = stereo(10.0, [(c, int(start * 8000), sec, 30 + k) for k, (c, start, sec) in enumerate(UTTERANCES)])
     call_sid = "CA" + uuid.uuid4().hex
 
     async def run() -> None:
