@@ -313,9 +313,11 @@ def test_help_short_option_and_a_serving_install_gets_one_line(monkeypatch: pyte
     assert "Traceback" not in result.output
 
 
-def test_calibrate_fits_on_the_bundles_validation_speakers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("speaker", [False, True])
+def test_calibrate_fits_on_the_bundles_validation_speakers(tmp_path: Path, speaker: bool) -> None:
     """``ser-train calibrate`` scores the bundle's own validation speakers through the serving path and
-    writes a calibrated bundle under the new version: same ONNX, temperature and threshold in the spec."""
+    writes a calibrated bundle under the new version: same ONNX, temperature and threshold in the spec
+    (a speaker model hears each clip with other clips of its speaker)."""
     from dataclasses import replace
 
     from tinybundle import tiny_onnx, tiny_spec
@@ -324,7 +326,7 @@ def test_calibrate_fits_on_the_bundles_validation_speakers(tmp_path: Path) -> No
     from models.runtime import EmotionModel
 
     data = _make_cremad(tmp_path / "cremad")
-    spec = tiny_spec(labels=("neutral", "happy", "sad", "angry", "fearful", "disgust"))
+    spec = tiny_spec(labels=("neutral", "happy", "sad", "angry", "fearful", "disgust"), speaker=speaker)
     split = {"mode": "speaker", "seed": 1, "speakers": {"train": ["cremad:1001"], "test": ["cremad:1006"],
                                                         "val": ["cremad:1004", "cremad:1005"]}}
     spec = replace(spec, info={**spec.info, "training": {"split": split}})

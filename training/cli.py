@@ -398,9 +398,10 @@ def export(run_dir: Path, bundle: Path) -> None:
 
 
 def _register_report_commands() -> None:
-    from training.cli_report import calibrate, card, summarize
+    from training.cli_report import calibrate, card, ensemble, summarize
 
     main.add_command(card)
+    main.add_command(ensemble)
     main.add_command(summarize)
     main.add_command(calibrate)
 

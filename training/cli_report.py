@@ -93,6 +93,30 @@ def summarize(runs: tuple[Path, ...], loco: tuple[Path, ...], bundle: Path | Non
 
 
 @click.command()
+@click.option("--bundle", "bundles", multiple=True, required=True,
+              type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="A member bundle (a training seed of one recipe); repeatable, at least 2. The first one's "
+                   "spec (normalisation, speaker prior, split) is the ensemble's.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Where to write the ensemble.")
+@click.option("--model-version", required=True, help="The ensemble's version: it is a new model.")
+def ensemble(bundles: tuple[Path, ...], out_dir: Path, model_version: str) -> None:
+    """Average the members' probabilities in one ONNX graph (training.ensemble); uncalibrated: run
+    `ser-train calibrate` on the result."""
+    from models.bundle import load_bundle, write_bundle
+    from training.card import render_card
+    from training.ensemble import ensemble as merge
+
+    try:
+        onnx_bytes, spec = merge([load_bundle(b) for b in bundles], version=model_version)
+    except SERError as exc:
+        raise click.ClickException(f"cannot merge: {exc}") from None
+    command = "ser-train ensemble " + " ".join(f"--bundle {b}" for b in bundles)
+    write_bundle(out_dir, onnx_bytes=onnx_bytes, spec=spec, card=render_card(spec.to_dict(), command=command))
+    click.echo(f"ensemble {spec.model_id} of {len(bundles)} bundles written to {out_dir} "
+               f"({len(onnx_bytes) / 1e6:.1f} MB; not calibrated)")
+
+
+@click.command()
 @click.option("--model", "model_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
               help="The bundle to calibrate (its spec records the speaker split it was trained on).")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Folder holding the corpora.")
@@ -102,17 +126,20 @@ def summarize(runs: tuple[Path, ...], loco: tuple[Path, ...], bundle: Path | Non
 def calibrate(model_dir: Path, data_root: Path | None, data: tuple[str, ...], out_dir: Path,
               model_version: str) -> None:
     """Fit temperature scaling and the uncertain threshold on the bundle's own validation speakers,
-    through the serving path (one record per 3 s segment, as served), and write a calibrated bundle."""
+    through the serving path (one record per segment, as served; a speaker model hears each clip with
+    6 other clips of its speaker, chosen without labels), and write a calibrated bundle."""
     from dataclasses import replace
 
     import numpy as np
 
     from models.bundle import ONNX_FILE, write_bundle
     from models.runtime import EmotionModel
+    from models.speaker import stats_vector
     from training.calibrate import calibrate as fit_calibration
     from training.card import render_card
     from training.cli import _load_items
     from training.data import load_wave
+    from training.evaluate import HISTORY_CLIPS
     from training.split import read_split
 
     try:
@@ -124,10 +151,21 @@ def calibrate(model_dir: Path, data_root: Path | None, data: tuple[str, ...], ou
     items = [i for i in _load_items(data, data_root, em.labels) if i.speaker in val]
     if not items:
         raise click.ClickException(f"no clips of {model_dir}'s validation speakers in the data given")
-    probs, labels = [], []
+    clips = []  # (item, features, the clip's own voiced-frame sums or None)
     for it in items:
         segs = em._segments(load_wave(it.path, sr=em.spec.sample_rate))
-        p = em.predict_features(em.features(segs), calibrated=False)
+        x = em.features(segs)
+        clips.append((it, x, em.frame_sums(segs, x).sum(axis=0) if em.uses_speaker else None))
+    rng = np.random.default_rng(0)
+    probs, labels = [], []
+    for k, (it, x, own) in enumerate(clips):
+        speaker = None
+        if own is not None and em.spec.speaker is not None:  # as served: the clip plus earlier speech
+            pool = [j for j, c in enumerate(clips) if c[0].speaker == it.speaker and j != k]
+            pick = rng.choice(len(pool), size=min(HISTORY_CLIPS, len(pool)), replace=False) if pool else []
+            sums = own + sum((clips[pool[int(j)]][2] for j in pick), np.zeros_like(own))
+            speaker = np.repeat(stats_vector(sums, em.spec.speaker)[None, :], len(x), axis=0)
+        p = em.predict_features(x, speaker, calibrated=False)
         probs.append(p)
         labels.extend([em.labels.index(it.label)] * len(p))
     cal, summary = fit_calibration(np.concatenate(probs), np.asarray(labels))
