@@ -45,15 +45,19 @@ def free_port() -> int:
 
 
 def call_audio(seconds: float, seed: int) -> bytes:
-    """Stereo int16: each channel talks in turns of 3-9 s with pauses, like two people."""
+    """Stereo int16: each channel talks (:func:`bench.speechlike.vowels`, which the Silero VAD hears as
+    speech) in turns of 3-9 s with pauses, like two people."""
+    from bench.speechlike import vowels
+
     rng = np.random.default_rng(seed)
     n = int(seconds * RATE)
     y = np.zeros((n, 2), dtype=np.float32)
     for ch in range(2):
         t = int(rng.uniform(0, 4) * RATE) + ch * 3 * RATE
         while t < n:
-            length = int(rng.uniform(3, 9) * RATE)
-            y[t : t + length, ch] = 0.2 * rng.standard_normal(min(length, n - t))
+            length = min(int(rng.uniform(3, 9) * RATE), n - t)
+            voice = vowels(length / RATE, seed=int(rng.integers(1 << 30)), f0=(140.0, 210.0)[ch], sr=RATE)
+            y[t : t + length, ch] = voice
             t += length + int(rng.uniform(2, 8) * RATE)
     return (np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
 
