@@ -3,7 +3,7 @@
 A producer is one short-lived process per call, so it serves no scrape endpoint of its own (and
 a Pushgateway would lose counts between calls pushing to one group). Instead each producer adds
 to a Redis hash (:data:`PRODUCER_METRICS_KEY`) on the Redis it already uses, and every worker
-pool's ``/metrics`` exports that hash on scrape (``workers.metrics.SerCollector``) as:
+pool's ``/metrics`` exports that hash on scrape (``workers.exporter.SerCollector``) as:
 
 * ``ser_producer_segments_total{outcome="enqueued"|"skipped_silence"}``
 * ``ser_producer_silence_seconds_total``: audio seconds skipped by the VAD gate

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from workers import exporter
 from workers import metrics as wm
 from workers.contract import DEFAULT_QUEUE, JOB_TIMEOUT_S
 
@@ -90,7 +91,7 @@ def test_crd_objects_are_well_formed() -> None:
     assert 0 <= so["minReplicaCount"] <= so["maxReplicaCount"]
     (trigger,) = so["triggers"]
     assert trigger["type"] == "redis"
-    assert trigger["metadata"]["listName"] == wm.queue_key(DEFAULT_QUEUE) == "rq:queue:ser"
+    assert trigger["metadata"]["listName"] == exporter.queue_key(DEFAULT_QUEUE) == "rq:queue:ser"
     assert int(trigger["metadata"]["listLength"]) > 0
     assert all(isinstance(v, str) for v in trigger["metadata"].values())  # KEDA metadata is map[string]string
     assert trigger["metadata"]["address"].startswith("redis.ser.svc")

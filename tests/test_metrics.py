@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from producer.metrics import PRODUCER_METRICS_KEY, ProducerMetrics
+from workers import exporter
 from workers import metrics as wm
 
 SEGMENTS_PER_CHILD = 3
@@ -123,7 +124,7 @@ def test_two_processes_are_summed_and_dead_ones_dropped(mp_dir: Path) -> None:
     pm.enqueued(5)
     pm.skipped_silence(2, 6.0)
     pm.call_done(ok=True)
-    server = wm.start_metrics_server(0, host="127.0.0.1", redis=redis, queue="ser", model_info=MODEL_INFO)
+    server = exporter.start_metrics_server(0, host="127.0.0.1", redis=redis, queue="ser", model_info=MODEL_INFO)
     children = [ctx.Process(target=_child, args=(go_away, i)) for i in range(2)]
     try:
         assert _get(server.url + "/healthz")[0] == 200
@@ -186,7 +187,7 @@ def test_two_processes_are_summed_and_dead_ones_dropped(mp_dir: Path) -> None:
 
 def test_readiness_callback_and_flag_flip() -> None:
     state = {"ready": False}
-    server = wm.start_metrics_server(0, host="127.0.0.1", ready=lambda: state["ready"])
+    server = exporter.start_metrics_server(0, host="127.0.0.1", ready=lambda: state["ready"])
     try:
         assert _get(server.url + "/readyz")[0] == 503
         state["ready"] = True
@@ -194,7 +195,7 @@ def test_readiness_callback_and_flag_flip() -> None:
         assert _get(server.url + "/nope")[0] == 404
     finally:
         server.close()
-    server = wm.start_metrics_server(0, host="127.0.0.1", redis=FakeRedis())
+    server = exporter.start_metrics_server(0, host="127.0.0.1", redis=FakeRedis())
     try:
         server.set_ready(True)
         assert _get(server.url + "/readyz")[0] == 200
@@ -238,7 +239,7 @@ def test_real_prometheus_scrapes_the_endpoint(tmp_path: Path, mp_dir: Path) -> N
     m.segment("ok", "happy")
     with m.stage("decode"):
         pass
-    server = wm.start_metrics_server(0, host="127.0.0.1", redis=FakeRedis(), queue="ser", model_info=MODEL_INFO)
+    server = exporter.start_metrics_server(0, host="127.0.0.1", redis=FakeRedis(), queue="ser", model_info=MODEL_INFO)
     prom_port = _free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -305,13 +306,13 @@ def test_metrics_server_binds_loopback_by_default_and_prints_the_address_it_boun
 
     from workers.cli import main as worker_main
 
-    server = wm.start_metrics_server(0)
+    server = exporter.start_metrics_server(0)
     try:
         assert server._httpd.server_address[0] == "127.0.0.1"
         assert server.url == f"http://127.0.0.1:{server.port}"
     finally:
         server.close()
-    server = wm.start_metrics_server(0, host="0.0.0.0")
+    server = exporter.start_metrics_server(0, host="0.0.0.0")
     try:
         assert server.url == f"http://0.0.0.0:{server.port}"  # not a loopback address it did not bind
         assert _get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200

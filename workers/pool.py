@@ -20,17 +20,17 @@ JOIN_POLL_S = 0.2
 
 
 def start_metrics(settings: WorkerSettings) -> tuple[Any, Any]:
-    """Start the /metrics server (all children summed) before any child; see workers.metrics."""
+    """Start the /metrics server (all children summed) before any child; see workers.exporter."""
     import redis
 
     from models.bundle import load_bundle
-    from workers import metrics
+    from workers import exporter, metrics
 
     mp_dir = metrics.setup_multiprocess_dir()  # exported: the spawned children inherit it
     spec = load_bundle(settings.model_dir).spec
     connection = redis.Redis.from_url(settings.redis_url)
-    server = metrics.start_metrics_server(int(settings.metrics_port or 0), redis=connection, queue=settings.queue,
-                                          model_info=spec, host=settings.metrics_host)
+    server = exporter.start_metrics_server(int(settings.metrics_port or 0), redis=connection, queue=settings.queue,
+                                           model_info=spec, host=settings.metrics_host)
     print(f"ser-worker: metrics at {server.url}/metrics", file=sys.stderr)  # the address really bound
     return server, mp_dir
 
