@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     err = proc.stderr.read().decode() if proc.stderr else ""
     proc.wait()
     print(f"exit {proc.returncode}; {err.strip().splitlines()[-1] if err.strip() else ''}")
-    late = [r for m, r in rows if m >= min(10, args.minutes / 2) and r > 0]
+    # after warm-up and while audio is still being fed (not the samples of a process that is exiting)
+    late = [r for m, r in rows if min(10, args.minutes / 2) <= m < args.minutes and r > 0]
     if late:
         span = args.minutes - min(10, args.minutes / 2)
         print(f"RSS after warm-up: min {min(late):.1f} MB, max {max(late):.1f} MB "
