@@ -35,6 +35,9 @@ ONNX_FILE = "model.onnx"
 CARD_FILE = "MODEL_CARD.md"
 #: The bundle shipped with the package (trained on ../shared/data; see its MODEL_CARD.md).
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default"
+#: Bundles shipped with the package, by name: ``--model ensemble`` (where no such directory exists
+#: in the working directory) loads ``models/ensemble`` of the installed package.
+PACKAGED_BUNDLES = ("default", "ensemble")
 
 
 @dataclass(frozen=True)
@@ -200,13 +203,16 @@ def sha256_file(path: Path) -> str:
 
 
 def load_bundle(path: str | Path | None = None) -> Bundle:
-    """Read and validate a bundle directory (default: :data:`DEFAULT_BUNDLE`).
+    """Read and validate a bundle directory (default: :data:`DEFAULT_BUNDLE`; a name of
+    :data:`PACKAGED_BUNDLES` that is not a directory here means the packaged bundle).
 
     Checks that ``spec.json`` parses and is complete, that ``model.onnx`` exists and matches the
     recorded sha256. The ONNX graph's shapes are checked against the spec when a session is made
     (:class:`models.runtime.EmotionModel`).
     """
     root = Path(path) if path is not None else DEFAULT_BUNDLE
+    if not root.is_dir() and str(path) in PACKAGED_BUNDLES:
+        root = DEFAULT_BUNDLE.parent / str(path)
     if not root.is_dir():
         raise BundleError(f"model bundle {root} is not a directory")
     spec_path, onnx_path = root / SPEC_FILE, root / ONNX_FILE

@@ -90,3 +90,18 @@ def test_onnx_shape_mismatch_fails_at_load(tmp_path):
     write_bundle(tmp_path, onnx_bytes=tiny_onnx(spec), spec=labels8)
     with pytest.raises(BundleError, match="labels"):
         EmotionModel(tmp_path)
+
+
+def test_packaged_bundle_names_resolve_unless_a_local_directory_has_the_name(tmp_path, monkeypatch):
+    from models.bundle import DEFAULT_BUNDLE
+
+    monkeypatch.chdir(tmp_path)
+    ens = load_bundle("ensemble")
+    assert ens.path == DEFAULT_BUNDLE.parent / "ensemble"
+    assert ens.spec.model_id != load_bundle().spec.model_id  # another model, under its own id
+    assert ens.spec.info["ensemble"]["members"][0]["onnx_sha256"] == load_bundle("default").spec.onnx_sha256
+    spec = tiny_spec()
+    write_bundle(tmp_path / "default", onnx_bytes=tiny_onnx(spec), spec=spec)
+    assert load_bundle("default").spec.model_id == "tiny-test@0.0.1"  # the local directory wins
+    with pytest.raises(BundleError, match="model bundle nothing-here is not a directory"):
+        load_bundle("nothing-here")
