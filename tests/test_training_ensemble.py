@@ -89,6 +89,7 @@ def test_cli_writes_a_loadable_bundle_and_says_why_it_cannot(tmp_path):
     assert res.exit_code == 0, res.output
     assert "not calibrated" in res.output
     assert load_bundle(tmp_path / "ens").spec.model_id == "tiny-test@2.1.0"
+    assert "**Ensemble** (`training.ensemble`): 2 networks" in (tmp_path / "ens" / "MODEL_CARD.md").read_text()
     res = CliRunner().invoke(ser_train, ["ensemble", "--bundle", str(members[0].path), "--out", str(tmp_path / "x"),
                                          "--model-version", "1"])
     assert res.exit_code == 1 and "cannot merge: an ensemble needs at least 2 bundles" in res.output

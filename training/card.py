@@ -203,6 +203,13 @@ def render_card(spec_dict: dict[str, Any], *, command: str) -> str:
     spectrum = (f", the first {cfg['spectrum_coefs']} DCT coefficients of its average spectrum (tilt)"
                 if cfg.get("spectrum_coefs") else "")
     speaker_text = _speaker_text(spec_dict)
+    members = spec_dict.get("ensemble", {}).get("members", [])
+    if members:
+        seeds = ", ".join(str(m.get("train_seed")) for m in members)
+        speaker_text += (f"\n**Ensemble** (`training.ensemble`): {len(members)} networks of this recipe (training "
+                         f"seeds {seeds}, all on the same speaker split) in one ONNX graph that averages their "
+                         "probabilities; each member keeps its own feature normalisation, mapped inside the graph. "
+                         f"It costs about {len(members)}× one network. The calibration below is the ensemble's own.\n")
     summary = spec_dict.get("evaluation_summary")
     seeds_text = ""
     if isinstance(summary, dict):
