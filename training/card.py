@@ -215,8 +215,11 @@ def render_card(spec_dict: dict[str, Any], *, command: str) -> str:
     if isinstance(summary, dict):
         from training.summary import markdown
 
-        seeds_text = ("\n## Figures over training seeds (what counts)\n\n" + markdown(summary) + "\n\n"
-                      + summary_targets(summary) + "\n")
+        head = ("\n## Figures over training seeds (what counts)\n\n" if not members else
+                f"\n## Figures of the ensemble (what counts)\n\nOne ensemble of {len(members)} training seeds, "
+                "evaluated as one model: the tables' seed columns describe that single run, and the seeds' own "
+                "spread is in the single model's card (models/default).\n\n")
+        seeds_text = head + markdown(summary) + "\n\n" + summary_targets(summary) + "\n"
     vad = spec_dict.get("vad", {})
     if vad.get("kind") == "silero":
         cut = (f"utterance-aligned segments of 8 kHz audio: Silero VAD (on at p ≥ {vad.get('threshold')}, "
