@@ -139,7 +139,7 @@ def calibrate(model_dir: Path, data_root: Path | None, data: tuple[str, ...], ou
     from training.card import render_card
     from training.cli import _load_items
     from training.data import load_wave
-    from training.evaluate import HISTORY_CLIPS
+    from training.evaluate import speaker_histories
     from training.split import read_split
 
     try:
@@ -156,15 +156,14 @@ def calibrate(model_dir: Path, data_root: Path | None, data: tuple[str, ...], ou
         segs = em._segments(load_wave(it.path, sr=em.spec.sample_rate))
         x = em.features(segs)
         clips.append((it, x, em.frame_sums(segs, x).sum(axis=0) if em.uses_speaker else None))
-    rng = np.random.default_rng(0)
+    sp = em.spec.speaker
+    hists = (speaker_histories([it.speaker for it, _, _ in clips], [own for _, _, own in clips],
+                               rng=np.random.default_rng(0)) if sp is not None else [])
     probs, labels = [], []
     for k, (it, x, own) in enumerate(clips):
         speaker = None
-        if own is not None and em.spec.speaker is not None:  # as served: the clip plus earlier speech
-            pool = [j for j, c in enumerate(clips) if c[0].speaker == it.speaker and j != k]
-            pick = rng.choice(len(pool), size=min(HISTORY_CLIPS, len(pool)), replace=False) if pool else []
-            sums = own + sum((clips[pool[int(j)]][2] for j in pick), np.zeros_like(own))
-            speaker = np.repeat(stats_vector(sums, em.spec.speaker)[None, :], len(x), axis=0)
+        if sp is not None and own is not None:  # as served: the clip plus earlier speech of its speaker
+            speaker = np.repeat(stats_vector(own + hists[k][0], sp)[None, :], len(x), axis=0)
         p = em.predict_features(x, speaker, calibrated=False)
         probs.append(p)
         labels.extend([em.labels.index(it.label)] * len(p))

@@ -75,6 +75,22 @@ def call_orders(items: list[Item], *, seed: int) -> list[list[int]]:
     return calls
 
 
+def speaker_histories(speakers: list[str], sums: list[np.ndarray], *, rng: np.random.Generator
+                      ) -> list[tuple[np.ndarray, int]]:
+    """The label-blind ``speaker`` history of each clip: the sum of the voiced-frame ``sums`` of
+    :data:`HISTORY_CLIPS` other clips of its speaker (fewer if the speaker has fewer), drawn with
+    ``rng``, and how many were drawn. The clip's own sums are not included."""
+    by_speaker: dict[str, list[int]] = {}
+    for k, spk in enumerate(speakers):
+        by_speaker.setdefault(spk, []).append(k)
+    out = []
+    for k, spk in enumerate(speakers):
+        pool = [j for j in by_speaker[spk] if j != k]
+        pick = rng.choice(len(pool), size=min(HISTORY_CLIPS, len(pool)), replace=False) if pool else []
+        out.append((sum((sums[pool[int(j)]] for j in pick), np.zeros_like(sums[k])), len(pick)))
+    return out
+
+
 def evaluate_items(model: EmotionModel, items: list[Item], *, telephone: bool = False, condition: str = "clean",
                    history: str = "none", seed: int = 0, progress: bool = True
                    ) -> tuple[list[dict[str, object]], list[tuple[str, str]]]:
@@ -103,13 +119,9 @@ def evaluate_items(model: EmotionModel, items: list[Item], *, telephone: bool = 
     if not use_history:
         jobs = [(k, None, 0) for k in waves]
     elif history == "speaker":
-        by_speaker: dict[str, list[int]] = {}
-        for k in waves:
-            by_speaker.setdefault(items[k].speaker, []).append(k)
-        for k in waves:
-            pool = [j for j in by_speaker[items[k].speaker] if j != k]
-            pick = rng.choice(len(pool), size=min(HISTORY_CLIPS, len(pool)), replace=False) if pool else []
-            jobs.append((k, sum((sums[pool[int(j)]] for j in pick), np.zeros_like(sums[k])), len(pick)))
+        keys = list(waves)
+        hists = speaker_histories([items[k].speaker for k in keys], [sums[k] for k in keys], rng=rng)
+        jobs = [(k, hist, n) for k, (hist, n) in zip(keys, hists, strict=True)]
     else:
         kept = [k for k in range(len(items)) if k in waves]
         for call in call_orders([items[k] for k in kept], seed=seed):
