@@ -122,9 +122,10 @@ def test_augmentation_only_in_training(monkeypatch: pytest.MonkeyPatch) -> None:
     val = train.ClipSet(store, [0, 1], items, spec, spec.norm_mean, spec.norm_std)
     assert calls == [] and val.x is not None and val.x.shape[1:] == (297, 64)
     cfg = train.FitConfig(labels=("sad", "angry"), epoch_size=8, batch_size=8)
-    x, y = train.epoch_data(store, items, [0, 1], np.array([0.5, 0.5]), spec, spec.norm_mean, spec.norm_std,
+    x, y, picked = train.epoch_data(store, items, [0, 1], np.array([0.5, 0.5]), spec, spec.norm_mean, spec.norm_std,
                             cfg, np.random.default_rng(0))
     assert len(calls) == 8 and x.shape == (8, 297, 64) and set(y) <= {0, 1}
+    assert set(picked) <= {0, 1} and all(items[i].label == spec.labels[k] for i, k in zip(picked, y, strict=True))
 
 
 def test_metrics() -> None:
@@ -137,7 +138,8 @@ def test_metrics() -> None:
 
 
 def test_sampling_weights_balance_labels_and_corpora() -> None:
-    from training.train import cosine_lr, sampling_weights
+    from training.schedule import cosine_lr
+    from training.train import sampling_weights
 
     items = ([Item(f"c{i}", "cremad", "cremad:1", "angry") for i in range(90)]
              + [Item(f"r{i}", "ravdess", "ravdess:01", "angry") for i in range(10)]
@@ -169,7 +171,7 @@ def test_sampling_weights_by_speaker_count() -> None:
 
 
 def test_early_stopping_keeps_the_best_of_the_second_half() -> None:
-    from training.train import EarlyStopping
+    from training.schedule import EarlyStopping
 
     stopper = EarlyStopping(epochs=20, patience=3)
     improved = [stopper.update(e, s) for e, s in enumerate([0.3, 0.9, 0.4, 0.4, 0.4, 0.4, 0.4], start=1)]
@@ -185,7 +187,7 @@ def test_early_stopping_keeps_the_best_of_the_second_half() -> None:
 
 
 def test_weight_average_starts_late_and_decays() -> None:
-    from training.train import WeightAverage
+    from training.schedule import WeightAverage
 
     avg = WeightAverage(decay=0.5, start=3)
     ones = [np.ones((2, 2), np.float32), np.ones(3, np.float32)]

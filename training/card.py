@@ -49,6 +49,12 @@ def _average(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
             f"average of the epochs' weights (decay {decay} per epoch); kept: {kept}")
 
 
+def _adversary(cfg: dict[str, Any]) -> str:
+    w = cfg.get("corpus_adversary") or 0.0
+    return (f", a corpus adversary (a corpus classifier on the head through gradient reversal ramped up to {w})"
+            if w else "")
+
+
 def _share(cfg: dict[str, Any]) -> str:
     """How corpora shared a label in the sampler (configs of 1.1.0 and earlier have no key: they were equal)."""
     if cfg.get("corpus_share", "equal") == "sqrt-speakers":
@@ -268,8 +274,8 @@ The split is in `spec.json` (`training.split`).
 
 Training: balanced sampling over labels ({cfg.get('epoch_size')} clips per epoch; {_share(cfg)}),
 telephone-channel augmentation on training clips only ({_aug(cfg.get('augment', {}))}),
-SpecAugment masks, label smoothing {cfg.get('label_smoothing')}, Adam (lr {cfg.get('lr')}, cosine decay, batch
-{cfg.get('batch_size')}), early stopping on validation UAR{_average(cfg, tr)}
+SpecAugment masks, label smoothing {cfg.get('label_smoothing')}{_adversary(cfg)}, Adam (lr {cfg.get('lr')},
+cosine decay, batch {cfg.get('batch_size')}), early stopping on validation UAR{_average(cfg, tr)}
 (best epoch {tr.get('best_epoch')} of {tr.get('epochs_run')}, validation UAR {_fmt(tr.get('best_val_uar'))}).
 Wall time (decode, train, export) {tr.get('wall_time_min')} min on {tr.get('machine', '?')}{_decode(tr)}.
 

@@ -121,6 +121,8 @@ def main(ctx: click.Context) -> None:
 @click.option("--channel-augment", is_flag=True,
               help="Also augment with real codecs (GSM 06.10, Opus, MP3), packet loss, reverberation and babble "
                    "(the v2 experiment; docs/training.md).")
+@click.option("--corpus-adversary", default=0.0, show_default=True, type=click.FloatRange(0.0, 10.0),
+              help="Train against a corpus classifier through gradient reversal of up to this weight (0: off).")
 @click.option("--hold-out-corpus", multiple=True, metavar="CORPUS",
               help="Leave-one-corpus-out: every speaker of CORPUS goes to test (none trains); repeatable.")
 @click.option("--split", "split_mode", type=click.Choice(["speaker", "random"]), default="speaker",
@@ -139,7 +141,8 @@ def main(ctx: click.Context) -> None:
                    "and evaluation.")
 def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path | None, labels: str, seed: int,
         train_seed: int | None, epochs: int, patience: int, epoch_size: int, batch_size: int, corpus_share: str,
-        spectrum_coefs: int, speaker_stats: bool, vad: str, channel_augment: bool, hold_out_corpus: tuple[str, ...],
+        spectrum_coefs: int, speaker_stats: bool, vad: str, channel_augment: bool, corpus_adversary: float,
+        hold_out_corpus: tuple[str, ...],
         split_mode: str, evaluate: bool,
         threads: int, model_name: str, model_version: str, quiet: bool, resume: bool) -> None:
     """Train a model, export it to ONNX (with a parity check) and write a bundle."""
@@ -154,10 +157,12 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
     log(f"command: {_command()}")
     items = _load_items(data, data_root, label_set)
     log(f"{len(items)} labelled clips from {', '.join(sorted({i.corpus for i in items}))}")
+    if corpus_adversary > 0 and len({i.corpus for i in items} - set(hold_out_corpus)) < 2:
+        raise click.ClickException("--corpus-adversary needs at least two training corpora")
     cfg = train.FitConfig(labels=label_set, seed=seed if train_seed is None else train_seed, epochs=epochs,
                           patience=patience, epoch_size=epoch_size, batch_size=batch_size,
                           corpus_share=corpus_share, spectrum_coefs=spectrum_coefs, threads=threads,
-                          speaker=speaker_stats, vad=vad,
+                          speaker=speaker_stats, vad=vad, corpus_adversary=corpus_adversary,
                           augment=AugmentConfig(**CHANNEL_AUGMENT) if channel_augment else AugmentConfig(),
                           progress=not quiet, name=model_name, version=model_version)
     spec0 = train.base_spec(label_set, np.zeros(64), np.ones(64), name=cfg.name, version=cfg.version, vad=vad)

@@ -136,3 +136,41 @@ def build_model(
     x = layers.Dense(64, activation="relu", name="head")(x)
     out = layers.Dense(n_labels, activation="softmax", name="probs")(x)
     return keras.Model(inputs if speaker else inp, out, name="ser_cnn_lstm")
+
+
+@keras.saving.register_keras_serializable(package="ser")
+class GradientReversal(layers.Layer):
+    """Identity forward; the gradient is multiplied by ``-scale`` on the way back (Ganin & Lempitsky,
+    2015). ``scale`` is a non-trainable weight so that a schedule can raise it between epochs.
+    ``stop_gradient(x * (1 + s)) - s * x`` is ``x`` forward and has gradient ``-s``: no custom gradient,
+    so it works on every Keras backend."""
+
+    def build(self, input_shape: Any) -> None:
+        self.scale = self.add_weight(shape=(), initializer="zeros", trainable=False, name="scale")
+
+    def call(self, x: Any) -> Any:
+        s = ops.cast(self.scale, x.dtype)
+        return ops.stop_gradient(x * (1.0 + s)) - s * x
+
+
+def with_corpus_adversary(model: Any, *, n_corpora: int, units: int = 64, dropout: float = 0.3) -> tuple[Any, Any]:
+    """A training model with a second output, ``corpus`` ``(b, n_corpora)``: a small classifier of the
+    training corpus fed by the ``head`` layer through a :class:`GradientReversal`. Trained jointly, the
+    adversary learns to tell the corpora apart while the shared layers learn to make that hard, so the
+    label head cannot lean on a corpus's recording conditions. ``model`` (the label classifier, which is
+    what is exported) shares every layer; returns ``(trainer, reversal layer)``."""
+    if n_corpora < 2:
+        raise ValueError(f"n_corpora must be >= 2 for a corpus adversary, got {n_corpora}")
+    reversal = GradientReversal(name="corpus_reversal")
+    z = reversal(model.get_layer("head").output)
+    z = layers.Dense(units, activation="relu", name="corpus_hidden")(z)
+    z = layers.Dropout(dropout, name="corpus_drop")(z)
+    corpus = layers.Dense(n_corpora, activation="softmax", name="corpus")(z)
+    return keras.Model(model.inputs, [model.output, corpus], name="ser_cnn_lstm_adversarial"), reversal
+
+
+def adversary_scale(epoch: int, epochs: int, *, weight: float) -> float:
+    """DANN's ramp: ``weight * (2 / (1 + exp(-10 p)) - 1)`` with ``p = epoch / epochs`` (0 at the start,
+    near ``weight`` after the first third), so the adversary only pushes once the features exist."""
+    p = epoch / max(epochs, 1)
+    return float(weight * (2.0 / (1.0 + np.exp(-10.0 * p)) - 1.0))

@@ -31,6 +31,7 @@ from training.corpora import Item
 from training.data import WaveStore
 from training.history import Histories, HistoryConfig, clip_sums, gain_shift, segment_sums
 from training.metrics import uar
+from training.schedule import EarlyStopping, WeightAverage, cosine_lr
 
 #: Down-weight TESS in the balanced sampler: two speakers, 200 words, very easy, 2800 clips.
 CORPUS_WEIGHT = {"tess": 0.5}
@@ -54,6 +55,7 @@ class FitConfig:
     dropout: float = 0.3
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     spec_augment: bool = True
+    corpus_adversary: float = 0.0
     speaker: bool = False
     vad: str = "silero"
     history: HistoryConfig = field(default_factory=HistoryConfig)
@@ -213,9 +215,10 @@ def sampling_weights(items: list[Item], idx: list[int], *, corpus_share: str = D
 
 def epoch_data(store: WaveStore, items: list[Item], idx: list[int], probs: np.ndarray, spec: Spec,
                mean: np.ndarray, std: np.ndarray, cfg: FitConfig, rng: np.random.Generator,
-               histories: Histories | None = None) -> tuple[Any, np.ndarray]:
-    """One epoch of augmented, normalised training features and integer labels; with ``histories``,
-    the inputs are ``[features, speaker vectors]`` (see :mod:`training.history`)."""
+               histories: Histories | None = None) -> tuple[Any, np.ndarray, np.ndarray]:
+    """One epoch of augmented, normalised training features, integer labels and the item index of
+    every example; with ``histories``, the inputs are ``[features, speaker vectors]`` (see
+    :mod:`training.history`)."""
     n = min(cfg.epoch_size, max(len(idx), cfg.batch_size)) if cfg.epoch_size else len(idx)
     pick = rng.choice(len(idx), size=n, replace=True, p=probs)
     window, _, _ = spec.segment.samples(spec.sample_rate)
@@ -234,7 +237,7 @@ def epoch_data(store: WaveStore, items: list[Item], idx: list[int], probs: np.nd
     if cfg.spec_augment:
         spec_augment(x, rng=rng)
     y = np.array([spec.labels.index(items[idx[j]].label) for j in pick], dtype=np.int64)
-    return inputs, y
+    return inputs, y, np.asarray(idx, dtype=np.int64)[pick]
 
 
 def configure_tf(threads: int) -> None:
@@ -260,7 +263,7 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
     configure_tf(cfg.threads)
     import keras
 
-    from training.model import build_model
+    from training.model import adversary_scale, build_model, with_corpus_adversary
 
     rng = np.random.default_rng(cfg.seed)
     mean, std = spec.norm_mean, spec.norm_std
@@ -270,8 +273,15 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
     model = build_model(n_frames=spec.n_frames, n_mels=spec.features.n_mels, n_labels=len(spec.labels),
                         width=cfg.width, rnn_units=cfg.rnn_units, dropout=cfg.dropout, seed=cfg.seed,
                         spectrum_coefs=cfg.spectrum_coefs, speaker=spec.speaker is not None)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
+    label_loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+    trainer, reversal, corpora = model, None, sorted({items[i].corpus for i in train_idx})
+    if cfg.corpus_adversary > 0:
+        trainer, reversal = with_corpus_adversary(model, n_corpora=len(corpora), dropout=cfg.dropout)
+        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr),
+                        loss=[label_loss, keras.losses.CategoricalCrossentropy()])
+        log(f"corpus adversary over {', '.join(corpora)}, gradient reversal up to {cfg.corpus_adversary}")
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr), loss=label_loss)
     history: list[dict[str, float]] = []
     stopper = EarlyStopping(epochs=cfg.epochs, patience=cfg.patience)
     average = WeightAverage(decay=cfg.average_decay, start=stopper.start)
@@ -287,18 +297,26 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
     try:
         for epoch in bar:
             current_lr = cosine_lr(cfg.lr, epoch, cfg.epochs)
-            model.optimizer.learning_rate.assign(current_lr)
+            trainer.optimizer.learning_rate.assign(current_lr)
+            if reversal is not None:
+                reversal.scale.assign(adversary_scale(epoch, cfg.epochs, weight=cfg.corpus_adversary))
             t0 = time.time()
-            x, y = upcoming.result()
+            x, y, picked = upcoming.result()
             if epoch + 1 < cfg.epochs:
                 upcoming = next_epoch()
             t1 = time.time()
-            onehot = np.eye(len(spec.labels), dtype=np.float32)[y]
-            h = model.fit(x, onehot, batch_size=cfg.batch_size, epochs=1, verbose=0, shuffle=True)
+            target: Any = np.eye(len(spec.labels), dtype=np.float32)[y]
+            if reversal is not None:
+                source = np.array([corpora.index(items[i].corpus) for i in picked])
+                target = [target, np.eye(len(corpora), dtype=np.float32)[source]]
+            h = trainer.fit(x, target, batch_size=cfg.batch_size, epochs=1, verbose=0, shuffle=True)
             t2 = time.time()
             v_uar, v_wa = _score(val, model, len(spec.labels))
             rec = {"epoch": epoch + 1, "loss": float(h.history["loss"][-1]), "val_uar": v_uar, "val_wa": v_wa,
                    "lr": current_lr, "data_s": round(t1 - t0, 1), "fit_s": round(t2 - t1, 1)}
+            if reversal is not None:
+                rec["corpus_loss"] = float(h.history["corpus_loss"][-1])
+                rec["reversal"] = float(reversal.scale.numpy())
             weights = model.get_weights()
             candidate, kind = weights, "raw"
             if average.update(epoch + 1, weights):
@@ -328,67 +346,6 @@ def _score(val: ClipSet, model: Any, n_labels: int) -> tuple[float, float]:
     """Clip-level validation UAR and WA of ``model``."""
     pred = val.predict(model).argmax(axis=1)
     return uar(val.y, pred, n_labels), float(np.mean(pred == val.y))
-
-
-class WeightAverage:
-    """Exponential moving average of a model's weights over epochs (``decay`` per epoch), from epoch
-    ``start`` on: the second half of the cosine schedule, where consecutive epochs stay in one basin.
-    Averaging the weights of neighbouring epochs (as SWA does) smooths out the epoch-to-epoch wander
-    of the validation score; batch-norm statistics are averaged like the weights."""
-
-    def __init__(self, *, decay: float, start: int) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {decay}")
-        self.decay, self.start = decay, start
-        self.weights: list[np.ndarray] = []
-        self.count = 0
-
-    def update(self, epoch: int, weights: list[np.ndarray]) -> bool:
-        """Fold in epoch ``epoch``'s weights (1-based); True once the average holds two or more epochs."""
-        if epoch < self.start or self.decay == 0.0:
-            return False
-        if not self.weights:
-            self.weights = [np.array(w, dtype=np.float64) for w in weights]
-        else:
-            for avg, w in zip(self.weights, weights, strict=True):
-                avg *= self.decay
-                avg += (1.0 - self.decay) * w
-        self.count += 1
-        return self.count >= 2
-
-
-class EarlyStopping:
-    """Track the best epoch by validation score over the second half of an ``epochs``-long schedule, and
-    :attr:`stop` once it has not improved for ``patience`` epochs there. Epochs of the first half run at
-    a high learning rate, where validation scores wander: they are neither kept nor counted (a run that
-    could keep them picked a lucky epoch 21 of 68, validation UAR 0.573, that scored 0.47 on CREMA-D
-    test speakers)."""
-
-    def __init__(self, *, epochs: int, patience: int, min_delta: float = 1e-4) -> None:
-        self.epochs, self.patience, self.min_delta = epochs, patience, min_delta
-        self.best, self.best_epoch, self.since, self.stop = -1.0, -1, 0, False
-
-    @property
-    def start(self) -> int:
-        """The first epoch (1-based) of the second half: the first that can be kept."""
-        return self.epochs // 2 + 1
-
-    def update(self, epoch: int, score: float) -> bool:
-        """Record epoch ``epoch`` (1-based); True when it is the new best."""
-        if epoch < self.start:
-            return False
-        if score > self.best + self.min_delta:
-            self.best, self.best_epoch, self.since = score, epoch, 0
-            return True
-        self.since += 1
-        self.stop = self.since >= self.patience
-        return False
-
-
-def cosine_lr(base: float, epoch: int, epochs: int, *, floor: float = 0.02) -> float:
-    """Cosine decay from ``base`` to ``floor * base`` over ``epochs`` (epoch 0 gets ``base``)."""
-    frac = epoch / max(epochs - 1, 1)
-    return float(base * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * frac))))
 
 
 def library_versions() -> dict[str, str]:
