@@ -9,7 +9,10 @@ Redis keys (every key starts with ``ser:``):
 * ``ser:call:<call id>`` -- hash, the call's current state (expires :data:`CALL_TTL_S` after its
   last write): ``info`` (the ``call_started`` event), ``trend:<channel>`` (the channel's newest
   ``trend`` event), ``alerts`` (JSON list of the open ``alert_opened`` events), ``ended`` (the
-  ``call_ended`` event, once ended).
+  ``call_ended`` event, once ended), ``alive`` (wall-clock time of the ingestion side's latest
+  write or heartbeat, unix seconds; refreshed at least every :data:`HEARTBEAT_S` while audio or
+  results arrive, so a reader tells a call on hold from one whose producer is gone:
+  :data:`LOST_AFTER_S`).
 * ``ser:events:<call id>`` -- stream of the call's events (``MAXLEN ~`` :data:`CALL_EVENTS_MAXLEN`,
   expires :data:`CALL_TTL_S` after its last write).
 * ``ser:events`` -- global stream of every call's events (``MAXLEN ~`` :data:`EVENTS_MAXLEN`).
@@ -50,6 +53,12 @@ EVENTS_MAXLEN = 10_000
 CALL_EVENTS_MAXLEN = 10_000
 #: Seconds a call's hash and events stream live after their last write.
 CALL_TTL_S = 3600
+#: A live call's ``alive`` field is refreshed at least this often (seconds) while its producer runs.
+HEARTBEAT_S = 10.0
+#: Readers treat an active call whose ``alive`` is older than this (seconds) as **lost**: its producer
+#: died without ending it (killed, machine gone). A lost call is shown as ended with reason ``lost``;
+#: its hash still expires :data:`CALL_TTL_S` after the last write.
+LOST_AFTER_S = 60.0
 #: Recently ended calls kept in ``ser:calls:ended``: at most this many, for at most this long.
 ENDED_KEEP = 200
 ENDED_KEEP_S = 3600
@@ -61,6 +70,13 @@ ALERT_CLOSED = "alert_closed"
 CALL_ENDED = "call_ended"
 KINDS = (CALL_STARTED, TREND, ALERT_OPENED, ALERT_CLOSED, CALL_ENDED)
 END_REASONS = ("completed", "incomplete", "error", "disconnected")
+#: What readers show as the end reason of a call whose heartbeat stopped (never written by a producer).
+LOST = "lost"
+
+
+def is_lost(alive: float, now: float) -> bool:
+    """True when a call last heard of at ``alive`` is lost at ``now`` (both unix seconds)."""
+    return now - alive > LOST_AFTER_S
 
 
 def call_key(call_id: str) -> str:

@@ -35,6 +35,7 @@ from callevents.schema import (
     ENDED_KEY,
     EVENTS_KEY,
     EVENTS_MAXLEN,
+    HEARTBEAT_S,
     TREND,
     call_key,
     encode_event,
@@ -49,6 +50,10 @@ BACKOFF_S = 5.0
 
 def _json(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
+
+
+def _nothing(pipe: Any) -> None:
+    """No extra command: a write of the registry entries and ``alive`` alone (a heartbeat)."""
 
 
 class CallEvents:
@@ -70,6 +75,7 @@ class CallEvents:
         self.written = 0  # events written (or attempted)
         self.info: dict[str, Any] = {}  # the call_started event
         self._retry_at = 0.0  # time.monotonic() before which writes are skipped (after a failure)
+        self._beat_at = 0.0  # time.monotonic() of the latest write of ``alive``
 
     @property
     def enabled(self) -> bool:
@@ -86,6 +92,8 @@ class CallEvents:
         if self.started is not None and not self.ended:  # (re-)register: also after a Redis restart
             pipe.zadd(CALLS_KEY, {self.call_id: self.started}, nx=True)
             pipe.hsetnx(hkey, "info", _json(self.info))
+            pipe.hset(hkey, "alive", repr(round(self.clock(), 3)))
+            self._beat_at = time.monotonic()
         for ev in events:
             fields = encode_event(ev)
             pipe.xadd(ekey, fields, maxlen=CALL_EVENTS_MAXLEN, approximate=True)
@@ -176,6 +184,16 @@ class CallEvents:
         self._write(events)
         return events
 
+    def _beat_due(self) -> bool:
+        return (self.enabled and self.started is not None and not self.ended
+                and time.monotonic() - self._beat_at >= HEARTBEAT_S)
+
+    def beat(self) -> None:
+        """Refresh the call's ``alive`` time when :data:`HEARTBEAT_S` have passed since the last write
+        (cheap to call per audio block): a reader can tell a quiet call from a lost one."""
+        if self._beat_due():
+            self._write([], _nothing)
+
     def end(self, *, reason: str, duration_s: float, summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Close open alerts, publish ``call_ended`` and move the call to the recently-ended list
         (once; later calls return [])."""
@@ -206,6 +224,10 @@ class AsyncCallEvents(CallEvents):
         events = self._add_plan(records)
         await self._awrite(events)
         return events
+
+    async def beat(self) -> None:  # type: ignore[override]
+        if self._beat_due():
+            await self._awrite([], _nothing)
 
     async def end(self, *, reason: str, duration_s: float,  # type: ignore[override]
                   summary: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -9,7 +9,8 @@ entry id; a call: ``<results id> <events id>``), so a browser that reconnects (`
 after a network drop or a dashboard restart) resumes exactly where it stopped: no gap, no
 duplicate. While Redis cannot be read a stream sends ``down`` (then ``up``) and retries once a
 second; pages answer 503. A stream waits in one blocking XREAD of up to :data:`~dashboard.settings.SSE_BLOCK_MS`;
-pool health is sent every :data:`~dashboard.settings.HEALTH_EVERY_S`.
+pool health and the live calls' heartbeats (``alive``: when each producer was last heard of, and
+which calls are lost) are sent every :data:`~dashboard.settings.HEALTH_EVERY_S`.
 """
 
 from __future__ import annotations
@@ -151,6 +152,12 @@ def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: 
                 now = time.monotonic()
                 if now >= next_health:
                     yield _sse("pool", await run_in_threadpool(store.pool))
+                    try:
+                        beats = await store.heartbeats()
+                    except _redis_errors():  # the next read says "down"
+                        beats = None
+                    if beats is not None:
+                        yield _sse("alive", beats)
                     next_health = now + HEALTH_EVERY_S
                     quiet_since = now
                 elif now - quiet_since >= KEEPALIVE_S:

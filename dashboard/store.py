@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from callevents.schema import CALLS_KEY, ENDED_KEY, EVENTS_KEY, call_key, decode_event, events_key
+from callevents.schema import CALLS_KEY, ENDED_KEY, EVENTS_KEY, LOST, call_key, decode_event, events_key, is_lost
 from dashboard.settings import ENDED_SHOWN, HEALTH_EVERY_S
 from workers.contract import decode_entry, results_key
 
@@ -23,18 +23,27 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _call_state(call_id: str, fields: dict[Any, Any], score: float) -> dict[str, Any] | None:
-    """One call's hash (``ser:call:<id>``) as the overview shows it; None when it expired."""
+def _call_state(call_id: str, fields: dict[Any, Any], score: float, now: float) -> dict[str, Any] | None:
+    """One call's hash (``ser:call:<id>``) as the overview shows it; None when it expired. A call
+    that is not ended but whose heartbeat (``alive``) stopped more than
+    :data:`~callevents.schema.LOST_AFTER_S` before ``now`` gets an ``ended`` of reason ``lost``
+    (its producer died; a hash written before heartbeats existed is never lost)."""
     h = {_s(k): _s(v) for k, v in fields.items()}
     if "info" not in h:
         return None
     info = json.loads(h["info"])
+    alive = float(h["alive"]) if "alive" in h else None
+    ended = json.loads(h["ended"]) if "ended" in h else None
+    if ended is None and alive is not None and is_lost(alive, now):
+        started = float(info.get("ts", score))
+        ended = {"kind": "call_ended", "call_id": call_id, "ts": alive, "reason": LOST,
+                 "duration_s": round(max(alive - started, 0.0), 3)}
     return {
         "call_id": call_id, "source": info.get("source", ""), "channels": info.get("channels", []),
         "params": info.get("params", {}), "model": info.get("model", ""), "started": info.get("ts", score),
         "trends": {k[len("trend:"):]: json.loads(v) for k, v in h.items() if k.startswith("trend:")},
         "alerts": json.loads(h.get("alerts", "[]")),
-        "ended": json.loads(h["ended"]) if "ended" in h else None,
+        "ended": ended, "alive": alive,
     }
 
 
@@ -54,9 +63,9 @@ class Store:
         pipe = self.client.pipeline(transaction=False)
         for member, _ in members:
             pipe.hgetall(call_key(_s(member)))
-        out = []
+        out, now = [], time.time()
         for (member, score), fields in zip(members, await pipe.execute(), strict=True):
-            state = _call_state(_s(member), fields, score)
+            state = _call_state(_s(member), fields, score, now)
             if state is not None:
                 out.append(state)
         return out
@@ -67,12 +76,30 @@ class Store:
         last = await self.last_id(EVENTS_KEY)
         active = await self._states(await self.client.zrange(CALLS_KEY, 0, -1, withscores=True))
         ended = await self._states(await self.client.zrevrange(ENDED_KEY, 0, ENDED_SHOWN - 1, withscores=True))
+        lost = [c for c in active if c["ended"] is not None and c["ended"]["reason"] == LOST]
+        ended = sorted(lost + ended, key=lambda c: -float(c["ended"]["ts"]))[:ENDED_SHOWN]
         return {"active": [c for c in active if c["ended"] is None], "ended": ended, "last_id": last}
+
+    async def heartbeats(self) -> dict[str, Any]:
+        """``{"alive": {call id: unix s}, "lost": [call id, ...]}`` over the active-call registry: when
+        each live call's producer was last heard of, and which calls are lost by this host's clock."""
+        members = await self.client.zrange(CALLS_KEY, 0, -1)
+        pipe = self.client.pipeline(transaction=False)
+        for member in members:
+            pipe.hmget(call_key(_s(member)), "alive", "ended")
+        alive, lost, now = {}, [], time.time()
+        for member, (beat, ended) in zip(members, await pipe.execute(), strict=True):
+            if beat is None or ended is not None:
+                continue
+            alive[_s(member)] = float(_s(beat))
+            if is_lost(alive[_s(member)], now):
+                lost.append(_s(member))
+        return {"alive": alive, "lost": lost}
 
     async def call(self, call_id: str) -> dict[str, Any] | None:
         """One call: its state, every event and every record so far, and both streams' positions."""
         fields = await self.client.hgetall(call_key(call_id))
-        state = _call_state(call_id, fields, 0.0)
+        state = _call_state(call_id, fields, 0.0, time.time())
         pipe = self.client.pipeline(transaction=False)
         pipe.xrange(events_key(call_id), "-", "+")
         pipe.xrange(results_key(call_id), "-", "+")

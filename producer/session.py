@@ -120,6 +120,7 @@ class CallSession:
 
     def poll(self, block_s: float = 0.0) -> bool:
         """Take what results arrived (waiting up to ``block_s`` for some). True: any record arrived."""
+        self.calls.beat()
         if self.inbox is None:
             return self.take(self.backend.poll(block_s))
         entries: list[Any] = []
@@ -178,6 +179,7 @@ class CallSession:
     def push(self, block: np.ndarray) -> None:
         """Add a ``(channels, n)`` float32 block at the input rate; cut, gate, batch and send what it completes."""
         self._cut(self.segmenter.feed(block))
+        self.calls.beat()
         if time.monotonic() - self._last_poll >= POLL_INTERVAL_S:  # one read per block would dominate
             self.poll()
             self._last_poll = time.monotonic()

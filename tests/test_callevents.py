@@ -11,13 +11,17 @@ import redis
 
 from callevents.rules import Engine, EventSettings, Rule, load_settings
 from callevents.schema import (
+    CALL_TTL_S,
     CALLS_KEY,
     ENDED_KEY,
     EVENTS_KEY,
+    HEARTBEAT_S,
+    LOST_AFTER_S,
     call_key,
     decode_event,
     encode_event,
     events_key,
+    is_lost,
 )
 from callevents.writer import CallEvents
 
@@ -252,3 +256,54 @@ def test_ser_produce_writes_events_for_a_distributed_call(redis_url: str, stereo
     assert ended["kind"] == "call_ended" and ended["reason"] == "completed" and ended["segments"] == 6
     assert set(ended["summary"]) == {"agent", "customer"} and ended["duration_s"] == 18.0
     assert client.zcard(CALLS_KEY) == 0 and client.zrange(ENDED_KEY, 0, -1) == [b"ev1"]
+
+
+def test_heartbeat_marks_a_live_call_alive_until_it_ends(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from callevents import writer
+
+    client = redis.Redis.from_url(redis_url)
+    now = [100.0]
+    monkeypatch.setattr(writer.time, "monotonic", lambda: now[0])
+    wall = iter(float(t) for t in range(5000, 6000))
+    calls = CallEvents(client, call_id="hb", source="stdin", channels=["customer"], clock=lambda: next(wall))
+    calls.beat()  # not started: nothing
+    assert client.exists(call_key("hb")) == 0
+    calls.start()
+    first = float(client.hget(call_key("hb"), "alive"))
+    calls.beat()  # within HEARTBEAT_S of the last write: no round trip
+    assert float(client.hget(call_key("hb"), "alive")) == first
+    now[0] += HEARTBEAT_S
+    client.zrem(CALLS_KEY, "hb")  # e.g. Redis restarted empty: the heartbeat registers the call again
+    calls.beat()
+    assert float(client.hget(call_key("hb"), "alive")) > first and client.zscore(CALLS_KEY, "hb") is not None
+    assert client.ttl(call_key("hb")) > CALL_TTL_S - 5
+    calls.end(reason="completed", duration_s=1.0, summary={})
+    ended_alive = client.hget(call_key("hb"), "alive")
+    now[0] += 10 * HEARTBEAT_S
+    calls.beat()  # an ended call beats no more
+    assert client.hget(call_key("hb"), "alive") == ended_alive and client.zcard(CALLS_KEY) == 0
+    assert is_lost(1000.0, 1000.0 + LOST_AFTER_S + 1) and not is_lost(1000.0, 1000.0 + LOST_AFTER_S)
+    embedded = CallEvents(None, call_id="e", source="file", channels=["a"])
+    embedded.start()
+    embedded.beat()
+    assert embedded.written == 0
+
+
+def test_async_heartbeat(redis_url: str) -> None:
+    import asyncio
+
+    import redis.asyncio
+
+    from callevents.writer import AsyncCallEvents
+
+    async def play() -> None:
+        conn = redis.asyncio.Redis.from_url(redis_url)
+        calls = AsyncCallEvents(conn, call_id="ahb", source="stream", channels=["customer"], clock=lambda: 7.0)
+        await calls.start()
+        calls._beat_at -= HEARTBEAT_S  # as if HEARTBEAT_S had passed
+        await conn.hdel(call_key("ahb"), "alive")
+        await calls.beat()
+        await conn.aclose()
+
+    asyncio.run(play())
+    assert float(redis.Redis.from_url(redis_url).hget(call_key("ahb"), "alive")) == 7.0

@@ -21,7 +21,7 @@ import redis
 from redis_server import RedisServer, free_port
 
 from callevents.rules import EventSettings, Rule
-from callevents.schema import EVENTS_KEY, events_key
+from callevents.schema import EVENTS_KEY, LOST_AFTER_S, call_key, events_key
 from callevents.writer import CallEvents
 from dashboard.auth import safe_next, session_value
 from dashboard.cli import is_loopback
@@ -202,3 +202,27 @@ def test_redis_down_gives_503_and_the_stream_says_so(tmp_path: Path) -> None:
         assert down[0]["event"] == "down" and "Redis" in down[0]["data"]["error"]
         rs.start()
         assert request(base + "/", **auth)[0] == 200
+
+
+def test_a_call_whose_heartbeat_stopped_is_shown_as_lost(server: str, redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    for call_id in ("gone", "quiet", "old"):
+        CallEvents(client, call_id=call_id, source="stdin", channels=["customer"]).start()
+    client.hset(call_key("gone"), "alive", time.time() - LOST_AFTER_S - 30)
+    client.hdel(call_key("old"), "alive")  # written by a producer without heartbeats: never lost
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    _, _, body = request(server + "/", **auth)
+    data = json.loads(body.split('id="overview-data">')[1].split("</script>")[0])
+    assert sorted(c["call_id"] for c in data["active"]) == ["old", "quiet"]
+    (lost,) = data["ended"]
+    assert lost["call_id"] == "gone" and lost["ended"]["reason"] == "lost" and lost["ended"]["duration_s"] == 0.0
+    _, _, page = request(server + "/calls/gone", **auth)
+    assert "ENDED (lost)" in page
+    got = sse(server, "/sse/overview", 4, kinds=("alive",))  # 3 x call_started, then the heartbeats
+    (beat,) = [m["data"] for m in got if m.get("event") == "alive"]
+    assert beat["lost"] == ["gone"] and set(beat["alive"]) == {"gone", "quiet"}
+    # heard of again (its producer was only cut off from Redis): live again
+    client.hset(call_key("gone"), "alive", time.time())
+    _, _, body = request(server + "/", **auth)
+    data = json.loads(body.split('id="overview-data">')[1].split("</script>")[0])
+    assert sorted(c["call_id"] for c in data["active"]) == ["gone", "old", "quiet"] and data["ended"] == []

@@ -30,7 +30,7 @@ import pytest
 import redis
 from redis_server import free_port
 
-from callevents.schema import decode_event, events_key
+from callevents.schema import LOST_AFTER_S, call_key, decode_event, events_key
 from callevents.writer import CallEvents
 from workers.contract import encode_entry, results_key
 from workers.status import wait_for_workers
@@ -269,6 +269,16 @@ def test_dashboard_live_call_in_chromium(redis_url: str, browser: Any, tmp_path:
         browser.get(dash.base + "/")
         wait_until(lambda: browser.find_element("css selector", f'#ended tr[data-call-id="{CALL_ID}"]'), 10,
                    "the ended call")
+        # A call whose producer stops its heartbeat moves to "recently ended" as lost, live (from the
+        # server's heartbeat message, no reload); heard of again, it is live again.
+        hostile_row = f'tr[data-call-id="{XSS_ID.replace(chr(34), chr(92) + chr(34))}"]'
+        client.hset(call_key(XSS_ID), "alive", time.time())
+        wait_until(lambda: browser.find_element("css selector", "#live " + hostile_row), 10, "the hostile call live")
+        client.hset(call_key(XSS_ID), "alive", time.time() - LOST_AFTER_S - 5)
+        lost = wait_until(lambda: browser.find_element("css selector", "#ended " + hostile_row), 10, "the lost call")
+        assert "lost: no heartbeat" in lost.text and not browser.find_elements("css selector", "#live " + hostile_row)
+        client.hset(call_key(XSS_ID), "alive", time.time())
+        wait_until(lambda: browser.find_element("css selector", "#live " + hostile_row), 10, "the call live again")
         browser.get(dash.base + "/calls/" + urllib.request.quote(XSS_ID, safe=""))
         wait_until(lambda: browser.find_element("id", "call-title").text == XSS_ID, 10, "the hostile call page")
         assert js(browser, "return window.__xss === undefined")

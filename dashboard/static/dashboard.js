@@ -7,10 +7,11 @@
   var colours = data.colours || {};
   var active = {};   // call id -> state
   var ended = [];    // newest first
-  //: a live call without any event for this long is marked quiet (its producer may be gone)
+  //: a live call not heard of (event or heartbeat) for this long is marked quiet; the server moves
+  //: a call whose producer stopped its heartbeat for LOST_AFTER_S to "Recently ended" as lost
   var QUIET_S = 60;
   data.active.forEach(function (c) {
-    c.last_ts = c.started;
+    c.last_ts = Math.max(c.started, c.alive || 0);
     Object.keys(c.trends).forEach(function (k) { c.last_ts = Math.max(c.last_ts, c.trends[k].ts); });
     c.alerts.forEach(function (a) { c.last_ts = Math.max(c.last_ts, a.ts); });
     active[c.call_id] = c;
@@ -97,8 +98,8 @@
       tr.appendChild(el("td", {}, c.source));
       tr.appendChild(el("td", {}, fmt(e.duration_s || 0)));
       tr.appendChild(el("td", {}, e.ts ? new Date(e.ts * 1000).toLocaleTimeString() : ""));
-      tr.appendChild(el("td", {}, (e.reason || "?") + ", " + (e.segments || 0) + " segment(s)" +
-        (e.failed ? ", " + e.failed + " failed" : "")));
+      tr.appendChild(el("td", {}, e.reason === "lost" ? "lost: no heartbeat from its producer since then" :
+        (e.reason || "?") + ", " + (e.segments || 0) + " segment(s)" + (e.failed ? ", " + e.failed + " failed" : "")));
       rows.appendChild(tr);
     });
     tbody.replaceChildren(rows);
@@ -129,8 +130,37 @@
     box.appendChild(t);
   }
 
+  function endAs(c, ev) {
+    delete active[c.call_id];
+    c.ended = ev;
+    ended = [c].concat(ended.filter(function (e) { return e.call_id !== c.call_id; })).slice(0, 50);
+  }
+  // heartbeats: when each live call's producer was last heard of; the server says which are lost
+  function revive(id) {  // a call shown as lost is heard of again: live after all
+    var was = ended.filter(function (e) { return e.call_id === id && e.ended && e.ended.reason === "lost"; })[0];
+    if (!was) { return undefined; }
+    was.ended = null;
+    active[id] = was;
+    ended = ended.filter(function (e) { return e.call_id !== id; });
+    return was;
+  }
+  function beats(b) {
+    Object.keys(b.alive).forEach(function (id) {
+      var c = active[id] || (b.lost.indexOf(id) < 0 ? revive(id) : undefined);
+      if (c) { c.last_ts = Math.max(c.last_ts || 0, b.alive[id]); }
+    });
+    b.lost.forEach(function (id) {
+      var c = active[id];
+      if (c) {
+        endAs(c, {kind: "call_ended", call_id: id, reason: "lost", ts: b.alive[id],
+                  duration_s: Math.max(0, b.alive[id] - c.started)});
+      }
+    });
+  }
+
   function apply(ev) {
     var c = active[ev.call_id];
+    if (!c && ev.kind !== "call_started") { c = revive(ev.call_id); }
     if (ev.kind === "call_started") {
       active[ev.call_id] = {call_id: ev.call_id, source: ev.source, channels: ev.channels, params: ev.params,
                             model: ev.model, started: ev.ts, last_ts: ev.ts, trends: {}, alerts: [], ended: null};
@@ -147,9 +177,7 @@
     } else if (ev.kind === "alert_closed") {
       c.alerts = c.alerts.filter(function (a) { return !(a.rule === ev.rule && a.channel === ev.channel); });
     } else if (ev.kind === "call_ended") {
-      delete active[ev.call_id];
-      c.ended = ev;
-      ended = [c].concat(ended.filter(function (e) { return e.call_id !== ev.call_id; })).slice(0, 50);
+      endAs(c, ev);
     }
   }
 
@@ -177,4 +205,5 @@
   });
   source.addEventListener("ev", function (m) { apply(JSON.parse(m.data)); schedule(); });
   source.addEventListener("pool", function (m) { renderPool(JSON.parse(m.data)); });
+  source.addEventListener("alive", function (m) { beats(JSON.parse(m.data)); schedule(); });
 })();
