@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 LICENCES: dict[str, dict[str, str]] = {
@@ -51,8 +52,12 @@ def _average(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
 
 def _adversary(cfg: dict[str, Any]) -> str:
     w = cfg.get("corpus_adversary") or 0.0
-    return (f", a corpus adversary (a corpus classifier on the head through gradient reversal ramped up to {w})"
+    text = (f", a corpus adversary (a corpus classifier on the head through gradient reversal ramped up to {w})"
             if w else "")
+    if cfg.get("teacher"):
+        text += (f", distilled from `{Path(str(cfg['teacher'])).name}` (targets: {cfg.get('distill_weight')} of "
+                 "the teacher's probabilities, the rest the label)")
+    return text
 
 
 def _share(cfg: dict[str, Any]) -> str:

@@ -123,6 +123,10 @@ def main(ctx: click.Context) -> None:
                    "(the v2 experiment; docs/training.md).")
 @click.option("--corpus-adversary", default=0.0, show_default=True, type=click.FloatRange(0.0, 10.0),
               help="Train against a corpus classifier through gradient reversal of up to this weight (0: off).")
+@click.option("--teacher", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Distil: learn from this bundle's probabilities too (e.g. the seed ensemble).")
+@click.option("--distill-weight", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="With --teacher: the teacher's share of the training target.")
 @click.option("--hold-out-corpus", multiple=True, metavar="CORPUS",
               help="Leave-one-corpus-out: every speaker of CORPUS goes to test (none trains); repeatable.")
 @click.option("--split", "split_mode", type=click.Choice(["speaker", "random"]), default="speaker",
@@ -142,7 +146,7 @@ def main(ctx: click.Context) -> None:
 def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path | None, labels: str, seed: int,
         train_seed: int | None, epochs: int, patience: int, epoch_size: int, batch_size: int, corpus_share: str,
         spectrum_coefs: int, speaker_stats: bool, vad: str, channel_augment: bool, corpus_adversary: float,
-        hold_out_corpus: tuple[str, ...],
+        teacher: Path | None, distill_weight: float, hold_out_corpus: tuple[str, ...],
         split_mode: str, evaluate: bool,
         threads: int, model_name: str, model_version: str, quiet: bool, resume: bool) -> None:
     """Train a model, export it to ONNX (with a parity check) and write a bundle."""
@@ -163,6 +167,7 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
                           patience=patience, epoch_size=epoch_size, batch_size=batch_size,
                           corpus_share=corpus_share, spectrum_coefs=spectrum_coefs, threads=threads,
                           speaker=speaker_stats, vad=vad, corpus_adversary=corpus_adversary,
+                          teacher=str(teacher) if teacher else None, distill_weight=distill_weight,
                           augment=AugmentConfig(**CHANNEL_AUGMENT) if channel_augment else AugmentConfig(),
                           progress=not quiet, name=model_name, version=model_version)
     spec0 = train.base_spec(label_set, np.zeros(64), np.ones(64), name=cfg.name, version=cfg.version, vad=vad)

@@ -56,6 +56,8 @@ class FitConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     spec_augment: bool = True
     corpus_adversary: float = 0.0
+    teacher: str | None = None
+    distill_weight: float = 0.5
     speaker: bool = False
     vad: str = "silero"
     history: HistoryConfig = field(default_factory=HistoryConfig)
@@ -290,9 +292,20 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
     # The next epoch's augmented features are computed in a background thread while Keras fits this
     # one (numpy, scipy and soxr release the GIL). Only that thread draws from ``rng``, in epoch
     # order, so the data are exactly those computed in line. data_s is the time spent waiting for it.
+    teacher = None
+    if cfg.teacher:
+        from training.distill import Teacher, targets
+
+        teacher = Teacher(cfg.teacher, spec)
+        log(f"distilling from {teacher.model_id}: targets {1 - cfg.distill_weight:g} x label + "
+            f"{cfg.distill_weight:g} x teacher")
+
+    def epoch_and_teacher() -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
+        x, y, picked = epoch_data(store, items, train_idx, probs, spec, mean, std, cfg, rng, histories)
+        return x, y, picked, (teacher.probs(x) if teacher is not None else None)
+
     prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epoch-data")
-    next_epoch = functools.partial(prefetch.submit, epoch_data, store, items, train_idx, probs, spec, mean, std,
-                                   cfg, rng, histories)
+    next_epoch = functools.partial(prefetch.submit, epoch_and_teacher)
     upcoming = next_epoch()
     try:
         for epoch in bar:
@@ -301,11 +314,13 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
             if reversal is not None:
                 reversal.scale.assign(adversary_scale(epoch, cfg.epochs, weight=cfg.corpus_adversary))
             t0 = time.time()
-            x, y, picked = upcoming.result()
+            x, y, picked, soft = upcoming.result()
             if epoch + 1 < cfg.epochs:
                 upcoming = next_epoch()
             t1 = time.time()
             target: Any = np.eye(len(spec.labels), dtype=np.float32)[y]
+            if soft is not None:
+                target = targets(target, soft, weight=cfg.distill_weight)
             if reversal is not None:
                 source = np.array([corpora.index(items[i].corpus) for i in picked])
                 target = [target, np.eye(len(corpora), dtype=np.float32)[source]]
