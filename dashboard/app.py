@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import secrets
 import time
@@ -34,8 +35,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from dashboard import pages
-from dashboard.auth import authorised, safe_next, session_value, token_matches
-from dashboard.settings import COOKIE_NAME, HEALTH_EVERY_S, KEEPALIVE_S, SSE_BLOCK_MS, SSE_RETRY_MS, DashboardSettings
+from dashboard.auth import FailureLimiter, authorised, safe_next, session_value, token_matches
+from dashboard.settings import (
+    COOKIE_NAME,
+    HEALTH_EVERY_S,
+    KEEPALIVE_S,
+    LOGIN_FAILURES,
+    LOGIN_WINDOW_S,
+    SSE_BLOCK_MS,
+    SSE_RETRY_MS,
+    DashboardSettings,
+)
 from dashboard.store import START, Store
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -96,10 +106,27 @@ def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: 
             if sync_client is None:
                 sclient.close()
 
+    limiter = FailureLimiter(max_failures=LOGIN_FAILURES, window_s=LOGIN_WINDOW_S)
+
+    def client_of(request: Request) -> str:
+        return request.client.host if request.client is not None else "?"
+
+    def too_many(request: Request) -> Response | None:
+        wait = limiter.retry_after(client_of(request)) if login else 0.0
+        if not wait:
+            return None
+        return _harden(PlainTextResponse("too many failed logins from this address; try again later\n",
+                                         status_code=429, headers={"Retry-After": str(math.ceil(wait))}))
+
     def guarded(handler: Handler, *, page: bool = True) -> Handler:
         async def wrapped(request: Request) -> Response:
-            if not authorised(token=token, cookie=request.cookies.get(COOKIE_NAME),
-                              authorization=request.headers.get("authorization")):
+            blocked = too_many(request)
+            if blocked is not None:
+                return blocked
+            cookie, authorization = request.cookies.get(COOKIE_NAME), request.headers.get("authorization")
+            if not authorised(token=token, cookie=cookie, authorization=authorization):
+                if authorization is not None:  # a wrong bearer token (a stale cookie, e.g. after the token
+                    limiter.failed(client_of(request))  # changed, is not counted: it is no guess)
                 nxt = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 if page:
                     return _harden(HTMLResponse(pages.login_page(next_path=safe_next(nxt)), status_code=401))
@@ -214,7 +241,11 @@ def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: 
         nxt = safe_next(form.get("next"))
         if token is None:
             return RedirectResponse(nxt, status_code=303)
+        blocked = too_many(request)
+        if blocked is not None:
+            return blocked
         if not token_matches(form.get("token", ""), token):
+            limiter.failed(client_of(request))
             return _harden(HTMLResponse(pages.login_page(next_path=nxt, error="Wrong token."), status_code=401))
         response = RedirectResponse(nxt, status_code=303)
         response.set_cookie(COOKIE_NAME, session_value(token), httponly=True, samesite="strict", path="/",

@@ -22,6 +22,12 @@ KEEPALIVE_S = 15.0
 SSE_RETRY_MS = 1000
 #: Recently ended calls listed on the overview.
 ENDED_SHOWN = 50
+#: A client address that presents a wrong token this many times within LOGIN_WINDOW_S seconds is
+#: refused (429) until the oldest of those failures is LOGIN_WINDOW_S old. Tokens are at least 16
+#: characters, so this is about log noise and load more than guessing; behind a reverse proxy every
+#: client shares the proxy's address.
+LOGIN_FAILURES = 10
+LOGIN_WINDOW_S = 300.0
 #: Name of the session cookie (HttpOnly, SameSite=Strict).
 COOKIE_NAME = "ser_dashboard"
 

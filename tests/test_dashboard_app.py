@@ -23,9 +23,9 @@ from redis_server import RedisServer, free_port
 from callevents.rules import EventSettings, Rule
 from callevents.schema import EVENTS_KEY, LOST_AFTER_S, call_key, events_key
 from callevents.writer import CallEvents
-from dashboard.auth import safe_next, session_value
+from dashboard.auth import FailureLimiter, safe_next, session_value
 from dashboard.cli import is_loopback
-from dashboard.settings import COOKIE_NAME, DashboardSettings
+from dashboard.settings import COOKIE_NAME, LOGIN_FAILURES, LOGIN_WINDOW_S, DashboardSettings
 from workers.contract import encode_entry, results_key
 
 TOKEN = "app-test-token-0123456789"
@@ -226,3 +226,35 @@ def test_a_call_whose_heartbeat_stopped_is_shown_as_lost(server: str, redis_url:
     _, _, body = request(server + "/", **auth)
     data = json.loads(body.split('id="overview-data">')[1].split("</script>")[0])
     assert sorted(c["call_id"] for c in data["active"]) == ["gone", "old", "quiet"] and data["ended"] == []
+
+
+def test_failure_limiter_window_and_memory() -> None:
+    now = [0.0]
+    lim = FailureLimiter(max_failures=3, window_s=10.0, max_clients=2, clock=lambda: now[0])
+    for t in (0.0, 1.0, 2.0):
+        now[0] = t
+        assert lim.retry_after("a") == 0.0
+        lim.failed("a")
+    assert lim.retry_after("a") == pytest.approx(8.0)  # until the failure at t=0 is 10 s old
+    now[0] = 10.5
+    assert lim.retry_after("a") == 0.0  # two failures left in the window
+    lim.failed("a")
+    assert lim.retry_after("a") == pytest.approx(0.5)
+    lim.failed("b")
+    lim.failed("c")  # a third address: the least recently failed ("a") is forgotten
+    assert lim.retry_after("a") == 0.0
+    with pytest.raises(ValueError, match="max_failures"):
+        FailureLimiter(max_failures=0, window_s=1.0)
+
+
+def test_repeated_wrong_tokens_from_one_address_get_429(server: str) -> None:
+    stale = f"{COOKIE_NAME}={session_value('the-token-before-rotation')}"
+    for _ in range(LOGIN_FAILURES + 1):  # a stale session cookie (the token changed) is no guess: not counted
+        assert request(server + "/", Cookie=stale)[0] == 401
+    for _ in range(LOGIN_FAILURES - 1):
+        assert request(server + "/login", data=b"token=wrong-token-0123456789&next=/")[0] == 401
+    assert request(server + "/", Authorization="Bearer also-wrong-0123456789")[0] == 401  # counted too
+    code, headers, body = request(server + "/login", data=urllib.parse.urlencode({"token": TOKEN}).encode())
+    assert code == 429 and 0 < int(headers["retry-after"]) <= LOGIN_WINDOW_S and "too many failed logins" in body
+    assert request(server + "/", Authorization=f"Bearer {TOKEN}")[0] == 429  # the right token waits too
+    assert request(server + "/healthz")[0] == 200 and request(server + "/login")[0] == 200
