@@ -5,6 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+#: The command a card names when its bundle's spec records none.
+REPRODUCE = "ser-train fit --data-root ../shared/data --out runs/default --bundle models/default"
+
+
+def short_scores(sc: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an evaluation score that a spec and card keep."""
+    return {k: sc[k] for k in ("n", "uar", "wa", "macro_f1", "recall", "confusion", "ece") if k in sc}
+
 LICENCES: dict[str, dict[str, str]] = {
     "cremad": {"name": "CREMA-D", "licence": "ODbL 1.0 (database) + DbCL 1.0 (contents); commercial use allowed "
                "with attribution and share-alike of the database",

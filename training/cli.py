@@ -19,6 +19,7 @@ import numpy as np
 
 from models.errors import SERError
 from training import CORPUS_SHARES, DEFAULT_CORPUS_SHARE, MODEL_NAME, MODEL_VERSION
+from training.card import short_scores
 from training.corpora import CANONICAL_LABELS, CorpusError, Item, load_corpora, parse_data_args
 
 #: Evaluation channel conditions and speaker-history modes (training.evaluate; kept here as literals
@@ -26,7 +27,6 @@ from training.corpora import CANONICAL_LABELS, CorpusError, Item, load_corpora, 
 CONDITIONS = ("clean", "telephone", "gsm", "opus8", "mp3")
 HISTORIES = ("none", "speaker", "call")
 
-REPRODUCE = "ser-train fit --data-root ../shared/data --out runs/default --bundle models/default"
 
 
 def _labels(value: str) -> tuple[str, ...]:
@@ -256,8 +256,8 @@ def fit(data_root: Path | None, data: tuple[str, ...], out: Path, bundle: Path |
                                  report_path=out / "eval" / f"test_{name}.json", condition=cond, history=hmode,
                                  seed=seed, progress=not quiet, split=str(out / "split.json"), part="test")
             evaluation[name] = {"condition": cond, "history": hmode,
-                                "corpora": {c: _short(s) for c, s in rep["corpora"].items()},  # type: ignore[union-attr]
-                                "overall": _short(rep["overall"])}  # type: ignore[arg-type]
+                                "corpora": {c: short_scores(s) for c, s in rep["corpora"].items()},  # type: ignore[union-attr]
+                                "overall": short_scores(rep["overall"])}  # type: ignore[arg-type]
             log(f"test {name}: " + ", ".join(f"{c} UAR {s['uar']:.3f} ECE {s['ece']:.3f}"
                                              for c, s in evaluation[name]["corpora"].items())
                 + f", all UAR {evaluation[name]['overall']['uar']:.3f}")
@@ -289,10 +289,6 @@ def platform_name() -> str:
     import platform
 
     return f"{platform.system()} {platform.machine()}"
-
-
-def _short(sc: dict[str, Any]) -> dict[str, Any]:
-    return {k: sc[k] for k in ("n", "uar", "wa", "macro_f1", "recall", "confusion", "ece") if k in sc}
 
 
 #: The test evaluations a fit runs: (name, channel condition, speaker-history mode). ``clean`` and
@@ -367,49 +363,10 @@ def evaluate(model_dir: Path | None, data_root: Path | None, data: tuple[str, ..
     click.echo(f"overall: n={ov['n']} UAR {ov['uar']:.3f} WA {ov['wa']:.3f} macro-F1 {ov['macro_f1']:.3f}")  # type: ignore[index]
 
 
-@main.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
-              help="A fit run directory (holds model.keras, bundle/, parity_features.npy).")
-@click.option("--bundle", type=click.Path(path_type=Path), required=True, help="Where to write the bundle.")
-def export(run_dir: Path, bundle: Path) -> None:
-    """Re-export a run's Keras model to ONNX (parity-checked) and write a bundle with its spec and card."""
-    from models.bundle import CARD_FILE, load_bundle, write_bundle
-    from training.export import ExportError, parity, to_onnx
-    from training.train import configure_tf
-
-    keras_path, src = run_dir / "model.keras", run_dir / "bundle"
-    if not src.is_dir():
-        src = run_dir / "bundle-raw"
-    if not keras_path.is_file() or not src.is_dir():
-        raise click.ClickException(f"{run_dir} is not a finished fit run (needs model.keras and bundle/)")
-    try:
-        spec = load_bundle(src).spec
-    except SERError as exc:
-        raise click.ClickException(str(exc)) from None
-    configure_tf(2)
-    import keras
-
-    import training.model  # noqa: F401  (registers the custom layers)
-
-    model = keras.models.load_model(keras_path)
-    x = np.load(run_dir / "parity_features.npy")
-    spk_path = run_dir / "parity_speaker.npy"
-    spk = np.load(spk_path) if spk_path.is_file() else None
-    try:
-        onnx_bytes = to_onnx(model, n_frames=spec.n_frames, n_mels=spec.features.n_mels,
-                             speaker_input=spec.speaker.input if spec.speaker is not None else None)
-        par = parity(model, onnx_bytes, x, speaker=spk)
-    except ExportError as exc:
-        raise click.ClickException(str(exc)) from None
-    card_path = src / CARD_FILE
-    write_bundle(bundle, onnx_bytes=onnx_bytes, spec=spec,
-                 card=card_path.read_text(encoding="utf-8") if card_path.is_file() else None)
-    click.echo(f"bundle written to {bundle} (parity max |diff| {par['max_abs_diff']:.2e})")
-
-
 def _register_report_commands() -> None:
-    from training.cli_report import calibrate, card, ensemble, summarize
+    from training.cli_report import calibrate, card, ensemble, export, summarize
 
+    main.add_command(export)
     main.add_command(card)
     main.add_command(ensemble)
     main.add_command(summarize)

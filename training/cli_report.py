@@ -1,4 +1,5 @@
-"""``ser-train card`` and ``ser-train summarize``: what a bundle's card says about its figures."""
+"""``ser-train card``, ``summarize``, ``ensemble``, ``calibrate`` and ``export``: what is done with a bundle after
+its fit (figures, cards, merging, recalibration, re-export)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import click
 
 from models.errors import SERError
-from training.cli import REPRODUCE, _short
+from training.card import REPRODUCE, short_scores
 
 
 @click.command()
@@ -25,7 +26,8 @@ def card(bundle: Path, random_split_report: Path) -> None:
     try:
         spec = load_bundle(bundle).spec
         rep = json.loads(random_split_report.read_text(encoding="utf-8"))
-        short = {"corpora": {c: _short(v) for c, v in rep["corpora"].items()}, "overall": _short(rep["overall"])}
+        short = {"corpora": {c: short_scores(v) for c, v in rep["corpora"].items()},
+                 "overall": short_scores(rep["overall"])}
     except (SERError, ValueError, KeyError) as exc:
         raise click.ClickException(f"cannot annotate {bundle}: {exc}") from None
     info = dict(spec.info)
@@ -175,3 +177,44 @@ def calibrate(model_dir: Path, data_root: Path | None, data: tuple[str, ...], ou
     write_bundle(out_dir, onnx_bytes=(model_dir / ONNX_FILE).read_bytes(), spec=spec, card=card_text)
     click.echo(json.dumps(summary))
     click.echo(f"calibrated bundle {spec.model_id} written to {out_dir}")
+
+
+@click.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
+              help="A fit run directory (holds model.keras, bundle/, parity_features.npy).")
+@click.option("--bundle", type=click.Path(path_type=Path), required=True, help="Where to write the bundle.")
+def export(run_dir: Path, bundle: Path) -> None:
+    """Re-export a run's Keras model to ONNX (parity-checked) and write a bundle with its spec and card."""
+    from models.bundle import CARD_FILE, load_bundle, write_bundle
+    from training.export import ExportError, parity, to_onnx
+    from training.train import configure_tf
+
+    keras_path, src = run_dir / "model.keras", run_dir / "bundle"
+    if not src.is_dir():
+        src = run_dir / "bundle-raw"
+    if not keras_path.is_file() or not src.is_dir():
+        raise click.ClickException(f"{run_dir} is not a finished fit run (needs model.keras and bundle/)")
+    try:
+        spec = load_bundle(src).spec
+    except SERError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_tf(2)
+    import keras
+    import numpy as np
+
+    import training.model  # noqa: F401  (registers the custom layers)
+
+    model = keras.models.load_model(keras_path)
+    x = np.load(run_dir / "parity_features.npy")
+    spk_path = run_dir / "parity_speaker.npy"
+    spk = np.load(spk_path) if spk_path.is_file() else None
+    try:
+        onnx_bytes = to_onnx(model, n_frames=spec.n_frames, n_mels=spec.features.n_mels,
+                             speaker_input=spec.speaker.input if spec.speaker is not None else None)
+        par = parity(model, onnx_bytes, x, speaker=spk)
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    card_path = src / CARD_FILE
+    write_bundle(bundle, onnx_bytes=onnx_bytes, spec=spec,
+                 card=card_path.read_text(encoding="utf-8") if card_path.is_file() else None)
+    click.echo(f"bundle written to {bundle} (parity max |diff| {par['max_abs_diff']:.2e})")
