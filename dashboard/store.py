@@ -6,6 +6,7 @@ positions are Redis entry ids; a live page resumes from the ids it last saw.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -54,6 +55,8 @@ class Store:
         self.queue = queue
         self._pool: tuple[float, dict[str, Any]] | None = None
         self._pool_lock = threading.Lock()  # one pool_status at a time, however many sessions ask
+        self._beats: tuple[float, dict[str, Any]] | None = None
+        self._beats_lock = asyncio.Lock()
 
     async def last_id(self, key: str) -> str:
         last = await self.client.xrevrange(key, "+", "-", count=1)
@@ -82,7 +85,15 @@ class Store:
 
     async def heartbeats(self) -> dict[str, Any]:
         """``{"alive": {call id: unix s}, "lost": [call id, ...]}`` over the active-call registry: when
-        each live call's producer was last heard of, and which calls are lost by this host's clock."""
+        each live call's producer was last heard of, and which calls are lost by this host's clock.
+        Read at most once per :data:`HEALTH_EVERY_S` per process, however many sessions ask."""
+        async with self._beats_lock:
+            now = time.monotonic()
+            if self._beats is None or now - self._beats[0] >= HEALTH_EVERY_S:
+                self._beats = (now, await self._read_heartbeats())
+            return self._beats[1]
+
+    async def _read_heartbeats(self) -> dict[str, Any]:
         members = await self.client.zrange(CALLS_KEY, 0, -1)
         pipe = self.client.pipeline(transaction=False)
         for member in members:
