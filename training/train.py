@@ -289,9 +289,6 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
     average = WeightAverage(decay=cfg.average_decay, start=stopper.start)
     best_weights, best_kind = model.get_weights(), "raw"
     bar = tqdm(range(cfg.epochs), desc="epochs", unit="epoch", disable=not cfg.progress)
-    # The next epoch's augmented features are computed in a background thread while Keras fits this
-    # one (numpy, scipy and soxr release the GIL). Only that thread draws from ``rng``, in epoch
-    # order, so the data are exactly those computed in line. data_s is the time spent waiting for it.
     teacher = None
     if cfg.teacher:
         from training.distill import Teacher, targets
@@ -300,6 +297,10 @@ def train_model(store: WaveStore, items: list[Item], parts: dict[str, list[int]]
         log(f"distilling from {teacher.model_id}: targets {1 - cfg.distill_weight:g} x label + "
             f"{cfg.distill_weight:g} x teacher")
 
+    # The next epoch's augmented features are computed in a background thread while Keras fits this
+    # one (numpy, scipy and soxr release the GIL). Only that thread draws from ``rng``, in epoch
+    # order, so the data are exactly those computed in line. data_s is the time spent waiting for it.
+    # A teacher scores the epoch in the same thread (onnxruntime releases the GIL too).
     def epoch_and_teacher() -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
         x, y, picked = epoch_data(store, items, train_idx, probs, spec, mean, std, cfg, rng, histories)
         return x, y, picked, (teacher.probs(x) if teacher is not None else None)
