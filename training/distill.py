@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from models.bundle import BundleError, Spec
-from training.ensemble import _affine
+from training.ensemble import affine, speaker_affine
 
 
 class Teacher:
@@ -34,11 +34,10 @@ class Teacher:
                                    ("speaker input", student.speaker is not None, spec.speaker is not None)):
             if mine != theirs:
                 raise BundleError(f"teacher {spec.model_id}: its {what} ({theirs}) differ from the student's ({mine})")
-        a, b = _affine(student, spec)
-        n = len(a)
+        a, b = affine(student, spec)
+        scale, shift = speaker_affine(a, b)
         self._x = (a.astype(np.float32), b.astype(np.float32))
-        self._spk = (np.concatenate([a, a, [1.0]]).astype(np.float32),
-                     np.concatenate([b, np.zeros(n + 1)]).astype(np.float32))
+        self._spk = (scale.astype(np.float32), shift.astype(np.float32))
 
     @property
     def model_id(self) -> str:

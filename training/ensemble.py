@@ -32,12 +32,18 @@ SHARED = ("labels", "sample_rate", "segment", "vad", "features")
 MAX_PRIOR_SHIFT = 0.1
 
 
-def _affine(first: Spec, member: Spec) -> tuple[np.ndarray, np.ndarray]:
+def affine(first: Spec, member: Spec) -> tuple[np.ndarray, np.ndarray]:
     """``(a, b)`` ``(n_mels,)``: ``x_member = a * x_first + b`` for normalised log-mel frames."""
     a = np.asarray(first.norm_std, dtype=np.float64) / np.asarray(member.norm_std, dtype=np.float64)
     b = (np.asarray(first.norm_mean, dtype=np.float64) - np.asarray(member.norm_mean, dtype=np.float64)) / \
         np.asarray(member.norm_std, dtype=np.float64)
     return a, b
+
+
+def speaker_affine(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same map for a speaker vector ``[mean, std, weight]`` ``(2 n_mels + 1,)``: the means map like
+    frames, the spreads scale by ``a``, the weight stays."""
+    return np.concatenate([a, a, [1.0]]), np.concatenate([b, np.zeros(len(a) + 1)])
 
 
 def check_members(specs: list[Spec]) -> list[dict[str, Any]]:
@@ -54,7 +60,7 @@ def check_members(specs: list[Spec]) -> list[dict[str, Any]]:
                 raise BundleError(f"{spec.model_id}: spec section {key!r} differs from {specs[0].model_id}'s")
         if (spec.speaker is None) != (specs[0].speaker is None):
             raise BundleError(f"{spec.model_id}: speaker statistics differ from {specs[0].model_id}'s (one has none)")
-        a, b = _affine(specs[0], spec)
+        a, b = affine(specs[0], spec)
         fact: dict[str, Any] = {"model_id": spec.model_id, "onnx_sha256": spec.onnx_sha256,
                                 "train_seed": spec.info.get("training", {}).get("config", {}).get("seed"),
                                 "scale_range": [round(float(a.min()), 4), round(float(a.max()), 4)],
@@ -76,7 +82,7 @@ def check_members(specs: list[Spec]) -> list[dict[str, Any]]:
 
 
 def merge_onnx(models: list[bytes], specs: list[Spec]) -> bytes:
-    """One ONNX graph: each member's inputs mapped (:func:`_affine`) from the first member's, the
+    """One ONNX graph: each member's inputs mapped (:func:`affine`, :func:`speaker_affine`) from the first member's, the
     members' ``probs`` averaged (``Mean``) into the output."""
     import onnx
     from onnx import compose, helper, numpy_helper
@@ -93,11 +99,10 @@ def merge_onnx(models: list[bytes], specs: list[Spec]) -> bytes:
             raise BundleError(f"{spec.model_id}: ONNX inputs/outputs differ from {first.model_id}'s")
         pre = f"m{i}_"
         member = compose.add_prefix(proto, pre)
-        a, b = _affine(first, spec)
+        a, b = affine(first, spec)
         maps = [(first.input_name, a, b)]
         if first.speaker is not None:
-            n = len(a)
-            maps.append((first.speaker.input, np.concatenate([a, a, [1.0]]), np.concatenate([b, np.zeros(n + 1)])))
+            maps.append((first.speaker.input, *speaker_affine(a, b)))
         for name, scale, shift in maps:
             sc, sh = numpy_helper.from_array(scale.astype(np.float32), f"{pre}{name}_scale"), \
                 numpy_helper.from_array(shift.astype(np.float32), f"{pre}{name}_shift")
