@@ -119,7 +119,9 @@ class CallSession:
         self.inbox.put(entries)
 
     def poll(self, block_s: float = 0.0) -> bool:
-        """Take what results arrived (waiting up to ``block_s`` for some). True: any record arrived."""
+        """Take what results arrived (waiting up to ``block_s`` for some). True: any record arrived.
+        Also the call's heartbeat (:meth:`CallEvents.beat`): :meth:`push` polls every
+        :data:`POLL_INTERVAL_S` while audio arrives, :meth:`follow` while results are awaited."""
         self.calls.beat()
         if self.inbox is None:
             return self.take(self.backend.poll(block_s))
@@ -179,7 +181,6 @@ class CallSession:
     def push(self, block: np.ndarray) -> None:
         """Add a ``(channels, n)`` float32 block at the input rate; cut, gate, batch and send what it completes."""
         self._cut(self.segmenter.feed(block))
-        self.calls.beat()
         if time.monotonic() - self._last_poll >= POLL_INTERVAL_S:  # one read per block would dominate
             self.poll()
             self._last_poll = time.monotonic()
