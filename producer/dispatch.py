@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from models.bundle import Spec
+from producer import retry
 from producer.backend import Backend, Batch, Batcher, EmbeddedBackend, StalledError  # noqa: F401  (re-exported)
 from producer.settings import DEFAULT_RESEND_AFTER_S
 from workers.contract import (
@@ -47,17 +48,6 @@ BACKPRESSURE_POLL_S = 0.05
 XREAD_COUNT = 1000
 #: Look for overdue batches at most this often (seconds).
 RESEND_CHECK_S = 0.5
-#: Reconnect back-off: first wait, factor, longest wait (seconds); the whole wait is bounded by --timeout.
-RECONNECT_FIRST_S = 0.1
-RECONNECT_FACTOR = 2.0
-RECONNECT_MAX_S = 2.0
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """True for Redis refusing a write at ``maxmemory`` (``OOM command not allowed ...``)."""
-    import redis
-
-    return isinstance(exc, redis.exceptions.OutOfMemoryError) or "maxmemory" in str(exc)
 
 
 @dataclass
@@ -118,45 +108,12 @@ class RedisBackend(Backend):
 
     # --- Redis calls, retried across a lost connection -------------------------------------------
     def _retry(self, fn: Any) -> Any:
-        import redis
-
-        full_since, delay = None, RECONNECT_FIRST_S
-        while True:
-            try:
-                try:
-                    return fn()
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    self._reconnect(exc)
-            except redis.ResponseError as exc:  # a Redis at maxmemory refuses writes: wait, bounded
-                if not out_of_memory(exc):
-                    raise
-                now = time.monotonic()
-                full_since = now if full_since is None else full_since
-                if now - full_since > self.timeout_s:
-                    raise StalledError(f"Redis refused writes for {self.timeout_s:g} s: out of memory (maxmemory "
-                                       "reached; docs/pipeline.md, \"Redis memory\")") from None
-                time.sleep(delay)
-                delay = min(delay * RECONNECT_FACTOR, RECONNECT_MAX_S)
+        return retry.call(fn, timeout_s=self.timeout_s, reconnect=self._reconnect)
 
     def _reconnect(self, first: Exception) -> None:
         """Wait (back-off, at most ``timeout_s``) until Redis answers, then re-send what it may have lost."""
-        import redis
-
-        deadline = time.monotonic() + self.timeout_s
-        delay, last = RECONNECT_FIRST_S, first
-        while True:
-            if time.monotonic() > deadline:
-                raise StalledError(f"Redis unreachable for {self.timeout_s:g} s: {last}")
-            time.sleep(delay)
-            delay = min(delay * RECONNECT_FACTOR, RECONNECT_MAX_S)
-            try:
-                self.conn.ping()
-                self._recover()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                last = exc
-                continue
-            self.reconnects += 1
-            return
+        retry.wait_for_redis(self.conn, first, timeout_s=self.timeout_s, recover=self._recover)
+        self.reconnects += 1
 
     def _recover(self) -> None:
         """Redis may have lost this call's keys: re-send every pending batch, publish the end record
