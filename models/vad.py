@@ -130,10 +130,6 @@ class SileroModel:
         return self.run(np.ascontiguousarray(e), np.ascontiguousarray(state), sr)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow for large |z|
-
-
 class SileroNumpy:
     """The 8 kHz branch of the same Silero graph in numpy (probabilities within ~1e-5 of
     :class:`SileroModel`; tests/test_models_vad.py). What does not depend on the recurrent state
