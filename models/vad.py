@@ -110,7 +110,7 @@ class SileroModel:
     def __init__(self, path: Path = SILERO_PATH, *, sha256: str = SILERO_SHA256) -> None:
         import onnxruntime as ort
 
-        data = _read_checked(path, sha256)
+        data = _read_checked(path, sha256, "the spec's vad.model_sha256")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
@@ -143,7 +143,7 @@ class SileroNumpy:
     def __init__(self, path: Path = SILERO_NUMPY_PATH, *, sha256: str = SILERO_NUMPY_SHA256) -> None:
         import io
 
-        with np.load(io.BytesIO(_read_checked(path, sha256))) as w:
+        with np.load(io.BytesIO(_read_checked(path, sha256, "models.vad.SILERO_NUMPY_SHA256"))) as w:
             basis = w["stft.forward_basis_buffer"][:, 0, :]  # (130, 128): real rows, then imaginary
             self.basis = np.ascontiguousarray(basis.T)  # (128, 130)
             n_in = CONTEXT[8000] + WINDOW[8000]
@@ -228,12 +228,14 @@ class SileroNumpy:
         return self.step(self.encode(x), np.asarray(state, dtype=np.float32), sr)
 
 
-def _read_checked(path: Path, sha256: str) -> bytes:
+def _read_checked(path: Path, sha256: str, source: str) -> bytes:
+    """``path``'s bytes; :class:`BundleError` if it is missing or its sha256 is not ``sha256`` (named
+    by ``source`` in the message)."""
     if not path.is_file():
         raise BundleError(f"VAD model {path} is missing (reinstall ser-stream)")
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != sha256:
-        raise BundleError(f"VAD model {path} does not match the expected sha256 {sha256[:12]}…")
+        raise BundleError(f"VAD model {path} does not match {source} {sha256[:12]}…")
     return data
 
 
