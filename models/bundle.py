@@ -27,17 +27,20 @@ from models.vad import SileroParams
 #: (``vad.kind == "silero"``: utterance-aligned segments, :mod:`models.utterances`). Format 1 and 2
 #: bundles (1.3.0 and older) still load: energy gate and fixed windows, no speaker input (format 1),
 #: not calibrated (format 1).
-SPEC_FORMAT = 3
-#: Formats this code reads.
-SPEC_FORMATS = (1, 2, 3)
+SPEC_FORMAT = 4
+#: Formats this code reads. Format 4 adds ``features.kind == "whisper"`` (model 3.x: Whisper's front
+#: end and a frozen encoder prefix inside ``model.onnx``); a format 4 bundle with log-mel features
+#: is laid out like format 3.
+SPEC_FORMATS = (1, 2, 3, 4)
 SPEC_FILE = "spec.json"
 ONNX_FILE = "model.onnx"
 CARD_FILE = "MODEL_CARD.md"
 #: The bundle shipped with the package (trained on ../shared/data; see its MODEL_CARD.md).
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default"
 #: Bundles shipped with the package, by name: ``--model ensemble`` (where no such directory exists
-#: in the working directory) loads ``models/ensemble`` of the installed package.
-PACKAGED_BUNDLES = ("default", "ensemble")
+#: in the working directory) loads ``models/ensemble`` of the installed package; ``v2`` is 2.0.0, the
+#: log-mel model that was the default before 3.0.0.
+PACKAGED_BUNDLES = ("default", "v2", "ensemble")
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class Spec:
     def n_frames(self) -> int:
         """Frames per segment: the model's time axis."""
         window, _, _ = self.segment.samples(self.sample_rate)
-        return self.features.n_frames(window)
+        return self.features.n_frames(window, self.sample_rate)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -146,6 +149,8 @@ class Spec:
             known = {"format", "name", "version", "labels", "sample_rate", "segment", "vad",
                      "features", "normalisation", "onnx", "speaker_stats"}
             speaker = SpeakerParams.from_dict(data["speaker_stats"]) if "speaker_stats" in data else None
+            if speaker is not None and features.kind != "logmel":
+                raise BundleError(f"speaker_stats go with log-mel features only, not features.kind={features.kind!r}")
             if speaker is not None and speaker.n_mels != features.n_mels:
                 raise BundleError(f"speaker_stats has {speaker.n_mels} bands, features have {features.n_mels}")
             cal = data.get("calibration")
@@ -164,7 +169,7 @@ class Spec:
             raise BundleError(f"spec.json lacks the field {exc.args[0]!r}") from None
         except (TypeError, ParameterError) as exc:
             raise BundleError(f"spec.json: {exc}") from None
-        if spec.features.fmax > spec.sample_rate / 2:
+        if spec.features.kind == "logmel" and spec.features.fmax > spec.sample_rate / 2:
             raise BundleError(f"features.fmax {spec.features.fmax} exceeds Nyquist for {spec.sample_rate} Hz")
         return spec
 

@@ -17,10 +17,16 @@ import scipy.signal
 
 from models.errors import ParameterError
 
+#: Feature kinds: ``logmel`` (the model's own log-mel at the spec's rate, models 1.x/2.x) and
+#: ``whisper`` (Whisper's front end at 16 kHz, :mod:`models.whisper`, model 3.x).
+KINDS = ("logmel", "whisper")
+
 
 @dataclass(frozen=True)
 class FeatureParams:
-    """Log-mel parameters (librosa's names). ``center`` is always False: segments are cut first."""
+    """Log-mel parameters (librosa's names). ``center`` is always False for ``logmel``: segments are
+    cut first. ``kind="whisper"`` is Whisper's fixed front end (16 kHz, ``n_fft`` 400, hop 160, 80 bands,
+    centred; :mod:`models.whisper`): its other fields must hold those values."""
 
     n_fft: int = 256
     hop_length: int = 80
@@ -31,8 +37,12 @@ class FeatureParams:
     kind: str = "logmel"
 
     def __post_init__(self) -> None:
-        if self.kind != "logmel":
-            raise ParameterError(f"features.kind={self.kind!r}; only 'logmel' is implemented")
+        if self.kind not in KINDS:
+            raise ParameterError(f"features.kind={self.kind!r} is not one this code knows ({', '.join(KINDS)}); "
+                                 "upgrade ser-stream to use this bundle")
+        if self.kind == "whisper" and (self.n_fft, self.hop_length, self.n_mels) != (400, 160, 80):
+            raise ParameterError(f"features.kind='whisper' has n_fft=400, hop_length=160, n_mels=80, got "
+                                 f"{self.n_fft}, {self.hop_length}, {self.n_mels}")
         for name in ("n_fft", "hop_length", "n_mels"):
             if int(getattr(self, name)) <= 0:
                 raise ParameterError(f"features.{name}={getattr(self, name)!r} must be positive")
@@ -41,8 +51,14 @@ class FeatureParams:
         if self.amin <= 0:
             raise ParameterError(f"features.amin={self.amin!r} must be positive")
 
-    def n_frames(self, n_samples: int) -> int:
-        """Frames produced for ``n_samples`` samples (``center=False``)."""
+    def n_frames(self, n_samples: int, sr: int | None = None) -> int:
+        """Frames produced for ``n_samples`` samples (``center=False``; ``whisper``: at rate ``sr``)."""
+        if self.kind == "whisper":
+            from models.whisper import n_frames as whisper_frames
+
+            if sr is None:
+                raise ParameterError("features.kind='whisper' needs the sample rate to count frames")
+            return whisper_frames(n_samples, sr=sr)
         if n_samples < self.n_fft:
             raise ParameterError(f"n_samples={n_samples} is shorter than n_fft={self.n_fft}")
         return 1 + (n_samples - self.n_fft) // self.hop_length
@@ -201,3 +217,13 @@ def logmel(*, y: np.ndarray, sr: int, params: FeatureParams) -> np.ndarray:
     np.log10(out, out=out)
     out *= 10.0
     return out.reshape(y.shape[:-1] + (n_frames, params.n_mels))
+
+
+def compute(*, y: np.ndarray, sr: int, params: FeatureParams) -> np.ndarray:
+    """The model's features of segments ``y`` ``(n,)`` or ``(k, n)`` at ``sr``, as ``params.kind`` says:
+    :func:`logmel` or Whisper's front end (:func:`models.whisper.log_mel`). ``(k, frames, n_mels)``."""
+    if params.kind == "whisper":
+        from models.whisper import log_mel
+
+        return log_mel(y=y, sr=sr)
+    return logmel(y=y, sr=sr, params=params)

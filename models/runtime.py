@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from models.bundle import Bundle, load_bundle
 from models.errors import BundleError, ParameterError
-from models.features import logmel
+from models.features import compute
 from models.speaker import prior_vector, segment_sums, stats_vector
 from models.utterances import clip_windows
 
@@ -74,8 +74,9 @@ class EmotionModel:
         return self.spec.model_id
 
     def features(self, segments: np.ndarray) -> np.ndarray:
-        """Normalised log-mel of ``segments`` ``(k, window)`` -> ``(k, frames, n_mels)`` float32."""
-        feats = logmel(y=segments, sr=self.spec.sample_rate, params=self.spec.features)
+        """Normalised features of ``segments`` ``(k, window)`` -> ``(k, frames, n_mels)`` float32 (log-mel, or
+        Whisper's front end for a ``whisper`` bundle, whose normalisation is the identity)."""
+        feats = compute(y=segments, sr=self.spec.sample_rate, params=self.spec.features)
         feats -= self._mean  # in place: logmel returns a fresh array
         feats *= self._inv_std
         return feats

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.errors import ParameterError
-from models.features import FeatureParams, logmel
+from models.features import FeatureParams, compute
 
 if TYPE_CHECKING:
     from models.bundle import Spec
@@ -216,7 +216,7 @@ class SpeakerTracker:
     def update(self, channel: str, segments: np.ndarray, *, valid: np.ndarray | None = None) -> np.ndarray:
         """Speaker vectors ``(k, 2 * n_mels + 1)`` of ``segments`` ``(k, window)`` of ``channel``
         (``valid``: real samples per segment; the rest is padding)."""
-        x = logmel(y=segments, sr=self.spec.sample_rate, params=self.spec.features)
+        x = compute(y=segments, sr=self.spec.sample_rate, params=self.spec.features)
         x -= self._mean
         x *= self._inv_std
         stats = self.channels.setdefault(channel, ChannelStats(self.params))

@@ -105,3 +105,52 @@ def test_packaged_bundle_names_resolve_unless_a_local_directory_has_the_name(tmp
     assert load_bundle("default").spec.model_id == "tiny-test@0.0.1"  # the local directory wins
     with pytest.raises(BundleError, match="model bundle nothing-here is not a directory"):
         load_bundle("nothing-here")
+
+
+def test_whisper_bundle_serves_and_round_trips(tmp_path):
+    """A format 4 bundle with Whisper features (the 3.x models): 300 frames x 80 bands per 3 s at 8 kHz."""
+    spec = tiny_spec(whisper=True, vad="silero")
+    bundle = write_bundle(tmp_path / "w", onnx_bytes=tiny_onnx(spec), spec=spec)
+    assert bundle.spec.n_frames == 300 and bundle.spec.features.kind == "whisper"
+    data = json.loads((tmp_path / "w" / "spec.json").read_text())
+    assert data["format"] == 4 and data["onnx"]["input_shape"] == [None, 300, 80]
+    model = EmotionModel(tmp_path / "w")
+    rng = np.random.default_rng(0)
+    segs = rng.standard_normal((3, 24000)).astype(np.float32) * 0.1
+    x = model.features(segs)
+    from models.whisper import log_mel
+
+    np.testing.assert_allclose(x, log_mel(y=segs, sr=8000), atol=1e-6)  # identity normalisation
+    probs = model.predict_segments(segs)
+    assert probs.shape == (3, 7)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # a log-mel graph under a whisper spec is refused when the session is made
+    wrong = write_bundle(tmp_path / "x", onnx_bytes=tiny_onnx(tiny_spec()), spec=spec)
+    with pytest.raises(BundleError, match="input shape"):
+        EmotionModel(wrong)
+
+
+def test_whisper_spec_rejects_what_it_cannot_serve(tmp_path):
+    spec = tiny_spec(whisper=True)
+    data = spec.to_dict()
+    data["features"]["n_mels"] = 64
+    with pytest.raises(BundleError, match="n_mels=80"):
+        type(spec).from_dict(data)
+    data = tiny_spec(speaker=True).to_dict()
+    data["features"] = spec.to_dict()["features"]
+    data["normalisation"] = spec.to_dict()["normalisation"]
+    with pytest.raises(BundleError, match="speaker_stats go with log-mel"):
+        type(spec).from_dict(data)
+    data = spec.to_dict()
+    data["features"]["kind"] = "wav2vec"
+    with pytest.raises(BundleError, match="upgrade ser-stream"):
+        type(spec).from_dict(data)
+
+
+def test_older_bundles_still_load():
+    """The 2.x log-mel bundles shipped beside 3.x (format 3, speaker statistics) load and classify."""
+    for name in ("v2", "ensemble"):
+        model = EmotionModel(name)
+        assert model.spec.features.kind == "logmel" and model.uses_speaker
+        probs = model.predict_segments(np.zeros((1, 24000), np.float32) + 0.01)
+        assert probs.shape == (1, 7)
