@@ -1,0 +1,86 @@
+"""The v3 recipe's pieces: frame pooling, clip averaging, the speaker-mean lever's causality, and the
+one-graph export with its two parity checks (which must catch a wrong encoder)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.encode import pool_frames
+from training.fit_v3 import PRIOR_CLIPS, clip_embeddings, clip_probs, history_means
+
+
+def test_pool_frames_averages_groups_of_three():
+    h = np.arange(2 * 7 * 2, dtype=np.float32).reshape(2, 7, 2)
+    out = pool_frames(h, 3)
+    assert out.shape == (2, 2, 2)
+    np.testing.assert_allclose(out[0, 1], h[0, 3:6].mean(axis=0))
+
+
+def test_clip_probs_mean_over_a_clips_windows():
+    probs = np.array([[1, 0], [0, 1], [1, 0]], dtype=np.float32)
+    clips, p = clip_probs(probs, np.array([7, 7, 3]))
+    assert clips.tolist() == [3, 7]
+    np.testing.assert_allclose(p, [[1, 0], [0.5, 0.5]])
+
+
+def test_speaker_history_never_holds_the_clip_itself():
+    x = np.zeros((4, 5, 3), np.float32)
+    x[0] += 1000.0  # clip 0 is extreme: if it leaked into its own history, its mean would show it
+    owner = np.array([0, 1, 2, 3])
+    speaker = np.array(["a", "a", "a", "b"])
+    emb = clip_embeddings(x, owner)
+    prior = np.zeros(3, np.float32)
+    means = history_means(owner, emb, speaker, prior, rng=np.random.default_rng(0), k=6)
+    np.testing.assert_allclose(means[0], 0.0)  # clips 1 and 2 only
+    np.testing.assert_allclose(means[1], 1000.0 / (2 + PRIOR_CLIPS))  # clips 0 and 2, shrunk to the prior
+    np.testing.assert_allclose(means[3], 0.0)  # a speaker with no other clip: the prior
+
+
+@pytest.fixture(scope="module")
+def exported():
+    pytest.importorskip("tensorflow")
+    whisper = pytest.importorskip("training.whisper")
+    try:
+        whisper.weights_path()
+    except whisper.WeightsError as exc:
+        pytest.skip(str(exc))
+    from models.whisper import log_mel
+    from training.head import build_head
+
+    rng = np.random.default_rng(0)
+    t = np.arange(24000) / 8000
+    y = np.stack([(0.2 * np.sin(2 * np.pi * (150 + 40 * k) * t) * (1 + np.sin(2 * np.pi * 2 * t))
+                   + 0.01 * rng.standard_normal(24000)).astype(np.float32) for k in range(3)])
+    head = build_head(n_frames=50, width=384, n_labels=7, seed=0)
+    return head, log_mel(y=y, sr=8000)
+
+
+def test_v3_export_is_one_graph_matching_both_references(exported):
+    import onnx
+
+    from training.bundle_v3 import export_v3
+
+    head, mel = exported
+    onnx_bytes, par = export_v3(head, mel)
+    graph = onnx.load_from_string(onnx_bytes).graph
+    assert [i.name for i in graph.input] == ["features"] and [o.name for o in graph.output] == ["probs"]
+    assert par["keras_max_abs_diff"] < 2e-4 and par["reference_max_abs_diff"] < 2e-4
+    assert len(onnx_bytes) < 25e6
+
+
+def test_v3_export_refuses_a_graph_that_differs_from_the_reference(exported, monkeypatch):
+    import dataclasses
+
+    import training.bundle_v3 as b
+    from training.export import ExportError
+
+    real = b.encode
+
+    def shifted(mel, weights, **kw):  # the reference with positions off by one frame
+        return real(mel, dataclasses.replace(weights, positions=np.roll(weights.positions, 1, axis=0)), **kw)
+
+    monkeypatch.setattr(b, "encode", shifted)
+    head, mel = exported
+    with pytest.raises(ExportError, match="reference"):
+        b.export_v3(head, mel)

@@ -1,0 +1,62 @@
+"""Export the v3 model (frozen Whisper prefix + trained head) as one ONNX graph in a bundle.
+
+Parity is checked twice before anything is written: onnxruntime against Keras on real segments, and
+against the independent path (numpy Whisper reference :func:`training.whisper.encode` -> frame pooling
+-> the Keras head), so a mistake in the Keras encoder would fail here, not in a user's call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.bundle import Calibration, Spec, write_bundle
+from models.features import FeatureParams
+from training.encode import pool_frames
+from training.export import ExportError, parity, to_onnx
+from training.recipe_v3 import BLOCKS, N_FRAMES
+from training.whisper import PINNED, encode, encoder_weights
+
+NAME = "ser-cnn-lstm"
+WHISPER = FeatureParams(n_fft=400, hop_length=160, n_mels=80, fmin=0.0, fmax=8000.0, amin=1e-10, kind="whisper")
+
+
+def export_v3(head: Any, mel: np.ndarray, *, tol: float = 2e-4) -> tuple[bytes, dict[str, float]]:
+    """ONNX bytes of encoder + pooling + ``head`` and the parity figures on Whisper log-mel ``mel`` ``(k, 300, 80)``."""
+    from training.encoder import build_encoder
+    from training.head import full_model
+
+    weights = encoder_weights()
+    model = full_model(build_encoder(weights, n_frames=N_FRAMES, blocks=BLOCKS), head)
+    onnx_bytes = to_onnx(model, n_frames=N_FRAMES, n_mels=80)
+    keras_parity = parity(model, onnx_bytes, mel, tol=tol)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    (got,) = sess.run(["probs"], {"features": mel.astype(np.float32)})
+    ref = np.asarray(head(pool_frames(encode(mel, weights, blocks=BLOCKS)), training=False))
+    diff = float(np.abs(got - ref).max())
+    if not np.isfinite(diff) or diff > tol:
+        raise ExportError(f"ONNX vs numpy Whisper reference + head: max |diff| {diff:.2e} > {tol:.0e}")
+    return onnx_bytes, {"keras_max_abs_diff": keras_parity["max_abs_diff"], "reference_max_abs_diff": diff,
+                        "n": int(len(mel)), "opset": 17}
+
+
+def v3_spec(base: Spec, *, version: str, labels: tuple[str, ...], calibration: Calibration,
+            info: dict[str, Any]) -> Spec:
+    """The v3 spec: 2.0.0's segmenter and VAD, Whisper features (identity normalisation), no speaker input."""
+    return Spec(name=NAME, version=version, labels=labels, sample_rate=base.sample_rate, segment=base.segment,
+                features=WHISPER, vad=base.vad, norm_mean=np.zeros(80, np.float32), norm_std=np.ones(80, np.float32),
+                calibration=calibration, info={"encoder": encoder_info(), **info})
+
+
+def encoder_info() -> dict[str, Any]:
+    return {"model": PINNED["model"], "blocks": f"conv stem + blocks 1-{BLOCKS} of 4 (frozen)",
+            "source": {k: PINNED[k] for k in ("package", "version", "file", "bytes", "sha256")},
+            "licence": PINNED["licence"], "front_end": "models.whisper.log_mel (8 kHz resampled to 16 kHz)"}
+
+
+def write_v3(out: Path, *, onnx_bytes: bytes, spec: Spec, card: str) -> Any:
+    return write_bundle(out, onnx_bytes=onnx_bytes, spec=spec, card=card)

