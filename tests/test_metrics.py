@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sysdeps
 from prometheus_client.parser import text_string_to_metric_families
 
 from producer.metrics import PRODUCER_METRICS_KEY, ProducerMetrics
@@ -230,9 +230,7 @@ def _free_port() -> int:
 
 
 def test_real_prometheus_scrapes_the_endpoint(tmp_path: Path, mp_dir: Path) -> None:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus binary not installed (bash .ci/install-system-deps.sh installs it)")
+    binary = sysdeps.binary("prometheus", hint="bash .ci/install-system-deps.sh installs Debian's prometheus")
     from prometheus_client import CollectorRegistry
 
     m = wm.WorkerMetrics(registry=CollectorRegistry())  # in-process, values still land in mp_dir

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import sysdeps
 from click.testing import CliRunner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,7 +39,7 @@ def _make_cremad(root: Path, speakers: range = range(1001, 1007)) -> Path:
 
 
 def test_keras_onnx_parity_tiny_model() -> None:
-    pytest.importorskip("tensorflow")
+    sysdeps.module("tensorflow", "pip install .[train]")
     import onnx
 
     from training.export import ExportError, parity, to_onnx
@@ -62,7 +63,7 @@ def test_keras_onnx_parity_tiny_model() -> None:
 def test_segment_spectrum_keeps_the_tilt_and_exports(tmp_path: Path) -> None:
     """The band-mean DCT input sees a segment's spectral tilt (which SegmentCMN removes), ignores its
     level, and the model with it saves, loads and converts to ONNX with parity."""
-    pytest.importorskip("tensorflow")
+    sysdeps.module("tensorflow", "pip install .[train]")
     import keras
 
     from training.export import parity, to_onnx
@@ -155,7 +156,7 @@ def test_evaluate_errors_are_one_line(tmp_path: Path, tiny_bundle_dir: Path) -> 
 
 def test_fit_end_to_end_cremad_and_manifest(tmp_path: Path) -> None:
     """A 1-epoch ser-train fit on a generated CREMA-D-named corpus, then on a manifest; bundles load."""
-    pytest.importorskip("tensorflow")
+    sysdeps.module("tensorflow", "pip install .[train]")
     from models.bundle import load_bundle
     from models.runtime import EmotionModel
 
