@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # System packages the tests use: redis-server, prometheus (+ promtool), chromium (headless
 # rendering of the HTML report) and chromium-driver (Selenium drives ser-dashboard in chromium).
-# Installs only what is missing; idempotent and non-interactive.
-# Tests that need one of them skip, saying so, where it is absent (e.g. no root, no apt).
+# Installs only what is missing; idempotent and non-interactive. (redis-server's package brings
+# redis-cli; openssl, which makes the TLS tests' certificates, is checked too.)
+# Exits non-zero, saying what is missing, when it cannot install (no apt-get, not root and no
+# sudo, or the install did not provide the commands): .ci/run then stops, and under its
+# SER_REQUIRE_SYSTEM_DEPS=1 the tests needing them would fail rather than skip (tests/sysdeps.py).
+# Outside CI, without these, the tests needing them skip, saying so.
 set -euo pipefail
 
 declare -A wanted=(
@@ -11,6 +15,7 @@ declare -A wanted=(
     [promtool]=prometheus
     [chromium]=chromium
     [chromedriver]=chromium-driver
+    [openssl]=openssl
 )
 missing=()
 for cmd in "${!wanted[@]}"; do
@@ -26,16 +31,16 @@ if [ ${#missing[@]} -eq 0 ]; then
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "system deps: missing ${missing[*]} and no apt-get; the tests needing them will skip" >&2
-    exit 0
+    echo "system deps: missing ${missing[*]} and no apt-get to install them: install them by hand" >&2
+    exit 1
 fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
         SUDO="sudo -n"
     else
-        echo "system deps: missing ${missing[*]}, not root and no sudo; the tests needing them will skip" >&2
-        exit 0
+        echo "system deps: missing ${missing[*]}, not root and no password-less sudo: install them by hand" >&2
+        exit 1
     fi
 fi
 
@@ -43,3 +48,13 @@ echo "system deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+still=()
+for cmd in "${!wanted[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || still+=("$cmd")
+done
+if [ ${#still[@]} -ne 0 ]; then
+    echo "system deps: still missing after the install: ${still[*]}" >&2
+    exit 1
+fi
+echo "system deps: installed ${missing[*]}"

@@ -189,7 +189,7 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
             raise click.ClickException(f"cannot reach Redis at {redact_url(settings.redis_url)}: {exc}") from None
     stdin = sys.stdin.buffer if sys.stdin is not None else None  # None: started with stdin closed
     try:
-        outcome = run(settings, stdin=stdin, out=output, connection=connection)
+        outcome = run(settings, stdin=stdin, out=output, connection=connection, progress=sys.stderr)
     except SERError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # the output cannot be written (a full disk, /dev/full, a closed pipe)

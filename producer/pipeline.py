@@ -12,6 +12,7 @@ from models.bundle import load_bundle
 from models.errors import SERError
 from producer.dispatch import Backend, EmbeddedBackend, RedisBackend, StalledError
 from producer.output import make_writer
+from producer.progress import Progress
 from producer.session import FOLLOW_BLOCK_S, POLL_INTERVAL_S, CallSession  # noqa: F401  (re-exported)
 from producer.settings import ProducerSettings
 from producer.source import open_source
@@ -62,9 +63,11 @@ def make_backend(settings: ProducerSettings, *, spec: Any, bundle: Any, connecti
                         resend_after_s=settings.resend_after_s)
 
 
-def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, connection: Any = None) -> Outcome:
+def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, connection: Any = None,
+        progress: TextIO | None = None) -> Outcome:
     """Produce one call from a file or stdin through a :class:`~producer.session.CallSession`.
-    ``connection``: a redis client (distributed) or None (embedded).
+    ``connection``: a redis client (distributed) or None (embedded). ``progress``: a stream to show
+    progress on when it is a terminal (``producer.progress``; nothing otherwise).
 
     Raises :class:`SERError` for bad input; an incomplete run (timeout, failed segments) returns an
     :class:`Outcome` whose ``error`` says why.
@@ -76,6 +79,9 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, conn
     names = channel_names(settings.channel_names, source.channels)
     backend = make_backend(settings, spec=spec, bundle=bundle, connection=connection)
     writer = make_writer(settings.output_format, out, spec.labels)
+    frames = int(getattr(source, "frames", 0))  # a file's length; a stream has none
+    total_s = frames / source.rate if frames else None
+    bar = Progress(progress, total_s=total_s, name=source.name)
 
     audio_t0: list[float] = []  # wall clock of the first audio block (--realtime stamps)
 
@@ -87,6 +93,7 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, conn
                 rec = {**rec, "wall_s": round(wall, 3), "latency_s": round(wall - float(rec["end_s"]), 3)}
             writer.write(rec)
         writer.flush()
+        bar.classified(sum(1 for r in records if r.get("kind") == "result"))
 
     # Call events and the active-call registry (callevents.schema); embedded mode: none.
     session = CallSession(spec=spec, backend=backend, names=names, in_rate=source.rate, batch=settings.batch,
@@ -100,6 +107,7 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, conn
             if not audio_t0:  # the first block arrives once its audio has been spoken
                 audio_t0.append(time.monotonic() - block.shape[1] / source.rate)
             session.push(block)
+            bar.audio(block.shape[1] / source.rate)
         session.close(empty=f"{source.name} holds no audio samples")
         session.follow(timeout_s=settings.timeout_s)
     except StalledError as exc:
@@ -110,6 +118,7 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, conn
         raise
     finally:
         writer.flush()
+        bar.close()
     per_channel = session.end(error=error)
     error = session.error
     collector, stats = session.collector, session.stats

@@ -97,6 +97,8 @@ class FileSource(Source):
                 reason = "not a recognised audio format"
             raise AudioError(f"cannot decode {path}: {reason}") from None
         super().__init__(rate=self._file.samplerate, channels=self._file.channels, name=path)
+        #: Frames in the file (0 where libsndfile cannot tell): the progress display's total.
+        self.frames = max(0, int(self._file.frames))
 
     def _raw_blocks(self) -> Iterator[np.ndarray]:
         # Decode READ_BLOCKS blocks per libsndfile call and cut them into the same blocks: one read

@@ -5,18 +5,20 @@ on the same port (no persistence: a restart loses every key) and take extra argu
 (``--requirepass``, ACL users). The session fixture starts
 ``redis-server --port P --save '' --appendonly no`` on a free port in a temporary directory
 and kills it at the end; ``redis_url`` flushes the database before each test.
-Without a redis-server binary the tests are skipped, saying why.
+Without a redis-server binary the tests are skipped, saying why (a failure under
+``SER_REQUIRE_SYSTEM_DEPS=1``, as ``.ci/run`` sets: see ``tests/sysdeps.py``).
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sysdeps import binary as _need_binary
+from sysdeps import missing
 
 from bench.server import free_port  # noqa: F401  (re-exported for the tests)
 from bench.server import redis_binary as _redis_binary
@@ -30,14 +32,12 @@ def redis_binary() -> str:
     try:
         return _redis_binary()
     except RuntimeError as exc:
-        pytest.skip(f"{exc}: needed to run these tests")
+        missing(f"{exc}: needed to run these tests")
 
 
 def make_certs(workdir: Path) -> Path:
     """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI); returns the CA file."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl not found: cannot make TLS certificates")
+    openssl = _need_binary("openssl", hint="apt-get install openssl: it makes the TLS certificates")
     d = workdir / "tls"
     d.mkdir(exist_ok=True)
 

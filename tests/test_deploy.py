@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sysdeps
 import yaml
 
 from workers import exporter
@@ -27,9 +28,7 @@ METRICS_PORT = 9464
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("promtool")
-    if binary is None:
-        pytest.skip("promtool not installed (bash .ci/install-system-deps.sh installs Debian's prometheus)")
+    binary = sysdeps.binary("promtool", hint="bash .ci/install-system-deps.sh installs Debian's prometheus")
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60)
 
 

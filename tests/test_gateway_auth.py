@@ -7,6 +7,7 @@ import base64
 
 import numpy as np
 import pytest
+import sysdeps
 
 from gateway.audio import Aligner, GapError, ulaw_decode
 from gateway.audiohook import choose_media, duration_s
@@ -76,6 +77,22 @@ def test_twilio_signature_covers_scheme_host_path_and_query() -> None:
     assert not twilio_ok(token, url="wss://other.example.com/twilio?a=1", signature=sig)
     assert not twilio_ok("54321", url=url, signature=sig)
     assert not twilio_ok(token, url=url, signature=None)
+
+
+@pytest.mark.parametrize("url", ["wss://ser.example.com/twilio", "wss://ser.example.com/twilio?a=1&b=x%20y",
+                                 "wss://ser.example.com:8443/base/twilio?call=CA123"])
+def test_twilio_signature_agrees_with_twilios_own_validator(url: str) -> None:
+    """An independent known answer: the ``twilio`` package's RequestValidator (Twilio's reference code,
+    a [dev] dependency) signs a request to the same URL with no POST parameters, as a WebSocket upgrade
+    is, and accepts exactly the signatures our gateway accepts."""
+    request_validator = sysdeps.module("twilio.request_validator", "pip install .[dev]")
+    validator = request_validator.RequestValidator("0123456789abcdef0123456789abcdef")
+    theirs = validator.compute_signature(url, {})
+    assert twilio_signature("0123456789abcdef0123456789abcdef", url) == theirs
+    assert twilio_ok("0123456789abcdef0123456789abcdef", url=url, signature=theirs)
+    ours = twilio_signature("0123456789abcdef0123456789abcdef", url)
+    assert validator.validate(url, {}, ours)
+    assert not validator.validate(url, {}, twilio_signature("another token", url))
 
 
 def test_bearer() -> None:

@@ -1,13 +1,13 @@
 """workers.metrics: several processes summed through the multiprocess dir, HTTP endpoints, and a
-real Prometheus scraping the endpoint (skipped where the ``prometheus`` binary is absent)."""
+real Prometheus scraping a running ``ser-worker --metrics-port`` pool on a real redis-server (skipped
+where the ``prometheus`` binary is absent; a failure under ``SER_REQUIRE_SYSTEM_DEPS=1``, as in CI)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing as mp
 import re
-import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sysdeps
 from prometheus_client.parser import text_string_to_metric_families
+from redis_server import free_port
 
 from producer.metrics import PRODUCER_METRICS_KEY, ProducerMetrics
 from workers import exporter
@@ -223,73 +225,98 @@ def test_api_rejects_unbounded_labels() -> None:
     assert reg.get_sample_value("ser_end_to_end_seconds_bucket", {"le": "3.0"}) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def test_real_prometheus_scrapes_a_running_pool(tmp_path: Path, redis_url: str, tiny_bundle_dir: Path) -> None:
+    """A real Prometheus scrapes a real ``ser-worker --processes 2 --metrics-port P`` pool (own
+    redis-server) after ``ser-produce`` has sent it a call: it sees the pool's segments, workers,
+    model, queue and the producer's counters."""
+    binary = sysdeps.binary("prometheus", hint="bash .ci/install-system-deps.sh installs Debian's prometheus")
+    import signal
 
+    from conftest import synth_call
+    from test_pipeline_redis import producer_proc, records, worker_proc
 
-def test_real_prometheus_scrapes_the_endpoint(tmp_path: Path, mp_dir: Path) -> None:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus binary not installed (bash .ci/install-system-deps.sh installs it)")
-    from prometheus_client import CollectorRegistry
+    from models.bundle import load_bundle
 
-    m = wm.WorkerMetrics(registry=CollectorRegistry())  # in-process, values still land in mp_dir
-    m.segment("ok", "happy")
-    with m.stage("decode"):
-        pass
-    server = exporter.start_metrics_server(0, host="127.0.0.1", redis=FakeRedis(), queue="ser", model_info=MODEL_INFO)
-    prom_port = _free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: ser-worker\n    static_configs: [{{targets: ['127.0.0.1:{server.port}']}}]\n"
-    )
-    proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    wanted = ["ser_segments_total", "ser_stage_seconds_bucket", "ser_queue_depth", "ser_model_info"]
-    seen: dict[str, Any] = {}
+    spec = load_bundle(tiny_bundle_dir).spec
+    port = free_port()
+    worker = worker_proc(redis_url, tiny_bundle_dir, "--processes", "2", "--metrics-port", str(port))
+    proc: subprocess.Popen[bytes] | None = None
+    seen: dict[str, float] = {}
+    err = b""
+    queries = {  # PromQL -> the value it must reach
+        'sum(ser_segments_total{status="ok"})': 6.0,  # synth_call: 6 voiced segments
+        "ser_workers": 2.0,
+        f'ser_model_info{{name="{spec.name}",version="{spec.version}"}}': 1.0,
+        'ser_producer_segments_total{outcome="enqueued"}': 6.0,
+        "ser_queue_depth": 0.0,
+        'up{job="ser-worker"}': 1.0,
+    }
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(seen) < len(wanted):
+        prod = producer_proc(redis_url, str(synth_call(tmp_path / "call.wav")), "--model", str(tiny_bundle_dir),
+                             "--format", "jsonl", "--timeout", "60")
+        out, perr = prod.communicate(timeout=120)
+        assert prod.returncode == 0, perr
+        assert len(records(out)) == 6
+        prom_port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n"
+            f"  - job_name: ser-worker\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+        )
+        proc = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{prom_port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and seen != queries:
             time.sleep(0.5)
-            for name in wanted:
-                if name in seen:
-                    continue
-                query = urllib.parse.urlencode({"query": name})
+            for query in queries:
                 try:
-                    code, body = _get(f"http://127.0.0.1:{prom_port}/api/v1/query?{query}")
+                    code, body = _get(f"http://127.0.0.1:{prom_port}/api/v1/query?"
+                                      + urllib.parse.urlencode({"query": query}))
                 except (urllib.error.URLError, ConnectionError):
                     break  # not listening yet
                 result = json.loads(body)["data"]["result"] if code == 200 else []
-                if result:
-                    seen[name] = result
+                if len(result) == 1:
+                    seen[query] = float(result[0]["value"][1])
     finally:
-        proc.terminate()
-        try:
-            _, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-        server.close()
-    assert set(seen) == set(wanted), f"prometheus saw only {sorted(seen)}; its log:\n{err.decode()[-3000:]}"
-    happy = [r for r in seen["ser_segments_total"] if r["metric"].get("label") == "happy"]
-    assert happy and float(happy[0]["value"][1]) == 1
-    assert happy[0]["metric"]["job"] == "ser-worker"
+        if proc is not None:
+            proc.terminate()
+            try:
+                _, err = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+        worker.send_signal(signal.SIGTERM)
+        _, werr = worker.communicate(timeout=30)
+    assert seen == queries, f"prometheus saw {seen}; its log:\n{err.decode()[-3000:]}"
+    assert worker.returncode == 0 and "Traceback" not in werr, werr
 
 
-def test_producer_metrics_key_agrees_and_never_fails() -> None:
+def test_producer_metrics_key_agrees_and_never_fails(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The producer adds to the hash the pool's exporter reads (a real Redis); with Redis down it
+    never raises and logs the failure once per producer, not once per call."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     assert PRODUCER_METRICS_KEY == wm.PRODUCER_METRICS_KEY
-    down = FakeRedis(up=False)
+    up = redis.Redis.from_url(redis_url)
+    ProducerMetrics(up).enqueued(3)
+    ProducerMetrics(up).enqueued(2)
+    assert up.hgetall(wm.PRODUCER_METRICS_KEY) == {b"segments:enqueued": b"5"}
+    down = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    caplog.set_level(logging.WARNING, logger="producer.metrics")
     pm = ProducerMetrics(down)
-    pm.enqueued(3)  # logged once, not raised
+    pm.enqueued(3)
     pm.backpressure_wait(1.5)
-    ProducerMetrics(None).enqueued(1)
+    pm.call_done(ok=True)
+    warnings = [r for r in caplog.records if r.name == "producer.metrics"]
+    assert len(warnings) == 1 and "producer metrics not recorded" in warnings[0].getMessage()
+    ProducerMetrics(None).enqueued(1)  # embedded: records nothing, needs no Redis
+    assert up.hgetall(wm.PRODUCER_METRICS_KEY) == {b"segments:enqueued": b"5"}
 
 
 def test_cleanup_restores_in_memory_values() -> None:

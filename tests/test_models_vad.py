@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import sysdeps
 
 from bench import speechlike as sl
 from models.bundle import BundleError, Spec, load_bundle, parse_vad, write_bundle
@@ -226,7 +227,7 @@ def test_numpy_silero_matches_onnxruntime_window_by_window_and_in_segments() -> 
 
 
 def test_numpy_silero_weights_are_the_onnx_models_and_are_checked(tmp_path) -> None:
-    pytest.importorskip("onnx")
+    sysdeps.module("onnx", "pip install .[dev]")
     from training.vad_weights import extract, matches
 
     assert matches(extract())  # the vendored .npz holds exactly the 8 kHz branch's constants

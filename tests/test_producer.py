@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import sysdeps
 from click.testing import CliRunner
 from conftest import synth_call
 from tinybundle import tiny_spec
@@ -265,7 +266,7 @@ def test_cli_caps_blas_threads_before_numpy_is_loaded() -> None:
     from producer.cli import THREAD_ENV_VARS
     from workers.settings import THREAD_ENV_VARS as WORKER_VARS
 
-    pytest.importorskip("threadpoolctl")
+    sysdeps.module("threadpoolctl", "pip install .[dev]")
     assert THREAD_ENV_VARS == WORKER_VARS
     env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV_VARS}
     root = Path(__file__).resolve().parents[1]

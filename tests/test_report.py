@@ -4,12 +4,12 @@ headless Chromium (skipped where the ``chromium`` binary is absent)."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sysdeps
 
 from producer.report import png_path_for, write_report
 from producer.summary import summarise
@@ -100,11 +100,8 @@ def test_report_files(report: Path) -> None:
 
 
 def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("chromium not installed (bash .ci/install-system-deps.sh installs Debian's chromium)")
+    return sysdeps.binary("chromium", "chromium-browser", "google-chrome",
+                          hint="bash .ci/install-system-deps.sh installs Debian's chromium")
 
 
 def _run_chromium(binary: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:

