@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -22,11 +21,12 @@ import numpy as np
 
 from gateway.metrics import GatewayMetrics
 from gateway.settings import PUSH_BLOCK_S, GatewaySettings
+from gateway.streams import claim_stream
 from models.bundle import load_bundle
 from models.ids import key_id
 from producer.dispatch import Backend, EmbeddedBackend, RedisBackend, StalledError
 from producer.session import FOLLOW_BLOCK_S, CallSession
-from workers.contract import RESULTS_TTL_S, claims_key, results_key
+from workers.contract import results_key
 
 log = logging.getLogger("ser.gateway")
 T = TypeVar("T")
@@ -38,16 +38,10 @@ READER_COUNT = 500
 READER_RETRY_S = 0.5
 #: Audio a call may queue ahead of its session (seconds) before its handler waits (backpressure).
 MAX_BACKLOG_S = 10.0
+#: With the backlog full, a session busy this long with one item is stuck: audio is dropped (s).
+STUCK_S = 0.5
 #: Queue item: take the results that arrived.
 POLL = "poll"
-#: Most streams (sessions) of one call id: a reused id becomes ``<id>#2``, ``<id>#3``, ...
-MAX_STREAMS = 100
-#: Field of a stream's claims hash that reserves the stream for one session.
-STREAM_OWNER_FIELD = "session"
-
-
-class CallRefused(Exception):
-    """A call that cannot start (its id has :data:`MAX_STREAMS` streams already)."""
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -103,38 +97,14 @@ class Hub:
         return RedisBackend(spec=self.spec, stream_id=call_id, connection=self.connection, queue=s.queue,
                             max_pending=s.max_pending, timeout_s=s.timeout_s, resend_after_s=s.resend_after_s)
 
-    def _claim_stream(self, raw: str) -> str:
-        """The raw id of this session's stream of call ``raw`` (docs/gateway.md, "Reconnects and
-        forked streams"): ``raw`` itself for the call's first session, ``raw#2``, ``raw#3``... for the
-        next ones (live here, or whose claims hash in Redis is still there: live or ended less than
-        :data:`~workers.contract.RESULTS_TTL_S` ago on any gateway). Taken atomically with ``HSETNX``
-        on the stream's claims hash (the producer's own key family and commands)."""
-        for n in range(1, MAX_STREAMS + 1):
-            stream = raw if n == 1 else f"{raw}#{n}"
-            if key_id(stream) in self.live:
-                continue
-            if self.connection is None:
-                return stream
-            try:
-                pipe = self.connection.pipeline(transaction=True)
-                pipe.hsetnx(claims_key(stream), STREAM_OWNER_FIELD, str(uuid.uuid4()))
-                pipe.expire(claims_key(stream), RESULTS_TTL_S)
-                taken = pipe.execute()[0]
-            except Exception as exc:  # redis.RedisError, OSError: the session's own retries decide later
-                log.warning("call %s: stream not reserved (Redis: %s); using %s", key_id(raw), exc, key_id(stream))
-                return stream
-            if taken:
-                return stream
-        raise CallRefused(f"call {key_id(raw)} has {MAX_STREAMS} streams already")
-
     async def open(self, *, call_id: str, source: str, names: Sequence[str], in_rate: int,
                    params: Mapping[str, str] | None = None) -> LiveCall:
         """A live call for this session of platform call id ``call_id`` (raw): a new stream when the id
         was used before (:meth:`_claim_stream`); never refused for a reused id."""
-        stream = await self.run(self._claim_stream, call_id)
+        stream = await self.run(claim_stream, self.connection, self.live, call_id)
         key = key_id(stream)
         if key in self.live:  # another session took it while we asked Redis: the next one
-            stream = await self.run(self._claim_stream, call_id)
+            stream = await self.run(claim_stream, self.connection, self.live, call_id)
             key = key_id(stream)
         call = LiveCall(self, call_id=stream, source=source, names=names, in_rate=in_rate, params=params)
         self.live[key] = call
@@ -211,6 +181,8 @@ class LiveCall:
         self._queue: asyncio.Queue[np.ndarray | int | str | None] = asyncio.Queue(
             maxsize=max(1, round(MAX_BACKLOG_S / PUSH_BLOCK_S)))
         self._pump: asyncio.Task[None] | None = None
+        self._busy_since: float | None = None  # time.monotonic() the pump took its current item
+        self._took = asyncio.Event()  # the pump took an item: there is room
         self.failure: Exception | None = None
         self.records = 0
         self.session = CallSession(
@@ -231,15 +203,18 @@ class LiveCall:
     async def _pump_blocks(self) -> None:
         """Feed the session from the queue, one item at a time (the session is not thread-safe): audio
         blocks, an int (that many samples of silence: audio dropped while the backlog was full),
-        ``POLL`` (results arrived during a pause), None (the end). The protocol handler never waits
-        on the queue, so it keeps reading its socket (and answering pings) while the session waits on
-        backpressure or a Redis outage; after a failure the next :meth:`push` raises it."""
+        ``POLL`` (results arrived during a pause), None (the end). The protocol handler waits on the
+        queue at most :data:`STUCK_S`, so it keeps reading its socket (and answering pings) while
+        the session waits on backpressure or a Redis outage; after a failure the next :meth:`push`
+        raises it."""
         while True:
             item = await self._queue.get()
+            self._took.set()
             if item is None:
                 return
             if self.failure is not None:
                 continue  # drain: the handler is told at its next push
+            self._busy_since = time.monotonic()
             try:
                 if isinstance(item, str):
                     await self.hub.run(self.session.poll)
@@ -251,6 +226,8 @@ class LiveCall:
                     await self.hub.run(self.session.push, item)
             except Exception as exc:  # Redis gone for good, a refused batch: this call only
                 self.failure = exc
+            finally:
+                self._busy_since = None
 
     def check(self) -> None:
         """Raise what made the session fail (Redis gone for good), if anything did."""
@@ -262,15 +239,16 @@ class LiveCall:
 
     async def push(self, block: np.ndarray) -> None:
         """Add aligned ``(channels, n)`` audio; the session gets it in blocks of :data:`PUSH_BLOCK_S`.
-        Never waits: with :data:`MAX_BACKLOG_S` of audio queued (the session is stuck: Redis away, the
-        queue full) the audio is dropped, counted, and kept on the time line as silence. Raises what
+        With :data:`MAX_BACKLOG_S` of audio queued, waits for room only while the session makes
+        progress (:meth:`_room`, at most :data:`STUCK_S`); a stuck session's audio (Redis away, the
+        queue full for long) is dropped, counted, and kept on the time line as silence. Raises what
         made the session fail (after ``--timeout`` without progress)."""
         self._raise_failure()
         self._held.append(block)
         self._held_n += block.shape[1]
         self.hub.metrics.audio_seconds.labels(self.source).inc(block.shape[1] / self.rate)
         if self._held_n >= self.block:
-            self._enqueue(self._take_held())
+            await self._enqueue(self._take_held())
 
     def _take_held(self) -> np.ndarray | None:
         if not self._held_n:
@@ -279,10 +257,29 @@ class LiveCall:
         self._held, self._held_n = [], 0
         return joined
 
-    def _enqueue(self, joined: np.ndarray | None) -> None:
+    async def _room(self) -> bool:
+        """With the backlog full, wait for room while the session makes progress: True when there is
+        room; False when its current item has run :data:`STUCK_S` (Redis away, the queue full for
+        long: stuck), at once once dropping has begun. The handler waits at most STUCK_S, so it keeps
+        reading its socket and answering pings."""
+        while self._queue.full():
+            if self.gap:
+                return False
+            busy = time.monotonic() - self._busy_since if self._busy_since is not None else 0.0
+            if busy >= STUCK_S:
+                return False
+            self._took.clear()
+            try:
+                await asyncio.wait_for(self._took.wait(), timeout=STUCK_S - busy)
+            except TimeoutError:
+                pass
+        return True
+
+    async def _enqueue(self, joined: np.ndarray | None) -> None:
         if joined is None:
             return
         self.arrived.clear()
+        await self._room()
         if self.gap and not self._queue.full():
             self._queue.put_nowait(self.gap)
             log.warning("call %s: backlog drained; %.1f s of audio were dropped (kept as silence)", self.key,

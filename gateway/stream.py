@@ -10,7 +10,8 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from gateway.hub import CallRefused, Hub, LiveCall, failure_reason
+from gateway.hub import Hub, LiveCall, failure_reason
+from gateway.streams import CallRefused
 from gateway.wsio import (
     CLOSE_BAD_DATA,
     CLOSE_ERROR,

@@ -17,8 +17,9 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from gateway.audio import Aligner, GapError, ulaw_decode
-from gateway.hub import CallRefused, Hub, LiveCall, failure_reason
+from gateway.hub import Hub, LiveCall, failure_reason
 from gateway.settings import MAX_GAP_S, MAX_TRACK_LAG_S
+from gateway.streams import CallRefused
 from gateway.wsio import (
     CLOSE_BAD_DATA,
     CLOSE_ERROR,

@@ -106,7 +106,7 @@ def test_redis_outage_longer_than_timeout_keeps_the_sockets_alive_and_ends_throu
     y = synth_stereo(seconds=30.0)
     with RedisServer(tmp_path) as server:
         settings = GatewaySettings(credentials=CREDS, model_dir=str(tiny_bundle_dir), redis_url=server.url(),
-                                   timeout_s=3.0, idle_timeout_s=30.0)
+                                   timeout_s=4.0, idle_timeout_s=30.0)
         with serve_gateway(settings, free_port()) as host:
             async def audiohook() -> tuple[dict, list[float]]:
                 sid = str(uuid.uuid4())
@@ -167,3 +167,29 @@ def test_redis_outage_longer_than_timeout_keeps_the_sockets_alive_and_ends_throu
                 dropped = [ln for ln in text.splitlines()
                            if ln.startswith(f'ser_gateway_dropped_audio_seconds_total{{source="{source}"}}')]
                 assert dropped and float(dropped[0].split()[-1]) > 0, text
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+def test_connection_guard_limits_per_process_and_per_address_and_forgets_closed_ones() -> None:
+    from gateway.guard import ConnectionGuard
+
+    g = ConnectionGuard(max_connections=3, max_per_address=2, header_timeout_s=1.0)
+    t = [FakeTransport() for _ in range(5)]
+    assert g.admit("10.0.0.1", t[0]) is None and g.admit("10.0.0.1", t[1]) is None
+    assert g.admit("10.0.0.1", t[2]) == "address"
+    assert g.admit("10.0.0.2", t[2]) is None
+    assert g.admit("10.0.0.3", t[3]) == "process" and g.total == 3
+    g.release("10.0.0.1", t[0])
+    g.release("10.0.0.1", t[0])  # released twice (HTTP, then WebSocket): counted once
+    assert g.total == 2 and g.admit("10.0.0.3", t[3]) is None
+    t[1].closing = True  # closed without a release: pruned once a limit is reached
+    assert g.admit("10.0.0.4", t[4]) is None and g.total == 3
+    unlimited = ConnectionGuard(max_connections=10, max_per_address=0, header_timeout_s=1.0)
+    assert all(unlimited.admit("10.0.0.1", FakeTransport()) is None for _ in range(10))
