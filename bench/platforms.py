@@ -132,11 +132,10 @@ def serve_gateway(settings: Any, port: int) -> Iterator[str]:
     """ser-gateway's app under uvicorn in a thread on 127.0.0.1:port; yields ``127.0.0.1:port``."""
     import uvicorn
 
-    from gateway.app import create_app
+    from gateway.app import create_app, server_config
 
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-                            ws="websockets-sansio", ws_max_size=1 << 20, timeout_graceful_shutdown=2)
-    srv = uvicorn.Server(config)
+    srv = uvicorn.Server(server_config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
+                                       graceful_s=2))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -42,6 +42,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from models.ids import key_id
+
 CALLS_KEY = "ser:calls"
 ENDED_KEY = "ser:calls:ended"
 CALL_PREFIX = "ser:call:"
@@ -80,11 +82,11 @@ def is_lost(alive: float, now: float) -> bool:
 
 
 def call_key(call_id: str) -> str:
-    return CALL_PREFIX + call_id
+    return CALL_PREFIX + key_id(call_id)
 
 
 def events_key(call_id: str) -> str:
-    return EVENTS_PREFIX + call_id
+    return EVENTS_PREFIX + key_id(call_id)
 
 
 def encode_event(event: dict[str, Any]) -> dict[str, str]:

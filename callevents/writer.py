@@ -41,6 +41,7 @@ from callevents.schema import (
     encode_event,
     events_key,
 )
+from models.ids import key_id
 
 log = logging.getLogger(__name__)
 #: After a failed write, events are dropped without trying Redis for this many seconds (a client's
@@ -61,7 +62,8 @@ class CallEvents:
                  labels: Sequence[str] = (), params: Mapping[str, str] | None = None,
                  settings: EventSettings | None = None, clock: Callable[[], float] = time.time) -> None:
         self.connection = connection
-        self.call_id = call_id
+        self.raw_id = str(call_id)
+        self.call_id = key_id(self.raw_id)  # in every key, the registry and the events (models.ids)
         self.source = source
         self.channels = list(channels)
         self.model = model
@@ -76,6 +78,8 @@ class CallEvents:
         self.info: dict[str, Any] = {}  # the call_started event
         self._retry_at = 0.0  # time.monotonic() before which writes are skipped (after a failure)
         self._beat_at = 0.0  # time.monotonic() of the latest write of ``alive``
+        #: Extra fields of the ``call_ended`` event (e.g. the gateway's ``dropped_audio_s``).
+        self.end_fields: dict[str, Any] = {}
 
     @property
     def enabled(self) -> bool:
@@ -136,8 +140,9 @@ class CallEvents:
         if not self.enabled or self.started is not None:
             return [], None
         self.started = self.clock()
+        raw = {"raw_call_id": self.raw_id} if self.raw_id != self.call_id else {}
         self.info = self._event(CALL_STARTED, source=self.source, channels=self.channels, params=self.params,
-                                model=self.model, labels=self.labels)
+                                model=self.model, labels=self.labels, **raw)
 
         def reset(pipe: Any) -> None:
             pipe.delete(call_key(self.call_id), events_key(self.call_id))
@@ -160,7 +165,7 @@ class CallEvents:
         segments = sum(int(ch.get("segments", 0)) for ch in summary.values())
         failed = sum(int(ch.get("failed", 0)) for ch in summary.values())
         ended = self._event(CALL_ENDED, reason=reason, duration_s=round(duration_s, 3), segments=segments,
-                            failed=failed, summary=dict(summary))
+                            failed=failed, summary=dict(summary), **self.end_fields)
         now = ended["ts"]
         self.ended = True
 

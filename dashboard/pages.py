@@ -107,7 +107,8 @@ def call_page(call_id: str, call: dict[str, Any], *, nonce: str, login: bool) ->
     events = [e for e in call["events"] if e["kind"] in ("alert_opened", "alert_closed", "trend", "call_ended")]
     data_extra = {"call_id": call_id, "live": ended is None, "results_id": call["results_id"],
                   "events_id": call["events_id"], "events": events}
-    return render_call(records, summary, title=call_id, model_id=model, channels=channels, labels=labels,
+    title = state.get("raw_call_id") or call_id  # the platform's own id when the key differs
+    return render_call(records, summary, title=title, model_id=model, channels=channels, labels=labels,
                        duration_s=duration, nonce=nonce, head_extra=STYLESHEET, body_top=body_top,
                        after_meta=after_meta, body_extra=body_extra, data_extra=data_extra)
 

@@ -40,7 +40,8 @@ def _call_state(call_id: str, fields: dict[Any, Any], score: float, now: float) 
         ended = {"kind": "call_ended", "call_id": call_id, "ts": alive, "reason": LOST,
                  "duration_s": round(max(alive - started, 0.0), 3)}
     return {
-        "call_id": call_id, "source": info.get("source", ""), "channels": info.get("channels", []),
+        "call_id": call_id, "raw_call_id": info.get("raw_call_id"),
+        "source": info.get("source", ""), "channels": info.get("channels", []),
         "params": info.get("params", {}), "model": info.get("model", ""), "started": info.get("ts", score),
         "trends": {k[len("trend:"):]: json.loads(v) for k, v in h.items() if k.startswith("trend:")},
         "alerts": json.loads(h.get("alerts", "[]")),

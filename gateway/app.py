@@ -20,9 +20,11 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway import audiohook, stream, twilio
-from gateway.auth import SignatureError, audiohook_verify, bearer_ok, twilio_ok, twilio_url
+from gateway.auth import ReplayGuard, SignatureError, audiohook_verify, bearer_ok, twilio_ok, twilio_url
+from gateway.guard import ConnectionGuard, install_log_limits, protocols
 from gateway.hub import Hub
-from gateway.settings import GatewaySettings
+from gateway.metrics import GatewayMetrics
+from gateway.settings import MAX_WS_MESSAGE_BYTES, GatewaySettings
 
 log = logging.getLogger("ser.gateway")
 
@@ -48,6 +50,11 @@ def create_app(settings: GatewaySettings, *, connection: Any = None, aconnection
     creds = settings.credentials
     state: dict[str, Hub] = {}
     public_host = urlsplit(settings.public_url).netloc if settings.public_url else None
+    replays = ReplayGuard()
+    gauges = GatewayMetrics()
+    guard = ConnectionGuard(max_connections=settings.max_connections, max_per_address=settings.max_per_address,
+                            header_timeout_s=settings.header_timeout_s,
+                            on_count=lambda why: gauges.guard.labels(why).inc())
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -62,7 +69,7 @@ def create_app(settings: GatewaySettings, *, connection: Any = None, aconnection
             sync = redis.Redis.from_url(settings.redis_url, socket_timeout=sock, socket_connect_timeout=sock,
                                         socket_keepalive=True, max_connections=settings.threads + 8)
             aio = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=sock)
-        hub = Hub(settings, connection=sync, aconnection=aio)
+        hub = Hub(settings, connection=sync, aconnection=aio, metrics=gauges)
         hub.start()
         state["hub"] = hub
         try:
@@ -90,11 +97,11 @@ def create_app(settings: GatewaySettings, *, connection: Any = None, aconnection
                 return "no SER_AUDIOHOOK_API_KEY/SER_AUDIOHOOK_CLIENT_SECRET configured"
             target = ws.url.path + (f"?{ws.url.query}" if ws.url.query else "")
             try:
-                audiohook_verify(api_key=creds.audiohook_api_key, secret=creds.audiohook_secret, headers=headers,
-                                 request_target=target, authority=host)
+                value, until = audiohook_verify(api_key=creds.audiohook_api_key, secret=creds.audiohook_secret,
+                                                headers=headers, request_target=target, authority=host)
             except SignatureError as exc:
                 return str(exc)
-            return None
+            return replays.admit(value, until)
         if creds.stream_token is None:
             return "no SER_GATEWAY_TOKEN configured"
         return None if bearer_ok(creds.stream_token, headers.get("authorization")) else "bad or missing bearer token"
@@ -148,4 +155,18 @@ def create_app(settings: GatewaySettings, *, connection: Any = None, aconnection
         WebSocketRoute("/audiohook", ws_audiohook),
         WebSocketRoute("/stream", ws_stream),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.guard = guard
+    return app
+
+
+def server_config(app: Starlette, *, host: str, port: int, log_level: str = "info", graceful_s: float = 5) -> Any:
+    """The ``uvicorn.Config`` serving ``app`` (the CLI and the tests use the same): the connection
+    guard's protocol classes (gateway.guard), the WebSocket message limit, rate-limited error logs."""
+    import uvicorn
+
+    http, ws = protocols(app.state.guard)
+    install_log_limits()
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=http, ws=ws,
+                          ws_max_size=MAX_WS_MESSAGE_BYTES, timeout_graceful_shutdown=int(graceful_s),
+                          access_log=False)

@@ -22,10 +22,10 @@ import numpy as np
 from starlette.websockets import WebSocket
 
 from gateway.audio import ulaw_decode
-from gateway.hub import CallRefused, Hub, LiveCall
+from gateway.hub import Hub, LiveCall, failure_reason
 from gateway.settings import CLOSE_WAIT_S, MAX_GAP_S
-from gateway.wsio import CLOSE_NORMAL, BadInput, close, receive
-from workers.contract import sanitize
+from gateway.streams import CallRefused
+from gateway.wsio import CLOSE_NORMAL, BadInput, close, parse_json, receive
 
 log = logging.getLogger("ser.gateway.audiohook")
 RATE = 8000
@@ -122,8 +122,8 @@ class Session:
         if isinstance(custom, dict):
             extra.update({str(k): str(v) for k, v in custom.items()})
         try:
-            self.call = self.hub.open(call_id=sanitize(conversation), source="audiohook", names=names, in_rate=RATE,
-                                      params=extra)
+            self.call = await self.hub.open(call_id=conversation, source="audiohook", names=names, in_rate=RATE,
+                                            params=extra)
         except CallRefused as exc:
             raise BadInput(str(exc), what="duplicate_call") from None
         await self.call.start()
@@ -202,10 +202,7 @@ async def serve(ws: WebSocket, hub: Hub, session_id: str) -> None:
             if m.kind == "bytes":
                 await s.on_audio(m.data)
                 continue
-            try:
-                msg = json.loads(m.text)
-            except ValueError:
-                raise BadInput("malformed JSON", what="json") from None
+            msg = parse_json(m.text)
             if not isinstance(msg, dict):
                 raise BadInput("a JSON message that is not an object", what="json")
             if await s.handle(msg):
@@ -213,13 +210,16 @@ async def serve(ws: WebSocket, hub: Hub, session_id: str) -> None:
                 break
     except BadInput as exc:
         hub.metrics.bad_input.labels("audiohook", exc.what).inc()
-        log.warning("audiohook %s: disconnecting: %s", s.id, exc)
-        await s.disconnect("error", str(exc))
+        log.warning("audiohook %s: %s: %s", s.id, "closed" if exc.closed else "disconnecting", exc)
+        if not exc.closed:
+            await s.disconnect("error", str(exc))
         reason = "error"
     except Exception as exc:  # Redis gone for good while pushing: this session only
-        await s.disconnect("error", "internal error")
+        await s.disconnect("error", failure_reason(exc))
         if s.call is not None:
             await s.call.abort(f"{type(exc).__name__}: {exc}")
+        else:
+            log.error("audiohook %s: disconnected: %s: %s", s.id, type(exc).__name__, exc)
         return
     if s.call is not None:
         await s.call.finish(reason)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import re
 import time
 from collections.abc import Mapping
 
-from gateway.settings import SIGNATURE_MAX_AGE_S, SIGNATURE_SKEW_S
+from gateway.settings import REPLAY_CAPACITY, SIGNATURE_MAX_AGE_S, SIGNATURE_SKEW_S
 
 #: Components an AudioHook signature must cover.
 AUDIOHOOK_COMPONENTS = ("@request-target", "@authority", "audiohook-organization-id", "audiohook-session-id",
@@ -63,9 +64,10 @@ class SignatureError(ValueError):
 
 
 def audiohook_verify(*, api_key: str, secret: bytes, headers: Mapping[str, str], request_target: str,
-                     authority: str, now: float | None = None) -> None:
+                     authority: str, now: float | None = None) -> tuple[str, float]:
     """Raise :class:`SignatureError` unless the request carries ``api_key`` and a valid, fresh signature.
-    ``headers``: lower-case names."""
+    ``headers``: lower-case names. Returns the signature value and the time (unix s) until which it
+    would be accepted again (for :class:`ReplayGuard`)."""
     if not _eq(headers.get("x-api-key", ""), api_key):
         raise SignatureError("missing or wrong X-API-KEY")
     m = _INPUT.match(headers.get("signature-input", ""))
@@ -102,3 +104,35 @@ def audiohook_verify(*, api_key: str, secret: bytes, headers: Mapping[str, str],
     want = base64.b64encode(hmac.new(secret, base.encode(), hashlib.sha256).digest()).decode()
     if not _eq(want, s["value"]):
         raise SignatureError("signature does not verify")
+    until = created + SIGNATURE_MAX_AGE_S
+    return s["value"], min(until, float(expires)) if expires is not None else until
+
+
+class ReplayGuard:
+    """The signatures accepted in this process, each remembered until it would expire anyway: a
+    request presented again (a replay; a signature covers its nonce) is refused. At most
+    ``capacity`` live entries (only verified signatures are added, so filling it needs the secret);
+    when full, new ones are refused. Per process: a replay to another gateway is not seen."""
+
+    def __init__(self, capacity: int = REPLAY_CAPACITY) -> None:
+        self.capacity = capacity
+        self._until: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def admit(self, value: str, until: float, now: float | None = None) -> str | None:
+        """None: first use (now remembered); else why it is refused."""
+        now = time.time() if now is None else now
+        while self._heap and self._heap[0][0] < now:
+            _, old = heapq.heappop(self._heap)
+            if self._until.get(old, now) < now:
+                del self._until[old]
+        if value in self._until:
+            return "signature already used (replay)"
+        if len(self._until) >= self.capacity:
+            return "too many fresh signatures to remember; try again later"
+        self._until[value] = until + SIGNATURE_SKEW_S
+        heapq.heappush(self._heap, (until + SIGNATURE_SKEW_S, value))
+        return None

@@ -20,8 +20,11 @@ import click  # noqa: E402
 from gateway.settings import (  # noqa: E402
     AUDIOHOOK_KEY_ENV,
     AUDIOHOOK_SECRET_ENV,
+    DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_HOST,
     DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PER_ADDRESS,
     DEFAULT_PORT,
     DEFAULT_THREADS,
     DEFAULT_TIMEOUT_S,
@@ -47,6 +50,29 @@ def credentials(insecure: bool) -> Credentials:
                        stream_token=os.environ.get(STREAM_TOKEN_ENV) or None, insecure_no_auth=insecure)
 
 
+#: File descriptors kept free of connections (Redis clients, the model, logs, the listening socket).
+SPARE_FDS = 64
+
+
+def connection_budget(wanted: int) -> int:
+    """``wanted``, within the open-files limit (the soft limit is raised to the hard one first): a
+    process out of descriptors can accept nothing, /healthz and signed calls included."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and wanted > soft - SPARE_FDS:
+        click.echo(f"ser-gateway: --max-connections {wanted} lowered to {max(1, soft - SPARE_FDS)} (open-files "
+                   f"limit {soft})", err=True)
+        return max(1, soft - SPARE_FDS)
+    return wanted
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True, help="TCP port.")
@@ -66,6 +92,14 @@ def credentials(insecure: bool) -> Credentials:
               show_default=True, help="Give up a call after this many seconds without progress [env SER_TIMEOUT].")
 @click.option("--threads", type=click.IntRange(1, 256), default=DEFAULT_THREADS, show_default=True,
               help="Threads running the sessions' blocking work.")
+@click.option("--max-connections", type=click.IntRange(1), default=DEFAULT_MAX_CONNECTIONS, show_default=True,
+              help="Concurrent TCP connections this process holds; more get 503 (capped by the open-files limit).")
+@click.option("--max-connections-per-address", "max_per_address", type=click.IntRange(0),
+              default=DEFAULT_MAX_PER_ADDRESS, show_default=True,
+              help="Concurrent connections from one source address (0: no limit; behind a proxy every client "
+                   "has the proxy's address).")
+@click.option("--header-timeout", "header_timeout_s", type=click.FloatRange(0.1), default=DEFAULT_HEADER_TIMEOUT_S,
+              show_default=True, help="Seconds a new connection has to send its request head (else 408, closed).")
 @click.option("--alert-rules", envvar="SER_ALERT_RULES", type=click.Path(dir_okay=False), default=None,
               help="TOML file of alert rules (docs/pipeline.md, 'Call events') [env SER_ALERT_RULES].")
 @click.option("--insecure-no-auth", is_flag=True,
@@ -74,8 +108,9 @@ def credentials(insecure: bool) -> Credentials:
               type=click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False),
               help="Log level [env SER_LOG_LEVEL].")
 def main(host: str, port: int, redis_url: str | None, redis_url_file: str | None, queue: str, model_dir: str | None,
-         public_url: str | None, idle_timeout_s: float, timeout_s: float, threads: int, alert_rules: str | None,
-         insecure_no_auth: bool, log_level: str) -> None:
+         public_url: str | None, idle_timeout_s: float, timeout_s: float, threads: int, max_connections: int,
+         max_per_address: int, header_timeout_s: float, alert_rules: str | None, insecure_no_auth: bool,
+         log_level: str) -> None:
     """Serve WS /twilio, /audiohook and /stream (and GET /healthz, /readyz, /metrics).
 
     Credentials come from the environment only: SER_TWILIO_AUTH_TOKEN, SER_AUDIOHOOK_API_KEY and
@@ -83,7 +118,7 @@ def main(host: str, port: int, redis_url: str | None, redis_url_file: str | None
     import redis
     import uvicorn
 
-    from gateway.app import create_app, route_credentials
+    from gateway.app import create_app, route_credentials, server_config
     from models.bundle import load_bundle
     from models.errors import SERError
 
@@ -105,7 +140,9 @@ def main(host: str, port: int, redis_url: str | None, redis_url_file: str | None
             raise click.ClickException(f"cannot reach Redis at {redact_url(redis_url)}: {exc}") from None
     settings = GatewaySettings(credentials=credentials(insecure_no_auth), model_dir=model_dir,
                                redis_url=redis_url or None, queue=queue, public_url=public_url,
-                               idle_timeout_s=idle_timeout_s, timeout_s=timeout_s, threads=threads, events=events)
+                               idle_timeout_s=idle_timeout_s, timeout_s=timeout_s, threads=threads, events=events,
+                               max_connections=connection_budget(max_connections), max_per_address=max_per_address,
+                               header_timeout_s=header_timeout_s)
     shown = f"[{host}]" if ":" in host else host
     mode = f"queue {queue!r} on {redact_url(redis_url)}" if redis_url else "embedded (classifying in-process)"
     click.echo(f"ser-gateway: ws://{shown}:{port}/{{twilio,audiohook,stream}} -- {mode}", err=True)
@@ -118,8 +155,7 @@ def main(host: str, port: int, redis_url: str | None, redis_url_file: str | None
         for route, ok in route_credentials(settings).items():
             if not ok:
                 click.echo(f"ser-gateway: /{route} refuses every connection: {envs[route]} not set", err=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level.lower(), ws="websockets-sansio",
-                ws_max_size=1 << 20, timeout_graceful_shutdown=5, access_log=False)
+    uvicorn.Server(server_config(create_app(settings), host=host, port=port, log_level=log_level.lower())).run()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,15 @@ class GatewayMetrics:
         self.records = Counter("ser_gateway_records_total", "Result and failure records received", registry=r)
         self.bad_input = Counter("ser_gateway_bad_input_total", "Sessions ended or messages ignored for bad input",
                                  ["route", "what"], registry=r)
+        self.dropped_seconds = Counter("ser_gateway_dropped_audio_seconds_total",
+                                       "Seconds of call audio dropped (kept as silence) while a call's backlog "
+                                       "was full", ["source"], registry=r)
+        self.streams = Counter("ser_gateway_reused_call_ids_total",
+                               "Sessions for a call id used before (each became a stream <id>#n)", ["source"],
+                               registry=r)
+        self.guard = Counter("ser_gateway_refused_sockets_total",
+                             "TCP connections refused or dropped before a request (limits, header timeout)",
+                             ["why"], registry=r)
         self.errors = Counter("ser_gateway_session_errors_total", "Sessions ended by an error (Redis gone)",
                               ["source"], registry=r)
 

@@ -5,14 +5,23 @@ WebSocket (or sends ``{"event": "stop"}``) when the call ends."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from starlette.websockets import WebSocket
 
-from gateway.hub import CallRefused, Hub, LiveCall
-from gateway.wsio import CLOSE_BAD_DATA, CLOSE_ERROR, CLOSE_NORMAL, CLOSE_UNSUPPORTED, BadInput, close, receive
+from gateway.hub import Hub, LiveCall, failure_reason
+from gateway.streams import CallRefused
+from gateway.wsio import (
+    CLOSE_BAD_DATA,
+    CLOSE_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_UNSUPPORTED,
+    BadInput,
+    close,
+    parse_json,
+    receive,
+)
 from models.audio import RAW_ENCODINGS, decode_raw
 from models.errors import SERError
 from workers.contract import sanitize
@@ -23,8 +32,8 @@ ENCODINGS = ("pcm16", "mulaw", "alaw")
 
 def parse_header(text: str) -> tuple[str, int, int, str, list[str]]:
     try:
-        head: Any = json.loads(text)
-    except ValueError:
+        head: Any = parse_json(text)
+    except BadInput:
         raise BadInput("malformed JSON header", what="json", code=CLOSE_BAD_DATA) from None
     if not isinstance(head, dict) or not isinstance(head.get("call_id"), str) or not head["call_id"]:
         raise BadInput("the header needs a call_id", what="bad_start")
@@ -40,7 +49,7 @@ def parse_header(text: str) -> tuple[str, int, int, str, list[str]]:
     if (not isinstance(names, list) or len(names) != channels or len({sanitize(str(n)) for n in names}) != channels
             or not all(isinstance(n, str) and n for n in names)):
         raise BadInput(f"channel_names {names!r}: {channels} distinct names", what="bad_start")
-    return sanitize(head["call_id"]), rate, channels, encoding, [sanitize(n) for n in names]
+    return head["call_id"], rate, channels, encoding, [sanitize(n) for n in names]
 
 
 async def serve(ws: WebSocket, hub: Hub) -> None:
@@ -53,7 +62,7 @@ async def serve(ws: WebSocket, hub: Hub) -> None:
         call_id, rate, channels, encoding, names = parse_header(first.text)
         frame = RAW_ENCODINGS[encoding][1] * channels
         try:
-            call = hub.open(call_id=call_id, source="stream", names=names, in_rate=rate)
+            call = await hub.open(call_id=call_id, source="stream", names=names, in_rate=rate)
         except CallRefused as exc:
             raise BadInput(str(exc), what="duplicate_call") from None
         await call.start()
@@ -63,10 +72,7 @@ async def serve(ws: WebSocket, hub: Hub) -> None:
                 reason = "disconnected" if m.kind == "idle" else None  # a close is this protocol's stop
                 break
             if m.kind == "text":
-                try:
-                    msg = json.loads(m.text)
-                except ValueError:
-                    raise BadInput("malformed JSON", what="json", code=CLOSE_BAD_DATA) from None
+                msg = parse_json(m.text)
                 if isinstance(msg, dict) and msg.get("event") == "stop":
                     break
                 continue  # metadata: ignored
@@ -80,13 +86,16 @@ async def serve(ws: WebSocket, hub: Hub) -> None:
             await call.push(y)
     except BadInput as exc:
         hub.metrics.bad_input.labels("stream", exc.what).inc()
-        log.warning("stream %s: closing: %s", call.call_id if call else "-", exc)
-        await close(ws, exc.code, str(exc))
+        log.warning("stream %s: closing (%d): %s", call.key if call else "-", exc.code, exc)
+        if not exc.closed:
+            await close(ws, exc.code, str(exc))
         reason = "error"
     except Exception as exc:
-        await close(ws, CLOSE_ERROR, "internal error")
+        await close(ws, CLOSE_ERROR, failure_reason(exc))
         if call is not None:
             await call.abort(f"{type(exc).__name__}: {exc}")
+        else:
+            log.error("stream: closed 1011: %s: %s", type(exc).__name__, exc)
         return
     await close(ws, CLOSE_NORMAL)
     if call is not None:

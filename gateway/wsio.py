@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
@@ -23,9 +25,10 @@ CLOSE_ERROR = 1011
 class BadInput(Exception):
     """A message the protocol does not allow; ``code`` is the WebSocket close code, ``what`` a metric label."""
 
-    def __init__(self, message: str, *, what: str, code: int = CLOSE_POLICY) -> None:
+    def __init__(self, message: str, *, what: str, code: int = CLOSE_POLICY, closed: bool = False) -> None:
         super().__init__(message)
         self.what, self.code = what, code
+        self.closed = closed  # the connection is closed already (nothing more can be sent)
 
 
 @dataclass
@@ -55,6 +58,9 @@ async def receive(ws: WebSocket, *, timeout_s: float, check: Callable[[], None] 
             if waited >= timeout_s:
                 return Message("idle")
     if msg["type"] == "websocket.disconnect":
+        if msg.get("code") == CLOSE_TOO_BIG:  # the server's parser refused a frame over ws_max_size unread
+            raise BadInput(f"a frame over the server's limit ({msg.get('reason') or 'too big'})", what="oversized",
+                           code=CLOSE_TOO_BIG, closed=True)
         return Message("gone")
     if msg.get("bytes") is not None:
         data = msg["bytes"]
@@ -69,9 +75,27 @@ async def receive(ws: WebSocket, *, timeout_s: float, check: Callable[[], None] 
     return Message("text", text=text)
 
 
+#: A close frame's reason is at most 123 bytes of UTF-8 (RFC 6455 5.5: 125-byte payload, 2 for the code).
+MAX_REASON_BYTES = 123
+
+
+def parse_json(text: str) -> Any:
+    """A JSON message; BadInput (1007) when malformed, or nested so deep that the parser gives up
+    (``RecursionError``: thousands of ``[``; no platform nests beyond a few levels)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise BadInput("malformed JSON", what="json", code=CLOSE_BAD_DATA) from None
+
+
+def close_reason(reason: str) -> str:
+    """``reason`` cut to :data:`MAX_REASON_BYTES` bytes of UTF-8 on a character boundary."""
+    return reason.encode("utf-8")[:MAX_REASON_BYTES].decode("utf-8", "ignore")
+
+
 async def close(ws: WebSocket, code: int = CLOSE_NORMAL, reason: str = "") -> None:
     if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
         try:
-            await ws.close(code=code, reason=reason[:120])
+            await ws.close(code=code, reason=close_reason(reason))
         except Exception:  # the client is gone already
             pass

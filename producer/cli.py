@@ -22,6 +22,7 @@ from typing import Any  # noqa: E402
 import click  # noqa: E402
 
 from models.audio import RAW_ENCODINGS  # noqa: E402
+from models.ids import key_id  # noqa: E402
 from producer.settings import (  # noqa: E402
     DEFAULT_BATCH_FILE,
     DEFAULT_BATCH_LIVE,
@@ -172,7 +173,7 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
     live = audio == "-" or realtime
     output_format = output_format or format_for(getattr(output, "name", "-"))
     settings = ProducerSettings(
-        audio=audio, stream_id=sanitize(stream_id) if stream_id else default_stream_id(audio),
+        audio=audio, stream_id=key_id(stream_id) if stream_id else default_stream_id(audio),
         model_dir=model_dir, redis_url=redis_url or None, queue=queue, raw=raw, realtime=realtime,
         channel_names=tuple(n.strip() for n in channel_names.split(",")) if channel_names else (),
         batch=batch or (DEFAULT_BATCH_LIVE if live else DEFAULT_BATCH_FILE), max_pending=max_pending,

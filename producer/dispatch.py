@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from models.bundle import Spec
+from models.ids import key_id
 from producer import retry
 from producer.backend import Backend, Batch, Batcher, EmbeddedBackend, StalledError  # noqa: F401  (re-exported)
 from producer.settings import DEFAULT_RESEND_AFTER_S
@@ -36,7 +37,6 @@ from workers.contract import (
     pcm_encode,
     pcm_key,
     results_key,
-    sanitize,
 )
 
 #: ``ser:epoch:<stream id>``: set when the first batch is sent; gone means Redis lost the call's keys.
@@ -100,7 +100,7 @@ class RedisBackend(Backend):
         self.retried = 0  # batches sent again (overdue or after a reconnect)
         self.reconnects = 0  # connection errors survived
         self.restarts = 0  # times Redis was found to have lost this call's keys
-        self.epoch_key = EPOCH_PREFIX + sanitize(stream_id)
+        self.epoch_key = EPOCH_PREFIX + key_id(stream_id)
         self.claims = claims_key(stream_id)
         self._end: dict[str, Any] | None = None
         self.reread = False

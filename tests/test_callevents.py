@@ -24,6 +24,7 @@ from callevents.schema import (
     is_lost,
 )
 from callevents.writer import CallEvents
+from models.ids import key_id
 
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
@@ -153,10 +154,12 @@ def test_writer_registry_and_streams(redis_url: str) -> None:
     calls = CallEvents(client, call_id="call <1>", source="file", channels=["agent", "customer"], model="m@1",
                        labels=LABELS, params={"crm": "42"}, settings=settings, clock=lambda: next(clock))
     calls.start()
-    assert client.zrange(CALLS_KEY, 0, -1, withscores=True) == [(b"call <1>", 1000.0)]
+    key = key_id("call <1>")  # registry member and event call_id: the key part (models.ids); the raw id kept
+    assert key != "call <1>" and client.zrange(CALLS_KEY, 0, -1, withscores=True) == [(key.encode(), 1000.0)]
     info = json.loads(client.hget(call_key("call <1>"), "info"))
-    assert info == {"kind": "call_started", "call_id": "call <1>", "ts": 1001.0, "source": "file",
-                    "channels": ["agent", "customer"], "params": {"crm": "42"}, "model": "m@1", "labels": list(LABELS)}
+    assert info == {"kind": "call_started", "call_id": key, "ts": 1001.0, "source": "file",
+                    "channels": ["agent", "customer"], "params": {"crm": "42"}, "model": "m@1", "labels": list(LABELS),
+                    "raw_call_id": "call <1>"}
     out = calls.add([rec("agent", 0, 0.1), rec("customer", 1, 0.9), rec("customer", 2, 0.2)])
     assert [e["kind"] for e in out] == ["alert_opened", "trend", "alert_closed"]
     assert json.loads(client.hget(call_key("call <1>"), "alerts")) == []
@@ -167,7 +170,7 @@ def test_writer_registry_and_streams(redis_url: str) -> None:
     done = calls.end(reason="completed", duration_s=12.0, summary=summary)
     assert [e["kind"] for e in done] == ["alert_closed", "call_ended"]
     assert done[-1]["segments"] == 4 and done[-1]["failed"] == 1 and done[-1]["reason"] == "completed"
-    assert client.zcard(CALLS_KEY) == 0 and client.zrange(ENDED_KEY, 0, -1) == [b"call <1>"]
+    assert client.zcard(CALLS_KEY) == 0 and client.zrange(ENDED_KEY, 0, -1) == [key.encode()]
     per_call = entries(client, events_key("call <1>"))
     assert [e["kind"] for e in per_call] == ["call_started", "alert_opened", "trend", "alert_closed",
                                              "alert_opened", "trend", "alert_closed", "call_ended"]

@@ -32,6 +32,7 @@ from redis_server import free_port
 
 from callevents.schema import LOST_AFTER_S, call_key, decode_event, events_key
 from callevents.writer import CallEvents
+from models.ids import key_id
 from workers.contract import encode_entry, results_key
 from workers.status import wait_for_workers
 
@@ -270,7 +271,7 @@ def test_dashboard_live_call_in_chromium(redis_url: str, browser: Any, tmp_path:
                    "the ended call")
         # A call whose producer stops its heartbeat moves to "recently ended" as lost, live (from the
         # server's heartbeat message, no reload); heard of again, it is live again.
-        hostile_row = f'tr[data-call-id="{XSS_ID.replace(chr(34), chr(92) + chr(34))}"]'
+        hostile_row = f'tr[data-call-id="{key_id(XSS_ID)}"]'  # rows are keyed by the key id, show the raw id
         client.hset(call_key(XSS_ID), "alive", time.time())
         wait_until(lambda: browser.find_element("css selector", "#live " + hostile_row), 10, "the hostile call live")
         client.hset(call_key(XSS_ID), "alive", time.time() - LOST_AFTER_S - 5)

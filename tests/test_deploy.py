@@ -178,6 +178,23 @@ def test_dockerfiles() -> None:
     assert "[train]" not in worker_runs and "tensorflow" not in worker_runs.lower()
     assert 'pip install ".[train]"' in trainer
     assert 'ENTRYPOINT ["ser-worker"]' in worker and 'ENTRYPOINT ["ser-train"]' in trainer
+    build = (DEPLOY / "build-local.sh").read_text()
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    for entry, port in (("gateway", 8080), ("dashboard", 8090)):  # every serving entry point has its image
+        text = (DEPLOY / f"Dockerfile.{entry}").read_text()
+        assert "ARG BASE_IMAGE=python:3.11-slim\nFROM ${BASE_IMAGE}" in text and "# syntax=" not in text
+        runs = "\n".join(line for line in text.splitlines() if line.startswith("RUN"))
+        assert re.search(r"pip install \.\s", runs) and "[train]" not in runs
+        assert f'ENTRYPOINT ["ser-{entry}"]' in text and f"EXPOSE {port}" in text and "USER 10001" in text
+        assert f"-f deploy/Dockerfile.{entry} -t ser-{entry}:0.1.0" in build
+        assert compose[entry]["build"]["dockerfile"] == f"deploy/Dockerfile.{entry}"
+        assert compose[entry]["image"] == f"ser-{entry}:0.1.0"
+        deployment = _find("Deployment", f"ser-{entry}")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == f"ser-{entry}:0.1.0" and container["ports"][0]["containerPort"] == port
+    dash = _find("Deployment", "ser-dashboard")["spec"]["template"]["spec"]["containers"][0]
+    dash_env = {e["name"]: e for e in dash["env"]}
+    assert dash_env["SER_DASHBOARD_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "ser-dashboard"
 
 
 _NAME_RE = re.compile(r"\b(ser_[a-z0-9_]+)")

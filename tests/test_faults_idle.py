@@ -55,3 +55,25 @@ def test_idle_pool_logs_nothing_and_takes_the_next_job(tmp_path: Path, tiny_bund
             code = stop_pool(workers)
             admin.close()
     assert code == 0 and log.read_text() == "", log.read_text()
+
+
+def test_idle_pool_stops_within_seconds_of_sigterm(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    """RQ 3 + redis-py >= 8.2: RQ's command-channel thread waits in get_message(timeout=60) and RQ's
+    teardown joined it; a pool then took 60 s to stop (workers.process.make_worker.unsubscribe)."""
+    import signal
+
+    log = tmp_path / "pool.log"
+    with RedisServer(tmp_path) as server:
+        admin = redis.Redis.from_url(server.url())
+        workers = start_pool(server.url(), tiny_bundle_dir, log)
+        try:
+            wait_for(lambda: admin.scard("rq:workers") >= 1, timeout=60)
+            time.sleep(1.0)  # subscribed to its command channel, waiting for a job
+            t0 = time.monotonic()
+            workers.send_signal(signal.SIGTERM)
+            code = workers.wait(timeout=30)
+            took = time.monotonic() - t0
+        finally:
+            stop_pool(workers)
+            admin.close()
+    assert code == 0 and took < 5.0, (took, log.read_text())

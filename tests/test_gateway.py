@@ -31,6 +31,7 @@ from bench.platforms import (
     twilio_signature,
 )
 from callevents.rules import EventSettings, Rule
+from callevents.schema import events_key
 from gateway.settings import Credentials, GatewaySettings
 from models.bundle import load_bundle
 from models.features import voiced
@@ -74,7 +75,7 @@ def results(client: redis.Redis, call_id: str) -> list[dict]:
 
 
 def events(client: redis.Redis, call_id: str) -> list[dict]:
-    return [json.loads(f[b"event"]) for _, f in client.xrange(f"ser:events:{call_id}")]
+    return [json.loads(f[b"event"]) for _, f in client.xrange(events_key(call_id))]
 
 
 def wait_ended(client: redis.Redis, call_id: str, timeout: float = 40.0) -> list[dict]:

@@ -142,3 +142,17 @@ def test_media_choice_and_durations() -> None:
     assert choose_media([{**stereo, "format": "L16"}, {**stereo, "rate": 16000}]) is None
     assert choose_media("nonsense") is None
     assert duration_s("PT1.5S") == 1.5 and duration_s("PT1M2S") == 62.0
+
+
+def test_replay_guard_refuses_repeats_until_expiry_and_is_bounded() -> None:
+    from gateway.auth import ReplayGuard
+    from gateway.settings import SIGNATURE_SKEW_S
+
+    g = ReplayGuard(capacity=2)
+    assert g.admit("sig-a", until=1000.0, now=900.0) is None
+    assert g.admit("sig-a", until=1000.0, now=950.0) is not None  # a replay
+    assert g.admit("sig-b", until=1100.0, now=950.0) is None
+    assert "too many" in (g.admit("sig-c", until=1100.0, now=960.0) or "")  # full: refused, not evicted
+    later = 1000.0 + SIGNATURE_SKEW_S + 1  # sig-a has expired (and would be refused as stale anyway)
+    assert g.admit("sig-c", until=1200.0, now=later) is None and len(g) == 2
+    assert "too many" in (g.admit("sig-a", until=1300.0, now=later) or "")  # sig-b and sig-c are still live

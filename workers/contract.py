@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.ids import key_id
 from models.speaker import decode_vectors, encode_vectors
 
 #: Payload layout version; workers reject other versions with a failure record.
@@ -61,7 +62,8 @@ KINDS = ("result", "failure", "end", "turn")
 
 
 def sanitize(name: str, *, max_len: int = 64) -> str:
-    """Map any name to ``[A-Za-z0-9_-]+`` (RQ job ids and key parts must not hold colons)."""
+    """Map any name to ``[A-Za-z0-9_-]+`` (channel names, file stems). Lossy: call ids in keys go
+    through :func:`models.ids.key_id` instead (distinct ids never share a key)."""
     out = _ID_RE.sub("_", str(name)).strip("_")[:max_len]
     return out or "x"
 
@@ -96,11 +98,11 @@ def read_url_file(path: str) -> str:
 
 def job_id(stream_id: str, channel: str, seq: int) -> str:
     """Deterministic job id ``{stream_id}-{channel}-{seq}`` of the batch starting at ``seq``."""
-    return f"{sanitize(stream_id)}-{sanitize(channel)}-{int(seq)}"
+    return f"{key_id(stream_id)}-{sanitize(channel)}-{int(seq)}"
 
 
 def results_key(stream_id: str) -> str:
-    return RESULTS_PREFIX + sanitize(stream_id)
+    return RESULTS_PREFIX + key_id(stream_id)
 
 
 def pcm_key(jid: str) -> str:
@@ -109,7 +111,7 @@ def pcm_key(jid: str) -> str:
 
 def claims_key(stream_id: str) -> str:
     """The call's claims hash: field :func:`claim_field` -> id of the job that carries the segment."""
-    return CLAIM_PREFIX + sanitize(stream_id)
+    return CLAIM_PREFIX + key_id(stream_id)
 
 
 def claim_field(channel: str, seq: int) -> str:

@@ -151,6 +151,20 @@ def make_worker(connection: Any, queue_name: str, *, name: str | None = None) ->
             _remember_stop(signum, frame)
             super().request_stop(signum, frame)
 
+        def unsubscribe(self) -> None:
+            """Stop RQ's command-channel thread before RQ unsubscribes. RQ's thread waits in
+            ``get_message(timeout=60)``; RQ sends UNSUBSCRIBE and only then clears the thread's
+            running flag with ``stop()``, which since redis-py 8.2 also waits for the thread: when the
+            UNSUBSCRIBE reply arrived before the flag was cleared, the thread went back to its 60 s
+            wait, and so did every stop (ser-worker took 60 s to exit after SIGTERM, at random)."""
+            thread = getattr(self, "pubsub_thread", None)
+            if thread is not None:
+                try:
+                    thread.stop(timeout=0)  # clear the flag; the UNSUBSCRIBE reply then ends its wait
+                except TypeError:  # redis-py < 8.2: stop() only clears the flag
+                    thread.stop()
+            super().unsubscribe()
+
     queue = SafeQueue(queue_name, connection=connection, serializer=JSONSerializer, job_class=SafeJob)
     return SerWorker([queue], connection=connection, serializer=JSONSerializer, job_class=SafeJob,
                      queue_class=SafeQueue, name=name)

@@ -29,8 +29,9 @@
     var h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), s = Math.floor(t % 60);
     return (h ? h + ":" + (m < 10 ? "0" : "") : "") + m + ":" + (s < 10 ? "0" : "") + s;
   }
-  function callLink(id) {
-    var a = el("a", {href: "/calls/" + encodeURIComponent(id), "class": "call-id"}, id);
+  function callLink(id, raw) {
+    // Linked by the key id; shown as the platform's own id when that differs (raw_call_id).
+    var a = el("a", {href: "/calls/" + encodeURIComponent(id), "class": "call-id"}, raw || id);
     return a;
   }
   function badge(channel, trend) {
@@ -70,7 +71,7 @@
     calls.forEach(function (c) {
       var tr = el("tr", {"data-call-id": c.call_id});
       if (c.alerts.length) { tr.className = "alerting"; }
-      var td = el("td"); td.appendChild(callLink(c.call_id)); tr.appendChild(td);
+      var td = el("td"); td.appendChild(callLink(c.call_id, c.raw_call_id)); tr.appendChild(td);
       tr.appendChild(el("td", {}, c.source));
       tr.appendChild(el("td", {"class": "duration", "data-started": c.started, "data-last": c.last_ts},
                         durationText(c.started, c.last_ts, now)));
@@ -94,7 +95,7 @@
     ended.forEach(function (c) {
       var e = c.ended || {};
       var tr = el("tr", {"data-call-id": c.call_id});
-      var td = el("td"); td.appendChild(callLink(c.call_id)); tr.appendChild(td);
+      var td = el("td"); td.appendChild(callLink(c.call_id, c.raw_call_id)); tr.appendChild(td);
       tr.appendChild(el("td", {}, c.source));
       tr.appendChild(el("td", {}, fmt(e.duration_s || 0)));
       tr.appendChild(el("td", {}, e.ts ? new Date(e.ts * 1000).toLocaleTimeString() : ""));
@@ -162,7 +163,7 @@
     var c = active[ev.call_id];
     if (!c && ev.kind !== "call_started") { c = revive(ev.call_id); }
     if (ev.kind === "call_started") {
-      active[ev.call_id] = {call_id: ev.call_id, source: ev.source, channels: ev.channels, params: ev.params,
+      active[ev.call_id] = {call_id: ev.call_id, raw_call_id: ev.raw_call_id, source: ev.source, channels: ev.channels, params: ev.params,
                             model: ev.model, started: ev.ts, last_ts: ev.ts, trends: {}, alerts: [], ended: null};
       ended = ended.filter(function (e) { return e.call_id !== ev.call_id; });
     } else if (!c) {
