@@ -29,10 +29,12 @@ def test_every_figure_block_agrees_with_the_spec() -> None:
 
 def test_the_model_card_is_the_spec_rendered() -> None:
     from training.card import REPRODUCE, render_card
+    from training.card_v3 import render_card_v3
 
     spec = json.loads(SPEC.read_text(encoding="utf-8"))
     card = (SPEC.parent / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert card == render_card(spec, command=spec.get("training", {}).get("command", REPRODUCE))
+    render = render_card_v3 if df.is_v3(spec) else render_card
+    assert card == render(spec, command=spec.get("training", {}).get("command", REPRODUCE))
 
 
 def test_model_ids_in_the_readme_are_the_shipped_bundles() -> None:

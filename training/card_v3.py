@@ -102,8 +102,9 @@ Wall time: {wall}.
 ## Figures (held-out speakers; mean over {len(seeds)} training seeds, min–max, [mean speaker-bootstrap 95 % interval])
 
 Clip UAR (open-set argmax over all 7 labels, mean of a clip's segment probabilities), scored on the
-encoder cache, which is the serving path's own numbers (`ser-train evaluate` through
-`EmotionModel.predict_clip` re-checks the clean figure: `evaluation.serving_check`). SNRs are against active speech.
+encoder cache, which holds the serving path's own numbers (`ser-train evaluate --history none` through
+`EmotionModel.predict_clip` re-checks the shipped seed's clean figures: `evaluation.clean` in `spec.json`).
+SNRs are against active speech.
 
 {seeds_table(summary) if summary else "(not evaluated)"}
 
