@@ -50,8 +50,14 @@ def summarize_seeds(scores: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _pct(cal: dict[str, Any]) -> str:
+    share = cal.get("val_uncertain_share")
+    return f"{100 * share:.0f} %" if isinstance(share, float) else "–"
+
+
 def render_card_v3(spec: dict[str, Any], *, command: str) -> str:
     tr, enc = spec.get("training", {}), spec.get("encoder", {})
+    tc = tr.get("calibration", {})
     summary = spec.get("evaluation_summary", {})
     corpora = tr.get("corpora", {})
     nc = [c for c in corpora if c in NON_COMMERCIAL]
@@ -109,7 +115,10 @@ SNRs are against active speech.
 {seeds_table(summary) if summary else "(not evaluated)"}
 
 Calibration: temperature {_f(cal.get('temperature'))}, fitted on validation speakers; a record whose calibrated
-confidence is below {_f(cal.get('uncertain_below'))} is flagged `uncertain`. ECE per corpus is in `spec.json`.
+confidence is below {_f(cal.get('uncertain_below'))} is flagged `uncertain` (validation segments at or above it
+are right {_f(tc.get('val_precision_confident'))} of the time, target {tc.get('target_precision', '?')}; {_pct(tc)} of
+validation segments fall below it). ECE per corpus and condition (mean over seeds) is in `spec.json`
+(`evaluation_summary`).
 
 ## Limits
 

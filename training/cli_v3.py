@@ -88,14 +88,13 @@ def _seed(out: Path, seed: int, *, epochs: int, kind: str, speaker_norm: bool, l
 def _ship(out: Path, bundle: Path, results: list[dict], *, version: str, encode_min: float, log: Any) -> None:
     import keras
 
-    from models.bundle import Calibration
     from models.runtime import EmotionModel
     from models.whisper import log_mel
     from training.bundle_v3 import export_v3, v3_spec, write_v3
     from training.card_v3 import render_card_v3, summarize_seeds
     from training.cli import platform_name
     from training.corpora import CANONICAL_LABELS
-    from training.fit_v3 import run_parts
+    from training.fit_v3 import calibration_of, run_parts
     from training.head import AttentionPool  # noqa: F401  (registers the layer for loading)
     from training.recipe_v3 import AUG_VERSIONS, SPLIT_SEED, base_spec, load_items
 
@@ -114,8 +113,7 @@ def _ship(out: Path, bundle: Path, results: list[dict], *, version: str, encode_
     windows = np.concatenate([clip_windows(y=store.get(i), spec=spec0) for i in sample])
     onnx_bytes, par = export_v3(head, log_mel(y=windows, sr=spec0.sample_rate))
     log(f"exported: {len(onnx_bytes) / 1e6:.1f} MB, parity {par}")
-    cal = Calibration(temperature=best["calibration"]["temperature"],
-                      uncertain_below=best["calibration"]["uncertain_below"])
+    cal, cal_info = calibration_of(out, head, labels=CANONICAL_LABELS)  # the shipped precision target
     train_items = [items[i] for i in parts["train"] + parts["val"]]
     corpora = {c: {"clips": sum(it.corpus == c for it in train_items),
                    "speakers": len({it.speaker for it in train_items if it.corpus == c})}
@@ -128,7 +126,7 @@ def _ship(out: Path, bundle: Path, results: list[dict], *, version: str, encode_
                 "machine": platform_name(), "parity": par,
                 "split": {"mode": "speaker", "seed": SPLIT_SEED, "hold_out": split["hold_out"],
                           "speakers": {k: split[k] for k in ("train", "val", "test")}},
-                "best_val_uar": best["best_val_uar"], "calibration": best["calibration"], "command": REPRODUCE_V3}
+                "best_val_uar": best["best_val_uar"], "calibration": cal_info, "command": REPRODUCE_V3}
     summary = summarize_seeds([r["scores"] for r in results])
     spec = v3_spec(spec0, version=version, labels=CANONICAL_LABELS, calibration=cal,
                    info={"training": training, "evaluation": {"per_seed": {str(r["seed"]): r["scores"]
