@@ -22,9 +22,6 @@ from urllib.parse import urlsplit
 
 from bench.platforms import FRAME, RATE, connect, twilio_messages, twilio_signature
 
-#: Seconds to read on after the call's end record (records that land after it are still printed).
-END_GRACE_S = 3.0
-
 
 def _load(path: str) -> tuple[object, float]:
     import numpy as np
@@ -59,7 +56,7 @@ def _follow(redis_url: str, call_sid: str, timeout: float) -> int:
     from workers.contract import decode_entry, results_key
 
     client = redis.Redis.from_url(redis_url)
-    last, deadline, n, ended = "0", time.monotonic() + timeout, 0, False
+    last, deadline, n = "0", time.monotonic() + timeout, 0
     try:
         while time.monotonic() < deadline:
             for _, entries in client.xread({results_key(call_sid): last}, block=1000) or []:
@@ -70,13 +67,9 @@ def _follow(redis_url: str, call_sid: str, timeout: float) -> int:
                         n += 1
                         print(f"{rec['channel']:>9} {rec['start_s']:7.2f}–{rec['end_s']:6.2f} s  {rec['label']:<9} "
                               f"{rec['confidence']:.2f}{'  (uncertain)' if rec.get('uncertain') else ''}")
-                    elif rec["kind"] == "end" and not ended:
-                        # The gateway may publish its end record before the last segments' records land:
-                        # read on for END_GRACE_S so that they are printed too.
-                        ended, deadline = True, time.monotonic() + END_GRACE_S
-        if ended:
-            print(f"call {call_sid}: ended, {n} segment record(s)", file=sys.stderr)
-            return 0 if n else 1
+                    elif rec["kind"] == "end":  # the call's last record: every result came before it
+                        print(f"call {call_sid}: ended, {n} segment record(s)", file=sys.stderr)
+                        return 0 if n else 1
         print(f"call {call_sid}: no end record within {timeout:g} s", file=sys.stderr)
         return 1
     finally:

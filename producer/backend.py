@@ -80,8 +80,9 @@ class Backend:
         """Results-stream entries read by someone else (a shared reader): the records among them."""
         return []
 
-    def finish(self, end_record: dict[str, Any]) -> None:
-        """Input is over: announce it (distributed mode publishes an ``end`` record)."""
+    def finish(self, end_record: dict[str, Any], *, patient: bool = True) -> None:
+        """The call is over and every record is in: announce it (distributed mode publishes the ``end``
+        record, the call's last). ``patient`` False: one try, Redis errors ignored (a run giving up)."""
 
     def publish(self, records: list[dict[str, Any]]) -> None:
         """Records the producer derives itself (``turn``): distributed mode adds them to the results stream."""

@@ -355,9 +355,17 @@ class RedisBackend(Backend):
         if check and self.jobs and not epoch_alive:
             self._lost()
 
-    def finish(self, end_record: dict[str, Any]) -> None:
+    def finish(self, end_record: dict[str, Any], *, patient: bool = True) -> None:
+        import redis
+
         self._end = end_record
-        self._retry(lambda: self._publish_end(check=True))
+        if patient:
+            self._retry(lambda: self._publish_end(check=True))
+            return
+        try:
+            self._publish_end()
+        except redis.RedisError:
+            pass  # the run is giving up already, and says why
 
     def publish(self, records: list[dict[str, Any]]) -> None:
         """XADD ``records`` to the call's results stream (once: not again after a reconnect; a re-run

@@ -17,8 +17,9 @@ Usage::
                     connection=conn, call_id="CA123", source="twilio", sink=print)
     s.start()
     s.push(block)            # (channels, n) float32 at in_rate; may block on backpressure
-    s.close()                # last window, last batches, the ``end`` record
-    s.follow(timeout_s=60)   # wait for every record (or: deliver() + poll() from the caller)
+    s.close()                # last window, last batches
+    s.follow(timeout_s=60)   # wait for every record (or: deliver() + poll() from the caller); then
+                             # the last turns and the ``end`` record go out
     outcome = s.end()        # call_ended; raises nothing
 """
 
@@ -80,6 +81,10 @@ class CallSession:
         self.turn_builder = TurnBuilder(uncertain_below=spec.calibration.uncertain_below if spec.calibration else 0.0)
         self.turns: Records = []
         self.turns_done = False
+        #: The ``end`` record, built when input is over (:meth:`close`) and published once every record
+        #: of the call is in the stream: a consumer may stop reading at it (docs/pipeline.md, "Records").
+        self.end_record: dict[str, Any] | None = None
+        self.end_published = False
         self._last_poll = time.monotonic()
 
     # --- results ----------------------------------------------------------------------------------
@@ -104,7 +109,8 @@ class CallSession:
             self.backend.publish(turns)
 
     def _finish_turns(self, *, publish: bool = True) -> None:
-        """Every record is in (or given up on): close the open turns, to the sink (and the stream)."""
+        """Every record is in (or given up on): close the open turns, to the sink (and the stream),
+        then publish the ``end`` record after them (``publish``: when every record is in)."""
         if self.turns_done:
             return
         self.turns_done = True
@@ -112,6 +118,17 @@ class CallSession:
         if turns:
             self.sink(turns)
             self._turns(turns, publish=publish)
+        if publish:
+            self._publish_end(patient=True)
+
+    def _publish_end(self, *, patient: bool) -> None:
+        """The ``end`` record, once, after the call's last record (the workers' results were read back
+        from the stream, the turns were added to it). ``patient`` False: one try, errors ignored (a
+        run giving up: Redis may be what failed)."""
+        if self.end_record is None or self.end_published:
+            return
+        self.end_published = True
+        self.backend.finish(self.end_record, patient=patient)
 
     def deliver(self, entries: list[Any]) -> None:
         """Queue raw results-stream entries ``[(id, fields), ...]`` read by a shared reader."""
@@ -186,20 +203,22 @@ class CallSession:
             self._last_poll = time.monotonic()
 
     def close(self, *, empty: str | None = None) -> None:
-        """Input is over: cut the last window, send the last batches, publish the ``end`` record.
+        """Input is over: cut the last window, send the last batches, build the ``end`` record. It is
+        published once every record is in (:meth:`take`, here when none is outstanding), after the
+        last result and the closing turns, never before them.
         ``empty``: raise :class:`AudioError` with this message when no sample came at all."""
         self._cut(self.segmenter.finish())
         if empty is not None and self.segmenter.samples_seen == 0:
             raise AudioError(empty)
         for batch in self.batcher.flush():
             self._send(batch)
-        self.backend.finish({
+        self.end_record = {
             "kind": "end", "stream_id": self.call_id, "segments": self.collector.expected,
             "duration_s": round(self.duration_s, 3), "model": self.spec.model_id,
             "channels": {s.name: {"segments": s.sent, "skipped": s.skipped} for s in self.stats},
-        })
+        }
         self.closed = True
-        if not self.collector.outstanding:  # embedded: every record is in already
+        if not self.collector.outstanding:  # embedded, a silent call, a re-sent one: every record is in
             self._finish_turns()
 
     # --- the end ----------------------------------------------------------------------------------
@@ -233,6 +252,7 @@ class CallSession:
             self.sink(both)
             self._turns([r for r in both if r["kind"] == "turn"], publish=False)
         self._finish_turns(publish=False)
+        self._publish_end(patient=False)  # consumers waiting for the end learn that the call is over
         return out
 
     def failures_error(self) -> str | None:

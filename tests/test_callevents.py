@@ -258,7 +258,7 @@ def test_writer_survives_redis_errors_and_embedded_writes_nothing(redis_url: str
 
 def test_ser_produce_writes_events_for_a_distributed_call(redis_url: str, stereo_call: Path, tiny_bundle_dir: Path,
                                                          tmp_path: Path) -> None:
-    from test_pipeline_redis import producer_proc, stream_kinds, wait_for, work_in_process
+    from test_pipeline_redis import QUEUE_KEY, producer_proc, stream_kinds, wait_for, work_in_process
 
     from models.bundle import load_bundle
     from models.runtime import EmotionModel
@@ -269,7 +269,8 @@ def test_ser_produce_writes_events_for_a_distributed_call(redis_url: str, stereo
                      "channels = [\"agent\", \"customer\"]\n")
     prod = producer_proc(redis_url, str(stereo_call), "--model", str(tiny_bundle_dir), "--stream-id", "ev1",
                          "--channel-names", "agent,customer", "--alert-rules", str(rules), "--format", "jsonl")
-    wait_for(lambda: "end" in stream_kinds(client, "ev1"))
+    wait_for(lambda: client.llen(QUEUE_KEY) >= 2)  # both channels' batch (16 segments) queued at the end of input
+    assert "end" not in stream_kinds(client, "ev1")  # the end record waits for the call's last record
     assert client.zrange(CALLS_KEY, 0, -1) == [b"ev1"]  # active while its results are outstanding
     work_in_process(redis_url, EmotionModel(load_bundle(tiny_bundle_dir), threads=1))
     out, err = prod.communicate(timeout=60)

@@ -151,6 +151,52 @@ def test_twilio_call_lands_per_speaker_with_events(pool: tuple[str, str], tiny_b
     assert not client.zscore("ser:calls", call_sid)
 
 
+def read_until_end(url: str, call_id: str, timeout: float = 60.0) -> list[dict]:
+    """What a consumer that follows the call (XREAD BLOCK from the start) and stops at its ``end``
+    record gets, in stream order (docs/pipeline.md, "Records")."""
+    client = redis.Redis.from_url(url)
+    got: list[dict] = []
+    last: bytes | str = "0"
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for _, entries in client.xread({results_key(call_id): last}, block=200) or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    got.append(decode_entry(fields))
+                    if got[-1]["kind"] == "end":
+                        return got
+    finally:
+        client.close()
+    raise AssertionError(f"no end record for {call_id} within {timeout:g} s: {[r['kind'] for r in got]}")
+
+
+def test_end_record_comes_after_every_result_and_turn(pool: tuple[str, str], tiny_bundle_dir: Path) -> None:
+    """A consumer may stop at ``end``: the gateway publishes it only once the call's last result and
+    its closing turns are in the stream (it used to go out as the last job was enqueued)."""
+    url, host = pool
+    client = redis.Redis.from_url(url)
+    call_sid = "CA" + uuid.uuid4().hex
+    msgs = twilio_messages(synth_stereo(seed=4), call_sid=call_sid)
+
+    async def run() -> list[dict]:
+        reader = asyncio.create_task(asyncio.to_thread(read_until_end, url, call_sid))  # follows it live
+        sig = twilio_signature(TWILIO_TOKEN, f"wss://{host}/twilio")
+        async with await connect(f"ws://{host}/twilio", {"X-Twilio-Signature": sig}) as ws:
+            for m in msgs:
+                await ws.send(m)
+            await asyncio.wait_for(ws.wait_closed(), 10)
+        return await reader
+
+    followed = asyncio.run(run())
+    wait_ended(client, call_sid)
+    stream = results(client, call_sid)
+    kinds = [r["kind"] for r in stream]
+    assert kinds.count("end") == 1 and kinds[-1] == "end", kinds  # every result and turn came before it
+    assert kinds.count("result") == stream[-1]["segments"] == 6 and kinds.count("turn") >= 2
+    assert followed == stream  # stopping at end lost nothing
+
+
 def test_audiohook_call_lands_per_speaker_with_events(pool: tuple[str, str], tiny_bundle_dir: Path) -> None:
     url, host = pool
     client = redis.Redis.from_url(url)

@@ -105,8 +105,10 @@ def test_two_process_pool_matches_embedded_and_resend_is_idempotent(
     args = [str(stereo_call), "--model", str(tiny_bundle_dir), "--format", "jsonl", "--stream-id", "call1",
             "--batch", "2", "--timeout", "30"]
     prod = producer_proc(redis_url, *args)
-    wait_for(lambda: "end" in stream_kinds(client, "call1"))  # everything is queued, nothing worked yet
+    wait_for(lambda: client.llen(QUEUE_KEY) >= 4)  # everything is queued, nothing worked yet
     assert client.llen(QUEUE_KEY) == 4  # ch0: seq 0-1, 4; ch1: seq 2-3, 4
+    time.sleep(0.3)
+    assert "end" not in stream_kinds(client, "call1")  # the end waits for the call's last record
     worker = worker_proc(redis_url, tiny_bundle_dir, "--processes", "2", "--burst")
     _, werr = worker.communicate(timeout=60)
     assert worker.returncode == 0, werr
@@ -114,6 +116,8 @@ def test_two_process_pool_matches_embedded_and_resend_is_idempotent(
     assert prod.returncode == 0, err
     distributed = records(out)
     assert [(r["channel"], r["seq"]) for r in distributed] == EXPECTED
+    kinds = stream_kinds(client, "call1")  # a consumer may stop at the end record: it is the last
+    assert kinds[-1] == "end" and kinds.count("end") == 1 and kinds.count("result") == 6 and "turn" in kinds
     assert [(r["start_s"], r["end_s"]) for r in distributed] == [(3.0 * s, 3.0 * s + 3) for _, s in EXPECTED]
     code, emb_out, emb_err = embedded(args)
     assert code == 0, emb_err

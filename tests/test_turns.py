@@ -270,7 +270,7 @@ def test_turns_of_a_calibrated_model_are_flagged_on_its_threshold(stereo_call: P
 
 def test_distributed_output_equals_embedded_and_turns_are_in_the_stream(
         redis_url: str, stereo_call: Path, tiny_bundle_dir: Path) -> None:
-    from test_pipeline_redis import producer_proc, stream_kinds, wait_for, work_in_process
+    from test_pipeline_redis import QUEUE_KEY, producer_proc, stream_kinds, wait_for, work_in_process
 
     from models.bundle import load_bundle
     from models.runtime import EmotionModel
@@ -279,7 +279,8 @@ def test_distributed_output_equals_embedded_and_turns_are_in_the_stream(
     args = [str(stereo_call), "--model", str(tiny_bundle_dir), "--format", "jsonl", "--stream-id", "turns1",
             "--batch", "2", "--timeout", "30"]
     prod = producer_proc(redis_url, *args)
-    wait_for(lambda: "end" in stream_kinds(client, "turns1"))
+    wait_for(lambda: client.llen(QUEUE_KEY) >= 4)  # every job queued (ch0: seq 0-1, 4; ch1: seq 2-3, 4)
+    assert "end" not in stream_kinds(client, "turns1")  # not before the last record
     work_in_process(redis_url, EmotionModel(load_bundle(tiny_bundle_dir), threads=1))
     out, err = prod.communicate(timeout=60)
     assert prod.returncode == 0, err
@@ -290,5 +291,6 @@ def test_distributed_output_equals_embedded_and_turns_are_in_the_stream(
     check_turns(distributed)
     stream = [decode_entry(f) for _, f in client.xrange(results_key("turns1"))]
     assert sorted(r["kind"] for r in stream) == ["end"] + ["result"] * 6 + ["turn"] * 4
+    assert stream[-1]["kind"] == "end"  # after every result and turn: a consumer may stop there
     assert [r for r in stream if r["kind"] == "turn"] == [r for r in distributed if r["kind"] == "turn"]
     client.close()
