@@ -58,5 +58,37 @@ def encoder_info() -> dict[str, Any]:
             "licence": PINNED["licence"], "front_end": "models.whisper.log_mel (8 kHz resampled to 16 kHz)"}
 
 
+#: Beside the weights derived from Whisper (the encoder prefix inside ``model.onnx``): its licence.
+WHISPER_LICENSE_FILE = "WHISPER_LICENSE"
+WHISPER_LICENSE = """The encoder layers inside model.onnx (Whisper tiny.en's conv stem and first blocks) are
+derived from OpenAI Whisper's weights, released under the MIT License:
+
+MIT License
+
+Copyright (c) 2022 OpenAI
+
+Permission is hereby granted, free of charge, to any person obtaining a copy
+of this software and associated documentation files (the "Software"), to deal
+in the Software without restriction, including without limitation the rights
+to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+"""
+
+
 def write_v3(out: Path, *, onnx_bytes: bytes, spec: Spec, card: str) -> Any:
-    return write_bundle(out, onnx_bytes=onnx_bytes, spec=spec, card=card)
+    """The bundle (model.onnx, spec.json, MODEL_CARD.md) and Whisper's MIT licence beside it."""
+    bundle = write_bundle(out, onnx_bytes=onnx_bytes, spec=spec, card=card)
+    (Path(out) / WHISPER_LICENSE_FILE).write_text(WHISPER_LICENSE, encoding="utf-8")
+    return bundle

