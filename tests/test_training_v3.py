@@ -84,3 +84,16 @@ def test_v3_export_refuses_a_graph_that_differs_from_the_reference(exported, mon
     head, mel = exported
     with pytest.raises(ExportError, match="reference"):
         b.export_v3(head, mel)
+
+
+def test_v3_bundle_carries_whispers_licence(tmp_path):
+    from tinybundle import tiny_onnx, tiny_spec
+
+    from models.bundle import load_bundle
+    from training.bundle_v3 import WHISPER_LICENSE_FILE, write_v3
+
+    spec = tiny_spec(whisper=True)
+    write_v3(tmp_path / "b", onnx_bytes=tiny_onnx(spec), spec=spec, card="# card\n")
+    text = (tmp_path / "b" / WHISPER_LICENSE_FILE).read_text()
+    assert "Copyright (c) 2022 OpenAI" in text and "MIT License" in text
+    assert load_bundle(tmp_path / "b").spec.features.kind == "whisper"
