@@ -44,6 +44,29 @@ def export_v3(head: Any, mel: np.ndarray, *, tol: float = 2e-4) -> tuple[bytes, 
                         "n": int(len(mel)), "opset": 17}
 
 
+def quantize_int8(onnx_bytes: bytes) -> bytes:
+    """onnxruntime's dynamic int8 quantisation of the graph's MatMul/Gemm weights (activations stay float)."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(onnx_bytes)
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        return dst.read_bytes()
+
+
+def graph_diff(a: bytes, b: bytes, mel: np.ndarray) -> dict[str, float]:
+    """How far two graphs' probabilities lie apart on ``mel``: max |diff| and the argmax agreement."""
+    import onnxruntime as ort
+
+    pa, pb = (ort.InferenceSession(g, providers=["CPUExecutionProvider"]).run(["probs"], {"features": mel})[0]
+              for g in (a, b))
+    return {"max_abs_diff": round(float(np.abs(pa - pb).max()), 5),
+            "argmax_agreement": round(float((pa.argmax(1) == pb.argmax(1)).mean()), 4), "n": int(len(mel))}
+
+
 def v3_spec(base: Spec, *, version: str, labels: tuple[str, ...], calibration: Calibration,
             info: dict[str, Any]) -> Spec:
     """The v3 spec: 2.0.0's segmenter and VAD, Whisper features (identity normalisation), no speaker input."""

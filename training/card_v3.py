@@ -55,9 +55,31 @@ def _pct(cal: dict[str, Any]) -> str:
     return f"{100 * share:.0f} %" if isinstance(share, float) else "–"
 
 
+def _quant_title(q: dict[str, Any]) -> str:
+    return "int8" if q.get("shipped") == "int8" else "float32"
+
+
+def _quant_text(q: dict[str, Any]) -> str:
+    """What the quantisation check measured and why this graph ships."""
+    if "int8" not in q:
+        return "The graph's weights are float32 (no int8 variant was measured)."
+    rows = ["| corpus (held-out) | clips | float32 | int8 |", "|---|---|---|---|"]
+    for c, v in q["fp32"].items():
+        rows.append(f"| {CORPUS_NAMES.get(c, c)} | {v['n']} | {v['uar']:.3f} | {q['int8'][c]['uar']:.3f} |")
+    d = q.get("int8_vs_fp32", {})
+    mb = {k: v / 1e6 for k, v in q.get("bytes", {}).items()}
+    return (f"The MatMul/Gemm weights were quantised to int8 (onnxruntime dynamic quantisation; "
+            f"{mb.get('fp32', 0):.1f} MB → {mb.get('int8', 0):.1f} MB) and both graphs classified the shipped "
+            f"seed's held-out clips through the serving path (clean clip UAR):\n\n" + "\n".join(rows) +
+            f"\n\nRule: {q.get('rule')}. Shipped: **{_quant_title(q)}**. The per-condition figures above come "
+            f"from the float32 encoder (the cache). int8 vs float32 on {d.get('n', '?')} segments: max |Δp| "
+            f"{d.get('max_abs_diff', '?')}, same argmax on {d.get('argmax_agreement', '?')}.")
+
+
 def render_card_v3(spec: dict[str, Any], *, command: str) -> str:
     tr, enc = spec.get("training", {}), spec.get("encoder", {})
     tc = tr.get("calibration", {})
+    q = spec.get("evaluation", {}).get("quantization", {})
     summary = spec.get("evaluation_summary", {})
     corpora = tr.get("corpora", {})
     nc = [c for c in corpora if c in NON_COMMERCIAL]
@@ -120,6 +142,10 @@ confidence is below {_f(cal.get('uncertain_below'))} is flagged `uncertain` (val
 are right {_f(tc.get('val_precision_confident'))} of the time, target {tc.get('target_precision', '?')}; {_pct(tc)} of
 validation segments fall below it). ECE per corpus and condition (mean over seeds) is in `spec.json`
 (`evaluation_summary`).
+
+## Weights: {_quant_title(q)}
+
+{_quant_text(q)}
 
 ## Limits
 
