@@ -67,6 +67,13 @@ def test_v3_export_is_one_graph_matching_both_references(exported):
     assert [i.name for i in graph.input] == ["features"] and [o.name for o in graph.output] == ["probs"]
     assert par["keras_max_abs_diff"] < 2e-4 and par["reference_max_abs_diff"] < 2e-4
     assert len(onnx_bytes) < 25e6
+    # the int8 variant: a third of the size, probabilities close to the float graph's
+    from training.bundle_v3 import graph_diff, quantize_int8
+
+    q = quantize_int8(onnx_bytes)
+    assert len(q) < 0.5 * len(onnx_bytes)
+    d = graph_diff(onnx_bytes, q, mel)
+    assert d["n"] == len(mel) and 0 < d["max_abs_diff"] < 0.05
 
 
 def test_v3_export_refuses_a_graph_that_differs_from_the_reference(exported, monkeypatch):
