@@ -9,7 +9,7 @@ import pytest
 import sysdeps
 
 from bench import speechlike as sl
-from models.bundle import BundleError, Spec, load_bundle, parse_vad, write_bundle
+from models.bundle import SPEC_FORMAT, BundleError, Spec, load_bundle, parse_vad, write_bundle
 from models.errors import ParameterError
 from models.features import SegmentParams
 from models.utterances import MIN_TAIL_S, UtteranceCutter, clip_windows, utterance_segments
@@ -174,7 +174,7 @@ def test_spec_round_trips_silero_and_reads_old_energy_specs(tmp_path) -> None:  
     spec = tiny_spec(vad="silero")
     b = write_bundle(tmp_path / "b", onnx_bytes=tiny_onnx(spec), spec=spec)
     data = json.loads((tmp_path / "b" / "spec.json").read_text())
-    assert data["format"] == 3 and data["vad"]["kind"] == "silero" and b.spec.vad == SileroParams(min_silence_s=0.8)
+    assert data["format"] == SPEC_FORMAT and data["vad"]["kind"] == "silero" and b.spec.vad == SileroParams(min_silence_s=0.8)
     assert data["segment"]["pad"] == "end"  # the variable-length rule, recorded in the spec
     del data["segment"]["pad"]
     assert Spec.from_dict(data).segment.pad == "end"  # older specs padded the same way
