@@ -386,3 +386,25 @@ def test_segscore_scores_the_segmenter_on_a_generated_call(tmp_path: Path, siler
     r = CliRunner().invoke(segscore.main, [str(call), "--model", str(silero_bundle_dir), "--bleed-share", "0.5",
                                            "--level-gain-db", "20", "--gate-share", "0.3", "--speech-hold-s", "0.3"])
     assert r.exit_code == 0 and '"bleed_share": 0.5' in r.output and "c: coverage 1.000" in r.output, r.output
+
+
+def test_nonspeech_calls_hold_their_material_and_no_utterances(tmp_path: Path) -> None:
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from bench import nonspeech
+
+    r = CliRunner().invoke(nonspeech.main, ["--out", str(tmp_path), "--seconds", "8", "--seed", "2"])
+    assert r.exit_code == 0, r.output
+    for kind in nonspeech.KINDS:
+        truth = json.loads((tmp_path / kind / "call.json").read_text())
+        y, sr = sf.read(tmp_path / kind / "call.wav", dtype="float32", always_2d=True)
+        assert sr == SR and y.shape == (8 * SR, 2) and truth["utterances"] == [] and truth["duration_s"] == 8.0
+        assert (len(truth["events"]) > 0) is (kind in ("dtmf", "hold"))
+        assert not np.array_equal(y[:, 0], y[:, 1])  # independent channels
+    y, _ = sf.read(tmp_path / "comfort" / "call.wav", dtype="float32")
+    assert (y == 0).mean() > 0.1 and abs(rms_db(y[y[:, 0] != 0, 0]) + 55.0) < 1.0  # DTX: noise, then silence
+    with pytest.raises(ValueError, match="kind='music'"):
+        nonspeech.nonspeech("music", seconds=1.0, rng=np.random.default_rng(0))
+    r = CliRunner().invoke(nonspeech.main, ["--out", str(tmp_path), "--seconds", "0"])
+    assert r.exit_code != 0 and "--seconds 0.0" in r.output
