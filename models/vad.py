@@ -24,12 +24,12 @@ minutes of a call, the state drifts until whole utterances go unheard (measured 
 call: 5 of 60 utterances with p < 0.5 throughout, detected at once from a fresh state; 0 missed with
 the reset, docs/vad.md).
 
-Issue 27 adds per-channel level adaptation, all off by default (bundles written before it behave as
-they did): ``level_gain_db`` lifts the network's input of a quiet channel towards the nominal level
-(:data:`TARGET_DBFS`, from the channel's running speech level); ``gate_share`` lowers the gate of a
-channel whose speech is near its floor; ``speech_hold_s`` keeps the network running through a
-quiet stretch inside speech; ``bleed_share`` skips windows that are a copy of another channel
-(:mod:`models.bleed`). docs/vad.md, "Quiet speakers and bleed".
+Per-channel level adaptation (issue 27; all off by default, :data:`OPT_IN`): a channel's speech
+level is the running mean (dB, :data:`SPEECH_LEVEL_TAU_S`) of its windows more than ``gate_db``
+above its noise floor. ``level_gain_db`` lifts the network's input towards :data:`TARGET_DBFS` by
+at most that much; ``gate_share`` makes the gate that share of the speech-to-noise distance, within
+[:data:`GATE_MIN_DB`, ``gate_db``]; ``speech_hold_s`` keeps the network on that long after speech;
+``bleed_share`` skips windows that copy another channel (:mod:`models.bleed`). docs/vad.md.
 
 :class:`SileroParams` (``spec.json`` ``vad`` with ``"kind": "silero"``) also holds the hysteresis and
 padding that :mod:`models.utterances` uses to turn the probabilities into segments.
@@ -72,12 +72,13 @@ DEFAULT_RESET_AFTER_S = 1.0  # non-speech after which a channel's recurrent stat
 DEFAULT_GATE_DB = 10.0  # outside speech, run the network only on windows this far above the noise floor (0: off)
 #: The per-channel noise floor follows a quieter window at once and rises this fast (dB/s) otherwise.
 NOISE_RISE_DB_PER_S = 1.0
-#: With ``gate_share`` > 0, the adaptive gate never drops below this many dB above the noise floor ...
-GATE_MIN_DB = 3.0
-#: The channel's speech level follows the levels of windows above the gate with this time constant (s) ...
-SPEECH_LEVEL_TAU_S = 2.0
-#: ... and with ``level_gain_db`` > 0 the network's input is lifted until that level is this (dBFS).
-TARGET_DBFS = -26.0
+#: Issue 27 (module docstring): the least adaptive gate (dB), the speech level's time constant (s),
+#: and the level (dBFS) the gain lifts a channel's speech to.
+GATE_MIN_DB, SPEECH_LEVEL_TAU_S, TARGET_DBFS = 3.0, 2.0, -26.0
+
+
+#: Parameters added by issue 27 and their "off" defaults (left out of ``spec.json`` when off).
+OPT_IN = {"speech_hold_s": 0.0, "gate_share": 0.0, "level_gain_db": 0.0, "bleed_share": 0.0, "bleed_max_delay_s": 0.064}
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,6 @@ class SileroParams:
     floor_dbfs: float = DEFAULT_FLOOR_DBFS
     reset_after_s: float = DEFAULT_RESET_AFTER_S
     gate_db: float = DEFAULT_GATE_DB
-    # issue 27; the defaults keep bundles written before them as they were (off)
     speech_hold_s: float = 0.0  # keep running the network this long after the last speech window
     gate_share: float = 0.0  # adaptive gate: at most this share of the channel's speech-to-noise distance
     level_gain_db: float = 0.0  # lift a quiet channel's input to the nominal level by at most this much
@@ -127,7 +127,9 @@ class SileroParams:
             raise ParameterError(f"vad.bleed_max_delay_s={self.bleed_max_delay_s!r} must be in [0, 0.5] seconds")
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """The spec's ``vad`` section; issue 27's parameters only when set, so a spec that does not
+        opt in is written (and keyed: the training caches) exactly as before them."""
+        return {k: v for k, v in asdict(self).items() if k not in OPT_IN or v != OPT_IN[k]}
 
 
 class SileroModel:
@@ -301,7 +303,6 @@ class VadStream:
         self._state = np.zeros((STATE_SHAPE[0], channels, STATE_SHAPE[1]), dtype=np.float32)
         self._floor_ms = np.float32(10 ** (params.floor_dbfs / 10))  # mean square at the floor
         self._reset = max(1, round(params.reset_after_s * sr / self.window))  # windows
-        # per-channel bookkeeping as Python lists (cheaper than numpy on two values)
         self._quiet = [0] * channels  # non-speech windows in a row
         self._noise = [float(params.floor_dbfs)] * channels  # running noise floor (dB)
         self._rise = NOISE_RISE_DB_PER_S * self.window / sr
@@ -353,12 +354,8 @@ class VadStream:
 
     def _above_noise(self, level: np.ndarray, loud: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(channels, k)``: loud windows the gate lets through whatever came before (all loud ones
-        when ``gate_db`` is 0), and with ``level_gain_db`` > 0 each window's input gain (else None).
-        Updates the running noise floors and, window by window, each channel's speech level: the
-        running mean (dB) of the windows more than ``gate_db`` above the floor. With ``gate_share``
-        > 0 the gate is that share of the speech-to-noise distance, within [:data:`GATE_MIN_DB`,
-        ``gate_db``] (``gate_db`` until a level is learned): a quiet speaker's channel gets a lower
-        gate. The gain lifts the speech level to :data:`TARGET_DBFS`, by at most ``level_gain_db``."""
+        when ``gate_db`` is 0), and each window's input gain (None without ``level_gain_db``);
+        updates, window by window, the noise floors and speech levels (module docstring)."""
         prm, rise, alpha = self.params, self._rise, self._alpha
         gate, share, most = prm.gate_db, prm.gate_share, prm.level_gain_db
         above = loud.copy()

@@ -311,6 +311,9 @@ def test_streaming_equals_offline_with_the_adaptive_gate_and_bleed_rejection() -
 def test_new_vad_parameters_default_to_off_and_are_validated() -> None:
     assert (PRM.speech_hold_s, PRM.gate_share, PRM.level_gain_db, PRM.bleed_share) == (0.0, 0.0, 0.0, 0.0)
     assert VadStream(channels=2, sr=SR, params=PRM).bleed is None
+    assert set(PRM.to_dict()) == {"threshold", "off_threshold", "min_silence_s", "min_speech_s", "pre_roll_s",
+                                  "hangover_s", "floor_dbfs", "reset_after_s", "gate_db", "model_sha256", "kind"}
+    assert parse_vad(ADAPTIVE.to_dict()) == ADAPTIVE and ADAPTIVE.to_dict()["bleed_share"] == 0.5
     for bad, msg in (({"gate_share": 1.5}, "vad.gate_share=1.5"), ({"bleed_share": -0.1}, "vad.bleed_share=-0.1"),
                      ({"level_gain_db": 50.0}, "vad.level_gain_db=50.0"),
                      ({"speech_hold_s": 9.0}, "vad.speech_hold_s=9.0"),
