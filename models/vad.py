@@ -120,6 +120,9 @@ class SileroParams:
             raise ParameterError(f"vad.gate_db={self.gate_db!r} must be in [0, 40]")
         if not 0 <= self.level_gain_db <= 40:
             raise ParameterError(f"vad.level_gain_db={self.level_gain_db!r} must be in [0, 40]")
+        if (self.level_gain_db > 0 or self.gate_share > 0) and self.gate_db == 0:
+            raise ParameterError(f"vad.level_gain_db={self.level_gain_db!r} / gate_share={self.gate_share!r} need "
+                                 "gate_db > 0 (the speech level is learned from the windows above the gate)")
         for name in ("gate_share", "bleed_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ParameterError(f"vad.{name}={getattr(self, name)!r} must be in [0, 1]")

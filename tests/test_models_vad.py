@@ -317,7 +317,8 @@ def test_new_vad_parameters_default_to_off_and_are_validated() -> None:
     for bad, msg in (({"gate_share": 1.5}, "vad.gate_share=1.5"), ({"bleed_share": -0.1}, "vad.bleed_share=-0.1"),
                      ({"level_gain_db": 50.0}, "vad.level_gain_db=50.0"),
                      ({"speech_hold_s": 9.0}, "vad.speech_hold_s=9.0"),
-                     ({"bleed_max_delay_s": 1.0}, "vad.bleed_max_delay_s=1.0")):
+                     ({"bleed_max_delay_s": 1.0}, "vad.bleed_max_delay_s=1.0"),
+                     ({"level_gain_db": 20.0, "gate_db": 0.0}, "vad.level_gain_db=20.0 .* need gate_db > 0")):
         with pytest.raises(ParameterError, match=msg):
             SileroParams(**bad)  # type: ignore[arg-type]
     from models.bleed import BleedDetector
