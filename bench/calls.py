@@ -63,6 +63,7 @@ class CallOptions:
     babble_on: tuple[str, ...] = ROLES
     babble_talkers: int = 6
     bleed_db: float | None = None
+    bleed_delay_ms: float = 0.0  # the bleed arrives this much later than the other channel's audio
     codec: str | None = None
     dtmf: int = 0  # DTMF bursts (customer channel)
     hold_s: float = 0.0  # hold music (agent channel), one block in the middle of the call
@@ -82,6 +83,8 @@ class CallOptions:
             raise ValueError(f"codec={self.codec!r} must be one of {', '.join(CODECS)} or None")
         if self.neutral_share is not None and not 0 <= self.neutral_share <= 1:
             raise ValueError(f"neutral_share={self.neutral_share} must be in [0, 1]")
+        if not 0 <= self.bleed_delay_ms <= 500:
+            raise ValueError(f"bleed_delay_ms={self.bleed_delay_ms} must be in [0, 500]")
         if set(self.levels) - set(ROLES) or set(self.babble_on) - set(ROLES):
             raise ValueError(f"levels/babble_on name roles other than {ROLES}")
 
@@ -173,7 +176,9 @@ def build_call(speakers: dict[str, list[Item]], opts: CallOptions, *, babble_ite
     chans = {r: clean[r].copy() for r in ROLES}
     if opts.bleed_db is not None:
         for r in ROLES:
-            chans[r] += clean[ROLES[1 - ROLES.index(r)]] * db_gain(opts.bleed_db)
+            lag = round(opts.bleed_delay_ms * SR / 1000)
+            other = clean[ROLES[1 - ROLES.index(r)]]
+            chans[r][lag:] += other[: n - lag] * db_gain(opts.bleed_db)
     if opts.babble_snr_db is not None:
         pick = rng.choice(len(babble_items), size=min(BABBLE_CLIPS, len(babble_items)), replace=False)
         pool = [c for c in (load_clip(babble_items[int(i)].path) for i in pick) if c is not None]
@@ -252,6 +257,7 @@ def _cli() -> Any:
     @click.option("--babble-snr", type=float, default=None, help="office babble dB below nominal speech (off)")
     @click.option("--babble-on", default="agent,customer", show_default=True)
     @click.option("--bleed-db", type=float, default=None, help="each channel gets the other at this gain (off)")
+    @click.option("--bleed-delay-ms", type=float, default=0.0, show_default=True, help="delay of the bleed")
     @click.option("--codec", type=click.Choice(CODECS), default=None)
     @click.option("--dtmf", type=int, default=0, show_default=True, help="DTMF bursts on the customer channel")
     @click.option("--hold-s", type=float, default=0.0, show_default=True, help="hold music on the agent channel")
@@ -260,7 +266,8 @@ def _cli() -> Any:
     def make(data_root: Path | None, data: tuple[str, ...], out: Path, model_dir: Path, speakers: str | None,
              utterances: int, gap: str, mono: bool, agent_db: float, customer_db: float, jitter_db: float,
              keep_levels: bool, noise: str | None,
-             snr: float, babble_snr: float | None, babble_on: str, bleed_db: float | None, codec: str | None,
+             snr: float, babble_snr: float | None, babble_on: str, bleed_db: float | None, bleed_delay_ms: float,
+             codec: str | None,
              dtmf: int, hold_s: float, neutral_share: float | None, seed: int) -> None:
         """Build one call from corpus clips: OUT/call.wav and OUT/call.json (ground truth)."""
         try:
@@ -270,6 +277,7 @@ def _cli() -> Any:
                                speech_dbfs=None if keep_levels else SPEECH_DBFS,
                                noise=noise, noise_snr_db=snr,
                                babble_snr_db=babble_snr, babble_on=tuple(babble_on.split(",")), bleed_db=bleed_db,
+                               bleed_delay_ms=bleed_delay_ms,
                                codec=codec, dtmf=dtmf, hold_s=hold_s, neutral_share=neutral_share, seed=seed)
             items = load_items(list(data), data_root)
             split = split_speakers(model_dir) if model_dir.exists() else {"train": [], "test": []}

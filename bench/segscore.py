@@ -14,6 +14,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -27,9 +28,16 @@ import numpy as np
 @click.option("--gate-db", type=float, default=None)
 @click.option("--reset-after-s", type=float, default=None)
 @click.option("--min-silence-s", type=float, default=None)
+@click.option("--speech-hold-s", type=float, default=None, help="keep the network on this long after speech")
+@click.option("--gate-share", type=float, default=None, help="adaptive gate: share of the speech-to-noise distance")
+@click.option("--level-gain-db", type=float, default=None, help="lift a quiet channel's network input")
+@click.option("--bleed-share", type=float, default=None, help="reject windows this much explained by the other channel")
+@click.option("--bleed-max-delay-s", type=float, default=None)
 @click.option("--channel-names", default="agent,customer", show_default=True)
 def main(calls: tuple[Path, ...], model_dir: str, threshold: float | None, off_threshold: float | None,
-         gate_db: float | None, reset_after_s: float | None, min_silence_s: float | None, channel_names: str) -> None:
+         gate_db: float | None, reset_after_s: float | None, min_silence_s: float | None,
+         speech_hold_s: float | None, gate_share: float | None, level_gain_db: float | None,
+         bleed_share: float | None, bleed_max_delay_s: float | None, channel_names: str) -> None:
     import soundfile as sf
 
     from bench import callscore
@@ -40,8 +48,13 @@ def main(calls: tuple[Path, ...], model_dir: str, threshold: float | None, off_t
     spec = load_bundle(model_dir).spec
     if not isinstance(spec.vad, SileroParams):
         raise click.ClickException(f"{model_dir} has no Silero vad (spec vad.kind)")
-    changes = {k: v for k, v in (("threshold", threshold), ("off_threshold", off_threshold), ("gate_db", gate_db),
-                                 ("reset_after_s", reset_after_s), ("min_silence_s", min_silence_s)) if v is not None}
+    changes: dict[str, Any] = {k: v for k, v in (("threshold", threshold), ("off_threshold", off_threshold),
+                                 ("gate_db", gate_db), ("reset_after_s", reset_after_s),
+                                 ("min_silence_s", min_silence_s),
+                                 ("speech_hold_s", speech_hold_s), ("gate_share", gate_share),
+                                 ("level_gain_db", level_gain_db),
+                                 ("bleed_share", bleed_share), ("bleed_max_delay_s", bleed_max_delay_s))
+               if v is not None}
     params = dataclasses.replace(spec.vad, **changes)
     names = channel_names.split(",")
     cpu, channel_s = 0.0, 0.0
@@ -63,9 +76,12 @@ def main(calls: tuple[Path, ...], model_dir: str, threshold: float | None, off_t
                  "start_s": u.start / sr, "end_s": u.end / sr, "label": "?", "model": spec.model_id}
                 for k, u in enumerate(segs)]
         s = callscore.score(json.loads((call / "call.json").read_text()), recs)
-        click.echo(f"{call.name}: coverage {s['coverage']:.3f}, {len(segs)} segments, false {s['segments']['false']} "
+        roles = " / ".join(f"{v:.3f}" for v in s["coverage_by_role"].values())
+        click.echo(f"{call.name}: coverage {s['coverage']:.3f} ({roles}), {len(segs)} segments, "
+                   f"false {s['segments']['false']} "
                    f"({s['false_per_min_nonspeech']:.2f} per min of non-speech), network on "
-                   f"{cutter.vad.network_runs} of {cutter.vad.windows} windows")
+                   f"{cutter.vad.network_runs} of {cutter.vad.windows} windows, "
+                   f"{cutter.vad.bleed_windows} taken for bleed")
     click.echo(f"VAD settings {json.dumps(changes) if changes else '(the bundle)'}: "
                f"{1000 * cpu / channel_s:.2f} ms CPU per channel-second")
 

@@ -24,6 +24,13 @@ minutes of a call, the state drifts until whole utterances go unheard (measured 
 call: 5 of 60 utterances with p < 0.5 throughout, detected at once from a fresh state; 0 missed with
 the reset, docs/vad.md).
 
+Per-channel level adaptation (issue 27; all off by default, :data:`OPT_IN`): a channel's speech
+level is the running mean (dB, :data:`SPEECH_LEVEL_TAU_S`) of its windows more than ``gate_db``
+above its noise floor. ``level_gain_db`` lifts the network's input towards :data:`TARGET_DBFS` by
+at most that much; ``gate_share`` makes the gate that share of the speech-to-noise distance, within
+[:data:`GATE_MIN_DB`, ``gate_db``]; ``speech_hold_s`` keeps the network on that long after speech;
+``bleed_share`` skips windows that copy another channel (:mod:`models.bleed`). docs/vad.md.
+
 :class:`SileroParams` (``spec.json`` ``vad`` with ``"kind": "silero"``) also holds the hysteresis and
 padding that :mod:`models.utterances` uses to turn the probabilities into segments.
 """
@@ -38,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from models.bleed import BleedDetector
 from models.errors import BundleError, ParameterError
 
 #: The vendored Silero VAD model (MIT licence beside it).
@@ -64,6 +72,13 @@ DEFAULT_RESET_AFTER_S = 1.0  # non-speech after which a channel's recurrent stat
 DEFAULT_GATE_DB = 10.0  # outside speech, run the network only on windows this far above the noise floor (0: off)
 #: The per-channel noise floor follows a quieter window at once and rises this fast (dB/s) otherwise.
 NOISE_RISE_DB_PER_S = 1.0
+#: Issue 27 (module docstring): the least adaptive gate (dB), the speech level's time constant (s),
+#: and the level (dBFS) the gain lifts a channel's speech to.
+GATE_MIN_DB, SPEECH_LEVEL_TAU_S, TARGET_DBFS = 3.0, 2.0, -26.0
+
+
+#: Parameters added by issue 27 and their "off" defaults (left out of ``spec.json`` when off).
+OPT_IN = {"speech_hold_s": 0.0, "gate_share": 0.0, "level_gain_db": 0.0, "bleed_share": 0.0, "bleed_max_delay_s": 0.064}
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,11 @@ class SileroParams:
     floor_dbfs: float = DEFAULT_FLOOR_DBFS
     reset_after_s: float = DEFAULT_RESET_AFTER_S
     gate_db: float = DEFAULT_GATE_DB
+    speech_hold_s: float = 0.0  # keep running the network this long after the last speech window
+    gate_share: float = 0.0  # adaptive gate: at most this share of the channel's speech-to-noise distance
+    level_gain_db: float = 0.0  # lift a quiet channel's input to the nominal level by at most this much
+    bleed_share: float = 0.0  # a window this much explained by a delayed copy of another channel is bleed
+    bleed_max_delay_s: float = 0.064  # the longest bleed/echo delay looked for
     model_sha256: str = SILERO_SHA256
     kind: str = "silero"
 
@@ -89,7 +109,8 @@ class SileroParams:
             raise ParameterError(f"vad.threshold={self.threshold!r} must be in (0, 1)")
         if not 0 < self.off_threshold <= self.threshold:
             raise ParameterError(f"vad.off_threshold={self.off_threshold!r} must be in (0, threshold]")
-        for name in ("min_silence_s", "min_speech_s", "pre_roll_s", "hangover_s", "reset_after_s"):
+        for name in ("min_silence_s", "min_speech_s", "pre_roll_s", "hangover_s", "reset_after_s",
+                     "speech_hold_s"):
             v = getattr(self, name)
             if not 0 <= v <= 5:
                 raise ParameterError(f"vad.{name}={v!r} must be in [0, 5] seconds")
@@ -97,9 +118,21 @@ class SileroParams:
             raise ParameterError(f"vad.floor_dbfs={self.floor_dbfs!r} must be in [-120, 0]")
         if not 0 <= self.gate_db <= 40:
             raise ParameterError(f"vad.gate_db={self.gate_db!r} must be in [0, 40]")
+        if not 0 <= self.level_gain_db <= 40:
+            raise ParameterError(f"vad.level_gain_db={self.level_gain_db!r} must be in [0, 40]")
+        if (self.level_gain_db > 0 or self.gate_share > 0) and self.gate_db == 0:
+            raise ParameterError(f"vad.level_gain_db={self.level_gain_db!r} / gate_share={self.gate_share!r} need "
+                                 "gate_db > 0 (the speech level is learned from the windows above the gate)")
+        for name in ("gate_share", "bleed_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ParameterError(f"vad.{name}={getattr(self, name)!r} must be in [0, 1]")
+        if not 0 <= self.bleed_max_delay_s <= 0.5:
+            raise ParameterError(f"vad.bleed_max_delay_s={self.bleed_max_delay_s!r} must be in [0, 0.5] seconds")
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """The spec's ``vad`` section; issue 27's parameters only when set, so a spec that does not
+        opt in is written (and keyed: the training caches) exactly as before them."""
+        return {k: v for k, v in asdict(self).items() if k not in OPT_IN or v != OPT_IN[k]}
 
 
 class SileroModel:
@@ -273,12 +306,18 @@ class VadStream:
         self._state = np.zeros((STATE_SHAPE[0], channels, STATE_SHAPE[1]), dtype=np.float32)
         self._floor_ms = np.float32(10 ** (params.floor_dbfs / 10))  # mean square at the floor
         self._reset = max(1, round(params.reset_after_s * sr / self.window))  # windows
-        # per-channel bookkeeping as Python lists: a stream has one or two channels, and list
-        # operations on two values cost a fraction of numpy calls on two-element arrays
         self._quiet = [0] * channels  # non-speech windows in a row
         self._noise = [float(params.floor_dbfs)] * channels  # running noise floor (dB)
         self._rise = NOISE_RISE_DB_PER_S * self.window / sr
-        self._active = [False] * channels  # the last window was speech (p >= off_threshold)
+        # windows since the last speech window (p >= off_threshold); below _hold the network keeps running
+        self._hold = 1 + round(params.speech_hold_s * sr / self.window)
+        self._since = [self._hold] * channels
+        self._speech: list[float | None] = [None] * channels  # running speech level (dB)
+        self._alpha = min(1.0, self.window / sr / SPEECH_LEVEL_TAU_S)
+        self.bleed = (BleedDetector(channels=channels, window=self.window, share=params.bleed_share,
+                                    max_delay=round(params.bleed_max_delay_s * sr))
+                      if params.bleed_share > 0 and channels > 1 else None)
+        self.bleed_windows = 0  # loud windows taken for bleed (not run)
         self.windows = 0
         self.network_runs = 0
 
@@ -297,10 +336,17 @@ class VadStream:
             frames = np.concatenate([before, body], axis=2)  # (channels, k, ctx + w)
             power = np.einsum("ckw,ckw->ck", body, body) / np.float32(w)  # mean square, (channels, k)
             loud = power > self._floor_ms
-            above = self._above_noise(10 * np.log10(np.maximum(power, 1e-12)), loud)
+            if self.bleed is not None:  # a copy of another channel is not this channel's speech
+                bled = self.bleed.windows(body) & loud
+                self.bleed_windows += int(bled.sum())
+                loud &= ~bled
+            level = 10 * np.log10(np.maximum(power, 1e-12))
+            above, gains = self._above_noise(level, loud)
+            if gains is not None:  # the network hears each channel at about the nominal speech level
+                frames = frames * gains[:, :, None]
             # the network's state-free part in one batch, for the loud windows of each channel that
             # is in speech or has a window above the gate (others, when they run, one at a time)
-            busy = loud & (above.any(axis=1) | np.array(self._active))[:, None]
+            busy = loud & (above.any(axis=1) | (np.array(self._since) < self._hold))[:, None]
             at = np.full(loud.shape, -1)  # (channel, window) -> row of `enc`
             at[busy] = np.arange(int(busy.sum()))
             enc = self.model.encode(frames[busy]) if busy.any() else None
@@ -309,27 +355,36 @@ class VadStream:
         self.windows += k
         return out
 
-    def _above_noise(self, level: np.ndarray, loud: np.ndarray) -> np.ndarray:
+    def _above_noise(self, level: np.ndarray, loud: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(channels, k)``: loud windows the gate lets through whatever came before (all loud ones
-        when ``gate_db`` is 0); updates the running noise floors."""
-        gate, rise = self.params.gate_db, self._rise
+        when ``gate_db`` is 0), and each window's input gain (None without ``level_gain_db``);
+        updates, window by window, the noise floors and speech levels (module docstring)."""
+        prm, rise, alpha = self.params, self._rise, self._alpha
+        gate, share, most = prm.gate_db, prm.gate_share, prm.level_gain_db
         above = loud.copy()
+        gains = np.ones(level.shape, dtype=np.float32) if most > 0 else None
         for c, row in enumerate(level.tolist()):
-            noise = self._noise[c]
+            noise, sp = self._noise[c], self._speech[c]
             for i, lv in enumerate(row):
                 noise = lv if lv < noise else noise + rise
-                if gate > 0 and lv <= noise + gate:
+                if gains is not None and sp is not None:
+                    gains[c, i] = 10 ** (min(most, max(0.0, TARGET_DBFS - sp)) / 20)
+                margin = gate if share <= 0 or sp is None else min(gate, max(GATE_MIN_DB, share * (sp - noise)))
+                if gate > 0 and lv > noise + gate and loud[c, i]:
+                    sp = lv if sp is None else sp + alpha * (lv - sp)
+                if gate > 0 and lv <= noise + margin:
                     above[c, i] = False
-            self._noise[c] = noise
-        return above
+            self._noise[c], self._speech[c] = noise, sp
+        return above, gains
 
     def _run(self, k: int, frames: np.ndarray, loud: list[list[bool]], above: list[list[bool]],
              at: list[list[int]], enc: np.ndarray | None, out: np.ndarray) -> None:
         """Window by window: which channels go through the network (loud and above the gate, or loud
-        while speech goes on), the recurrent step, and the resets after ``reset_after_s`` of quiet."""
-        off, channels = self.params.off_threshold, range(self.channels)
+        within ``speech_hold_s`` of speech), the recurrent step, and the resets after
+        ``reset_after_s`` of quiet."""
+        off, channels, hold = self.params.off_threshold, range(self.channels), self._hold
         for i in range(k):
-            rows = [c for c in channels if above[c][i] or (loud[c][i] and self._active[c])]
+            rows = [c for c in channels if above[c][i] or (loud[c][i] and self._since[c] < hold)]
             if rows:
                 idx = [at[c][i] for c in rows]
                 x = self.model.encode(frames[rows, i, :]) if enc is None or -1 in idx else enc[idx]
@@ -343,7 +398,7 @@ class VadStream:
                 self.network_runs += 1
             for c, pc in enumerate(out[:, i].tolist()):
                 quiet = pc < off
-                self._active[c] = not quiet
+                self._since[c] = self._since[c] + 1 if quiet else 0
                 self._quiet[c] = self._quiet[c] + 1 if quiet else 0
                 if self._quiet[c] >= self._reset:
                     self._state[:, c, :] = 0.0

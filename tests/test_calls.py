@@ -117,6 +117,15 @@ def test_levels_noise_bleed(groups: dict[str, list]) -> None:
         assert abs(active_level_db(y) - (SPEECH_DBFS - (14.0 if own else 0.0))) < 0.5
         ratio = rms_db(audio[other, span(u)]) - rms_db(y)
         assert abs(ratio - (-20.0)) < 0.5  # the other channel carries it 20 dB down
+    late, truth = call(groups, bleed_db=-20.0, bleed_delay_ms=25.0)
+    lag, gain = round(0.025 * SR), np.float32(10 ** (-20 / 20))
+    for u in truth["utterances"]:  # the other channel holds the utterance 20 dB down and 25 ms late
+        own, other = (0, 1) if u["channel"] == "agent" else (1, 0)
+        a, b = span(u).start, span(u).stop
+        np.testing.assert_allclose(late[other, a + lag : b + lag], late[own, a:b] * gain, atol=2e-5)
+        assert not np.allclose(late[other, a:b], late[own, a:b] * gain, atol=2e-5)  # not at once
+    with pytest.raises(ValueError, match="bleed_delay_ms=-1"):
+        CallOptions(bleed_delay_ms=-1.0)
     audio, truth = call(groups, noise="white", noise_snr_db=20.0)
     quiet = np.ones(audio.shape[1], dtype=bool)
     for u in truth["utterances"]:
@@ -369,7 +378,33 @@ def test_segscore_scores_the_segmenter_on_a_generated_call(tmp_path: Path, siler
     (call / "call.json").write_text(json.dumps(truth))
     r = CliRunner().invoke(segscore.main, [str(call), "--model", str(silero_bundle_dir)])
     assert r.exit_code == 0, r.output
-    assert "c: coverage 1.000, 2 segments, false 0" in r.output and "ms CPU per channel-second" in r.output
+    assert "c: coverage 1.000 (1.000 / 1.000), 2 segments, false 0" in r.output
+    assert "0 taken for bleed" in r.output and "ms CPU per channel-second" in r.output
     r = CliRunner().invoke(segscore.main, [str(call), "--model", str(silero_bundle_dir), "--threshold", "0.99",
                                            "--off", "0.98"])
-    assert "c: coverage 0.000, 0 segments" in r.output
+    assert "c: coverage 0.000 (0.000 / 0.000), 0 segments" in r.output
+    r = CliRunner().invoke(segscore.main, [str(call), "--model", str(silero_bundle_dir), "--bleed-share", "0.5",
+                                           "--level-gain-db", "20", "--gate-share", "0.3", "--speech-hold-s", "0.3"])
+    assert r.exit_code == 0 and '"bleed_share": 0.5' in r.output and "c: coverage 1.000" in r.output, r.output
+
+
+def test_nonspeech_calls_hold_their_material_and_no_utterances(tmp_path: Path) -> None:
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from bench import nonspeech
+
+    r = CliRunner().invoke(nonspeech.main, ["--out", str(tmp_path), "--seconds", "8", "--seed", "2"])
+    assert r.exit_code == 0, r.output
+    for kind in nonspeech.KINDS:
+        truth = json.loads((tmp_path / kind / "call.json").read_text())
+        y, sr = sf.read(tmp_path / kind / "call.wav", dtype="float32", always_2d=True)
+        assert sr == SR and y.shape == (8 * SR, 2) and truth["utterances"] == [] and truth["duration_s"] == 8.0
+        assert (len(truth["events"]) > 0) is (kind in ("dtmf", "hold"))
+        assert not np.array_equal(y[:, 0], y[:, 1])  # independent channels
+    y, _ = sf.read(tmp_path / "comfort" / "call.wav", dtype="float32")
+    assert (y == 0).mean() > 0.1 and abs(rms_db(y[y[:, 0] != 0, 0]) + 55.0) < 1.0  # DTX: noise, then silence
+    with pytest.raises(ValueError, match="kind='music'"):
+        nonspeech.nonspeech("music", seconds=1.0, rng=np.random.default_rng(0))
+    r = CliRunner().invoke(nonspeech.main, ["--out", str(tmp_path), "--seconds", "0"])
+    assert r.exit_code != 0 and "--seconds 0.0" in r.output

@@ -239,3 +239,89 @@ def test_numpy_silero_weights_are_the_onnx_models_and_are_checked(tmp_path) -> N
         SileroNumpy(bad)
     with pytest.raises(ParameterError, match=r"must be \(b, 288\)"):
         SileroNumpy().encode(np.zeros((2, 256), np.float32))
+
+
+# --- issue 27: level-adaptive gating and stereo bleed ----------------------------------------------
+
+#: The opt-in settings measured in docs/vad.md ("Quiet speakers and bleed").
+ADAPTIVE = SileroParams(level_gain_db=20.0, gate_share=0.3, speech_hold_s=0.3, bleed_share=0.5)
+QUIET_SPANS = [(1.0, 2.5), (4.0, 5.5), (7.0, 8.0), (9.5, 11.0)]
+
+
+def _covered(segs: list, spans: list[tuple[float, float]], channel: int = 0) -> int:  # type: ignore[type-arg]
+    return sum(any(u.channel == channel and min(b * SR, u.speech_end) - max(a * SR, u.speech_start) > 0.5 * (b - a) * SR
+                   for u in segs) for a, b in spans)
+
+
+def _bleed_pair() -> np.ndarray:
+    """Channel 0 talks at -18 dBFS; channel 1 carries it 25 dB down, 20 ms late, and talks itself
+    (-35 dBFS) only at 10.0-11.5 s; both over their own line floor."""
+    a, b = sl.noise(12.0, seed=1, level_dbfs=-62), sl.noise(12.0, seed=2, level_dbfs=-62)
+    for k, (s, e) in enumerate([(1.0, 3.0), (4.0, 6.0), (7.5, 9.5)]):
+        a[int(s * SR) : int(e * SR)] += sl.vowels(e - s, seed=20 + k, level_dbfs=-18)
+    lag = int(0.02 * SR)
+    b[lag:] += a[:-lag] * np.float32(10 ** (-25 / 20))
+    b[int(10.0 * SR) : int(11.5 * SR)] += sl.vowels(1.5, seed=30, level_dbfs=-35)
+    return np.stack([a, b])
+
+
+def test_level_adaptive_gate_hears_a_quiet_speaker_that_the_fixed_gate_misses() -> None:
+    y = sl.noise(12.0, seed=5, level_dbfs=-58)  # a line floor 13 dB under the speech
+    for k, (a, b) in enumerate(QUIET_SPANS):
+        y[int(a * SR) : int(b * SR)] += sl.vowels(b - a, seed=10 + k, level_dbfs=-45)
+    old = utterance_segments(y=y, sr=SR, segment=SEG, params=PRM)
+    new = utterance_segments(y=y, sr=SR, segment=SEG, params=ADAPTIVE)
+    assert _covered(old, QUIET_SPANS) == 0  # the shipped settings: Silero at -45 dBFS, behind a 10 dB gate
+    assert _covered(new, QUIET_SPANS) >= 3  # the level is learned on the first utterance
+    assert utterance_segments(y=sl.noise(12.0, seed=5, level_dbfs=-58), sr=SR, segment=SEG, params=ADAPTIVE) == []
+
+
+def test_adaptive_settings_stay_silent_on_line_noise_tones_and_dtmf() -> None:
+    for y in (sl.noise(6.0, level_dbfs=-36), sl.noise(6.0, level_dbfs=-58), sl.tone(4.0), sl.dtmf(6.0)):
+        assert utterance_segments(y=y, sr=SR, segment=SEG, params=ADAPTIVE) == []
+
+
+def test_bleed_of_the_other_channel_is_not_its_speech_but_own_speech_is() -> None:
+    y = _bleed_pair()
+    for prm, bleed_heard in ((PRM, True), (SileroParams(bleed_share=0.5), False), (ADAPTIVE, False)):
+        cutter = UtteranceCutter(channels=2, sr=SR, segment=SEG, params=prm)
+        segs = cutter.feed(y) + cutter.finish()
+        assert _covered(segs, [(1.0, 3.0), (4.0, 6.0), (7.5, 9.5)], channel=0) == 3
+        assert any(u.channel == 1 and u.speech_end > 10.0 * SR and u.speech_start < 11.5 * SR for u in segs)
+        early = [u for u in segs if u.channel == 1 and u.speech_start < 9.8 * SR]
+        assert bool(early) is bleed_heard, (prm, early)
+        assert (cutter.vad.bleed_windows > 0) is not bleed_heard
+
+
+def test_streaming_equals_offline_with_the_adaptive_gate_and_bleed_rejection() -> None:
+    y = _bleed_pair()
+    y[1] *= np.float32(0.3)  # and a quiet channel, so that the gain and the adaptive gate act
+    whole = UtteranceCutter(channels=2, sr=SR, segment=SEG, params=ADAPTIVE)
+    ref = [(u.channel, u.start, u.end) for u in whole.feed(y) + whole.finish()]
+    assert ref and whole.vad.bleed_windows > 0
+    for block in (80, 1000, 7919):
+        cutter = UtteranceCutter(channels=2, sr=SR, segment=SEG, params=ADAPTIVE)
+        got = []
+        for i in range(0, y.shape[1], block):
+            got += cutter.feed(y[:, i : i + block])
+        got += cutter.finish()
+        assert [(u.channel, u.start, u.end) for u in got] == ref
+
+
+def test_new_vad_parameters_default_to_off_and_are_validated() -> None:
+    assert (PRM.speech_hold_s, PRM.gate_share, PRM.level_gain_db, PRM.bleed_share) == (0.0, 0.0, 0.0, 0.0)
+    assert VadStream(channels=2, sr=SR, params=PRM).bleed is None
+    assert set(PRM.to_dict()) == {"threshold", "off_threshold", "min_silence_s", "min_speech_s", "pre_roll_s",
+                                  "hangover_s", "floor_dbfs", "reset_after_s", "gate_db", "model_sha256", "kind"}
+    assert parse_vad(ADAPTIVE.to_dict()) == ADAPTIVE and ADAPTIVE.to_dict()["bleed_share"] == 0.5
+    for bad, msg in (({"gate_share": 1.5}, "vad.gate_share=1.5"), ({"bleed_share": -0.1}, "vad.bleed_share=-0.1"),
+                     ({"level_gain_db": 50.0}, "vad.level_gain_db=50.0"),
+                     ({"speech_hold_s": 9.0}, "vad.speech_hold_s=9.0"),
+                     ({"bleed_max_delay_s": 1.0}, "vad.bleed_max_delay_s=1.0"),
+                     ({"level_gain_db": 20.0, "gate_db": 0.0}, "vad.level_gain_db=20.0 .* need gate_db > 0")):
+        with pytest.raises(ParameterError, match=msg):
+            SileroParams(**bad)  # type: ignore[arg-type]
+    from models.bleed import BleedDetector
+
+    with pytest.raises(ParameterError, match="share=0"):
+        BleedDetector(channels=2, window=256, max_delay=10, share=0.0)
