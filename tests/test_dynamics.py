@@ -118,14 +118,16 @@ def test_interruptions_who_and_whether_the_other_yielded() -> None:
     d.speech(1, start_s=20.0, end_s=23.0)  # both start together: overtalk, no interruption
     d.speech(1, start_s=25.0, end_s=25.3)  # a short overlap-free backchannel
     d.speech(0, start_s=25.1, end_s=27.0)  # agent starts 0.1 s into it: overlap 0.2 s < 0.5: nothing
-    events = d.finish(duration_s=30.0)
+    d.speech(1, start_s=28.0, end_s=32.0)  # agent cuts in; the customer stops only 1.5 s later: not yielded
+    d.speech(0, start_s=30.0, end_s=34.0)
+    events = d.finish(duration_s=40.0)
     over = [e for e in events if e["kind"] == "overtalk"]
     assert [(e["start_s"], e["end_s"], e["interruption"], e.get("by"), e.get("yielded")) for e in over] == [
         (4.2, 5.0, True, "customer", True), (8.0, 9.0, True, "agent", True), (11.0, 11.8, True, "customer", False),
-        (20.0, 22.0, False, None, None)]
+        (20.0, 22.0, False, None, None), (30.0, 32.0, True, "agent", False)]
     ch = d.summary()["channels"]
     assert (ch["customer"]["interruptions"], ch["customer"]["yielded"]) == (2, 1)
-    assert (ch["agent"]["interruptions"], ch["agent"]["yielded"]) == (1, 1)
+    assert (ch["agent"]["interruptions"], ch["agent"]["yielded"]) == (2, 1)
 
 
 def test_dead_air_alert_opens_at_20_s_and_closes_when_someone_speaks() -> None:
