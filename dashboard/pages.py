@@ -106,10 +106,13 @@ def call_page(call_id: str, call: dict[str, Any], *, nonce: str, login: bool) ->
     # the conversation's dynamics: the call's totals once ended, else the newest dynamics event
     dyn = ((ended or {}).get("dynamics") or (end_rec or {}).get("dynamics")
            or next((e for e in reversed(call["events"]) if e["kind"] == "dynamics"), None))
-    body_extra = (dynamics_html(dyn, channels, duration_s=float(dyn["duration_s"]) if dyn else duration)
-                  + '<h2>Negativity trend per speaker</h2><div id="trends" class="trends"></div>\n'
+    conversation = (dynamics_html(dyn, channels, duration_s=float(dyn["duration_s"])) if dyn else
+                    '<section id="conversation"><h2>Conversation</h2><p class="meta">Talk time, silences and '
+                    "overtalk appear once the call's first seconds are settled.</p></section>\n")
+    body_extra = (conversation + '<h2>Negativity trend per speaker</h2><div id="trends" class="trends"></div>\n'
                   '<script src="/static/call.js" defer></script>\n')
     events = [e for e in call["events"] if e["kind"] in ("alert_opened", "alert_closed", "trend", "call_ended")]
+    events += [e for e in call["events"] if e["kind"] == "dynamics"][-1:]  # the newest: the live section
     data_extra = {"call_id": call_id, "live": ended is None, "results_id": call["results_id"],
                   "events_id": call["events_id"], "events": events}
     title = state.get("raw_call_id") or call_id  # the platform's own id when the key differs
