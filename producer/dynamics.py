@@ -31,6 +31,10 @@ from callevents.schema import DYNAMICS, OVERTALK, SILENCE
 MAX_EPISODES = 2000
 #: Spans of one channel closer than this (seconds) are one utterance (the VAD's windows touch).
 MERGE_S = 0.05
+#: A channel that speaks again within this many seconds of its last utterance's end goes on with its
+#: turn: for who-came-in-first (interruptions) its onset is the earlier one (the VAD may split an
+#: utterance at a short dip; talk time still counts the pause as silence).
+TURN_GAP_S = 0.5
 
 Events = list[dict[str, Any]]
 
@@ -49,7 +53,8 @@ class Dynamics:
         self._runs: list[deque[list[float]]] = [deque() for _ in range(n)]  # merged spans not yet settled
         self.talk_s = [0.0] * n
         self.pos = 0.0  # settled up to here
-        self._active: list[float | None] = [None] * n  # onset of each channel's utterance going on at pos
+        self._active: list[float | None] = [None] * n  # onset of each channel's turn going on at pos
+        self._last: list[tuple[float, float] | None] = [None] * n  # (onset, end) of its last utterance
         self._silence_from: float | None = 0.0
         self.silences = self.silence_s = 0.0
         self.silence_count = 0
@@ -134,11 +139,13 @@ class Dynamics:
         for c, runs in enumerate(self._runs):
             if not runs:
                 continue
-            if self._active[c] is not None and runs[0][1] <= t:
-                runs.popleft()
+            onset = self._active[c]
+            if onset is not None and runs[0][1] <= t:
+                self._last[c] = (onset, runs.popleft()[1])
                 self._active[c] = None
             if self._active[c] is None and runs and runs[0][0] <= t:
-                self._active[c] = runs[0][0]
+                last = self._last[c]
+                self._active[c] = last[0] if last is not None and runs[0][0] - last[1] < TURN_GAP_S else runs[0][0]
 
     def _transition(self, t: float) -> Events:
         """Book-keeping after the speakers changed at ``t``."""

@@ -130,6 +130,18 @@ def test_interruptions_who_and_whether_the_other_yielded() -> None:
     assert (ch["agent"]["interruptions"], ch["agent"]["yielded"]) == (2, 1)
 
 
+def test_a_turn_split_by_the_vad_keeps_its_onset() -> None:
+    """The customer's turn split at a 0.4 s dip; the agent cuts in just before the second part: the
+    agent interrupted the customer, not the other way round."""
+    d = Dynamics(channels=["agent", "customer"], lag_s=0.0)
+    d.speech(1, start_s=10.0, end_s=10.6)
+    d.speech(1, start_s=11.0, end_s=13.0)
+    d.speech(0, start_s=10.9, end_s=14.0)
+    over = [e for e in d.finish(duration_s=15.0) if e["kind"] == "overtalk"]
+    assert [(e["start_s"], e["end_s"], e["by"], e["over"]) for e in over] == [(11.0, 13.0, "agent", ["customer"])]
+    assert d.summary()["channels"]["customer"]["talk_s"] == pytest.approx(2.6)
+
+
 def test_dead_air_alert_opens_at_20_s_and_closes_when_someone_speaks() -> None:
     spans = [(0, 1.0, 4.0), (1, 30.0, 33.0), (0, 34.0, 35.0)]
     d, events = live(spans, channels=2, duration=36.0)
