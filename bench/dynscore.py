@@ -75,8 +75,9 @@ def measured(utts: list[tuple[int, float, float]], seconds: float, *, spec: Any,
         v = vowels(sec, seed=seed * 1000 + k, level_dbfs=levels[c])
         i = int(round(a * SR))
         y[c, i : i + len(v)] += v[: y.shape[1] - i]
-    s = session_mod.CallSession(spec=spec, backend=PayloadOnly(spec=spec, stream_id="score"), names=["agent", "customer"],
-                                in_rate=SR, batch=1, connection=None, call_id="score", source="file")
+    s = session_mod.CallSession(spec=spec, backend=PayloadOnly(spec=spec, stream_id="score"),
+                                names=["agent", "customer"], in_rate=SR, batch=1, connection=None, call_id="score",
+                                source="file")
     events: list[dict[str, Any]] = []
     s.calls.publish = lambda evs: events.extend(evs) or []  # type: ignore[method-assign,func-returns-value]
     for a in range(0, y.shape[1], SR // 10):
