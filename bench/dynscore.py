@@ -111,23 +111,27 @@ def match(found: list[Any], true: list[Any], *, same: Any = None) -> tuple[int, 
 @click.command()
 @click.option("--calls", default=10, show_default=True)
 @click.option("--seconds", default=120.0, show_default=True)
+@click.option("--levels", default=None, help="AGENT,CUSTOMER dBFS for every call (default: per call, "
+              "-20 to -32 and -26 to -38)")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_MODEL,
               show_default=True)
-def main(calls: int, seconds: float, model_dir: Path) -> None:
+def main(calls: int, seconds: float, levels: str | None, model_dir: Path) -> None:
     spec = load_bundle(model_dir).spec
     errors: dict[str, list[float]] = {"agent": [], "customer": []}
     counts = {k: np.zeros(3, dtype=int) for k in ("silence", "overtalk", "interruption")}
     for seed in range(calls):
         utts, secs = conversation(seed, seconds=seconds)
-        levels = (-20.0 - 6 * (seed % 3), -26.0 - 4 * (seed % 4))
-        true, got = truth_of(utts, secs), measured(utts, secs, spec=spec, seed=seed, levels=levels)
+        lv = (tuple(float(x) for x in levels.split(",")) if levels else
+              (-20.0 - 6 * (seed % 3), -26.0 - 4 * (seed % 4)))
+        true, got = truth_of(utts, secs), measured(utts, secs, spec=spec, seed=seed, levels=(lv[0], lv[1]))
         for name in errors:
             t = true["channels"][name]["talk_s"]
             errors[name].append(abs(got["channels"][name]["talk_s"] - t) / t)
         counts["silence"] += match(got["silences"], true["silences"])
         counts["overtalk"] += match(got["overtalks"], true["overtalks"])
         counts["interruption"] += match(got["interruptions"], true["interruptions"], same=lambda f, t: f[2] == t[2])
-    click.echo(f"{calls} synthetic call(s) of {seconds:g} s, model {model_dir.name} (Silero VAD)")
+    click.echo(f"{calls} synthetic call(s) of {seconds:g} s, levels {levels or 'per call'} dBFS, "
+               f"model {model_dir.name} (Silero VAD)")
     for name, errs in errors.items():
         click.echo(f"talk-time error {name}: median {100 * np.median(errs):.1f} %, max {100 * max(errs):.1f} %")
     for kind, (tp, nf, nt) in counts.items():
