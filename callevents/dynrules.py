@@ -6,10 +6,14 @@ channels speaking) of at least ``overtalk_min_s``, interruptions (a channel that
 another is mid-utterance, the overlap lasting ``overtalk_min_s``; the other *yielded* when it
 stopped within ``yield_s`` of the onset), and a ``dynamics`` event every ``every_s`` seconds.
 
-Two alert rules, in the ``alert_opened``/``alert_closed`` shape of the label rules:
+Three alert rules, in the ``alert_opened``/``alert_closed`` shape of the label rules:
 
 * ``dead_air`` (channel :data:`CALL_CHANNEL`): opens when a silence reaches ``dead_air_s``
   (score: the silence's seconds so far), closes when someone speaks again. ``dead_air_s = 0``: off.
+* ``raised_voice`` (the speaker's channel; ``producer.loudness``): opens when the speaker's speech
+  has been at least ``raise_db`` above their own baseline level for ``raised_voice_s`` seconds of
+  speech in a row (score: dB above the baseline), closes at their next speech that is not.
+  ``raised_voice_s = 0``: off.
 * ``interruptions`` (the interrupting channel): opens when a channel made at least
   ``interruptions_open`` interruptions within the last ``interruptions_window_s`` seconds, closes
   when at most ``interruptions_close`` remain in that window. ``interruptions_open = 0``: off.
@@ -28,6 +32,7 @@ from callevents.schema import ALERT_CLOSED, ALERT_OPENED
 CALL_CHANNEL = "call"
 DEAD_AIR_RULE = "dead_air"
 INTERRUPTIONS_RULE = "interruptions"
+RAISED_VOICE_RULE = "raised_voice"
 
 
 @dataclass(frozen=True)
@@ -40,9 +45,12 @@ class DynamicsSettings:
     interruptions_open: int = 3
     interruptions_close: int = 1
     interruptions_window_s: float = 60.0
+    raise_db: float = 6.0
+    raised_voice_s: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("silence_min_s", "overtalk_min_s", "yield_s", "every_s", "dead_air_s", "interruptions_window_s"):
+        for name in ("silence_min_s", "overtalk_min_s", "yield_s", "every_s", "dead_air_s", "interruptions_window_s",
+                     "raise_db", "raised_voice_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"dynamics {name} must be a number >= 0, got {value!r}")
@@ -57,12 +65,13 @@ class DynamicsSettings:
                              f"{self.interruptions_close} and {self.interruptions_open}")
 
 
-def _alert(rule: str, channel: str, *, at_s: float, window_s: float, score: float, threshold: float) -> dict[str, Any]:
+def opened_alert(rule: str, channel: str, *, at_s: float, window_s: float, score: float,
+                 threshold: float) -> dict[str, Any]:
     return {"kind": ALERT_OPENED, "rule": rule, "channel": channel, "since_s": round(at_s, 3),
             "window_s": window_s, "score": round(score, 3), "threshold": threshold, "labels": []}
 
 
-def _closed(opened: dict[str, Any], *, at_s: float, score: float, threshold: float, reason: str) -> dict[str, Any]:
+def closed_alert(opened: dict[str, Any], *, at_s: float, score: float, threshold: float, reason: str) -> dict[str, Any]:
     return {**opened, "kind": ALERT_CLOSED, "until_s": round(at_s, 3), "score": round(score, 3),
             "threshold": threshold, "reason": reason}
 
@@ -82,14 +91,14 @@ class DynamicsAlerts:
             return []
         length = at_s - start_s
         if key not in self.open and length >= s.dead_air_s:
-            self.open[key] = _alert(DEAD_AIR_RULE, CALL_CHANNEL, at_s=start_s + s.dead_air_s, window_s=s.dead_air_s,
-                                    score=s.dead_air_s, threshold=s.dead_air_s)
+            self.open[key] = opened_alert(DEAD_AIR_RULE, CALL_CHANNEL, at_s=start_s + s.dead_air_s,
+                                          window_s=s.dead_air_s, score=s.dead_air_s, threshold=s.dead_air_s)
             if not ended:
                 return [self.open[key]]
-            return [self.open[key], _closed(self.open.pop(key), at_s=at_s, score=length, threshold=s.dead_air_s,
+            return [self.open[key], closed_alert(self.open.pop(key), at_s=at_s, score=length, threshold=s.dead_air_s,
                                             reason=reason)]
         if key in self.open and ended:
-            return [_closed(self.open.pop(key), at_s=at_s, score=length, threshold=s.dead_air_s, reason=reason)]
+            return [closed_alert(self.open.pop(key), at_s=at_s, score=length, threshold=s.dead_air_s, reason=reason)]
         return []
 
     def interruption(self, channel: str, *, at_s: float) -> list[dict[str, Any]]:
@@ -108,11 +117,12 @@ class DynamicsAlerts:
             onsets.popleft()
         n = len(onsets)
         if key not in self.open and n >= s.interruptions_open:
-            self.open[key] = _alert(INTERRUPTIONS_RULE, channel, at_s=at_s, window_s=s.interruptions_window_s,
+            self.open[key] = opened_alert(INTERRUPTIONS_RULE, channel, at_s=at_s, window_s=s.interruptions_window_s,
                                     score=n, threshold=s.interruptions_open)
             return [self.open[key]]
         if key in self.open and n <= s.interruptions_close:
-            return [_closed(self.open.pop(key), at_s=at_s, score=n, threshold=s.interruptions_close, reason="score")]
+            return [closed_alert(self.open.pop(key), at_s=at_s, score=n, threshold=s.interruptions_close,
+                                 reason="score")]
         return []
 
     def tick(self, *, at_s: float) -> list[dict[str, Any]]:
@@ -124,7 +134,7 @@ class DynamicsAlerts:
         return out
 
     def finish(self, *, at_s: float) -> list[dict[str, Any]]:
-        out = [_closed(ev, at_s=at_s, score=float(ev["score"]), threshold=float(ev["threshold"]), reason="call_ended")
-               for ev in self.open.values()]
+        out = [closed_alert(ev, at_s=at_s, score=float(ev["score"]), threshold=float(ev["threshold"]),
+                            reason="call_ended") for ev in self.open.values()]
         self.open.clear()
         return out

@@ -13,7 +13,9 @@ silences of at least ``silence_min_s`` (count, seconds, longest), and with two o
 overtalk (two or more speak: episodes of at least ``overtalk_min_s``, count and seconds) and
 interruptions (a channel starts while another had already started: the overtalk episode that
 follows, counted for the one who came in; the other *yielded* when it stopped within ``yield_s``).
-Mono calls have talk and silence only. Events (schema: :mod:`callevents.schema`): ``silence`` and
+Per channel also the speech's K-weighted level and the seconds spoken raised above the speaker's
+own baseline (:mod:`producer.loudness`, fed the new speech of each segment: :meth:`level`).
+Mono calls have talk, silence and loudness only. Events (schema: :mod:`callevents.schema`): ``silence`` and
 ``overtalk`` when one ends, ``dynamics`` every ``every_s`` seconds, and the alerts of
 :class:`callevents.dynrules.DynamicsAlerts`.
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 from callevents.dynrules import DynamicsAlerts, DynamicsSettings
 from callevents.schema import DYNAMICS, OVERTALK, SILENCE
+from producer.loudness import Loudness
 
 #: Silences and overtalks kept for the summary's time line (the counts go on beyond it).
 MAX_EPISODES = 2000
@@ -44,11 +47,14 @@ def _r(x: float) -> float:
 
 
 class Dynamics:
-    def __init__(self, *, channels: Sequence[str], lag_s: float, settings: DynamicsSettings | None = None) -> None:
+    def __init__(self, *, channels: Sequence[str], lag_s: float, settings: DynamicsSettings | None = None,
+                 sr: int = 8000) -> None:
         self.names = list(channels)
         self.settings = settings or DynamicsSettings()
         self.lag_s = lag_s
         self.alerts = DynamicsAlerts(self.settings)
+        self.loudness = Loudness(channels=self.names, sr=sr, raise_db=self.settings.raise_db,
+                                 sustain_s=self.settings.raised_voice_s, open_alerts=self.alerts.open)
         n = len(self.names)
         self._runs: list[deque[list[float]]] = [deque() for _ in range(n)]  # merged spans not yet settled
         self.talk_s = [0.0] * n
@@ -78,6 +84,10 @@ class Dynamics:
             runs[-1][1] = max(runs[-1][1], end_s)
         else:
             runs.append([start_s, end_s])
+
+    def level(self, channel: int, samples: Any, *, start_s: float) -> Events:
+        """Speech samples of ``channel`` (at ``sr``) from ``start_s``: its loudness (producer.loudness)."""
+        return [] if self.finished else self.loudness.add(channel, samples, start_s=start_s)
 
     def advance(self, *, clock_s: float) -> Events:
         """The call's audio reached ``clock_s``: settle what is final; the events it causes."""
@@ -224,7 +234,8 @@ class Dynamics:
         channels: dict[str, Any] = {}
         for c, name in enumerate(self.names):
             share = round(self.talk_s[c] / span, 4) if span else 0.0
-            ch: dict[str, Any] = {"talk_s": _r(self.talk_s[c]), "talk_share": share}
+            ch: dict[str, Any] = {"talk_s": _r(self.talk_s[c]), "talk_share": share,
+                                  "level_db": self.loudness.level_db(c), "raised_s": _r(self.loudness.raised_s[c])}
             if len(self.names) > 1:
                 ch.update(interruptions=self.interruptions[c], yielded=self.yielded[c])
             channels[name] = ch

@@ -78,7 +78,8 @@ class CallSession:
         # later segment can still add speech before that time (a long utterance's first segment
         # comes window_s after its onset; a short one's min_silence_s after its end).
         lag_s = spec.segment.window_s + (spec.vad.min_silence_s + 0.1 if isinstance(spec.vad, SileroParams) else 0.0)
-        self.dynamics = Dynamics(channels=self.names, lag_s=lag_s, settings=(events or EventSettings()).dynamics)
+        self.dynamics = Dynamics(channels=self.names, lag_s=lag_s, settings=(events or EventSettings()).dynamics,
+                                 sr=spec.sample_rate)
         self.calls.other_alerts = self.dynamics.alerts.open
         #: Results-stream entries handed over by a shared reader (None: the backend polls Redis itself).
         self.inbox: queue.SimpleQueue[list[Any]] | None = queue.SimpleQueue() if shared_reader else None
@@ -178,6 +179,10 @@ class CallSession:
             if c.channel is not None:  # one channel's utterance segment: the VAD already heard speech
                 self.dynamics.speech(c.channel, start_s=c.speech_start / sr, end_s=c.speech_end / sr)
                 st = self.stats[c.channel]
+                new = max(c.speech_start, st.speech_until)  # the speech not measured yet (windows overlap)
+                if c.speech_end > new:
+                    self._events(self.dynamics.level(c.channel, c.samples[0, new - c.start : c.speech_end - c.start],
+                                                     start_s=new / sr))
                 st.cut += 1
                 st.speech_s += max(0, c.speech_end - max(c.speech_start, st.speech_until)) / sr
                 st.speech_until = max(st.speech_until, c.speech_end)
@@ -205,12 +210,14 @@ class CallSession:
         if batch is not None:
             self._send(batch)
 
+    def _events(self, events: list[dict[str, Any]]) -> None:
+        if events:
+            self.calls.publish(events)
+
     def push(self, block: np.ndarray) -> None:
         """Add a ``(channels, n)`` float32 block at the input rate; cut, gate, batch and send what it completes."""
         self._cut(self.segmenter.feed(block))
-        events = self.dynamics.advance(clock_s=self.duration_s)
-        if events:
-            self.calls.publish(events)
+        self._events(self.dynamics.advance(clock_s=self.duration_s))
         if time.monotonic() - self._last_poll >= POLL_INTERVAL_S:  # one read per block would dominate
             self.poll()
             self._last_poll = time.monotonic()

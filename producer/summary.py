@@ -67,6 +67,8 @@ def talk_line(ch: dict[str, Any]) -> str:
     line = f"  talk: {ch['talk_s']:.1f} s ({ch['talk_share']:.0%} of the call)"
     if "interruptions" in ch:
         line += f", interrupted the other {ch['interruptions']} time(s) ({ch['yielded']} yielded)"
+    if ch.get("level_db") is not None:
+        line += f"; level {ch['level_db']:.1f} LKFS, raised voice {ch['raised_s']:.1f} s"
     return line
 
 

@@ -223,3 +223,29 @@ def test_settings_from_the_alert_rules_file(tmp_path) -> None:  # type: ignore[n
     path.write_text("[dynamics]\nsilences = 3\n")
     with pytest.raises(ValueError, match="silences"):
         load_settings(path)
+
+
+def test_loudness_and_a_sustained_raised_voice() -> None:
+    """20 s of speech at -30 dBFS (the baseline), then 12 s at -20 dBFS, then -30 again: the level is
+    K-weighted (BS.1770), the raised stretch is counted and the raised_voice alert opens after 10 s."""
+    from bench.speechlike import vowels
+
+    d = Dynamics(channels=["agent", "customer"], lag_s=0.0, sr=8000)
+    events, t = [], 0.0
+    for k, level in enumerate([-30.0] * 10 + [-20.0] * 6 + [-30.0] * 2):
+        events += d.level(1, vowels(2.0, seed=k, level_dbfs=level), start_s=t)
+        t += 2.0
+    events += d.finish(duration_s=t)
+    raised = [e for e in events if e["kind"].startswith("alert") and e["rule"] == "raised_voice"]
+    assert [(e["kind"], e["channel"], e["since_s"]) for e in raised] == [
+        ("alert_opened", "customer", 30.0), ("alert_closed", "customer", 30.0)]
+    assert 9.0 < raised[0]["score"] < 11.0  # dB above the baseline
+    assert raised[1]["until_s"] == 32.0 and raised[1]["reason"] == "score"
+    ch = d.summary()["channels"]
+    assert ch["customer"]["raised_s"] == pytest.approx(12.0) and ch["agent"]["level_db"] is None
+    # a 1 kHz tone at -20 dBFS RMS: K-weighting adds ~0 dB there (BS.1770: 1 kHz reads -0.691 + ~0)
+    from bench.speechlike import tone
+
+    tone_d = Dynamics(channels=["a"], lag_s=0.0, sr=8000)
+    tone_d.level(0, tone(2.0, freq=1000.0, level_dbfs=-20.0), start_s=0.0)
+    assert tone_d.summary()["channels"]["a"]["level_db"] == pytest.approx(-20.0, abs=0.8)

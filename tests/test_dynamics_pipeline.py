@@ -35,6 +35,8 @@ def check(dyn: dict) -> None:
     assert dyn["overtalk"]["count"] == 2 and dyn["overtalk"]["total_s"] == pytest.approx(1.8, abs=0.5)
     assert dyn["channels"]["customer"]["interruptions"] == 2 and dyn["channels"]["customer"]["yielded"] == 1
     assert dyn["channels"]["agent"]["interruptions"] == 0
+    for ch in dyn["channels"].values():  # speechlike.vowels at -26 dBFS RMS, K-weighted; never raised
+        assert -32.0 < ch["level_db"] < -24.0 and ch["raised_s"] == 0.0
 
 
 def test_ser_produce_prints_the_dynamics(dyn_call: Path, silero_bundle_dir: Path) -> None:
@@ -48,7 +50,7 @@ def test_ser_produce_prints_the_dynamics(dyn_call: Path, silero_bundle_dir: Path
     for name, seconds in TALK.items():  # the speech the VAD found, counted once
         assert float(talk[name]) == pytest.approx(seconds, abs=1.0)
         assert talk[name] == speech[name]
-    assert "interrupted the other 2 time(s) (1 yielded)" in out
+    assert "interrupted the other 2 time(s) (1 yielded); level -" in out and "LKFS, raised voice 0.0 s" in out
     line = [x for x in out.splitlines() if x.startswith("dynamics:")]
     assert len(line) == 1 and "1 silence(s) >= 3 s" in line[0] and "2 overtalk(s)" in line[0], out
     code, _, err = produce([str(dyn_call), "--model", str(silero_bundle_dir), "--format", "jsonl"])
