@@ -47,6 +47,9 @@ class NoDynamics(Dynamics):
     def advance(self, *, clock_s: float) -> list[dict[str, Any]]:
         return []
 
+    def level(self, channel: int, samples: Any, *, start_s: float) -> list[dict[str, Any]]:
+        return []
+
     def finish(self, *, duration_s: float) -> list[dict[str, Any]]:
         return []
 
@@ -64,6 +67,12 @@ class Timed(Dynamics):
     def advance(self, *, clock_s: float) -> list[dict[str, Any]]:
         t = time.thread_time()
         out = super().advance(clock_s=clock_s)
+        Timed.cpu_s += time.thread_time() - t
+        return out
+
+    def level(self, channel: int, samples: Any, *, start_s: float) -> list[dict[str, Any]]:
+        t = time.thread_time()
+        out = super().level(channel, samples, start_s=start_s)
         Timed.cpu_s += time.thread_time() - t
         return out
 

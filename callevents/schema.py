@@ -33,8 +33,9 @@ seconds of audio from the call's start. Per kind:
 * ``alert_closed``: as ``alert_opened`` plus ``until_s``; ``score``/``threshold`` are the closing
   mean and ``close_at``; ``reason`` is ``score`` or ``call_ended`` (still open when the call ended).
 * ``dynamics`` (every ``every_s`` (5) s of settled audio; ``producer.dynamics``): ``at_s``,
-  ``duration_s`` (settled so far), ``channels`` (name -> ``talk_s``, ``talk_share`` and, with two or
-  more channels, ``interruptions`` made and how many the other ``yielded`` to), ``non_talk_s``,
+  ``duration_s`` (settled so far), ``channels`` (name -> ``talk_s``, ``talk_share``, ``level_db``
+  (K-weighted, LKFS, or null), ``raised_s`` and, with two or more channels, ``interruptions``
+  made and how many the other ``yielded`` to), ``non_talk_s``,
   ``silence`` (``min_s``, ``count``, ``total_s``, ``longest_s``), ``overtalk`` (``min_s``, ``count``,
   ``total_s``; not on mono calls).
 * ``silence`` (when one of at least ``silence_min_s`` ends): ``start_s``, ``end_s``, ``duration_s``.
