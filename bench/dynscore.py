@@ -9,7 +9,10 @@ cutter, the dynamics), without a model. Scores, over all calls:
 * talk-time error per speaker: ``|measured - truth| / truth`` of each channel's talk seconds;
 * silences (no one speaking for >= 3 s): precision and recall, a detected silence matching a true
   one when they overlap by at least half the shorter;
-* overtalk (>= 0.5 s) and interruptions (who came in): precision and recall, matched the same way.
+* overtalk (>= 0.5 s) and interruptions (who came in): precision and recall, matched the same way;
+* raised voice: with ``--raise-db``, the customer's utterances starting in the call's second third
+  are that much louder: the raised-voice seconds measured per speaker against the raised speech's
+  true seconds, and the ``raised_voice`` alerts opened.
 
     python -m bench.dynscore --calls 10
 """
@@ -66,13 +69,14 @@ def _collect(d: Any, seconds: float) -> dict[str, Any]:
 
 
 def measured(utts: list[tuple[int, float, float]], seconds: float, *, spec: Any, seed: int,
-             levels: tuple[float, float]) -> dict[str, Any]:
+             levels: tuple[float, float], raised: frozenset[int] = frozenset(), raise_db: float = 10.0
+             ) -> dict[str, Any]:
     import producer.session as session_mod
     from bench.speechlike import vowels
 
     y = stereo(seconds, [], floor_seed=seed)
     for k, (c, a, sec) in enumerate(utts):
-        v = vowels(sec, seed=seed * 1000 + k, level_dbfs=levels[c])
+        v = vowels(sec, seed=seed * 1000 + k, level_dbfs=levels[c] + (raise_db if k in raised else 0.0))
         i = int(round(a * SR))
         y[c, i : i + len(v)] += v[: y.shape[1] - i]
     s = session_mod.CallSession(spec=spec, backend=PayloadOnly(spec=spec, stream_id="score"),
@@ -85,6 +89,7 @@ def measured(utts: list[tuple[int, float, float]], seconds: float, *, spec: Any,
     s.close()
     out = s.dynamics.episodes_summary()
     out["interruptions"] = [(e["start_s"], e["end_s"], e["by"]) for e in events if e.get("interruption")]
+    out["raised_alerts"] = [e["channel"] for e in events if e["kind"] == "alert_opened" and e["rule"] == "raised_voice"]
     return out
 
 
@@ -113,17 +118,25 @@ def match(found: list[Any], true: list[Any], *, same: Any = None) -> tuple[int, 
 @click.option("--seconds", default=120.0, show_default=True)
 @click.option("--levels", default=None, help="AGENT,CUSTOMER dBFS for every call (default: per call, "
               "-20 to -32 and -26 to -38)")
+@click.option("--raise-db", default=0.0, show_default=True, help="raise the customer's voice in the middle third")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_MODEL,
               show_default=True)
-def main(calls: int, seconds: float, levels: str | None, model_dir: Path) -> None:
+def main(calls: int, seconds: float, levels: str | None, raise_db: float, model_dir: Path) -> None:
     spec = load_bundle(model_dir).spec
     errors: dict[str, list[float]] = {"agent": [], "customer": []}
     counts = {k: np.zeros(3, dtype=int) for k in ("silence", "overtalk", "interruption")}
+    raised_true, raised_got, raised_other, alerts = 0.0, 0.0, 0.0, []
     for seed in range(calls):
         utts, secs = conversation(seed, seconds=seconds)
         lv = (tuple(float(x) for x in levels.split(",")) if levels else
               (-20.0 - 6 * (seed % 3), -26.0 - 4 * (seed % 4)))
-        true, got = truth_of(utts, secs), measured(utts, secs, spec=spec, seed=seed, levels=(lv[0], lv[1]))
+        up = frozenset(k for k, (c, a, _) in enumerate(utts) if raise_db and c == 1 and secs / 3 <= a < 2 * secs / 3)
+        true = truth_of(utts, secs)
+        got = measured(utts, secs, spec=spec, seed=seed, levels=(lv[0], lv[1]), raised=up, raise_db=raise_db)
+        raised_true += sum(utts[k][2] for k in up)
+        raised_got += got["channels"]["customer"]["raised_s"]
+        raised_other += got["channels"]["agent"]["raised_s"]
+        alerts += got["raised_alerts"]
         for name in errors:
             t = true["channels"][name]["talk_s"]
             errors[name].append(abs(got["channels"][name]["talk_s"] - t) / t)
@@ -137,6 +150,10 @@ def main(calls: int, seconds: float, levels: str | None, model_dir: Path) -> Non
     for kind, (tp, nf, nt) in counts.items():
         p, r = (tp / nf if nf else 1.0), (tp / nt if nt else 1.0)
         click.echo(f"{kind}: precision {p:.3f} ({tp}/{nf}), recall {r:.3f} ({tp}/{nt})")
+    if raise_db:
+        click.echo(f"raised voice (+{raise_db:g} dB): customer {raised_got:.1f} s measured of {raised_true:.1f} s "
+                   f"raised; agent (never raised) {raised_other:.1f} s; raised_voice alerts: "
+                   f"{alerts.count('customer')} customer, {alerts.count('agent')} agent, in {calls} call(s)")
 
 
 if __name__ == "__main__":

@@ -90,3 +90,21 @@ def test_distributed_call_publishes_dynamics(redis_url: str, dyn_call: Path, sil
     assert {f"dynamics:{k}" for k in DYNAMICS_FIELDS} <= set(fields) | {"dynamics:non_talk_seconds"}
     assert fields["dynamics:interruptions"] == 2 and fields["dynamics:overtalks"] == 2
     assert fields["dynamics:talk_seconds"] == pytest.approx(sum(TALK.values()), abs=1.0)
+
+
+def test_dynscore_measures_against_the_truth(silero_bundle_dir: Path) -> None:
+    """bench.dynscore on one short seeded call: the scores come out and match what the call holds."""
+    from click.testing import CliRunner
+
+    from bench.dynscore import main
+
+    res = CliRunner().invoke(main, ["--calls", "1", "--seconds", "45", "--levels=-20,-20", "--raise-db", "12",
+                                    "--model", str(silero_bundle_dir)])
+    assert res.exit_code == 0, res.output
+    pr = {k: (float(p), float(r)) for k, p, r in
+          re.findall(r"^(\w+): precision ([\d.]+) \(\d+/\d+\), recall ([\d.]+)", res.output, flags=re.M)}
+    assert set(pr) == {"silence", "overtalk", "interruption"} and pr["silence"][1] == 1.0, res.output
+    errs = [float(x) for x in re.findall(r"talk-time error \w+: median ([\d.]+) %", res.output)]
+    assert len(errs) == 2 and all(e < 30 for e in errs), res.output
+    got, true = (float(x) for x in re.search(r"customer ([\d.]+) s measured of ([\d.]+) s raised", res.output).groups())
+    assert true > 0 and 0.3 * true < got <= true + 1.0, res.output
