@@ -24,7 +24,7 @@ from callevents.dynrules import RAISED_VOICE_RULE, closed_alert, opened_alert
 FLOOR_LKFS = -70.0
 
 
-def k_weighting(sr: int) -> tuple[np.ndarray, np.ndarray]:
+def k_weighting(*, sr: int) -> tuple[np.ndarray, np.ndarray]:
     """One (b, a) of the two BS.1770 K-weighting biquads in series at ``sr`` Hz."""
     g, q, fc = 3.99984385397, 0.7071752369554193, 1681.974450955533
     a_, w0 = 10 ** (g / 40), 2 * math.pi * fc / sr
@@ -49,7 +49,7 @@ class Loudness:
                  open_alerts: dict[tuple[str, str], dict], baseline_s: float = 5.0) -> None:
         self.names, self.sr = channels, sr
         self.raise_db, self.sustain_s, self.baseline_s = raise_db, sustain_s, baseline_s
-        self.b, self.a = k_weighting(sr)
+        self.b, self.a = k_weighting(sr=sr)
         n = len(channels)
         self.energy, self.seconds = [0.0] * n, [0.0] * n  # all speech (the mean level)
         self.base_energy, self.base_seconds = [0.0] * n, [0.0] * n  # speech that was not raised (the baseline)

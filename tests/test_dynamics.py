@@ -249,3 +249,7 @@ def test_loudness_and_a_sustained_raised_voice() -> None:
     tone_d = Dynamics(channels=["a"], lag_s=0.0, sr=8000)
     tone_d.level(0, tone(2.0, freq=1000.0, level_dbfs=-20.0), start_s=0.0)
     assert tone_d.summary()["channels"]["a"]["level_db"] == pytest.approx(-20.0, abs=0.8)
+    high = Dynamics(channels=["a"], lag_s=0.0, sr=8000)  # the +4 dB shelf above ~1.7 kHz weighs 3 kHz more
+    high.level(0, tone(2.0, freq=3000.0, level_dbfs=-20.0), start_s=0.0)
+    shelf = high.summary()["channels"]["a"]["level_db"] - tone_d.summary()["channels"]["a"]["level_db"]
+    assert 2.5 < shelf < 4.5, shelf
