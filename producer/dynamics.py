@@ -235,7 +235,8 @@ class Dynamics:
         for c, name in enumerate(self.names):
             share = round(self.talk_s[c] / span, 4) if span else 0.0
             ch: dict[str, Any] = {"talk_s": _r(self.talk_s[c]), "talk_share": share,
-                                  "level_db": self.loudness.level_db(c), "raised_s": _r(self.loudness.raised_s[c])}
+                                  "level_db": self.loudness.level_db(c), "raised_s": _r(self.loudness.raised_s[c]),
+                                  "rate_sps": self.loudness.rate(c)}
             if len(self.names) > 1:
                 ch.update(interruptions=self.interruptions[c], yielded=self.yielded[c])
             channels[name] = ch

@@ -69,6 +69,8 @@ def talk_line(ch: dict[str, Any]) -> str:
         line += f", interrupted the other {ch['interruptions']} time(s) ({ch['yielded']} yielded)"
     if ch.get("level_db") is not None:
         line += f"; level {ch['level_db']:.1f} LKFS, raised voice {ch['raised_s']:.1f} s"
+    if ch.get("rate_sps") is not None:
+        line += f"; {ch['rate_sps']:.1f} syllables/s"
     return line
 
 

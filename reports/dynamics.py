@@ -43,13 +43,15 @@ def dynamics_html(dyn: Mapping[str, Any] | None, channels: Sequence[str], *, dur
             continue
         extra = (f"<td>{ch.get('interruptions', 0)}</td><td>{ch.get('yielded', 0)}</td>" if two else "")
         level = ch.get("level_db")
+        rate = ch.get("rate_sps")
         extra += (f'<td class="level">{"&ndash;" if level is None else f"{level:.1f} LKFS"}</td>'
-                  f'<td class="raised">{ch.get("raised_s", 0.0):.1f} s</td>')
+                  f'<td class="raised">{ch.get("raised_s", 0.0):.1f} s</td>'
+                  f'<td class="rate">{"&ndash;" if rate is None else f"{rate:.1f}"}</td>')
         rows.append(f'<tr data-channel="{esc(name)}"><td>{esc(name)}</td><td class="talk">{ch["talk_s"]:.1f} s</td>'
                     f'<td class="share"><span class="talkbar" style="width:{100 * ch["talk_share"]:.1f}px"></span> '
                     f'{100 * ch["talk_share"]:.0f}%</td>{extra}</tr>')
     head = ("<th>interruptions made</th><th>the other yielded</th>" if two else "") + \
-        "<th>speech level</th><th>raised voice</th>"
+        "<th>speech level</th><th>raised voice</th><th>syllables/s</th>"
     sil = dyn["silence"]
     facts = [f'non-talk <b id="non-talk">{dyn["non_talk_s"]:.1f} s</b>',
              f'<b id="silence-count">{sil["count"]}</b> silence(s) of {sil["min_s"]:g} s or more '

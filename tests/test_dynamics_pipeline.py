@@ -37,6 +37,7 @@ def check(dyn: dict) -> None:
     assert dyn["channels"]["agent"]["interruptions"] == 0
     for ch in dyn["channels"].values():  # speechlike.vowels at -26 dBFS RMS, K-weighted; never raised
         assert -32.0 < ch["level_db"] < -24.0 and ch["raised_s"] == 0.0
+        assert 4.0 <= ch["rate_sps"] <= 6.0  # speechlike.vowels: a syllable every 0.2 s
 
 
 def test_ser_produce_prints_the_dynamics(dyn_call: Path, silero_bundle_dir: Path) -> None:
