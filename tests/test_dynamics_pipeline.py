@@ -59,7 +59,7 @@ def test_ser_produce_prints_the_dynamics(dyn_call: Path, silero_bundle_dir: Path
 
 
 def test_distributed_call_publishes_dynamics(redis_url: str, dyn_call: Path, silero_bundle_dir: Path) -> None:
-    from test_pipeline_redis import producer_proc, wait_for, work_in_process
+    from test_pipeline_redis import QUEUE_KEY, producer_proc, wait_for, work_in_process
 
     from callevents.schema import decode_event, events_key
     from models.bundle import load_bundle
@@ -69,7 +69,8 @@ def test_distributed_call_publishes_dynamics(redis_url: str, dyn_call: Path, sil
     client = redis.Redis.from_url(redis_url)
     prod = producer_proc(redis_url, str(dyn_call), "--model", str(silero_bundle_dir), "--stream-id", "dyn1",
                          "--channel-names", "agent,customer", "--format", "jsonl", "--batch", "16")
-    wait_for(lambda: client.exists("ser:call:dyn1") and client.xlen(events_key("dyn1")) > 3)
+    wait_for(lambda: client.llen(QUEUE_KEY) >= 2)  # both channels' batch (--batch 16) queued at the end of input
+    assert client.exists("ser:call:dyn1") and client.xlen(events_key("dyn1")) > 3  # events before any result
     work_in_process(redis_url, EmotionModel(load_bundle(silero_bundle_dir), threads=1))
     out, err = prod.communicate(timeout=60)
     assert prod.returncode == 0, err
