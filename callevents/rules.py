@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from callevents.dynrules import DynamicsSettings
 from callevents.schema import ALERT_CLOSED, ALERT_OPENED, TREND
 
 #: Labels whose probabilities count as negative (the default rule and the trend's negativity).
@@ -74,6 +75,7 @@ class EventSettings:
     rules: tuple[Rule, ...] = field(default_factory=lambda: (Rule(),))
     trend_every_s: float = DEFAULT_TREND_EVERY_S
     trend_window_s: float = DEFAULT_TREND_WINDOW_S
+    dynamics: DynamicsSettings = field(default_factory=DynamicsSettings)
 
     def __post_init__(self) -> None:
         for name in ("trend_every_s", "trend_window_s"):
@@ -97,7 +99,7 @@ def load_settings(path: str | Path) -> EventSettings:
         doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"cannot read alert rules {path}: {exc}") from None
-    unknown = set(doc) - {"rule", "trend_every_s", "trend_window_s"}
+    unknown = set(doc) - {"rule", "trend_every_s", "trend_window_s", "dynamics"}
     if unknown:
         raise ValueError(f"alert rules {path}: unknown key(s) {', '.join(sorted(unknown))}")
     try:
@@ -118,7 +120,11 @@ def load_settings(path: str | Path) -> EventSettings:
                 if key in kw and (isinstance(kw[key], bool) or not isinstance(kw[key], int | float)):
                     raise ValueError(f"{key} must be a number, got {kw[key]!r}")
             rules.append(Rule(**kw))
-        extra = {k: float(doc[k]) for k in ("trend_every_s", "trend_window_s") if k in doc}
+        extra: dict[str, Any] = {k: float(doc[k]) for k in ("trend_every_s", "trend_window_s") if k in doc}
+        if "dynamics" in doc:
+            if not isinstance(doc["dynamics"], dict):
+                raise ValueError(f"[dynamics] must be a table, got {doc['dynamics']!r}")
+            extra["dynamics"] = DynamicsSettings(**doc["dynamics"])
         return EventSettings(rules=tuple(rules), **extra)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"alert rules {path}: {exc}") from None

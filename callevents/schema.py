@@ -32,9 +32,23 @@ seconds of audio from the call's start. Per kind:
   ``score`` (the mean that crossed), ``threshold`` (the rule's ``open_at``), ``labels``.
 * ``alert_closed``: as ``alert_opened`` plus ``until_s``; ``score``/``threshold`` are the closing
   mean and ``close_at``; ``reason`` is ``score`` or ``call_ended`` (still open when the call ended).
+* ``dynamics`` (every ``every_s`` (5) s of settled audio; ``producer.dynamics``): ``at_s``,
+  ``duration_s`` (settled so far), ``channels`` (name -> ``talk_s``, ``talk_share``, ``level_db``
+  (K-weighted, LKFS, or null), ``raised_s`` and, with two or more channels, ``interruptions``
+  made and how many the other ``yielded`` to), ``non_talk_s``,
+  ``silence`` (``min_s``, ``count``, ``total_s``, ``longest_s``), ``overtalk`` (``min_s``, ``count``,
+  ``total_s``; not on mono calls).
+* ``silence`` (when one of at least ``silence_min_s`` ends): ``start_s``, ``end_s``, ``duration_s``.
+* ``overtalk`` (when one of at least ``overtalk_min_s`` ends): ``start_s``, ``end_s``,
+  ``duration_s``, ``interruption``; when true also ``by`` (who came in), ``over`` (who was
+  speaking) and ``yielded`` (they stopped within ``yield_s``).
 * ``call_ended``: ``reason`` (``completed``, ``incomplete``, ``error``, ``disconnected``),
   ``duration_s``, ``segments`` (classified), ``failed``, ``summary`` (per channel, as
-  :func:`reports.summary.summarise`: ``segments``, ``failed``, ``shares``, ``longest_negative``).
+  :func:`reports.summary.summarise`: ``segments``, ``failed``, ``shares``, ``longest_negative``),
+  ``dynamics`` (the call's totals, as the ``dynamics`` event, plus ``silences`` and ``overtalks``:
+  ``[start_s, end_s]`` lists).
+
+The hash also holds ``dynamics`` (the newest ``dynamics`` event).
 """
 
 from __future__ import annotations
@@ -70,7 +84,10 @@ TREND = "trend"
 ALERT_OPENED = "alert_opened"
 ALERT_CLOSED = "alert_closed"
 CALL_ENDED = "call_ended"
-KINDS = (CALL_STARTED, TREND, ALERT_OPENED, ALERT_CLOSED, CALL_ENDED)
+DYNAMICS = "dynamics"
+SILENCE = "silence"
+OVERTALK = "overtalk"
+KINDS = (CALL_STARTED, TREND, ALERT_OPENED, ALERT_CLOSED, CALL_ENDED, DYNAMICS, SILENCE, OVERTALK)
 END_REASONS = ("completed", "incomplete", "error", "disconnected")
 #: What readers show as the end reason of a call whose heartbeat stopped (never written by a producer).
 LOST = "lost"

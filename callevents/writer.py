@@ -29,6 +29,7 @@ from callevents.schema import (
     CALL_STARTED,
     CALL_TTL_S,
     CALLS_KEY,
+    DYNAMICS,
     END_REASONS,
     ENDED_KEEP,
     ENDED_KEEP_S,
@@ -80,6 +81,8 @@ class CallEvents:
         self._beat_at = 0.0  # time.monotonic() of the latest write of ``alive``
         #: Extra fields of the ``call_ended`` event (e.g. the gateway's ``dropped_audio_s``).
         self.end_fields: dict[str, Any] = {}
+        #: Open alerts of other rules (the dynamics' :class:`callevents.dynrules.DynamicsAlerts`), in ``alerts``.
+        self.other_alerts: dict[tuple[str, str], dict[str, Any]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -104,8 +107,10 @@ class CallEvents:
             pipe.xadd(EVENTS_KEY, fields, maxlen=EVENTS_MAXLEN, approximate=True)
             if ev["kind"] == TREND:
                 pipe.hset(hkey, f"trend:{ev['channel']}", _json(ev))
+            elif ev["kind"] == DYNAMICS:
+                pipe.hset(hkey, "dynamics", _json(ev))
         if any(ev["kind"] in (ALERT_OPENED, ALERT_CLOSED) for ev in events):
-            pipe.hset(hkey, "alerts", _json(list(self.engine.open.values())))
+            pipe.hset(hkey, "alerts", _json([*self.engine.open.values(), *self.other_alerts.values()]))
         pipe.expire(hkey, CALL_TTL_S)
         pipe.expire(ekey, CALL_TTL_S)
 
@@ -188,6 +193,15 @@ class CallEvents:
         events = self._add_plan(records)
         self._write(events)
         return events
+
+    def publish(self, events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Write events computed elsewhere (the conversation dynamics: ``dynamics``, ``silence``,
+        ``overtalk`` and their alerts; without ``call_id``/``ts``, which are added)."""
+        if not self.enabled or self.started is None or self.ended:
+            return []
+        out = [self._event(str(ev["kind"]), **{k: v for k, v in ev.items() if k != "kind"}) for ev in events]
+        self._write(out)
+        return out
 
     def _beat_due(self) -> bool:
         return (self.enabled and self.started is not None and not self.ended

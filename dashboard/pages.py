@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
+from reports.dynamics import dynamics_html
 from reports.html import label_colours, render_call, script_json
 from reports.summary import summarise
 
@@ -102,9 +103,16 @@ def call_page(call_id: str, call: dict[str, Any], *, nonce: str, login: bool) ->
     body_top = _nav(login=login, here=call_id) + '<p class="status" id="conn" role="status" aria-live="polite"></p>\n'
     after_meta = (f"{meta}</p>\n"
                   '<h2>Alerts</h2><ul id="alerts" class="alerts"><li class="none">No alert.</li></ul>\n')
-    body_extra = ('<h2>Negativity trend per speaker</h2><div id="trends" class="trends"></div>\n'
+    # the conversation's dynamics: the call's totals once ended, else the newest dynamics event
+    dyn = ((ended or {}).get("dynamics") or (end_rec or {}).get("dynamics")
+           or next((e for e in reversed(call["events"]) if e["kind"] == "dynamics"), None))
+    conversation = (dynamics_html(dyn, channels, duration_s=float(dyn["duration_s"])) if dyn else
+                    '<section id="conversation"><h2>Conversation</h2><p class="meta">Talk time, silences and '
+                    "overtalk appear once the call's first seconds are settled.</p></section>\n")
+    body_extra = (conversation + '<h2>Negativity trend per speaker</h2><div id="trends" class="trends"></div>\n'
                   '<script src="/static/call.js" defer></script>\n')
     events = [e for e in call["events"] if e["kind"] in ("alert_opened", "alert_closed", "trend", "call_ended")]
+    events += [e for e in call["events"] if e["kind"] == "dynamics"][-1:]  # the newest: the live section
     data_extra = {"call_id": call_id, "live": ended is None, "results_id": call["results_id"],
                   "events_id": call["events_id"], "events": events}
     title = state.get("raw_call_id") or call_id  # the platform's own id when the key differs

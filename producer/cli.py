@@ -226,7 +226,7 @@ def main(audio: str, model_dir: str | None, redis_url: str | None, redis_url_fil
         html_path, png_path = write_report(
             report_path, outcome.records + outcome.turns, outcome.per_channel or {}, model_id=outcome.model_id,
             channels=outcome.channels, labels=outcome.labels, duration_s=outcome.duration_s,
-            audio=settings.audio, stream_id=settings.stream_id,
+            audio=settings.audio, stream_id=settings.stream_id, dynamics=outcome.dynamics,
         )
         click.echo(f"report: {html_path} " + (f"(timeline {png_path})" if png_path is not None else
                    "(no PNG timeline: matplotlib is not installed; pip install matplotlib for one)"), err=True)

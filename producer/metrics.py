@@ -9,6 +9,11 @@ pool's ``/metrics`` exports that hash on scrape (``workers.exporter.SerCollector
 * ``ser_producer_silence_seconds_total``: audio seconds skipped by the VAD gate
 * ``ser_producer_backpressure_wait_seconds_total``: time producers waited for the queue to drain
 * ``ser_producer_calls_total{status="ok"|"error"}``
+* conversation dynamics (``producer.dynamics``), summed over calls, no per-call labels:
+  ``ser_producer_talk_seconds_total`` (every channel's talk), ``ser_producer_non_talk_seconds_total``,
+  ``ser_producer_silences_total`` and ``ser_producer_silence_long_seconds_total`` (silences of at least
+  the dynamics' ``silence_min_s``), ``ser_producer_overtalks_total``,
+  ``ser_producer_overtalk_seconds_total``, ``ser_producer_interruptions_total``
 
 All pools read the same hash, so aggregate with ``max()``. Recording is best effort: a Redis error
 is logged once and never fails the call.
@@ -38,6 +43,9 @@ FIELD_SILENCE_S = "silence_seconds"
 FIELD_BACKPRESSURE_S = "backpressure_wait_seconds"
 FIELD_CALLS_OK = "calls:ok"
 FIELD_CALLS_ERROR = "calls:error"
+#: Dynamics fields: ``dynamics:<name>`` -> ``ser_producer_<name>_total`` (workers.exporter).
+DYNAMICS_FIELDS = ("talk_seconds", "non_talk_seconds", "silences", "silence_long_seconds", "overtalks",
+                   "overtalk_seconds", "interruptions")
 
 
 class ProducerMetrics:
@@ -80,6 +88,18 @@ class ProducerMetrics:
     def backpressure_wait(self, seconds: float) -> None:
         if seconds > 0:
             self._add((FIELD_BACKPRESSURE_S, float(seconds)))
+
+    def dynamics(self, summary: dict[str, Any]) -> None:
+        """Add one call's dynamics totals (:meth:`producer.dynamics.Dynamics.summary`)."""
+        chans = summary.get("channels", {}).values()
+        over = summary.get("overtalk", {})
+        silence = summary["silence"]
+        values = {"talk_seconds": float(sum(c["talk_s"] for c in chans)),
+                  "non_talk_seconds": float(summary["non_talk_s"]),
+                  "silences": int(silence["count"]), "silence_long_seconds": float(silence["total_s"]),
+                  "overtalks": int(over.get("count", 0)), "overtalk_seconds": float(over.get("total_s", 0.0)),
+                  "interruptions": int(sum(c.get("interruptions", 0) for c in chans))}
+        self._add(*((f"dynamics:{k}", v) for k, v in values.items() if v))
 
     def call_done(self, ok: bool = True) -> None:
         self._add((FIELD_CALLS_OK if ok else FIELD_CALLS_ERROR, 1))

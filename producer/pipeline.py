@@ -39,6 +39,7 @@ class Outcome:
     labels: tuple[str, ...] = ()
     retried: int = 0  # batches sent again (no result in time, or after a Redis reconnect)
     reconnects: int = 0  # times Redis was lost (a connection error, or a restart that lost our keys)
+    dynamics: dict[str, Any] | None = None  # producer.dynamics: the call's totals, silences and overtalks
     turns: tuple[dict[str, Any], ...] = ()  # turn records (workers.turns), in the order they were written
 
 
@@ -127,10 +128,11 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, conn
     return Outcome(
         expected=collector.expected, results=len(released) - len(failures), failures=len(failures),
         jobs=backend.jobs, resent=backend.resent, duplicates=collector.duplicates,
-        seconds=time.monotonic() - t0, summary=summary_lines(stats, per_channel, hop_s=spec.segment.hop_s),
+        seconds=time.monotonic() - t0, summary=summary_lines(stats, per_channel, hop_s=spec.segment.hop_s,
+                                                      dynamics=session.dynamics.summary()),
         error=error, channels=tuple(names), records=tuple(released), per_channel=per_channel,
         duration_s=session.duration_s, model_id=spec.model_id, labels=spec.labels,
         retried=getattr(backend, "retried", 0),
         reconnects=getattr(backend, "reconnects", 0) + getattr(backend, "restarts", 0),
-        turns=tuple(session.turns),
+        turns=tuple(session.turns), dynamics=session.dynamics.episodes_summary(),
     )

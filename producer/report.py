@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reports.dynamics import dynamics_html
 from reports.html import label_colours, render_call, segments
 from reports.summary import Summary
 
@@ -78,6 +79,7 @@ def write_timeline_png(
 def write_report(
     path_html: str | Path, records: Iterable[Mapping[str, Any]], summary: Summary, *, model_id: str,
     channels: Sequence[str], labels: Sequence[str], duration_s: float, audio: str = "", stream_id: str = "",
+    dynamics: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path | None]:
     """Write ``path_html`` and the timeline PNG beside it (same name, ``.png``); return both paths
     (the PNG's is ``None`` without matplotlib). The page's title names ``audio`` (a path, or ``-``
@@ -89,7 +91,8 @@ def write_report(
     "failed": int, "shares": {label: fraction}, "longest_negative": {"label", "start_s", "end_s",
     "segments"} | None}}``. ``model_id``: ``name@version``. ``channels``: display order (e.g.
     ``["agent", "customer"]``). ``labels``: the model's ordered labels (legend and colours).
-    ``duration_s``: call length (the timeline's extent).
+    ``duration_s``: call length (the timeline's extent). ``dynamics``: the call's conversation
+    dynamics (``producer.dynamics``), shown as the "Conversation" section.
     """
     channels = list(channels)
     labels = list(labels)
@@ -109,6 +112,7 @@ def write_report(
                    f'<code id="stream">{esc(stream_id or "?")}</code></p>\n' if audio or stream_id else "")
     page = render_call(records, summary, title=title, model_id=model_id, channels=channels, labels=labels,
                        duration_s=duration_s, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                       png_b64=png_b64, after_meta=source_line)
+                       png_b64=png_b64, after_meta=source_line,
+                       body_extra=dynamics_html(dynamics, channels, duration_s=duration_s))
     path_html.write_text(page, encoding="utf-8")
     return path_html, png

@@ -38,8 +38,10 @@ from models.bundle import Spec
 from models.errors import AudioError
 from models.features import voiced
 from models.speaker import SpeakerTracker
+from models.vad import SileroParams
 from producer.collector import Collector
 from producer.dispatch import Backend, Batch, Batcher, StalledError
+from producer.dynamics import Dynamics
 from producer.metrics import ProducerMetrics
 from producer.segmenter import Cut, make_segmenter
 from producer.summary import ChannelStats, summarise
@@ -72,6 +74,13 @@ class CallSession:
         self.calls = CallEvents(connection, call_id=call_id, source=source, channels=self.names,
                                 model=spec.model_id, labels=spec.labels, params=params, settings=events)
         self.sink = sink or (lambda records: None)
+        # Conversation dynamics (producer.dynamics) from the speech the VAD found: settled once no
+        # later segment can still add speech before that time (a long utterance's first segment
+        # comes window_s after its onset; a short one's min_silence_s after its end).
+        lag_s = spec.segment.window_s + (spec.vad.min_silence_s + 0.1 if isinstance(spec.vad, SileroParams) else 0.0)
+        self.dynamics = Dynamics(channels=self.names, lag_s=lag_s, settings=(events or EventSettings()).dynamics,
+                                 sr=spec.sample_rate)
+        self.calls.other_alerts = self.dynamics.alerts.open
         #: Results-stream entries handed over by a shared reader (None: the backend polls Redis itself).
         self.inbox: queue.SimpleQueue[list[Any]] | None = queue.SimpleQueue() if shared_reader else None
         self.closed = False
@@ -168,7 +177,12 @@ class CallSession:
         skipped = sum(st.skipped for st in self.stats)
         for c in cuts:
             if c.channel is not None:  # one channel's utterance segment: the VAD already heard speech
+                self.dynamics.speech(c.channel, start_s=c.speech_start / sr, end_s=c.speech_end / sr)
                 st = self.stats[c.channel]
+                new = max(c.speech_start, st.speech_until)  # the speech not measured yet (windows overlap)
+                if c.speech_end > new:
+                    self._events(self.dynamics.level(c.channel, c.samples[0, new - c.start : c.speech_end - c.start],
+                                                     start_s=new / sr))
                 st.cut += 1
                 st.speech_s += max(0, c.speech_end - max(c.speech_start, st.speech_until)) / sr
                 st.speech_until = max(st.speech_until, c.speech_end)
@@ -180,6 +194,7 @@ class CallSession:
                 if not mask[i]:
                     st.skipped += 1
                     continue
+                self.dynamics.speech(i, start_s=c.start / sr, end_s=c.end / sr)  # 1.x: window resolution
                 self._enqueue(st, c, c.samples[i : i + 1])
         skipped = sum(st.skipped for st in self.stats) - skipped
         self.metrics.skipped_silence(segments=skipped, seconds=skipped * self.spec.segment.hop_s)
@@ -195,9 +210,14 @@ class CallSession:
         if batch is not None:
             self._send(batch)
 
+    def _events(self, events: list[dict[str, Any]]) -> None:
+        if events:
+            self.calls.publish(events)
+
     def push(self, block: np.ndarray) -> None:
         """Add a ``(channels, n)`` float32 block at the input rate; cut, gate, batch and send what it completes."""
         self._cut(self.segmenter.feed(block))
+        self._events(self.dynamics.advance(clock_s=self.duration_s))
         if time.monotonic() - self._last_poll >= POLL_INTERVAL_S:  # one read per block would dominate
             self.poll()
             self._last_poll = time.monotonic()
@@ -212,10 +232,12 @@ class CallSession:
             raise AudioError(empty)
         for batch in self.batcher.flush():
             self._send(batch)
+        self.calls.publish(self.dynamics.finish(duration_s=self.duration_s))
         self.end_record = {
             "kind": "end", "stream_id": self.call_id, "segments": self.collector.expected,
             "duration_s": round(self.duration_s, 3), "model": self.spec.model_id,
             "channels": {s.name: {"segments": s.sent, "skipped": s.skipped} for s in self.stats},
+            "dynamics": self.dynamics.episodes_summary(),
         }
         self.closed = True
         if not self.collector.outstanding:  # embedded, a silent call, a re-sent one: every record is in
@@ -271,6 +293,9 @@ class CallSession:
         if reason is None:
             reason = "completed" if error is None else "incomplete"
         self.metrics.call_done(ok=reason == "completed")
+        self.dynamics.finish(duration_s=self.duration_s)  # a call that ends in error before close()
+        self.metrics.dynamics(self.dynamics.summary())
+        self.calls.end_fields["dynamics"] = self.dynamics.episodes_summary()
         per_channel = summarise([*self.collector.released, *self.turns], self.spec.labels)
         self.calls.end(reason=reason, duration_s=self.duration_s, summary=per_channel)
         return per_channel

@@ -7,6 +7,7 @@ The summary itself (:func:`summarise`, shares, longest negative stretch) is pure
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from reports.summary import (  # noqa: F401  (re-exported)
     CONTIGUITY_TOLERANCE_S,
@@ -61,10 +62,37 @@ def channel_lines(stats: ChannelStats, summary: ChannelSummary | None, *, hop_s:
     return lines
 
 
-def summary_lines(channels: list[ChannelStats], summary: Summary, *, hop_s: float) -> list[str]:
+def talk_line(ch: dict[str, Any]) -> str:
+    """A channel's dynamics (``producer.dynamics``): talk time and share, interruptions."""
+    line = f"  talk: {ch['talk_s']:.1f} s ({ch['talk_share']:.0%} of the call)"
+    if "interruptions" in ch:
+        line += f", interrupted the other {ch['interruptions']} time(s) ({ch['yielded']} yielded)"
+    if ch.get("level_db") is not None:
+        line += f"; level {ch['level_db']:.1f} LKFS, raised voice {ch['raised_s']:.1f} s"
+    if ch.get("rate_sps") is not None:
+        line += f"; {ch['rate_sps']:.1f} syllables/s"
+    return line
+
+
+def dynamics_line(dyn: dict[str, Any]) -> str:
+    """The call's dynamics: non-talk time, silences, overtalk (not on mono calls)."""
+    sil = dyn["silence"]
+    line = (f"dynamics: non-talk {dyn['non_talk_s']:.1f} s of {dyn['duration_s']:.1f} s; {sil['count']} silence(s) "
+            f">= {sil['min_s']:g} s ({sil['total_s']:.1f} s, longest {sil['longest_s']:.1f} s)")
+    if "overtalk" in dyn:
+        line += f"; {dyn['overtalk']['count']} overtalk(s) ({dyn['overtalk']['total_s']:.1f} s)"
+    return line
+
+
+def summary_lines(channels: list[ChannelStats], summary: Summary, *, hop_s: float,
+                  dynamics: dict[str, Any] | None = None) -> list[str]:
     total = sum(c.sent for c in channels)
     lines = [f"summary: {total} segment(s) classified over {len(channels)} channel(s)"
              + ("" if total else " (the call is silent: nothing passed the VAD gate)")]
     for stats in channels:
         lines.extend(channel_lines(stats, summary.get(stats.name), hop_s=hop_s))
+        if dynamics and stats.name in dynamics["channels"]:
+            lines.append(talk_line(dynamics["channels"][stats.name]))
+    if dynamics:
+        lines.append(dynamics_line(dynamics))
     return lines

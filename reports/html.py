@@ -141,6 +141,8 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px} h3{font-s
 #timeline text{font-size:12px;fill:#333} #timeline .axis text{font-size:10px;fill:#666}
 #timeline .tick{stroke:#ddd} #timeline rect.segment:hover{stroke:#000;stroke-width:1}
 .legend{display:flex;flex-wrap:wrap;gap:12px;font-size:12px;margin:6px 0}
+.talkbar{display:inline-block;height:10px;background:#1976d2;vertical-align:-1px}
+table.talk{border-collapse:collapse;font-size:13px} table.talk td,table.talk th{padding:2px 10px 2px 0;text-align:left}
 .swatch{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:4px;vertical-align:-1px}
 .summaries{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:16px}
 .channel-summary{border:1px solid #ddd;border-radius:4px;padding:10px;font-size:13px}

@@ -233,6 +233,10 @@ def test_dashboard_live_call_in_chromium(redis_url: str, browser: Any, tmp_path:
         first = rects()
         wait_until(lambda: browser.find_elements("css selector", '#alerts li[data-state="open"]'), 20, "open alert")
         wait_until(lambda: rects() > first, 15, "new segments on the timeline")
+        # the conversation's dynamics, live from the dynamics events (talk time per speaker)
+        at = wait_until(lambda: browser.find_element("id", "conversation").get_attribute("data-at"), 15,
+                        "the live conversation figures")
+        assert len(browser.find_elements("css selector", "#conversation tr[data-channel]")) == 2 and float(at) > 0
         assert producer.poll() is None and browser.find_element("id", "live-state").text == "LIVE"
         grown = rects()
         # Restart the dashboard mid-call: the page reconnects and resumes from its last ids.
@@ -264,6 +268,15 @@ def test_dashboard_live_call_in_chromium(redis_url: str, browser: Any, tmp_path:
         alerts = [(e["kind"], e["since_s"], e.get("until_s")) for e in events if e["kind"].startswith("alert")]
         assert alerts == [("alert_opened", 8.684, None), ("alert_closed", 8.684, 24.0)]
         assert events[-1]["kind"] == "call_ended" and events[-1]["reason"] == "completed"
+        # the final page's Conversation section shows call_ended's dynamics; silences on the strip
+        dyn = events[-1]["dynamics"]
+        browser.get(dash.base + "/calls/" + CALL_ID)
+        talk = {tr.get_attribute("data-channel"): tr.find_element("css selector", "td.talk").text
+                for tr in browser.find_elements("css selector", "#conversation tr[data-channel]")}
+        assert talk == {name: f"{ch['talk_s']:.1f} s" for name, ch in dyn["channels"].items()}
+        assert browser.find_element("id", "silence-count").text == str(dyn["silence"]["count"])
+        assert len(browser.find_elements("css selector", "#conversation-strip rect.silence")) == len(dyn["silences"])
+        assert [e["kind"] for e in events].count("dynamics") >= 4
 
         # Both calls on the overview: the live one under "recently ended"; the hostile call page is inert.
         browser.get(dash.base + "/")

@@ -23,7 +23,7 @@ import sysdeps
 from prometheus_client.parser import text_string_to_metric_families
 from redis_server import free_port
 
-from producer.metrics import PRODUCER_METRICS_KEY, ProducerMetrics
+from producer.metrics import DYNAMICS_FIELDS, PRODUCER_METRICS_KEY, ProducerMetrics
 from workers import exporter
 from workers import metrics as wm
 
@@ -126,6 +126,8 @@ def test_two_processes_are_summed_and_dead_ones_dropped(mp_dir: Path) -> None:
     pm.enqueued(5)
     pm.skipped_silence(2, 6.0)
     pm.call_done(ok=True)
+    pm.dynamics({"channels": {"a": {"talk_s": 10.0, "interruptions": 2}, "b": {"talk_s": 5.5, "interruptions": 1}},
+                 "non_talk_s": 4.0, "silence": {"count": 1, "total_s": 3.5}, "overtalk": {"count": 3, "total_s": 1.5}})
     server = exporter.start_metrics_server(0, host="127.0.0.1", redis=redis, queue="ser", model_info=MODEL_INFO)
     children = [ctx.Process(target=_child, args=(go_away, i)) for i in range(2)]
     try:
@@ -161,6 +163,9 @@ def test_two_processes_are_summed_and_dead_ones_dropped(mp_dir: Path) -> None:
         assert s[("ser_producer_segments_total", (("outcome", "skipped_silence"),))] == 2
         assert s[("ser_producer_silence_seconds_total", ())] == 6.0
         assert s[("ser_producer_calls_total", (("status", "ok"),))] == 1
+        dyn = {name: s[(f"ser_producer_{name}_total", ())] for name in wm.DYNAMICS_HELP}
+        assert dyn == {"talk_seconds": 15.5, "non_talk_seconds": 4.0, "silences": 1, "silence_long_seconds": 3.5,
+                       "overtalks": 3, "overtalk_seconds": 1.5, "interruptions": 3}
         assert s[("ser_producer_calls_total", (("status", "error"),))] == 0
         assert s[("ser_model_info", (("labels", ",".join(wm.DEFAULT_LABELS)), ("name", "tiny"),
                                      ("version", "1.2.3")))] == 1
@@ -303,6 +308,7 @@ def test_producer_metrics_key_agrees_and_never_fails(redis_url: str, caplog: pyt
     from redis.retry import Retry
 
     assert PRODUCER_METRICS_KEY == wm.PRODUCER_METRICS_KEY
+    assert DYNAMICS_FIELDS == tuple(wm.DYNAMICS_HELP)
     up = redis.Redis.from_url(redis_url)
     ProducerMetrics(up).enqueued(3)
     ProducerMetrics(up).enqueued(2)

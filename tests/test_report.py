@@ -133,3 +133,26 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     proc = _run_chromium(binary, tmp_path, f"--screenshot={shot}", "--window-size=1200,900",
                          "--hide-scrollbars", report.as_uri())
     assert proc.returncode == 0 and shot.read_bytes().startswith(b"\x89PNG"), proc.stderr[-2000:]
+
+
+def test_report_has_the_conversation_section(tmp_path: Path) -> None:
+    """The dynamics (producer.dynamics) of a hand-made conversation, on the page."""
+    from producer.dynamics import Dynamics
+
+    dyn = Dynamics(channels=["agent", "customer"], lag_s=0.0)
+    for c, a, b in [(0, 0.0, 6.0), (1, 5.0, 9.0), (0, 14.0, 20.0), (1, 19.0, 21.0)]:
+        dyn.speech(c, start_s=a, end_s=b)
+    dyn.finish(duration_s=27.5)
+    summary = dyn.episodes_summary()
+    path = tmp_path / "call.html"
+    write_report(path, [], {}, model_id="tiny@1.0.0", channels=["agent", "customer"], labels=LABELS,
+                 duration_s=27.5, dynamics=summary)
+    text = path.read_text()
+    rows = dict(re.findall(r'<tr data-channel="(\w+)"><td>\w+</td><td class="talk">([\d.]+) s', text))
+    assert rows == {"agent": "12.0", "customer": "6.0"}
+    assert 'id="silence-count">2<' in text and 'id="overtalk-count">2<' in text  # 9-14 s and 21-27.5 s
+    xs = re.findall(r'<rect class="silence" x="([\d.]+)%', text)
+    assert xs == [f"{100 * 9 / 27.5:.3f}", f"{100 * 21 / 27.5:.3f}"]
+    assert len(re.findall(r'<rect class="overtalk"', text)) == 2
+    write_report(path, [], {}, model_id="tiny@1.0.0", channels=["agent"], labels=LABELS, duration_s=1.0)
+    assert 'id="conversation"' not in path.read_text()  # no dynamics (an older producer): no section

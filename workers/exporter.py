@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from workers.metrics import ENV_VAR, PRODUCER_METRICS_KEY
+from workers.metrics import DYNAMICS_HELP, ENV_VAR, PRODUCER_METRICS_KEY
 from workers.settings import DEFAULT_METRICS_HOST
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,8 @@ class SerCollector(Collector):
         for status in ("ok", "error"):
             calls.add_metric([status], fields.get(f"calls:{status}", 0.0))
         yield calls
+        for name, doc in DYNAMICS_HELP.items():  # conversation dynamics, summed over calls
+            yield CounterMetricFamily(f"ser_producer_{name}", doc, value=fields.get(f"dynamics:{name}", 0.0))
 
     def ping(self) -> bool:
         if self.redis is None:

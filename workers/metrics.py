@@ -87,6 +87,18 @@ METRIC_FAMILIES: dict[str, str] = {
 #: Redis hash the producers add their counters to (producer.metrics.PRODUCER_METRICS_KEY; the
 #: workers may not import the producer, tests/test_metrics.py checks the two agree).
 PRODUCER_METRICS_KEY = "ser:metrics:producer"
+#: The producers' conversation-dynamics counters (hash field ``dynamics:<name>``; producer.metrics
+#: DYNAMICS_FIELDS names the same, a test checks), exported as ``ser_producer_<name>_total``.
+DYNAMICS_HELP = {
+    "talk_seconds": "Seconds of speech, every channel of every call (conversation dynamics)",
+    "non_talk_seconds": "Seconds of calls in which no channel spoke",
+    "silences": "Silences (no channel speaking) of at least the dynamics' silence_min_s",
+    "silence_long_seconds": "Seconds of those silences",
+    "overtalks": "Overtalk episodes (two or more channels speaking) of at least overtalk_min_s",
+    "overtalk_seconds": "Seconds of overtalk",
+    "interruptions": "Interruptions (a channel starting while another was mid-utterance)",
+}
+METRIC_FAMILIES.update({f"ser_producer_{name}_total": "counter" for name in DYNAMICS_HELP})
 
 _SUFFIXES = {
     "counter": ("",),

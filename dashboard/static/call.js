@@ -70,6 +70,50 @@
     });
   }
 
+  // The conversation's dynamics (producer/dynamics.py), from the newest dynamics event: talk time and
+  // share per speaker, non-talk time, silences, overtalk. The ended page has them server-rendered.
+  function renderDynamics(ev) {
+    var box = document.getElementById("conversation");
+    if (!box) { return; }
+    box.replaceChildren(el("h2", {}, "Conversation"));
+    var two = ev.overtalk !== undefined;
+    var table = el("table", {"class": "talk"});
+    var head = el("tr");
+    ["speaker", "talk time", "share of the call"].concat(two ? ["interruptions made", "the other yielded"] : [])
+      .forEach(function (h) { head.appendChild(el("th", {}, h)); });
+    table.appendChild(el("thead")).appendChild(head);
+    var body = table.appendChild(el("tbody"));
+    data.channels.forEach(function (name) {
+      var ch = ev.channels[name];
+      if (!ch) { return; }
+      var tr = el("tr", {"data-channel": name});
+      tr.appendChild(el("td", {}, name));
+      tr.appendChild(el("td", {"class": "talk"}, ch.talk_s.toFixed(1) + " s"));
+      var share = el("td", {"class": "share"});
+      var bar = el("span", {"class": "talkbar"});
+      bar.style.width = (100 * ch.talk_share).toFixed(1) + "px";
+      share.appendChild(bar);
+      share.appendChild(document.createTextNode(" " + Math.round(100 * ch.talk_share) + "%"));
+      tr.appendChild(share);
+      if (two) { tr.appendChild(el("td", {}, ch.interruptions)); tr.appendChild(el("td", {}, ch.yielded)); }
+      body.appendChild(tr);
+    });
+    box.appendChild(table);
+    var p = el("p", {"class": "meta"});
+    p.appendChild(document.createTextNode("non-talk "));
+    p.appendChild(el("b", {id: "non-talk"}, ev.non_talk_s.toFixed(1) + " s"));
+    p.appendChild(document.createTextNode("; "));
+    p.appendChild(el("b", {id: "silence-count"}, ev.silence.count));
+    p.appendChild(document.createTextNode(" silence(s) of " + ev.silence.min_s + " s or more" +
+      (two ? "; " : " (first " + fmt(ev.at_s) + " of the call).")));
+    if (two) {
+      p.appendChild(el("b", {id: "overtalk-count"}, ev.overtalk.count));
+      p.appendChild(document.createTextNode(" overtalk(s) (first " + fmt(ev.at_s) + " of the call)."));
+    }
+    box.appendChild(p);
+    box.setAttribute("data-at", ev.at_s);
+  }
+
   function applyEvent(ev) {
     if (ev.kind === "alert_opened") {
       alerts.push({rule: ev.rule, channel: ev.channel, since_s: ev.since_s, window_s: ev.window_s,
@@ -84,6 +128,8 @@
       }
     } else if (ev.kind === "trend") {
       (trends[ev.channel] = trends[ev.channel] || []).push(ev);
+    } else if (ev.kind === "dynamics" && data.live) {
+      renderDynamics(ev);
     }
   }
   data.events.forEach(applyEvent);
