@@ -26,8 +26,8 @@ def seeds_table(summary: dict[str, Any]) -> str:
         cells = []
         for c in corpora:
             s = summary[c].get(v)
-            cells.append("–" if s is None else f"**{s['mean']:.3f}** ({s['min']:.3f}–{s['max']:.3f}) "
-                         f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]")
+            ci = "" if s is None or s["ci95"][0] == s["ci95"][1] else f" [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
+            cells.append("–" if s is None else f"**{s['mean']:.3f}** ({s['min']:.3f}–{s['max']:.3f}){ci}")
         rows.append(f"| {VERSION_NAMES[v]} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -128,9 +128,10 @@ validation UAR (validation speakers, clean + augmented) kept. Training seeds: {"
 bundle is seed {tr.get('shipped_seed')} (chosen by validation UAR, not test).
 Wall time: {wall}.
 
-## Figures (held-out speakers; mean over {len(seeds)} training seeds, min–max, [mean speaker-bootstrap 95 % interval])
+## Figures (held-out speakers; mean over {len(seeds)} training seeds, min–max, [speaker-bootstrap 95 %])
 
-Clip UAR (open-set argmax over all 7 labels, mean of a clip's segment probabilities), scored on the
+Clip UAR (open-set argmax over all 7 labels, mean of a clip's segment probabilities; the interval is the
+mean of the seeds' speaker-bootstrap intervals, none for SAVEE's single test speaker), scored on the
 encoder cache, which holds the serving path's own numbers (`ser-train evaluate --history none` through
 `EmotionModel.predict_clip` re-checks the shipped seed's clean figures: `evaluation.clean` in `spec.json`).
 SNRs are against active speech.

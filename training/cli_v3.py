@@ -57,7 +57,9 @@ def v3(data_root: Path, out: Path, bundle: Path | None, seeds: str, epochs: int,
         prepare(data=(), data_root=data_root, out=out, labels=CANONICAL_LABELS, processes=processes, log=log)
     except CorpusError as exc:
         raise click.ClickException(str(exc)) from None
-    encode_min = round((time.time() - t0) / 60, 1)
+    timing = out / "cache" / "timing.json"  # the encoding's own time, also when an earlier run did it
+    encode_min = (json.loads(timing.read_text(encoding="utf-8"))["encode_min"] if timing.is_file()
+                  else round((time.time() - t0) / 60, 1))
     results = [_seed(out, s, epochs=epochs, kind=head_kind, speaker_norm=speaker_norm, log=log) for s in seed_list]
     if bundle is not None and not speaker_norm:
         _ship(out, bundle, results, version=model_version, encode_min=encode_min, int8=int8, log=log)

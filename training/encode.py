@@ -15,6 +15,7 @@ processes by clip; each process holds one onnxruntime session (one thread).
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import time
 from pathlib import Path
@@ -94,6 +95,7 @@ def build_cache(store: Any, spec: Any, *, jobs: dict[str, list[int]], onnx_bytes
         return
     results: dict[str, dict[int, np.ndarray]] = {v: {} for v in jobs}
     t0 = time.time()
+    timing = cache / "timing.json"
     ctx = mp.get_context("fork")
     with ctx.Pool(processes, initializer=_init, initargs=(store, spec, onnx_bytes, babble_idx, seed)) as pool:
         for n, (clip, version, x) in enumerate(pool.imap_unordered(_work, todo, chunksize=8), 1):
@@ -108,6 +110,9 @@ def build_cache(store: Any, spec: Any, *, jobs: dict[str, list[int]], onnx_bytes
         x = np.concatenate([per[c] for c in clips])
         owner = np.concatenate([np.full(len(per[c]), c, dtype=np.int32) for c in clips])
         np.savez(cache / f"{version}.npz", x=x, clip=owner, clips=np.asarray(clips))
+    spent = json.loads(timing.read_text()) if timing.is_file() else {"encode_min": 0.0}
+    spent["encode_min"] = round(spent["encode_min"] + (time.time() - t0) / 60, 1)
+    timing.write_text(json.dumps(spent) + "\n")
 
 
 def load_version(cache: Path, version: str) -> tuple[np.ndarray, np.ndarray]:
