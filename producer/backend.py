@@ -18,7 +18,11 @@ from workers.contract import Classifier, classify, make_payload, pcm_encode
 
 
 class StalledError(Exception):
-    """No progress for the configured timeout."""
+    """No progress for the configured timeout (``redis_down``: because Redis did not answer)."""
+
+    def __init__(self, message: str, *, redis_down: bool = False) -> None:
+        super().__init__(message)
+        self.redis_down = redis_down
 
 
 @dataclass

@@ -113,7 +113,7 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, conn
         session.follow(timeout_s=settings.timeout_s)
     except StalledError as exc:
         error = str(exc)
-        session.salvage()  # print what arrived behind the gaps too
+        session.salvage(publish_end=not exc.redis_down)  # print what arrived behind the gaps too
     except BaseException:
         session.end(reason="error")
         raise

@@ -60,7 +60,7 @@ def wait_for_redis(conn: Any, first: Exception, *, timeout_s: float, recover: Ca
     delay, last = RECONNECT_FIRST_S, first
     while True:
         if time.monotonic() > deadline:
-            raise StalledError(f"Redis unreachable for {timeout_s:g} s: {last}")
+            raise StalledError(f"Redis unreachable for {timeout_s:g} s: {last}", redis_down=True)
         time.sleep(delay)
         delay = min(delay * RECONNECT_FACTOR, RECONNECT_MAX_S)
         try:

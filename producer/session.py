@@ -266,15 +266,17 @@ class CallSession:
             elif time.monotonic() > deadline:
                 raise self.stalled(timeout_s)
 
-    def salvage(self) -> Records:
-        """Give up waiting: every record that arrived, in order, even behind gaps (to the sink too)."""
+    def salvage(self, *, publish_end: bool = True) -> Records:
+        """Give up waiting: every record that arrived, in order, even behind gaps (to the sink too);
+        ``publish_end`` False when Redis itself is down (one more try would only cost a socket timeout)."""
         out = self.collector.pop_arrived()
         if out:  # turns of what arrived go to the output, not to the stream (Redis may be what failed)
             both = self.turn_builder.interleave(out)
             self.sink(both)
             self._turns([r for r in both if r["kind"] == "turn"], publish=False)
         self._finish_turns(publish=False)
-        self._publish_end(patient=False)  # consumers waiting for the end learn that the call is over
+        if publish_end:
+            self._publish_end(patient=False)  # consumers waiting for the end learn that the call is over
         return out
 
     def failures_error(self) -> str | None:

@@ -99,7 +99,7 @@ def test_packaged_bundle_names_resolve_unless_a_local_directory_has_the_name(tmp
     ens = load_bundle("ensemble")
     assert ens.path == DEFAULT_BUNDLE.parent / "ensemble"
     assert ens.spec.model_id != load_bundle().spec.model_id  # another model, under its own id
-    assert ens.spec.info["ensemble"]["members"][0]["onnx_sha256"] == load_bundle("default").spec.onnx_sha256
+    assert ens.spec.info["ensemble"]["members"][0]["onnx_sha256"] == load_bundle("v2").spec.onnx_sha256  # 2.0.0
     spec = tiny_spec()
     write_bundle(tmp_path / "default", onnx_bytes=tiny_onnx(spec), spec=spec)
     assert load_bundle("default").spec.model_id == "tiny-test@0.0.1"  # the local directory wins

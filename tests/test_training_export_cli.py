@@ -312,7 +312,7 @@ def test_card_describes_the_spectrum_input_only_when_used() -> None:
     from models.bundle import DEFAULT_BUNDLE, SPEC_FILE
     from training.card import render_card
 
-    spec = json.loads((DEFAULT_BUNDLE / SPEC_FILE).read_text())
+    spec = json.loads((DEFAULT_BUNDLE.parent / "v2" / SPEC_FILE).read_text())  # a 2.x (log-mel) card
     assert "DCT coefficients" not in render_card(spec, command="ser-train fit")
     spec["training"]["config"]["spectrum_coefs"] = 8
     assert "level mean/std, the first 8 DCT coefficients of its average spectrum" in render_card(
