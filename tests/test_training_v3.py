@@ -104,3 +104,15 @@ def test_v3_bundle_carries_whispers_licence(tmp_path):
     text = (tmp_path / "b" / WHISPER_LICENSE_FILE).read_text()
     assert "Copyright (c) 2022 OpenAI" in text and "MIT License" in text
     assert load_bundle(tmp_path / "b").spec.features.kind == "whisper"
+
+
+def test_ser_train_v3_refuses_bad_input_in_one_line(tmp_path):
+    pytest.importorskip("tensorflow")
+    from click.testing import CliRunner
+
+    from training.cli import main
+
+    r = CliRunner().invoke(main, ["v3", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"), "--seeds", "1,x"])
+    assert r.exit_code == 2 and "'1,x' is not a comma-separated list of integers" in r.output
+    r = CliRunner().invoke(main, ["v3", "--data-root", str(tmp_path / "absent"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "is not a folder" in r.output and "Traceback" not in r.output

@@ -46,7 +46,10 @@ def v3(data_root: Path, out: Path, bundle: Path | None, seeds: str, epochs: int,
 
     require_train_extra("v3")
     log = _Log(out / "v3.log", quiet=False)
-    seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{seeds!r} is not a comma-separated list of integers", param_hint="--seeds") from None
     if not seed_list:
         raise click.BadParameter("give at least one seed", param_hint="--seeds")
     from training.corpora import CANONICAL_LABELS, CorpusError
