@@ -15,13 +15,12 @@ No torch: the mel filters are librosa's (Whisper's ``mel_filters.npz`` was made 
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 import scipy.fft
 import soxr
 
 from models.errors import ParameterError
+from models.features import _mel_basis, _window
 
 #: Whisper's fixed front end.
 WHISPER_SR = 16000
@@ -43,20 +42,6 @@ def n_frames(n_samples: int, *, sr: int) -> int:
 def resampled_length(n_samples: int, *, sr: int) -> int:
     """Length of ``n_samples`` samples at ``sr`` once resampled to 16 kHz (soxr's rounding)."""
     return int(np.ceil(n_samples * WHISPER_SR / sr)) if sr != WHISPER_SR else int(n_samples)
-
-
-@lru_cache(maxsize=2)
-def _filters() -> np.ndarray:
-    import librosa  # lazily: its first import costs ~1 s
-
-    basis = librosa.filters.mel(sr=WHISPER_SR, n_fft=N_FFT, n_mels=N_MELS)
-    return np.ascontiguousarray(basis.T.astype(np.float32))  # (201, 80)
-
-
-@lru_cache(maxsize=2)
-def _window() -> np.ndarray:
-    n = np.arange(N_FFT)
-    return (0.5 - 0.5 * np.cos(2 * np.pi * n / N_FFT)).astype(np.float32)  # periodic Hann (torch's)
 
 
 def to_16k(y: np.ndarray, *, sr: int) -> np.ndarray:
@@ -81,7 +66,9 @@ def log_mel(*, y: np.ndarray, sr: int) -> np.ndarray:
     x = to_16k(rows, sr=sr)
     pad = N_FFT // 2
     x = np.pad(x, ((0, 0), (pad, pad)), mode="reflect")
-    basis, window = _filters(), _window()
+    # librosa's Slaney mel filters over 0-8 kHz (Whisper's own) and the periodic Hann window (torch's),
+    # cached by the log-mel module that builds them for the 2.x features too
+    basis, window = _mel_basis(WHISPER_SR, N_FFT, N_MELS, 0.0, WHISPER_SR / 2), _window(N_FFT)
     out = np.empty((len(rows), n_out, N_MELS), dtype=np.float32)
     for i in range(0, len(rows), CHUNK):
         frames = np.lib.stride_tricks.sliding_window_view(x[i : i + CHUNK], N_FFT, axis=-1)[:, ::HOP_LENGTH][:, :n_out]
