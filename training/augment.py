@@ -129,13 +129,17 @@ def speed(y: np.ndarray, *, factor: float) -> np.ndarray:
     return np.asarray(soxr.resample(y, 10_000 * factor, 10_000, quality="LQ"), dtype=np.float32)
 
 
+def pink_noise(n: int, *, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of roughly pink (1/f) noise: white noise through a 3-pole filter (Kellet's)."""
+    white = rng.standard_normal(n)  # filtered in float64, then float32
+    return scipy.signal.lfilter([0.049922, -0.095993, 0.050612, -0.004408],
+                                [1.0, -2.494956, 2.017265, -0.522189], white).astype(np.float32)
+
+
 def add_noise(y: np.ndarray, *, snr_db: float, rng: np.random.Generator, pink: bool = False) -> np.ndarray:
     """Add white (or roughly pink) noise at ``snr_db`` relative to the clip's power."""
     power = float(np.mean(np.square(y))) + 1e-10
-    noise = rng.standard_normal(len(y)).astype(np.float32)
-    if pink:
-        noise = scipy.signal.lfilter([0.049922, -0.095993, 0.050612, -0.004408],
-                                     [1.0, -2.494956, 2.017265, -0.522189], noise).astype(np.float32)
+    noise = pink_noise(len(y), rng=rng) if pink else rng.standard_normal(len(y)).astype(np.float32)
     noise *= np.sqrt(power / (float(np.mean(np.square(noise))) + 1e-12) / 10 ** (snr_db / 10))
     return (y + noise).astype(np.float32)
 

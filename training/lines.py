@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.signal
 
-from training.augment import CODECS, codec, mu_law, telephone
+from training.augment import CODECS, codec, mu_law, pink_noise, telephone
 
 NOISES = ("white", "pink", "brown", "hum", "comfort", "babble")
 #: Evaluation conditions beyond the codecs: name -> (noise, SNR dB against active speech).
@@ -41,9 +41,7 @@ def noise(kind: str, n: int, *, sr: int, rng: np.random.Generator, babble: list[
     if kind == "white":
         return rng.standard_normal(n).astype(np.float32)
     if kind == "pink":
-        w = rng.standard_normal(n)
-        return scipy.signal.lfilter([0.049922, -0.095993, 0.050612, -0.004408],
-                                    [1.0, -2.494956, 2.017265, -0.522189], w).astype(np.float32)
+        return pink_noise(n, rng=rng)
     if kind == "brown":
         z = np.cumsum(rng.standard_normal(n))
         return scipy.signal.lfilter([1.0, -1.0], [1.0, -0.995], z).astype(np.float32)
