@@ -35,17 +35,13 @@ def base_spec() -> Any:
 
 
 def encoder_onnx(blocks: int = BLOCKS) -> bytes:
-    import tensorflow as tf
-    import tf2onnx
-
+    """The frozen encoder prefix alone (what the cache is encoded with), exported like every graph here."""
     from training.encoder import build_encoder
-    from training.export import OPSET
+    from training.export import to_onnx
     from training.whisper import encoder_weights
 
     enc = build_encoder(encoder_weights(), n_frames=N_FRAMES, blocks=blocks)
-    proto, _ = tf2onnx.convert.from_keras(enc, input_signature=[tf.TensorSpec([None, N_FRAMES, 80], tf.float32,
-                                                                              name="features")], opset=OPSET)
-    return bytes(proto.SerializeToString())
+    return to_onnx(enc, n_frames=N_FRAMES, n_mels=80, output_name="frames")
 
 
 def prepare(*, data: tuple[str, ...], data_root: Path | None, out: Path, labels: tuple[str, ...],
