@@ -19,6 +19,7 @@ import numpy as np
 
 from models.errors import BundleError, ParameterError
 from models.features import FeatureParams, SegmentParams, VadParams
+from models.history import HistoryParams
 from models.speaker import SpeakerParams
 from models.vad import SileroParams
 
@@ -27,11 +28,13 @@ from models.vad import SileroParams
 #: (``vad.kind == "silero"``: utterance-aligned segments, :mod:`models.utterances`). Format 1 and 2
 #: bundles (1.3.0 and older) still load: energy gate and fixed windows, no speaker input (format 1),
 #: not calibrated (format 1).
-SPEC_FORMAT = 4
+SPEC_FORMAT = 5
 #: Formats this code reads. Format 4 adds ``features.kind == "whisper"`` (model 3.x: Whisper's front
 #: end and a frozen encoder prefix inside ``model.onnx``); a format 4 bundle with log-mel features
-#: is laid out like format 3.
-SPEC_FORMATS = (1, 2, 3, 4)
+#: is laid out like format 3. Format 5 adds the optional ``embedding_history`` section (the graph's
+#: second input and output, :mod:`models.history`); a spec without it is written as format 4, so
+#: code that reads format 4 still reads it.
+SPEC_FORMATS = (1, 2, 3, 4, 5)
 SPEC_FILE = "spec.json"
 ONNX_FILE = "model.onnx"
 CARD_FILE = "MODEL_CARD.md"
@@ -86,6 +89,7 @@ class Spec:
     onnx_sha256: str = ""
     speaker: SpeakerParams | None = None
     calibration: Calibration | None = None
+    history: HistoryParams | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -101,7 +105,7 @@ class Spec:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "format": SPEC_FORMAT,
+            "format": SPEC_FORMAT if self.history is not None else 4,
             "name": self.name,
             "version": self.version,
             "labels": list(self.labels),
@@ -121,6 +125,13 @@ class Spec:
                                     "layout": "[mean (n_mels), std (n_mels), weight] of the normalised log-mel "
                                               "over the channel's voiced frames so far, blended with the prior"}
             out["onnx"]["speaker_input"] = self.speaker.input
+        if self.history is not None:
+            out["embedding_history"] = {**self.history.to_dict(),
+                                        "layout": "history input: the channel's last max_segments embeddings "
+                                                  "(output 'embedding') blended with the prior "
+                                                  "(sum + prior_segments * prior) / (m + prior_segments)"}
+            out["onnx"]["history_input"] = self.history.input
+            out["onnx"]["embedding_output"] = self.history.output
         if self.calibration is not None:
             out["calibration"] = {**self.info.get("calibration", {}), **asdict(self.calibration)}
         out.update({k: v for k, v in self.info.items() if k != "calibration"})
@@ -147,12 +158,21 @@ class Spec:
                 raise BundleError("normalisation stats must be finite with std > 0")
             onnx = data["onnx"]
             known = {"format", "name", "version", "labels", "sample_rate", "segment", "vad",
-                     "features", "normalisation", "onnx", "speaker_stats"}
+                     "features", "normalisation", "onnx", "speaker_stats", "embedding_history"}
             speaker = SpeakerParams.from_dict(data["speaker_stats"]) if "speaker_stats" in data else None
             if speaker is not None and features.kind != "logmel":
                 raise BundleError(f"speaker_stats go with log-mel features only, not features.kind={features.kind!r}")
             if speaker is not None and speaker.n_mels != features.n_mels:
                 raise BundleError(f"speaker_stats has {speaker.n_mels} bands, features have {features.n_mels}")
+            history = None
+            if "embedding_history" in data:
+                if data["format"] < 5:
+                    raise BundleError(f"embedding_history needs spec format 5, not {data['format']}")
+                hist = dict(data["embedding_history"])
+                hist.pop("layout", None)
+                history = HistoryParams.from_dict(hist)
+                if speaker is not None:
+                    raise BundleError("a spec declares speaker_stats or embedding_history, not both")
             cal = data.get("calibration")
             calibration = (Calibration(temperature=float(cal["temperature"]),
                                        uncertain_below=float(cal.get("uncertain_below", 0.0)))
@@ -162,7 +182,7 @@ class Spec:
                 sample_rate=int(data["sample_rate"]), segment=SegmentParams(**data["segment"]),
                 features=features, vad=parse_vad(data["vad"]), norm_mean=mean, norm_std=std,
                 input_name=str(onnx["input"]), output_name=str(onnx["output"]),
-                onnx_sha256=str(onnx["sha256"]), speaker=speaker, calibration=calibration,
+                onnx_sha256=str(onnx["sha256"]), speaker=speaker, calibration=calibration, history=history,
                 info={k: v for k, v in data.items() if k not in known},
             )
         except KeyError as exc:

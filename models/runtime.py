@@ -14,6 +14,7 @@ import onnxruntime as ort
 from models.bundle import Bundle, load_bundle
 from models.errors import BundleError, ParameterError
 from models.features import compute
+from models.history import prior_wire, wire_vector
 from models.speaker import prior_vector, segment_sums, stats_vector
 from models.utterances import clip_windows
 
@@ -59,6 +60,17 @@ class EmotionModel:
             got = list(inputs[spec.speaker.input].shape)[1:]
             if len(got) != 1 or (isinstance(got[0], int) and got[0] != spec.speaker.size):
                 raise BundleError(f"model.onnx speaker input shape {got} does not match spec ({spec.speaker.size},)")
+        elif spec.history is not None:
+            hist = spec.history
+            for name, table, what in ((hist.input, inputs, "input"), (hist.output, outputs, "output")):
+                if name not in table:
+                    raise BundleError(f"spec.json declares embedding_history, model.onnx has no {what} {name!r}")
+                got = list(table[name].shape)[1:]
+                if len(got) != 1 or (isinstance(got[0], int) and got[0] != hist.size):
+                    raise BundleError(f"model.onnx {what} {name!r} shape {got} does not match spec ({hist.size},)")
+            if len(inputs) != 2:
+                raise BundleError(f"model.onnx has inputs {sorted(inputs)}, spec.json declares "
+                                  f"{[spec.input_name, hist.input]}")
         elif len(inputs) != 1:
             raise BundleError(f"model.onnx has inputs {sorted(inputs)} but spec.json declares only {spec.input_name!r}")
         got_out = list(outputs[spec.output_name].shape)[1:]
@@ -92,6 +104,11 @@ class EmotionModel:
         """Whether the bundle takes per-speaker statistics (``spec.speaker``)."""
         return self.spec.speaker is not None
 
+    @property
+    def uses_history(self) -> bool:
+        """Whether the bundle takes the channel's embedding history (``spec.history``)."""
+        return self.spec.history is not None
+
     def frame_sums(self, segments: np.ndarray, x: np.ndarray, *, valid: np.ndarray | None = None) -> np.ndarray:
         """Per-segment sums of the voiced frames ``(k, 2 * n_mels + 1)`` of ``segments`` ``(k, window)``
         whose normalised features are ``x``: what :class:`models.speaker.ChannelStats` accumulates."""
@@ -105,13 +122,13 @@ class EmotionModel:
         """Probabilities ``(k, n_labels)`` for normalised features ``(k, frames, n_mels)``.
 
         ``speaker``: ``(k, 2 * n_mels + 1)`` speaker vectors (:mod:`models.speaker`) when the bundle
-        takes them; None means "no history": the prior. Ignored by bundles without speaker input.
+        takes them, or ``(k, size + 1)`` history wire vectors (:mod:`models.history`) for a bundle with
+        ``embedding_history``; None means "no history": the prior. Ignored by bundles without either.
         ``calibrated``: apply the bundle's temperature (if any).
         """
-        if x.ndim != 3 or x.shape[1:] != (self.spec.n_frames, self.spec.features.n_mels):
-            raise ParameterError(
-                f"features have shape {x.shape}, expected (k, {self.spec.n_frames}, {self.spec.features.n_mels})"
-            )
+        if self.spec.history is not None:
+            return self.predict_history(x, speaker, calibrated=calibrated)[0]
+        self._check_features(x)
         if len(x) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         feeds = {self.spec.input_name: np.asarray(x, dtype=np.float32)}
@@ -129,6 +146,37 @@ class EmotionModel:
             probs = self.spec.calibration.apply(probs)
         return probs
 
+    def predict_history(self, x: np.ndarray, history: np.ndarray | None = None, *, calibrated: bool = True
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """For a bundle with ``embedding_history``: probabilities ``(k, n_labels)`` and each segment's
+        embedding ``(k, size)`` for normalised features ``x`` ``(k, frames, n_bands)``.
+
+        ``history``: ``(k, size + 1)`` wire vectors (:func:`models.history.wire_vector`: the channel's
+        shrunk mean embedding and how many earlier segments it holds); None: the prior (no history).
+        """
+        hist = self.spec.history
+        if hist is None:
+            raise ParameterError(f"{self.model_id} takes no embedding history")
+        self._check_features(x)
+        if len(x) == 0:
+            return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, hist.size), np.float32)
+        wire = prior_wire(hist, len(x)) if history is None else np.asarray(history, dtype=np.float32)
+        if wire.shape != (len(x), hist.size + 1):
+            raise ParameterError(f"history vectors have shape {wire.shape}, expected ({len(x)}, {hist.size + 1})")
+        probs, emb = self.session.run([self.spec.output_name, hist.output],
+                                      {self.spec.input_name: np.asarray(x, dtype=np.float32),
+                                       hist.input: np.ascontiguousarray(wire[:, :-1])})
+        probs = np.asarray(probs, dtype=np.float32)
+        if calibrated and self.spec.calibration is not None:
+            probs = self.spec.calibration.apply(probs)
+        return probs, np.asarray(emb, dtype=np.float32)
+
+    def _check_features(self, x: np.ndarray) -> None:
+        if x.ndim != 3 or x.shape[1:] != (self.spec.n_frames, self.spec.features.n_mels):
+            raise ParameterError(
+                f"features have shape {x.shape}, expected (k, {self.spec.n_frames}, {self.spec.features.n_mels})"
+            )
+
     def predict_segments(self, segments: np.ndarray, speaker: np.ndarray | None = None) -> np.ndarray:
         """Probabilities ``(k, n_labels)`` for raw segments ``(k, window)`` at the spec's rate."""
         window, _, _ = self.spec.segment.samples(self.spec.sample_rate)
@@ -143,6 +191,12 @@ class EmotionModel:
         x = self.features(segs)
         return self.frame_sums(segs, x).sum(axis=0)
 
+    def clip_embeddings(self, y: np.ndarray) -> np.ndarray:
+        """Embeddings ``(segments, size)`` of a whole clip's segments (with the prior as history): what
+        it adds to a speaker's history, as a call's results would return them."""
+        segs = self._segments(y)
+        return self.predict_history(self.features(segs))[1]
+
     def _segments(self, y: np.ndarray) -> np.ndarray:
         sr = self.spec.sample_rate
         segs = clip_windows(y=y, spec=self.spec)
@@ -155,14 +209,21 @@ class EmotionModel:
 
         ``history``: the speaker's earlier voiced-frame sums ``(2 * n_mels + 1,)`` (e.g. a sum of
         :meth:`clip_sums` of earlier clips); the clip's own frames are added to it, as a call's
-        running statistics would hold them. None: the clip alone (and the prior).
+        running statistics would hold them. For a bundle with ``embedding_history``: the speaker's
+        earlier segment embeddings ``(m, size)`` (e.g. :meth:`clip_embeddings` of earlier clips), of
+        which the last ``max_segments`` count; the clip itself is never in its history.
+        None: the clip alone (and the prior).
         Returns ``(probs (n_labels,), n_segments_used)``. When no segment passes the VAD gate,
         all segments are used (a quiet clip still gets a label).
         """
         segs = self._segments(y)
         x = self.features(segs)
         speaker = None
-        if self.spec.speaker is not None:
+        if self.spec.history is not None:
+            hist = self.spec.history
+            past = np.zeros((0, hist.size)) if history is None else np.asarray(history).reshape(-1, hist.size)
+            speaker = np.repeat(wire_vector(past, hist)[None, :], len(segs), axis=0)
+        elif self.spec.speaker is not None:
             sums = self.frame_sums(segs, x).sum(axis=0)
             if history is not None:
                 sums = sums + history

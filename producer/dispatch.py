@@ -321,7 +321,7 @@ class RedisBackend(Backend):
         for entry_id, fields in entries:
             self.last_id = entry_id
             try:
-                rec = decode_entry(fields)
+                rec = decode_entry(fields, embedding=True)
             except ValueError:
                 continue  # not ours: a consumer's own annotation, say
             self._ack(rec)

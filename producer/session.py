@@ -37,6 +37,7 @@ from callevents.writer import CallEvents
 from models.bundle import Spec
 from models.errors import AudioError
 from models.features import voiced
+from models.history import CallHistory, decode_embedding
 from models.speaker import SpeakerTracker
 from models.vad import SileroParams
 from producer.collector import Collector
@@ -70,6 +71,8 @@ class CallSession:
         self.segmenter = make_segmenter(spec=spec, in_rate=in_rate, channels=len(self.names))
         self.batcher = Batcher(batch)
         self.tracker = SpeakerTracker(spec) if spec.speaker is not None else None
+        #: The channels' embedding history (models.history), fed by the results, sent with later jobs.
+        self.history = CallHistory(spec.history) if spec.history is not None else None
         self.metrics = ProducerMetrics(connection)  # no-op embedded
         self.calls = CallEvents(connection, call_id=call_id, source=source, channels=self.names,
                                 model=spec.model_id, labels=spec.labels, params=params, settings=events)
@@ -101,6 +104,7 @@ class CallSession:
         """Collect records; release those now in order (each followed by the turn it closed) to the
         sink, and the results to the call events. True: any record arrived."""
         for rec in records:
+            self._fold(rec)
             self.collector.add(rec)
         ready = self.collector.pop_ready()
         if ready:
@@ -111,6 +115,18 @@ class CallSession:
         if self.closed and not self.collector.outstanding:
             self._finish_turns()
         return bool(records)
+
+    def _fold(self, rec: dict[str, Any]) -> None:
+        """A result's embedding goes into its channel's history (and out of the record: it is the
+        model's internal state, not output; the results stream keeps it)."""
+        text = rec.pop("embedding", None)
+        if self.history is None or text is None or rec.get("kind") != "result":
+            return
+        try:
+            emb = decode_embedding(text, size=self.history.params.size)
+            self.history.add(str(rec["channel"]), int(rec["seq"]), emb)
+        except (ValueError, KeyError, TypeError):
+            pass  # a malformed embedding is left out of the history; the record itself stands
 
     def _turns(self, turns: Records, *, publish: bool = True) -> None:
         self.turns.extend(turns)
@@ -166,6 +182,8 @@ class CallSession:
         self.calls.start()
 
     def _send(self, batch: Batch) -> None:
+        if self.history is not None:  # the channel's history as of now: every result folded in so far
+            batch.speaker = [self.history.wire(batch.channel)] * len(batch.items)
         jobs, waited = self.backend.jobs, getattr(self.backend, "backpressure_s", 0.0)
         self.take(self.backend.submit(batch, on_idle=self.poll))
         if self.backend.jobs > jobs:

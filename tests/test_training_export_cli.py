@@ -112,6 +112,41 @@ def test_evaluate_writes_documented_outputs(tmp_path: Path, tiny_bundle_dir: Pat
     assert json.loads((tmp_path / "t.json").read_text())["telephone"] is True
 
 
+def test_evaluate_gives_an_embedding_history_model_earlier_clips_never_the_clip_itself(tmp_path: Path) -> None:
+    """``--history speaker``/``call`` for a bundle with an embedding history (models.history): each clip
+    is heard with the embeddings of other clips of its speaker (call: only earlier ones)."""
+    from tinybundle import make_tiny_bundle
+
+    from models.runtime import EmotionModel
+    from training.corpora import Item
+    from training.evaluate import evaluate_items
+
+    data = _make_cremad(tmp_path / "cremad", speakers=range(1001, 1003))
+    bundle = make_tiny_bundle(tmp_path / "b", history=True)
+    model = EmotionModel(bundle)
+    files = sorted((data / "AudioWAV").glob("*.wav"))
+    items = [Item(path=str(f), corpus="cremad", speaker=f"cremad:{f.name[:4]}", label="neutral") for f in files]
+    none, _ = evaluate_items(model, items, history="none", progress=False)
+    spk, _ = evaluate_items(model, items, history="speaker", progress=False)
+    call, _ = evaluate_items(model, items, history="call", progress=False)
+    assert {r["history_clips"] for r in none} == {0} and {r["history_clips"] for r in spk} == {6}
+    assert sorted(r["history_clips"] for r in call)[:2] == [0, 0]  # each generated call starts with no history
+    by = {r["path"]: r for r in none}
+    probs = [f"p_{lab}" for lab in model.labels]
+    assert all(any(r[p] != by[r["path"]][p] for p in probs) for r in spk)  # the history is used
+    # one clip by hand: its speaker history is the mean embeddings of other clips, shrunk (models.history)
+    y = _clip(files[0])
+    others = np.concatenate([model.clip_embeddings(_clip(f)).mean(axis=0, keepdims=True) for f in files[1:3]])
+    p_hist, _ = model.predict_clip(y, history=others)
+    p_none, _ = model.predict_clip(y)
+    assert not np.allclose(p_hist, p_none) and np.allclose(p_none, model.predict_clip(y, history=others[:0])[0])
+
+
+def _clip(path: Path) -> np.ndarray:
+    y, _ = sf.read(path, dtype="float32")
+    return y
+
+
 def test_evaluate_takes_the_split_from_a_bundle(tmp_path: Path, tiny_bundle_dir: Path) -> None:
     """`--speakers-from models/default` scores the speakers the shipped card was tested on (or
     validated on, with --part val): exactly the CREMA-D speakers the spec records for that part, whatever

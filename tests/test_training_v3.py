@@ -76,6 +76,39 @@ def test_v3_export_is_one_graph_matching_both_references(exported):
     assert d["n"] == len(mel) and 0 < d["max_abs_diff"] < 0.05
 
 
+def test_v3_history_export_has_two_inputs_two_outputs_and_serves(exported, tmp_path):
+    """The embedding-history model: frames minus the history vector under the head, and the segment's
+    mean pooled frame as a second output, both matching the numpy reference; served by EmotionModel."""
+    import onnx
+    from tinybundle import tiny_spec
+
+    from models.history import HistoryParams, wire_vector
+    from models.runtime import EmotionModel
+    from training.bundle_v3 import export_v3, graph_diff, quantize_int8, v3_spec, write_v3
+
+    head, mel = exported
+    prior = np.random.default_rng(1).standard_normal(384).astype(np.float32)
+    onnx_bytes, par = export_v3(head, mel, prior=prior)
+    graph = onnx.load_from_string(onnx_bytes).graph
+    assert [i.name for i in graph.input] == ["features", "history"]
+    assert [o.name for o in graph.output] == ["probs", "embedding"]
+    assert par["reference_max_abs_diff"] < 2e-4 and par["embedding_max_abs_diff"] < 2e-3
+    assert graph_diff(onnx_bytes, quantize_int8(onnx_bytes), mel, prior=prior)["n"] == len(mel)
+    from models.bundle import Calibration
+
+    hist = HistoryParams(prior=tuple(round(float(v), 5) for v in prior))  # as spec.json stores it
+    spec = v3_spec(tiny_spec(whisper=True, vad="silero"), version="0.0.1", labels=tiny_spec().labels,
+                   calibration=Calibration(), info={}, history=hist)
+    model = EmotionModel(write_v3(tmp_path / "b", onnx_bytes=onnx_bytes, spec=spec, card=""))
+    assert model.uses_history and model.spec.history == hist
+    probs, emb = model.predict_history(mel)
+    assert probs.shape == (3, 7) and emb.shape == (3, 384)
+    # the history changes the probabilities, and the prior is what "no history" means
+    other = np.repeat(wire_vector(emb, hist)[None, :], 3, axis=0)
+    assert not np.allclose(model.predict_history(mel, other)[0], probs, atol=1e-4)
+    np.testing.assert_allclose(model.predict_features(mel), probs, atol=1e-6)
+
+
 def test_v3_export_refuses_a_graph_that_differs_from_the_reference(exported, monkeypatch):
     import dataclasses
 

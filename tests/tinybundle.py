@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models.bundle import Bundle, Calibration, Spec, write_bundle
 from models.features import FeatureParams, SegmentParams, VadParams
+from models.history import HistoryParams
 from models.speaker import SpeakerParams
 from models.vad import SileroParams
 
@@ -25,13 +26,15 @@ WHISPER = FeatureParams(n_fft=400, hop_length=160, n_mels=80, fmin=0.0, fmax=800
 
 def tiny_spec(*, labels: tuple[str, ...] = LABELS, sample_rate: int = 8000, window_s: float = 3.0,
               speaker: bool = False, calibration: Calibration | None = None, vad: str = "energy",
-              whisper: bool = False) -> Spec:
+              whisper: bool = False, history: bool = False) -> Spec:
     """``vad="silero"``: Silero VAD and utterance-aligned segments (3 s windows every 1.5 s, >= 0.8 s);
-    ``whisper``: Whisper's front end (the 3.x models' features), identity normalisation."""
+    ``whisper``: Whisper's front end (the 3.x models' features), identity normalisation;
+    ``history``: an embedding history (:mod:`models.history`) of ``n_mels`` values, prior 0."""
     features = WHISPER if whisper else FeatureParams()
     sp = (SpeakerParams(prior_mean=(0.5,) * features.n_mels, prior_std=(1.0,) * features.n_mels, prior_frames=200.0)
           if speaker else None)
-    return Spec(speaker=sp, calibration=calibration,
+    hist = HistoryParams(prior=(0.0,) * features.n_mels, prior_segments=1.0, max_segments=4) if history else None
+    return Spec(speaker=sp, calibration=calibration, history=hist,
         name="tiny-test", version="0.0.1", labels=labels, sample_rate=sample_rate,
         segment=(SegmentParams(window_s=window_s, hop_s=window_s / 2, min_s=0.8) if vad == "silero"
                  else SegmentParams(window_s=window_s, hop_s=window_s)),
@@ -66,11 +69,15 @@ def tiny_onnx(spec: Spec, *, seed: int = 0, n_frames: int | None = None) -> byte
         nodes[1:2] = [helper.make_node("MatMul", ["pooled", "W"], ["logitsA"]),
                       helper.make_node("MatMul", [spec.speaker.input, "W2"], ["logitsS"]),
                       helper.make_node("Add", ["logitsA", "logitsS"], ["logits0"])]
-    graph = helper.make_graph(
-        nodes, "tiny", inputs,
-        [helper.make_tensor_value_info(spec.output_name, TensorProto.FLOAT, ["batch", n_labels])],
-        initializer=inits,
-    )
+    outputs = [helper.make_tensor_value_info(spec.output_name, TensorProto.FLOAT, ["batch", n_labels])]
+    if spec.history is not None:  # embedding = the pooled features; logits from (pooled - history) @ W
+        h = spec.history
+        inputs.append(helper.make_tensor_value_info(h.input, TensorProto.FLOAT, ["batch", h.size]))
+        outputs.append(helper.make_tensor_value_info(h.output, TensorProto.FLOAT, ["batch", h.size]))
+        nodes[1:2] = [helper.make_node("Sub", ["pooled", h.input], ["centred"]),
+                      helper.make_node("MatMul", ["centred", "W"], ["logits0"]),
+                      helper.make_node("Identity", ["pooled"], [h.output])]
+    graph = helper.make_graph(nodes, "tiny", inputs, outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     onnx.checker.check_model(model)

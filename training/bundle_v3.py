@@ -14,6 +14,7 @@ import numpy as np
 
 from models.bundle import Calibration, Spec, write_bundle
 from models.features import FeatureParams
+from models.history import HistoryParams
 from training.encode import pool_frames
 from training.export import ExportError, parity, to_onnx
 from training.recipe_v3 import BLOCKS, N_FRAMES
@@ -23,25 +24,50 @@ NAME = "ser-cnn-lstm"
 WHISPER = FeatureParams(n_fft=400, hop_length=160, n_mels=80, fmin=0.0, fmax=8000.0, amin=1e-10, kind="whisper")
 
 
-def export_v3(head: Any, mel: np.ndarray, *, tol: float = 2e-4) -> tuple[bytes, dict[str, float]]:
-    """ONNX bytes of encoder + pooling + ``head`` and the parity figures on Whisper log-mel ``mel`` ``(k, 300, 80)``."""
+def export_v3(head: Any, mel: np.ndarray, *, tol: float = 2e-4, prior: np.ndarray | None = None
+              ) -> tuple[bytes, dict[str, float]]:
+    """ONNX bytes of encoder + pooling + ``head`` and the parity figures on Whisper log-mel ``mel`` ``(k, 300, 80)``.
+
+    ``prior``: ``(384,)`` for the embedding-history model (:func:`training.head.full_model` with
+    ``history``): parity is then checked on both outputs with history vectors scattered around it."""
+    import onnxruntime as ort
+
     from training.encoder import build_encoder
     from training.head import full_model
 
     weights = encoder_weights()
-    model = full_model(build_encoder(weights, n_frames=N_FRAMES, blocks=BLOCKS), head)
-    onnx_bytes = to_onnx(model, n_frames=N_FRAMES, n_mels=80)
-    keras_parity = parity(model, onnx_bytes, mel, tol=tol)
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    (got,) = sess.run(["probs"], {"features": mel.astype(np.float32)})
-    ref = np.asarray(head(pool_frames(encode(mel, weights, blocks=BLOCKS)), training=False))
+    model = full_model(build_encoder(weights, n_frames=N_FRAMES, blocks=BLOCKS), head, history=prior is not None)
+    mel = mel.astype(np.float32)
+    pooled = pool_frames(encode(mel, weights, blocks=BLOCKS))  # the independent numpy reference
+    if prior is None:
+        onnx_bytes = to_onnx(model, n_frames=N_FRAMES, n_mels=80)
+        keras_parity = parity(model, onnx_bytes, mel, tol=tol)["max_abs_diff"]
+        sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        (got,) = sess.run(["probs"], {"features": mel})
+        ref = np.asarray(head(pooled, training=False))
+        emb_diff = None
+    else:
+        onnx_bytes = to_onnx(model, n_frames=N_FRAMES, n_mels=80, history=("history", len(prior), "embedding"))
+        rng = np.random.default_rng(0)
+        hist = (prior[None, :] + rng.standard_normal((len(mel), len(prior))) * np.std(prior)).astype(np.float32)
+        sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        got, got_emb = sess.run(["probs", "embedding"], {"features": mel, "history": hist})
+        k_probs, k_emb = (np.asarray(v) for v in model([mel, hist], training=False))
+        keras_parity = float(max(np.abs(got - k_probs).max(), np.abs(got_emb - k_emb).max()))
+        if not np.isfinite(keras_parity) or keras_parity > tol or (got.argmax(1) != k_probs.argmax(1)).any():
+            raise ExportError(f"ONNX vs Keras (history model): max |diff| {keras_parity:.2e} > {tol:.0e} "
+                              "or an argmax differs")
+        ref = np.asarray(head(pooled - hist[:, None, :], training=False))
+        emb_diff = float(np.abs(got_emb - pooled.mean(axis=1)).max())
+        if not np.isfinite(emb_diff) or emb_diff > tol * 10:  # embeddings are un-normalised (|x| up to ~10)
+            raise ExportError(f"ONNX embedding vs numpy Whisper reference: max |diff| {emb_diff:.2e}")
     diff = float(np.abs(got - ref).max())
     if not np.isfinite(diff) or diff > tol:
         raise ExportError(f"ONNX vs numpy Whisper reference + head: max |diff| {diff:.2e} > {tol:.0e}")
-    return onnx_bytes, {"keras_max_abs_diff": keras_parity["max_abs_diff"], "reference_max_abs_diff": diff,
-                        "n": int(len(mel)), "opset": 17}
+    out = {"keras_max_abs_diff": keras_parity, "reference_max_abs_diff": diff, "n": int(len(mel)), "opset": 17}
+    if emb_diff is not None:
+        out["embedding_max_abs_diff"] = emb_diff
+    return onnx_bytes, out
 
 
 def quantize_int8(onnx_bytes: bytes) -> bytes:
@@ -57,22 +83,26 @@ def quantize_int8(onnx_bytes: bytes) -> bytes:
         return dst.read_bytes()
 
 
-def graph_diff(a: bytes, b: bytes, mel: np.ndarray) -> dict[str, float]:
-    """How far two graphs' probabilities lie apart on ``mel``: max |diff| and the argmax agreement."""
+def graph_diff(a: bytes, b: bytes, mel: np.ndarray, *, prior: np.ndarray | None = None) -> dict[str, float]:
+    """How far two graphs' probabilities lie apart on ``mel`` (history: ``prior``, for a history model):
+    max |diff| and the argmax agreement."""
     import onnxruntime as ort
 
-    pa, pb = (ort.InferenceSession(g, providers=["CPUExecutionProvider"]).run(["probs"], {"features": mel})[0]
-              for g in (a, b))
+    feeds = {"features": mel.astype(np.float32)}
+    if prior is not None:
+        feeds["history"] = np.repeat(prior[None, :].astype(np.float32), len(mel), axis=0)
+    pa, pb = (ort.InferenceSession(g, providers=["CPUExecutionProvider"]).run(["probs"], feeds)[0] for g in (a, b))
     return {"max_abs_diff": round(float(np.abs(pa - pb).max()), 5),
             "argmax_agreement": round(float((pa.argmax(1) == pb.argmax(1)).mean()), 4), "n": int(len(mel))}
 
 
 def v3_spec(base: Spec, *, version: str, labels: tuple[str, ...], calibration: Calibration,
-            info: dict[str, Any]) -> Spec:
-    """The v3 spec: 2.0.0's segmenter and VAD, Whisper features (identity normalisation), no speaker input."""
+            info: dict[str, Any], history: HistoryParams | None = None) -> Spec:
+    """The v3 spec: 2.0.0's segmenter and VAD, Whisper features (identity normalisation), no speaker
+    input; ``history``: the embedding history of a model trained with ``--speaker-norm``."""
     return Spec(name=NAME, version=version, labels=labels, sample_rate=base.sample_rate, segment=base.segment,
                 features=WHISPER, vad=base.vad, norm_mean=np.zeros(80, np.float32), norm_std=np.ones(80, np.float32),
-                calibration=calibration, info={"encoder": encoder_info(), **info})
+                calibration=calibration, history=history, info={"encoder": encoder_info(), **info})
 
 
 def encoder_info() -> dict[str, Any]:

@@ -76,6 +76,34 @@ def _quant_text(q: dict[str, Any]) -> str:
             f"{d.get('max_abs_diff', '?')}, same argmax on {d.get('argmax_agreement', '?')}.")
 
 
+def _history_text(h: dict[str, Any] | None) -> tuple[str, str, str]:
+    """(architecture sentence, card section, limits line) for the embedding history, if the bundle has one."""
+    if not h:
+        return ("No per-speaker statistics (this version takes none).", "",
+                "- No per-speaker normalisation in this version (docs/training.md says what was measured).")
+    n0, m = h.get("prior_segments"), h.get("max_segments")
+    arch = (f"Before the head, every pooled frame has the channel's **history** subtracted: the mean embedding "
+            f"of its last {m} segments, shrunk towards the training prior (`models.history`).")
+    section = f"""## Per-channel history (speaker normalisation in a live call)
+
+The graph has a second input `history` [batch, {len(h.get('prior', []))}] and a second output `embedding`
+(each segment's pooled encoder frames averaged over time). Workers return each result's embedding; the
+ingestion side (`ser-produce`, `ser-gateway`) folds it into its channel's history and sends
+`(sum of the channel's last m <= {m} embeddings + {n0} × prior) / (m + {n0})` with the channel's later jobs.
+**Warm-up:** a channel's first segment is classified against the prior (a typical voice); after {n0} segments
+the channel's own mean weighs as much as the prior; from {m} segments on it is a moving window. It is causal:
+a segment never sees itself or anything after it, and every record names the history it used
+(`history`: the number of earlier segments). Distributed, a result that has not come back when a later job
+is sent is not in that job's history (fewer than embedded; the record says so). Training drew 0–{m} other
+clips of the same speaker, label-blind, in the same line condition, with the same prior and shrinkage; the
+figures below give each test clip 6 other clips of its speaker. Files classified alone
+(`ser-train evaluate --history none`) and a call's first segment get the prior.
+
+"""
+    return arch, section, ("- The history assumes one speaker per channel; a channel that changes speaker (a transfer) "
+                           f"mixes voices for up to {m} segments.")
+
+
 def render_card_v3(spec: dict[str, Any], *, command: str) -> str:
     tr, enc = spec.get("training", {}), spec.get("encoder", {})
     tc = tr.get("calibration", {})
@@ -91,6 +119,10 @@ def render_card_v3(spec: dict[str, Any], *, command: str) -> str:
     title = f"{spec['name']} {spec['version']} — speech emotion recognition (Whisper tiny.en encoder + CNN-BiLSTM)"
     wall = (f"encoding {tr.get('encode_min', '?')} min, training {tr.get('fit_min', '?')} min per seed, "
             f"on {tr.get('machine', '?')}")
+    arch, hist_section, hist_limit = _history_text(spec.get("embedding_history"))
+    hmode = spec.get("evaluation", {}).get("clean", {}).get("history", "none")
+    io = ("inputs `features` [batch, 300, 80] (Whisper log-mel) and `history`, outputs `probs` and `embedding`"
+          if spec.get("embedding_history") else "input `features` [batch, 300, 80] (Whisper log-mel), output `probs`")
     licence = ("**Non-commercial.** Trained on " + ", ".join(LICENCES[c]["name"] for c in nc) +
                ", whose terms do not allow commercial use; the weights inherit them." if nc else
                "Commercial use allowed by the training data's licences.")
@@ -100,7 +132,7 @@ Classifies speech into **{", ".join(spec['labels'])}** from utterance-aligned 3 
 audio (Silero VAD, `models.utterances`, as 2.0.0). One ONNX graph: Whisper log-mel (computed in numpy,
 `models.whisper`: 8 kHz resampled to 16 kHz, 80 bands, 25 ms / 10 ms) → **Whisper tiny.en's conv stem
 and blocks 1–2 of 4, frozen** → mean over 3 encoder frames → LayerNorm → Conv1D 128 → BiLSTM 2 × 64 →
-attention + mean pooling → dense → softmax. No per-speaker statistics (this version takes none).
+attention + mean pooling → dense → softmax. {arch}
 
 ## Pretrained encoder: provenance and licence
 
@@ -132,7 +164,7 @@ Wall time: {wall}.
 
 Clip UAR (open-set argmax over all 7 labels, mean of a clip's segment probabilities; the interval is the
 mean of the seeds' speaker-bootstrap intervals, none for SAVEE's single test speaker), scored on the
-encoder cache, which holds the serving path's own numbers (`ser-train evaluate --history none` through
+encoder cache, which holds the serving path's own numbers (`ser-train evaluate --history {hmode}` through
 `EmotionModel.predict_clip` re-checks the shipped seed's clean figures: `evaluation.clean` in `spec.json`).
 SNRs are against active speech.
 
@@ -144,14 +176,14 @@ are right {_f(tc.get('val_precision_confident'))} of the time, target {tc.get('t
 validation segments fall below it). ECE per corpus and condition (mean over seeds) is in `spec.json`
 (`evaluation_summary`).
 
-## Weights: {_quant_title(q)}
+{hist_section}## Weights: {_quant_title(q)}
 
 {_quant_text(q)}
 
 ## Limits
 
 - Acted emotions, mostly North American English; real call-centre emotion is subtler and rarer.
-- No per-speaker normalisation in this version (docs/training.md says what was measured).
+{hist_limit}
 - Not for decisions about individuals; emotion labels are perceptual.
 
 ## Licence
@@ -165,7 +197,7 @@ The encoder weights are MIT (OpenAI Whisper).
 {command}
 ```
 
-ONNX opset 17, input `features` [batch, 300, 80] (Whisper log-mel), output `probs`; parity: ONNX vs
+ONNX opset 17, {io}; parity: ONNX vs
 Keras max |diff| {_f(tr.get('parity', {}).get('keras_max_abs_diff'))}, ONNX vs the numpy Whisper reference + head
 {_f(tr.get('parity', {}).get('reference_max_abs_diff'))}.
 """

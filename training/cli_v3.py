@@ -37,8 +37,8 @@ REPRODUCE_V3 = "ser-train v3 --data-root ../shared/data --out runs/v3 --bundle m
               help="Also quantise the graph's weights to int8 and ship that graph when its clean serving-path "
                    "UAR stays within a point of the float graph's (both recorded in spec.json).")
 @click.option("--speaker-norm", is_flag=True,
-              help="Measure the speaker-mean lever instead (embeddings minus a shrunk mean of 6 other clips of the "
-                   "speaker; results in OUT/seed<k>-spk, never shipped: serving has no such history).")
+              help="Train the embedding-history model (frames minus the shrunk mean embedding of 0-10 earlier clips "
+                   "of the speaker, models.history; results in OUT/seed<k>-spk); with --bundle, ship it.")
 def v3(data_root: Path, out: Path, bundle: Path | None, seeds: str, epochs: int, head_kind: str, processes: int,
        model_version: str, int8: bool, speaker_norm: bool) -> None:
     """Train and export the Whisper-encoder model (needs pip install .[train])."""
@@ -64,7 +64,7 @@ def v3(data_root: Path, out: Path, bundle: Path | None, seeds: str, epochs: int,
     encode_min = (json.loads(timing.read_text(encoding="utf-8"))["encode_min"] if timing.is_file()
                   else round((time.time() - t0) / 60, 1))
     results = [_seed(out, s, epochs=epochs, kind=head_kind, speaker_norm=speaker_norm, log=log) for s in seed_list]
-    if bundle is not None and not speaker_norm:
+    if bundle is not None:
         _ship(out, bundle, results, version=model_version, encode_min=encode_min, int8=int8, log=log)
 
 
@@ -80,12 +80,9 @@ def _seed(out: Path, seed: int, *, epochs: int, kind: str, speaker_norm: bool, l
     model, info = fit_head(out, seed=seed, labels=CANONICAL_LABELS, kind=kind, epochs=epochs,
                            speaker_norm=speaker_norm, log=log)
     fit_min = round((time.time() - t0) / 60, 1)
-    if speaker_norm:
-        cal_info: dict[str, Any] = {"temperature": 1.0}
-        scores = score_run(out, model, labels=CANONICAL_LABELS, prior=np.asarray(info["prior"], np.float32))
-    else:
-        cal, cal_info = calibration_of(out, model, labels=CANONICAL_LABELS)
-        scores = score_run(out, model, labels=CANONICAL_LABELS, temperature=cal.temperature)
+    prior = np.asarray(info["prior"], np.float32) if speaker_norm else None
+    cal, cal_info = calibration_of(out, model, labels=CANONICAL_LABELS, prior=prior)
+    scores = score_run(out, model, labels=CANONICAL_LABELS, temperature=cal.temperature, prior=prior)
     model.save(d / "head.keras")
     result = {**info, "fit_min": fit_min, "calibration": cal_info, "scores": scores}
     (d / "result.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
@@ -97,17 +94,19 @@ def _ship(out: Path, bundle: Path, results: list[dict], *, version: str, encode_
           log: Any) -> None:
     import keras
 
+    from models.history import HistoryParams
     from models.whisper import log_mel
     from training.bundle_v3 import export_v3, graph_diff, quantize_int8, v3_spec, write_v3
     from training.card_v3 import render_card_v3, summarize_seeds
     from training.cli import platform_name
     from training.corpora import CANONICAL_LABELS
-    from training.fit_v3 import calibration_of, run_parts
+    from training.fit_v3 import MAX_HISTORY, PRIOR_CLIPS, calibration_of, run_parts
     from training.head import AttentionPool  # noqa: F401  (registers the layer for loading)
     from training.recipe_v3 import AUG_VERSIONS, SPLIT_SEED, base_spec, load_items
 
     best = max(results, key=lambda r: r["best_val_uar"])
-    suffix = "" if best["kind"] == "cnn-lstm" else f"-{best['kind']}"
+    suffix = ("-spk" if best.get("speaker_norm") else "") + ("" if best["kind"] == "cnn-lstm" else f"-{best['kind']}")
+    prior = np.asarray(best["prior"], np.float32) if best.get("speaker_norm") else None
     head = keras.models.load_model(out / f"seed{best['seed']}{suffix}" / "head.keras")
     items = load_items(out)
     parts = run_parts(out, items)
@@ -119,9 +118,9 @@ def _ship(out: Path, bundle: Path, results: list[dict], *, version: str, encode_
     store, _, _ = load_waves(items, sr=spec0.sample_rate, cache=out / "waves.npz")
     sample = [int(i) for i in rng.choice(parts["test"], size=24, replace=False)]
     windows = np.concatenate([clip_windows(y=store.get(i), spec=spec0) for i in sample])
-    onnx_bytes, par = export_v3(head, log_mel(y=windows, sr=spec0.sample_rate))
+    onnx_bytes, par = export_v3(head, log_mel(y=windows, sr=spec0.sample_rate), prior=prior)
     log(f"exported: {len(onnx_bytes) / 1e6:.1f} MB, parity {par}")
-    cal, cal_info = calibration_of(out, head, labels=CANONICAL_LABELS)  # the shipped precision target
+    cal, cal_info = calibration_of(out, head, labels=CANONICAL_LABELS, prior=prior)  # the shipped precision target
     train_items = [items[i] for i in parts["train"] + parts["val"]]
     corpora = {c: {"clips": sum(it.corpus == c for it in train_items),
                    "speakers": len({it.speaker for it in train_items if it.corpus == c})}
@@ -134,12 +133,16 @@ def _ship(out: Path, bundle: Path, results: list[dict], *, version: str, encode_
                 "machine": platform_name(), "parity": par,
                 "split": {"mode": "speaker", "seed": SPLIT_SEED, "hold_out": split["hold_out"],
                           "speakers": {k: split[k] for k in ("train", "val", "test")}},
-                "best_val_uar": best["best_val_uar"], "calibration": cal_info, "command": REPRODUCE_V3}
+                "best_val_uar": best["best_val_uar"], "calibration": cal_info,
+                "command": REPRODUCE_V3 + (" --speaker-norm" if prior is not None else "")}
     summary = summarize_seeds([r["scores"] for r in results])
     spec = v3_spec(spec0, version=version, labels=CANONICAL_LABELS, calibration=cal,
                    info={"training": training, "evaluation": {"per_seed": {str(r["seed"]): r["scores"]
                                                                            for r in results}},
-                         "evaluation_summary": summary})
+                         "evaluation_summary": summary},
+                   history=None if prior is None else HistoryParams(prior=tuple(float(v) for v in prior),
+                                                                    prior_segments=PRIOR_CLIPS,
+                                                                    max_segments=MAX_HISTORY))
     written = write_v3(bundle, onnx_bytes=onnx_bytes, spec=spec, card="")
     fp32 = _serving_check(written, items, parts, store, best, log=log)
     graph = onnx_bytes
@@ -151,18 +154,19 @@ def _ship(out: Path, bundle: Path, results: list[dict], *, version: str, encode_
         mean = {k: float(np.mean([v["uar"] for v in r.values()])) for k, r in (("fp32", fp32), ("int8", q))}
         ok = mean["fp32"] - mean["int8"] <= 0.01 and all(fp32[c]["uar"] - q[c]["uar"] <= 0.02 for c in fp32)
         quant.update(int8=q, mean_uar={k: round(v, 4) for k, v in mean.items()},
-                     int8_vs_fp32=graph_diff(onnx_bytes, q_bytes, log_mel(y=windows, sr=spec0.sample_rate)),
+                     int8_vs_fp32=graph_diff(onnx_bytes, q_bytes, log_mel(y=windows, sr=spec0.sample_rate),
+                                             prior=prior),
                      bytes={"fp32": len(onnx_bytes), "int8": len(q_bytes)}, shipped="int8" if ok else "fp32")
         graph = q_bytes if ok else onnx_bytes
         log(f"int8: mean UAR {mean['int8']:.4f} vs fp32 {mean['fp32']:.4f}: shipping {quant['shipped']}")
     spec_dict = json.loads((bundle / "spec.json").read_text(encoding="utf-8"))
     # the shipped seed's own clean figures through EmotionModel.predict_clip (what `ser-train evaluate
     # --history none` reproduces; the per-seed cache figures are under evaluation.per_seed)
-    spec_dict["evaluation"]["clean"] = {"history": "none", "seed": best["seed"],
+    spec_dict["evaluation"]["clean"] = {"history": "speaker" if prior is not None else "none", "seed": best["seed"],
                                         "corpora": quant[quant["shipped"]]}
     spec_dict["evaluation"]["quantization"] = quant
     spec = type(spec).from_dict(spec_dict)
-    card = render_card_v3(spec.to_dict(), command=REPRODUCE_V3)
+    card = render_card_v3(spec.to_dict(), command=training["command"])
     write_v3(bundle, onnx_bytes=graph, spec=spec, card=card)
     log(f"bundle written to {bundle} ({platform.python_version()})")
 
@@ -172,18 +176,27 @@ INT8_RULE = "mean clean UAR over the test corpora at most 0.01 below fp32's, no 
 
 
 def _serving_check(bundle: Any, items: list, parts: dict, store: Any, best: dict, *, log: Any) -> dict[str, Any]:
-    """The shipped seed's clean test (and left-out corpus) UAR through ``EmotionModel.predict_clip``."""
+    """The shipped seed's clean test (and left-out corpus) UAR through ``EmotionModel.predict_clip``;
+    for an embedding-history bundle with the label-blind history of ``ser-train evaluate --history
+    speaker`` (6 other clips of the speaker), as the cache figures were scored."""
     from models.runtime import EmotionModel
     from training.corpora import CANONICAL_LABELS
+    from training.evaluate import speaker_histories
     from training.metrics import uar
 
     em = EmotionModel(bundle)
     check: dict[str, dict[str, Any]] = {}
     for corpus in sorted({items[i].corpus for i in parts["test"] + parts["loco"]}):
         idx = [i for i in parts["test"] + parts["loco"] if items[i].corpus == corpus]
-        pred = [int(np.argmax(em.predict_clip(store.get(i))[0])) for i in idx]
+        hists: list[Any] = [None] * len(idx)
+        if em.uses_history:
+            embs = [em.clip_embeddings(store.get(i)).mean(axis=0, keepdims=True) for i in idx]
+            hists = [h for h, _ in speaker_histories([items[i].speaker for i in idx], embs,
+                                                     rng=np.random.default_rng(0), stack=True)]
+        pred = [int(np.argmax(em.predict_clip(store.get(i), history=h)[0])) for i, h in zip(idx, hists, strict=True)]
         y = [CANONICAL_LABELS.index(items[i].label) for i in idx]
         check[corpus] = {"n": len(idx), "uar": round(uar(np.array(y), np.array(pred), len(CANONICAL_LABELS)), 4),
-                         "cache_uar": best["scores"][corpus]["clean"]["uar"]}
+                         "cache_uar": best["scores"][corpus]["clean"]["uar"],
+                         "history": "speaker" if em.uses_history else "none"}
     log(f"serving path check of {bundle.path} (seed {best['seed']}): {check}")
     return check

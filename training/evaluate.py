@@ -74,11 +74,12 @@ def call_orders(items: list[Item], *, seed: int) -> list[list[int]]:
     return calls
 
 
-def speaker_histories(speakers: list[str], sums: list[np.ndarray], *, rng: np.random.Generator
-                      ) -> list[tuple[np.ndarray, int]]:
+def speaker_histories(speakers: list[str], sums: list[np.ndarray], *, rng: np.random.Generator,
+                      stack: bool = False) -> list[tuple[np.ndarray, int]]:
     """The label-blind ``speaker`` history of each clip: the sum of the voiced-frame ``sums`` of
     :data:`HISTORY_CLIPS` other clips of its speaker (fewer if the speaker has fewer), drawn with
-    ``rng``, and how many were drawn. The clip's own sums are not included."""
+    ``rng``, and how many were drawn. The clip's own sums are not included. ``stack``: the drawn
+    rows ``(m, size)`` stacked instead of summed (an embedding history, :mod:`models.history`)."""
     by_speaker: dict[str, list[int]] = {}
     for k, spk in enumerate(speakers):
         by_speaker.setdefault(spk, []).append(k)
@@ -86,7 +87,11 @@ def speaker_histories(speakers: list[str], sums: list[np.ndarray], *, rng: np.ra
     for k, spk in enumerate(speakers):
         pool = [j for j in by_speaker[spk] if j != k]
         pick = rng.choice(len(pool), size=min(HISTORY_CLIPS, len(pool)), replace=False) if pool else []
-        out.append((sum((sums[pool[int(j)]] for j in pick), np.zeros_like(sums[k])), len(pick)))
+        drawn = [sums[pool[int(j)]] for j in pick]
+        if stack:
+            out.append((np.concatenate(drawn) if drawn else np.zeros((0, sums[k].shape[-1])), len(pick)))
+        else:
+            out.append((sum(drawn, np.zeros_like(sums[k])), len(pick)))
     return out
 
 
@@ -111,24 +116,27 @@ def evaluate_items(model: EmotionModel, items: list[Item], *, telephone: bool = 
         except SERError as exc:
             waves.pop(k, None)
             fails.append((it.path, str(exc)))
-    use_history = model.uses_speaker and history != "none"
-    sums = {k: model.clip_sums(y) for k, y in waves.items()} if use_history else {}
+    stack = model.uses_history  # an embedding history: each earlier clip adds its mean embedding (1, size)
+    use_history = (model.uses_speaker or stack) and history != "none"
+    sums = ({k: (model.clip_embeddings(y).mean(axis=0, keepdims=True) if stack else model.clip_sums(y))
+             for k, y in waves.items()} if use_history else {})
     rng = np.random.default_rng(seed)
     jobs: list[tuple[int, np.ndarray | None, int]] = []  # (item, history sums, clips in the history)
     if not use_history:
         jobs = [(k, None, 0) for k in waves]
     elif history == "speaker":
         keys = list(waves)
-        hists = speaker_histories([items[k].speaker for k in keys], [sums[k] for k in keys], rng=rng)
+        hists = speaker_histories([items[k].speaker for k in keys], [sums[k] for k in keys], rng=rng, stack=stack)
         jobs = [(k, hist, n) for k, (hist, n) in zip(keys, hists, strict=True)]
     else:
         kept = [k for k in range(len(items)) if k in waves]
         for call in call_orders([items[k] for k in kept], seed=seed):
-            acc = np.zeros_like(next(iter(sums.values())))
+            first = next(iter(sums.values()))
+            acc = np.zeros((0, first.shape[-1])) if stack else np.zeros_like(first)
             for n, pos in enumerate(call):
                 k = kept[pos]
                 jobs.append((k, acc.copy(), n))
-                acc += sums[k]
+                acc = np.concatenate([acc, sums[k]]) if stack else acc + sums[k]
     rows = []
     for k, hist, n_hist in tqdm(jobs, desc="evaluating", unit="clip", disable=not progress, mininterval=2):
         it = items[k]
@@ -209,7 +217,7 @@ def run_evaluation(model: EmotionModel, items: list[Item], *, predictions: Path,
     condition = "telephone" if telephone else condition
     rows, fails = evaluate_items(model, items, condition=condition, history=history, seed=seed, progress=progress)
     rep = report(rows, model.labels, model=model.model_id, telephone=condition == "telephone",
-                 condition=condition, history=history if model.uses_speaker else "n/a",
+                 condition=condition, history=history if model.uses_speaker or model.uses_history else "n/a",
                  failures=[{"path": p, "reason": r} for p, r in fails], **extra)
     write_csv(predictions, rows, model.labels)
     report_path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,13 @@ class ExportError(RuntimeError):
 
 
 def to_onnx(model: Any, *, n_frames: int, n_mels: int, input_name: str = "features",
-            output_name: str = "probs", speaker_input: str | None = None) -> bytes:
+            output_name: str = "probs", speaker_input: str | None = None,
+            history: tuple[str, int, str] | None = None) -> bytes:
     """Convert a Keras model to ONNX bytes with input ``input_name`` ``[None, n_frames, n_mels]``
-    (and ``speaker_input`` ``[None, 2 * n_mels + 1]`` for a two-input model) and output ``output_name``."""
+    (and ``speaker_input`` ``[None, 2 * n_mels + 1]`` for a two-input model) and output ``output_name``.
+
+    ``history``: ``(input, size, output)`` of an embedding-history model (:mod:`models.history`): a
+    second input ``[None, size]`` and a second output (the model's second Keras output) under those names."""
     import onnx
     import tensorflow as tf
     import tf2onnx
@@ -25,17 +29,21 @@ def to_onnx(model: Any, *, n_frames: int, n_mels: int, input_name: str = "featur
     sig = [tf.TensorSpec([None, n_frames, n_mels], tf.float32, name=input_name)]
     if speaker_input:
         sig.append(tf.TensorSpec([None, 2 * n_mels + 1], tf.float32, name=speaker_input))
+    if history:
+        sig.append(tf.TensorSpec([None, history[1]], tf.float32, name=history[0]))
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=sig, opset=OPSET)
     graph = proto.graph
-    want = [input_name] + ([speaker_input] if speaker_input else [])
+    want = [input_name] + ([speaker_input] if speaker_input else []) + ([history[0]] if history else [])
     if [i.name for i in graph.input] != want:
         raise ExportError(f"exported inputs {[i.name for i in graph.input]} != {want}")
-    if len(graph.output) != 1:
-        raise ExportError(f"exported graph has {len(graph.output)} outputs, expected 1")
-    if graph.output[0].name != output_name:  # rename via an Identity node, keeping the graph intact
-        old = graph.output[0].name
-        graph.node.append(onnx.helper.make_node("Identity", [old], [output_name], name="probs_identity"))
-        graph.output[0].name = output_name
+    outs = [output_name] + ([history[2]] if history else [])
+    if len(graph.output) != len(outs):
+        raise ExportError(f"exported graph has {len(graph.output)} outputs, expected {len(outs)}")
+    for out, name in zip(graph.output, outs, strict=True):
+        if out.name != name:  # rename via an Identity node, keeping the graph intact
+            old = out.name
+            graph.node.append(onnx.helper.make_node("Identity", [old], [name], name=f"{name}_identity"))
+            out.name = name
     proto.producer_name = "ser-train (tf2onnx)"
     onnx.checker.check_model(proto)
     return proto.SerializeToString()

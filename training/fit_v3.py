@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from models.history import DEFAULT_MAX_SEGMENTS, DEFAULT_PRIOR_SEGMENTS, HistoryParams, shrunk_mean
 from training.calibrate import calibrate, ece
 from training.corpora import Item
 from training.encode import load_version
@@ -51,9 +52,10 @@ def clip_probs(probs: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.nda
     return clips, out
 
 
-#: Speaker-mean lever (measured, not shipped): a clip's history is up to this many other clips of its
-#: speaker, drawn label-blind; the mean is shrunk towards the training prior with ``PRIOR_CLIPS``.
-MAX_HISTORY, EVAL_HISTORY, PRIOR_CLIPS = 10, 6, 3.0
+#: Speaker-mean history (``--speaker-norm``; serving: :mod:`models.history`): a clip's history is up
+#: to ``MAX_HISTORY`` other clips of its speaker, drawn label-blind; the mean is shrunk towards the
+#: training prior with the weight of ``PRIOR_CLIPS`` clips; evaluation draws ``EVAL_HISTORY``.
+MAX_HISTORY, EVAL_HISTORY, PRIOR_CLIPS = DEFAULT_MAX_SEGMENTS, 6, DEFAULT_PRIOR_SEGMENTS
 
 
 def clip_embeddings(x: np.ndarray, owner: np.ndarray) -> dict[int, np.ndarray]:
@@ -69,6 +71,7 @@ def history_means(owner: np.ndarray, emb: dict[int, np.ndarray], speaker: np.nda
                   rng: np.random.Generator, k: int | None) -> np.ndarray:
     """For each window, the shrunk mean embedding of ``k`` (None: 0..MAX_HISTORY) *other* clips of its
     clip's speaker, drawn label-blind: ``(windows, 384)``. Never the clip itself, never its label."""
+    params = HistoryParams(prior=tuple(float(v) for v in prior), prior_segments=PRIOR_CLIPS, max_segments=MAX_HISTORY)
     by_spk: dict[str, list[int]] = {}
     for c in emb:
         by_spk.setdefault(str(speaker[c]), []).append(c)
@@ -77,8 +80,8 @@ def history_means(owner: np.ndarray, emb: dict[int, np.ndarray], speaker: np.nda
         pool = [o for o in by_spk[str(speaker[c])] if o != c]
         n = int(rng.integers(0, MAX_HISTORY + 1)) if k is None else k
         pick = rng.choice(len(pool), size=min(n, len(pool)), replace=False) if pool else []
-        total = sum((emb[pool[int(j)]] for j in pick), np.zeros_like(prior))
-        per_clip[int(c)] = (total + PRIOR_CLIPS * prior) / (len(pick) + PRIOR_CLIPS)
+        past = np.stack([emb[pool[int(j)]] for j in pick]) if len(pick) else np.zeros((0, len(prior)))
+        per_clip[int(c)] = shrunk_mean(past, params)  # the very function serving uses (models.history)
     return np.stack([per_clip[int(c)] for c in owner]).astype(np.float32)
 
 
@@ -197,15 +200,20 @@ def score_run(run: Path, model: Any, *, labels: tuple[str, ...], temperature: fl
 V3_PRECISION = 0.75
 
 
-def calibration_of(run: Path, model: Any, *, labels: tuple[str, ...], precision: float = V3_PRECISION
-                   ) -> tuple[Any, dict[str, float]]:
+def calibration_of(run: Path, model: Any, *, labels: tuple[str, ...], precision: float = V3_PRECISION,
+                   prior: np.ndarray | None = None) -> tuple[Any, dict[str, float]]:
     """Temperature and ``uncertain`` threshold fitted on validation speakers' clean and augmented clips
-    (one segment each, mostly: a clip's probability is its segments' mean, as a turn's is)."""
+    (one segment each, mostly: a clip's probability is its segments' mean, as a turn's is).
+    ``prior``: a speaker-mean model, fed a label-blind history of ``EVAL_HISTORY`` other clips."""
     items = load_items(run)
     parts = run_parts(run, items)
+    spk = np.array([it.speaker for it in items])
     ps, ys = [], []
     for version in ("clean", "aug0"):
         x, owner = windows(run, version, parts["val"])
+        if prior is not None:
+            x = x.astype(np.float32) - history_means(owner, clip_embeddings(x, owner), spk, prior,
+                                                     rng=np.random.default_rng(0), k=EVAL_HISTORY)[:, None, :]
         clips, p = clip_probs(predict(model, x), owner)
         ps.append(p)
         ys.append(np.array([labels.index(items[c].label) for c in clips]))

@@ -62,9 +62,26 @@ def build_head(*, n_frames: int, width: int, n_labels: int, rnn_units: int = 64,
     return keras.Model(inp, out, name="head")
 
 
-def full_model(encoder: Any, head: Any) -> Any:
-    """Whisper log-mel -> frozen encoder prefix -> mean over ``POOL`` frames -> head -> probabilities."""
+@keras.saving.register_keras_serializable(package="ser")
+class Centre(layers.Layer):
+    """``(b, t, d), (b, d) -> (b, t, d)``: every frame minus the channel's history vector."""
+
+    def call(self, x: Any, history: Any) -> Any:
+        return x - ops.expand_dims(history, 1)
+
+
+def full_model(encoder: Any, head: Any, *, history: bool = False) -> Any:
+    """Whisper log-mel -> frozen encoder prefix -> mean over ``POOL`` frames -> head -> probabilities.
+
+    ``history``: the embedding-history model (:mod:`models.history`): a second input ``history``
+    ``(b, 384)`` subtracted from every pooled frame before the head, and a second output
+    ``embedding``, the segment's pooled frames averaged over time (what its channel's history folds in)."""
     inp = keras.Input(shape=encoder.input_shape[1:], name="features")
     x = encoder(inp)
     x = layers.AveragePooling1D(POOL, strides=POOL, padding="valid", name="frame_pool")(x)
-    return keras.Model(inp, head(x), name="ser_v3")
+    if not history:
+        return keras.Model(inp, head(x), name="ser_v3")
+    hist = keras.Input(shape=(x.shape[-1],), name="history")
+    emb = layers.GlobalAveragePooling1D(name="embedding")(x)
+    probs = head(Centre(name="centre")(x, hist))
+    return keras.Model([inp, hist], [probs, emb], name="ser_v3_history")

@@ -7,7 +7,11 @@ the producer may import).
   concatenated, stored under :func:`pcm_key` with a TTL (never inside RQ's job data).
 * Results: one Redis Stream per call, :func:`results_key`; each entry has the fields
   ``kind`` (``result``, ``failure``, ``end`` or ``turn``) and ``record`` (the JSON record); workers
-  publish ``result``/``failure``, the producer ``end`` and ``turn`` (:mod:`workers.turns`).
+  publish ``result``/``failure``, the producer ``end`` and ``turn`` (:mod:`workers.turns`). With a
+  model that keeps an embedding history (:mod:`models.history`) a result entry also has the field
+  ``embedding`` (base64 float16, read back by the ingestion side only), the job's ``speaker`` vectors
+  are the channel's history wire vectors, and each result record says how many earlier segments of its
+  channel that history held (``history``).
 * :func:`classify` is the job itself as a pure function, shared by the RQ job and the producer's
   embedded (no Redis) mode, so both give identical records.
 """
@@ -23,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.history import encode_embedding
 from models.ids import key_id
 from models.speaker import decode_vectors, encode_vectors
 
@@ -219,6 +224,17 @@ class Classifier(Protocol):
     def predict_features(self, x: np.ndarray, speaker: np.ndarray | None = None) -> np.ndarray: ...
 
 
+def _history_outputs(model: Any, feats: np.ndarray, vectors: np.ndarray | None
+                     ) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
+    """Probabilities, and for a model with an embedding history (``uses_history``) each segment's
+    embedding and the count of earlier segments its history held (the wire vectors' last value)."""
+    if not getattr(model, "uses_history", False):
+        return model.predict_features(feats, vectors), None, []
+    probs, emb = model.predict_history(feats, vectors)
+    counts = [0] * len(feats) if vectors is None else [int(round(float(v))) for v in vectors[:, -1]]
+    return probs, emb, counts
+
+
 #: ``timer(stage)`` -> context manager; stages: ``decode``, ``features``, ``inference`` (and the
 #: worker's ``publish``), the names workers.metrics uses.
 StageTimer = Callable[[str], AbstractContextManager[Any]]
@@ -249,30 +265,46 @@ def classify(model: Classifier, payload: dict[str, Any], pcm: bytes,
     with timer("features"):
         feats = model.features(segs)
     with timer("inference"):
-        probs = model.predict_features(feats, speaker)
+        probs, emb, counts = _history_outputs(model, feats, speaker)
     labels = model.labels
     below = model.uncertain_below
     out = []
-    for item, p in zip(items, probs, strict=True):
+    for i, (item, p) in enumerate(zip(items, probs, strict=True)):
         best = int(np.argmax(p))
-        out.append({**base_record(payload, item), "kind": "result", "label": labels[best],
-                    "confidence": round(float(p[best]), 6), "uncertain": bool(p[best] < below),
-                    "probs": {lab: round(float(v), 6) for lab, v in zip(labels, p, strict=True)},
-                    "model": model.model_id})
+        rec = {**base_record(payload, item), "kind": "result", "label": labels[best],
+               "confidence": round(float(p[best]), 6), "uncertain": bool(p[best] < below),
+               "probs": {lab: round(float(v), 6) for lab, v in zip(labels, p, strict=True)},
+               "model": model.model_id}
+        if emb is not None:  # the channel's history: what it held, and what this segment adds to it
+            rec["history"] = counts[i]
+            rec["embedding"] = encode_embedding(emb[i])
+        out.append(rec)
     return out
 
 
 def encode_entry(record: dict[str, Any]) -> dict[str, str]:
-    """Stream entry fields for one record: ``{"kind": ..., "record": json}``."""
-    return {"kind": str(record["kind"]), "record": json.dumps(record, separators=(",", ":"))}
+    """Stream entry fields for one record: ``{"kind": ..., "record": json}``; a result's ``embedding``
+    (models with an embedding history) goes in a field of its own, ``embedding``, beside the record,
+    so that readers of records (dashboard, reports) never carry it."""
+    rec = dict(record)
+    emb = rec.pop("embedding", None)
+    out = {"kind": str(rec["kind"]), "record": json.dumps(rec, separators=(",", ":"))}
+    if isinstance(emb, str):
+        out["embedding"] = emb
+    return out
 
 
-def decode_entry(fields: dict[Any, Any]) -> dict[str, Any]:
-    """Inverse of :func:`encode_entry` (accepts bytes or str keys/values)."""
+def decode_entry(fields: dict[Any, Any], *, embedding: bool = False) -> dict[str, Any]:
+    """Inverse of :func:`encode_entry` (accepts bytes or str keys/values). ``embedding``: also put the
+    entry's ``embedding`` field (base64 text) back into the record, for the ingestion side's history."""
     raw = fields.get(b"record", fields.get("record"))
     if raw is None:
         raise ValueError("stream entry has no 'record' field")
     record = json.loads(raw)
     if not isinstance(record, dict) or record.get("kind") not in KINDS:
         raise ValueError("stream entry holds no valid record")
+    if embedding:
+        emb = fields.get(b"embedding", fields.get("embedding"))
+        if emb is not None:
+            record["embedding"] = emb.decode("ascii", "replace") if isinstance(emb, bytes) else str(emb)
     return record
