@@ -3,6 +3,8 @@ silences and overtalk on a strip over the call's time line (server-side SVG: no 
 
 ``dyn`` is the call's dynamics as the ``end`` record and ``call_ended`` carry them
 (``producer.dynamics.Dynamics.episodes_summary``; schema: docs/pipeline.md, "Call events").
+:func:`timeline_marks` turns a call's ``silence``/``overtalk`` events (and those lists) into the
+marks the timeline (:mod:`reports.html`) draws under the speakers' lanes.
 """
 
 from __future__ import annotations
@@ -11,8 +13,43 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from callevents.schema import OVERTALK, SILENCE
+
 SILENCE_COLOUR = "#9e9e9e"
 OVERTALK_COLOUR = "#d32f2f"
+
+
+def _mark(kind: str, start: Any, end: Any) -> dict[str, Any] | None:
+    try:
+        a, b = float(start), float(end)
+    except (TypeError, ValueError):
+        return None
+    return {"kind": kind, "start_s": a, "end_s": b} if b >= a >= 0 else None
+
+
+def timeline_marks(events: Sequence[Mapping[str, Any]], dyn: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The timeline's marks: ``{"kind": "silence"|"overtalk", "start_s", "end_s"}`` from the call's
+    ``silence``/``overtalk`` events (an overtalk that was an interruption also has ``by``, ``over``
+    and ``yielded``), plus the ``silences``/``overtalks`` of ``dyn`` (the call's totals) that no event
+    gave (an events stream trimmed at its cap); one per (kind, start, end), by start."""
+    out: dict[tuple[str, float, float], dict[str, Any]] = {}
+    for ev in events:
+        kind = ev.get("kind")
+        if kind not in (SILENCE, OVERTALK):
+            continue
+        mark = _mark(str(kind), ev.get("start_s"), ev.get("end_s"))
+        if mark is None:
+            continue
+        if kind == OVERTALK and ev.get("interruption"):
+            mark.update(by=str(ev.get("by", "")), over=[str(c) for c in ev.get("over") or []],
+                        yielded=bool(ev.get("yielded")))
+        out.setdefault((mark["kind"], mark["start_s"], mark["end_s"]), mark)
+    for kind, key in ((SILENCE, "silences"), (OVERTALK, "overtalks")):
+        for span in (dyn or {}).get(key) or []:
+            mark = _mark(kind, *span) if isinstance(span, list | tuple) and len(span) == 2 else None
+            if mark is not None:
+                out.setdefault((kind, mark["start_s"], mark["end_s"]), mark)
+    return sorted(out.values(), key=lambda m: (m["start_s"], m["kind"]))
 
 
 def _strip(dyn: Mapping[str, Any], duration_s: float) -> str:

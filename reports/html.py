@@ -12,7 +12,11 @@ tooltip of label, confidence and time, focusable with the keyboard). A record wi
 ``"uncertain": true`` is drawn as class ``segment uncertain`` (hatched, dashed outline, "uncertain"
 in its tooltip and label). Under each channel's lane a thin band shows its turns (``turn`` records,
 :mod:`workers.turns`): one ``<rect class="turn">`` per turn, coloured by the turn's label, hatched
-when uncertain, with a tooltip of label, confidence, segment count and time.
+when uncertain, with a tooltip of label, confidence, segment count and time. When the embedded
+data has ``marks`` (:func:`reports.dynamics.timeline_marks`: the call's silences and overtalks),
+a row under the lanes, on the same time axis, holds one ``<rect class="mark silence">`` or
+``<rect class="mark overtalk">`` per mark (tooltip: time, length, and for an interruption who came
+in over whom); the SVG's ``data-end`` is the axis' extent in seconds.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ LABEL_COLOURS = {
     "surprised": "#ff7f0e",
 }
 FALLBACK_COLOURS = ("#17becf", "#bcbd22", "#e377c2", "#8c564b", "#7f7f7f", "#1f77b4")
+#: The timeline's silence and overtalk marks: unlike any label's colour (the Conversation strip's grey
+#: and red are neutral's and nearly angry's, which would read as emotions on the timeline).
+MARK_COLOURS = {"silence": "#b0bec5", "overtalk": "#212121"}
 
 
 def label_colours(labels: Sequence[str]) -> dict[str, str]:
@@ -153,7 +160,9 @@ table.shares td{padding:1px 4px} table.shares td:last-child{text-align:right;fon
 #timeline text.seglabel{font-size:10px;fill:#111;pointer-events:none}
 #timeline rect.segment:focus{outline:none;stroke:#000;stroke-width:2}
 .uncertain-swatch{background:repeating-linear-gradient(45deg,#fff 0 2px,#555 2px 4px);border:1px dashed #555}
-"""
+#timeline text.marklabel{font-size:10px;fill:#555}
+#timeline rect.mark:focus{outline:none;stroke:#000;stroke-width:2}
+""" + "".join(f"#timeline rect.mark.{kind}{{fill:{colour}}}\n" for kind, colour in MARK_COLOURS.items())
 
 
 # Draws the SVG timeline from the embedded JSON; window.serTimeline.draw(data) redraws it.
@@ -180,15 +189,19 @@ _JS = r"""
     el("line", {x1: 0, y1: 0, x2: 0, y2: 6, stroke: "#555555", "stroke-width": 2}, pat);
     var W = 1000, left = 110, right = 10, top = 10, rowH = 34, turnH = 8, gap = 8, axisH = 24;
     var turns = data.turns || [];
-    var H = top + data.channels.length * (rowH + turnH + gap) + axisH;
+    var marks = data.marks;  // silences and overtalks (reports.dynamics.timeline_marks), when the page has them
+    var markH = marks ? 14 : 0, markGap = marks ? gap : 0;
+    var lanesH = data.channels.length * (rowH + turnH + gap);
+    var H = top + lanesH + markH + markGap + axisH;
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     var end = data.duration_s;
     data.segments.forEach(function (s) { if (s.end_s > end) { end = s.end_s; } });
+    (marks || []).forEach(function (m) { if (m.end_s > end) { end = m.end_s; } });
     if (!(end > 0)) { end = 1; }
     var scale = (W - left - right) / end;
     var axis = el("g", {"class": "axis"}, svg);
     var step = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600].find(function (v) { return end / v <= 12; }) || 1200;
-    var yAxis = top + data.channels.length * (rowH + turnH + gap);
+    var yAxis = top + lanesH + markH + markGap;
     for (var t = 0; t <= end + 1e-9; t += step) {
       var x = left + t * scale;
       el("line", {"class": "tick", x1: x, x2: x, y1: top, y2: yAxis}, axis);
@@ -237,6 +250,26 @@ _JS = r"""
         el("title", {}, r).textContent = tip;
       });
     });
+    if (marks) {
+      var ym = top + lanesH;
+      var gm = el("g", {"class": "marks"}, svg);
+      el("text", {"class": "marklabel", x: left - 8, y: ym + markH - 3, "text-anchor": "end"}, gm).textContent =
+        "silence / overtalk";
+      el("rect", {"class": "marklane", x: left, y: ym, width: W - left - right, height: markH, fill: "#f4f4f4"}, gm);
+      marks.forEach(function (m) {
+        var tip = m.kind + " " + fmt(m.start_s) + "\u2013" + fmt(m.end_s) + " (" + (m.end_s - m.start_s).toFixed(1) +
+          " s)" + (m.by ? ": " + m.by + " came in over " + (m.over || []).join(", ") +
+          (m.yielded ? ", who yielded" : "") : "");
+        var r = el("rect", {
+          "class": "mark " + m.kind, "data-kind": m.kind, "data-start": m.start_s, "data-end": m.end_s,
+          x: (left + m.start_s * scale).toFixed(2), y: ym, width: Math.max(1, (m.end_s - m.start_s) * scale).toFixed(2),
+          height: markH, tabindex: 0, "aria-label": tip
+        }, gm);
+        el("title", {}, r).textContent = tip;
+      });
+    }
+    svg.setAttribute("data-end", end);
+    svg.setAttribute("data-marks", marks ? marks.length : 0);
     svg.setAttribute("data-rendered", data.segments.length);
     svg.setAttribute("data-turns", turns.length);
   }
@@ -276,6 +309,12 @@ def render_call(
     legend = "".join(f'<span><span class="swatch" style="background:{colours[lab]}"></span>{esc(lab)}</span>'
                      for lab in labels)
     legend += '<span><span class="swatch uncertain-swatch"></span>uncertain (hatched, dashed)</span>'
+    marks_note = ""
+    if "marks" in data:
+        legend += "".join(f'<span><span class="swatch" style="background:{colour}"></span>{kind}</span>'
+                          for kind, colour in MARK_COLOURS.items())
+        marks_note = (" The row under the lanes: silences (nobody speaking) and overtalk (two or more speaking"
+                      " at once), added as each one ends.")
     noscript = (f'<noscript><img alt="emotion timeline" style="max-width:100%" src="data:image/png;base64,{png_b64}">'
                 "</noscript>\n" if png_b64 else
                 "<noscript><p>The timeline needs JavaScript (no PNG: matplotlib was not installed).</p></noscript>\n")
@@ -304,7 +343,7 @@ turn(s) on {len(channels)} channel(s){generated_html}</p>
 <svg id="timeline" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="emotion timeline per channel"></svg>
 {noscript}<p class="meta">Bar colour and text: predicted emotion; opacity: confidence. Hover or focus (Tab) a bar for
 details. Gaps: silence (not classified) or failed segments. The thin band under each channel: its turns
-(consecutive segments without a long pause), coloured by the turn's duration-weighted emotion.</p>
+(consecutive segments without a long pause), coloured by the turn's duration-weighted emotion.{marks_note}</p>
 <h2>Summary per channel</h2>
 {summary_block}
 {body_extra}<script type="application/json" id="ser-data">{script_json(data)}</script>
