@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from reports.dynamics import dynamics_html
+from reports.dynamics import dynamics_html, timeline_marks
 from reports.html import label_colours, render_call, script_json
 from reports.summary import summarise
 
@@ -72,9 +72,25 @@ def overview_page(snapshot: dict[str, Any], *, labels: Sequence[str], login: boo
 """
 
 
+def speech_points(events: Sequence[dict[str, Any]], channels: Sequence[str]) -> list[dict[str, Any]]:
+    """Each ``dynamics`` event's speaking rate and loudness per speaker, for the per-speaker trend:
+    ``{"at_s", "channels": {name: {"rate_sps", "level_db"}}}`` (values as the event has them, null
+    before the speaker's first measured speech), one per ``at_s``, in order."""
+    out: dict[float, dict[str, Any]] = {}
+    for ev in events:
+        if ev.get("kind") != "dynamics" or not isinstance(ev.get("channels"), dict):
+            continue
+        chans = {name: {"rate_sps": ch.get("rate_sps"), "level_db": ch.get("level_db")}
+                 for name, ch in ev["channels"].items() if name in channels and isinstance(ch, dict)}
+        out[float(ev.get("at_s", 0.0))] = {"at_s": float(ev.get("at_s", 0.0)), "channels": chans}
+    return [out[t] for t in sorted(out)]
+
+
 def call_page(call_id: str, call: dict[str, Any], *, nonce: str, login: bool) -> str:
     """The call's page: :func:`reports.html.render_call` (the ``--report`` page) plus the alerts,
-    the negativity trend and the live script; the summary comes from ``call_ended`` once ended."""
+    the negativity trend, the speaking-rate and loudness trend (:func:`speech_points`), the
+    timeline's silence/overtalk marks (:func:`reports.dynamics.timeline_marks`) and the live script;
+    the summary comes from ``call_ended`` once ended."""
     state = call["state"] or {}
     records = call["records"]
     ended = state.get("ended") or next((e for e in call["events"] if e["kind"] == "call_ended"), None)
@@ -110,11 +126,14 @@ def call_page(call_id: str, call: dict[str, Any], *, nonce: str, login: bool) ->
                     '<section id="conversation"><h2>Conversation</h2><p class="meta">Talk time, silences and '
                     "overtalk appear once the call's first seconds are settled.</p></section>\n")
     body_extra = (conversation + '<h2>Negativity trend per speaker</h2><div id="trends" class="trends"></div>\n'
+                  '<h2>Speaking rate and loudness per speaker</h2><div id="speech-trends" class="trends"></div>\n'
                   '<script src="/static/call.js" defer></script>\n')
     events = [e for e in call["events"] if e["kind"] in ("alert_opened", "alert_closed", "trend", "call_ended")]
     events += [e for e in call["events"] if e["kind"] == "dynamics"][-1:]  # the newest: the live section
     data_extra = {"call_id": call_id, "live": ended is None, "results_id": call["results_id"],
-                  "events_id": call["events_id"], "events": events}
+                  "events_id": call["events_id"], "events": events,
+                  "marks": timeline_marks(call["events"], dyn),
+                  "speech": speech_points(call["events"], channels)}
     title = state.get("raw_call_id") or call_id  # the platform's own id when the key differs
     return render_call(records, summary, title=title, model_id=model, channels=channels, labels=labels,
                        duration_s=duration, nonce=nonce, head_extra=STYLESHEET, body_top=body_top,

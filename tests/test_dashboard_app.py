@@ -258,3 +258,53 @@ def test_repeated_wrong_tokens_from_one_address_get_429(server: str) -> None:
     assert code == 429 and 0 < int(headers["retry-after"]) <= LOGIN_WINDOW_S and "too many failed logins" in body
     assert request(server + "/", Authorization=f"Bearer {TOKEN}")[0] == 429  # the right token waits too
     assert request(server + "/healthz")[0] == 200 and request(server + "/login")[0] == 200
+
+
+def dyn_event(at_s: float, rates: dict[str, float | None], levels: dict[str, float | None]) -> dict[str, Any]:
+    """A ``dynamics`` event (schema: callevents.schema) with the given speaking rates and levels."""
+    chans = {name: {"talk_s": at_s / 4, "talk_share": 0.25, "level_db": levels[name], "raised_s": 0.0,
+                    "rate_sps": rates[name], "interruptions": 0, "yielded": 0} for name in rates}
+    return {"kind": "dynamics", "at_s": at_s, "duration_s": at_s, "channels": chans, "non_talk_s": at_s / 2,
+            "silence": {"min_s": 3.0, "count": 1, "total_s": 3.5, "longest_s": 3.5},
+            "overtalk": {"min_s": 0.5, "count": 1, "total_s": 1.0}}
+
+
+def test_call_page_embeds_marks_and_speech_trend(server: str, redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    cust = "<b>cust</b>"
+    calls = CallEvents(client, call_id="dyn", source="file", channels=["agent", cust])
+    calls.start()
+    client.xadd(results_key("dyn"), encode_entry({**rec("agent", 0, 0.1), "stream_id": "dyn"}))
+    calls.publish([
+        {"kind": "silence", "start_s": 0.0, "end_s": 3.5, "duration_s": 3.5},
+        dyn_event(5.0, {"agent": 4.2, cust: None}, {"agent": -24.0, cust: None}),
+        {"kind": "overtalk", "start_s": 8.0, "end_s": 9.0, "duration_s": 1.0, "interruption": True, "by": cust,
+         "over": ["agent"], "yielded": False},
+        {"kind": "silence", "start_s": 0.0, "end_s": 3.5, "duration_s": 3.5},  # a repeat: one mark
+        dyn_event(10.0, {"agent": 4.6, cust: 5.1}, {"agent": -23.0, cust: -18.5}),
+    ])
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def page_data() -> tuple[str, dict[str, Any]]:
+        _, _, page = request(server + "/calls/dyn", **auth)
+        return page, json.loads(page.split('<script type="application/json" id="ser-data">')[1].split("</script>")[0])
+
+    page, data = page_data()
+    assert data["marks"] == [
+        {"kind": "silence", "start_s": 0.0, "end_s": 3.5},
+        {"kind": "overtalk", "start_s": 8.0, "end_s": 9.0, "by": cust, "over": ["agent"], "yielded": False}]
+    assert data["speech"] == [
+        {"at_s": 5.0, "channels": {"agent": {"rate_sps": 4.2, "level_db": -24.0}, cust: {"rate_sps": None,
+                                                                                        "level_db": None}}},
+        {"at_s": 10.0, "channels": {"agent": {"rate_sps": 4.6, "level_db": -23.0}, cust: {"rate_sps": 5.1,
+                                                                                         "level_db": -18.5}}}]
+    assert 'id="speech-trends"' in page and "<b>cust" not in page
+    # ended: call_ended's silences and overtalks that no event gave are marked too
+    calls.end_fields["dynamics"] = {**dyn_event(12.0, {"agent": 4.6, cust: 5.1}, {"agent": -23.0, cust: -18.5}),
+                                    "silences": [[0.0, 3.5], [10.5, 12.0]], "overtalks": [[8.0, 9.0]]}
+    calls.end(reason="completed", duration_s=12.0, summary={})
+    page, data = page_data()
+    assert [(m["kind"], m["start_s"], m["end_s"]) for m in data["marks"]] == [
+        ("silence", 0.0, 3.5), ("overtalk", 8.0, 9.0), ("silence", 10.5, 12.0)]
+    assert data["marks"][1]["by"] == cust and [p["at_s"] for p in data["speech"]] == [5.0, 10.0]
+    assert "ENDED (completed)" in page and 'id="speech-trends"' in page

@@ -277,6 +277,14 @@ def test_dashboard_live_call_in_chromium(redis_url: str, browser: Any, tmp_path:
         assert browser.find_element("id", "silence-count").text == str(dyn["silence"]["count"])
         assert len(browser.find_elements("css selector", "#conversation-strip rect.silence")) == len(dyn["silences"])
         assert [e["kind"] for e in events].count("dynamics") >= 4
+        # ... and on the timeline, with the speaking-rate and loudness trend from the dynamics events
+        assert sorted((m.get_attribute("data-kind"), float(m.get_attribute("data-start")))
+                      for m in browser.find_elements("css selector", "#timeline rect.mark")) == \
+            sorted([("silence", a) for a, _ in dyn["silences"]] + [("overtalk", a) for a, _ in dyn["overtalks"]])
+        for name in ("agent", "customer"):
+            rates = [e for e in events if e["kind"] == "dynamics" and e["channels"][name]["rate_sps"] is not None]
+            line = browser.find_element("css selector", f'#speech-trends figure[data-channel="{name}"] polyline.rate')
+            assert int(line.get_attribute("data-points")) == len(rates) > 0
 
         # Both calls on the overview: the live one under "recently ended"; the hostile call page is inert.
         browser.get(dash.base + "/")
@@ -306,6 +314,119 @@ def test_dashboard_live_call_in_chromium(redis_url: str, browser: Any, tmp_path:
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        dash.stop()
+        client.close()
+
+
+def dyn_event(at_s: float, rates: dict[str, float | None], levels: dict[str, float | None]) -> dict[str, Any]:
+    """A ``dynamics`` event (schema: callevents.schema) with the given speaking rates and levels."""
+    chans = {name: {"talk_s": at_s / 4, "talk_share": 0.25, "level_db": levels[name], "raised_s": 0.0,
+                    "rate_sps": rates[name], "interruptions": 0, "yielded": 0} for name in rates}
+    return {"kind": "dynamics", "at_s": at_s, "duration_s": at_s, "channels": chans, "non_talk_s": at_s / 2,
+            "silence": {"min_s": 3.0, "count": 1, "total_s": 3.5, "longest_s": 3.5},
+            "overtalk": {"min_s": 0.5, "count": 1, "total_s": 1.0}}
+
+
+def check_marks(driver: Any, spans: list[tuple[str, float, float]], end: float) -> None:
+    """The timeline's marks are ``spans`` ((kind, start, end) by start), placed on the lanes' time axis
+    (``end`` seconds wide), in the row under the speakers' lanes."""
+    svg = driver.find_element("id", "timeline")
+    assert float(svg.get_attribute("data-end")) == pytest.approx(end)
+    lane = driver.find_element("css selector", "#timeline g.channel rect.lane")
+    x0, width = float(lane.get_attribute("x")), float(lane.get_attribute("width"))
+    lanes_bottom = max(float(r.get_attribute("y")) + float(r.get_attribute("height"))
+                       for r in driver.find_elements("css selector", "#timeline rect.lane"))
+    marks = driver.find_elements("css selector", "#timeline g.marks rect.mark")
+    got = sorted((m.get_attribute("data-kind"), *(float(m.get_attribute(k)) for k in ("data-start", "data-end", "x",
+                                                                                      "width", "y")),
+                  m.get_attribute("class")) for m in marks)
+    assert [g[:3] for g in got] == sorted(spans)
+    for kind, a, b, x, w, y, cls in got:
+        assert cls == f"mark {kind}" and y >= lanes_bottom
+        assert x == pytest.approx(x0 + width * a / end, abs=0.01)
+        assert w == pytest.approx(width * (b - a) / end, abs=0.01)
+
+
+def check_speech(driver: Any, points: list[dict[str, Any]], channels: list[str], end: float) -> None:
+    """Each speaker's speaking-rate and loudness lines hold the points of ``points`` (dynamics events) where
+    the value is known, at x = 300 at_s / end and y on the scales the SVG names."""
+    figs = {f.get_attribute("data-channel"): f for f in driver.find_elements("css selector", "#speech-trends figure")}
+    assert list(figs) == channels
+    for name, fig in figs.items():
+        svg = fig.find_element("tag name", "svg")
+        assert float(svg.get_attribute("data-end")) == pytest.approx(end)
+        for cls, field, lo, hi in (("rate", "rate_sps", 0.0, float(svg.get_attribute("data-rate-max"))),
+                                   ("level", "level_db", float(svg.get_attribute("data-level-min")),
+                                    float(svg.get_attribute("data-level-max")))):
+            want = [(p["at_s"], p["channels"][name][field]) for p in points if p["channels"][name][field] is not None]
+            line = fig.find_element("css selector", f"polyline.{cls}")
+            assert int(line.get_attribute("data-points")) == len(want)
+            xy = [tuple(float(v) for v in pt.split(",")) for pt in line.get_attribute("points").split()]
+            assert xy == [pytest.approx((300 * t / end, 58 - 56 * (v - lo) / (hi - lo)), abs=0.06) for t, v in want]
+        last = [p for p in points if p["channels"][name]["rate_sps"] is not None]
+        caption = fig.find_element("tag name", "figcaption").text
+        assert caption.startswith(name + ": ") and (f"{last[-1]['channels'][name]['rate_sps']:.1f} syllables/s"
+                                                    in caption if last else "no speech measured yet" in caption)
+
+
+def test_call_page_marks_silences_overtalk_and_speech_trend(redis_url: str, browser: Any) -> None:
+    """Silence/overtalk marks on the timeline and the speaking-rate and loudness trend per speaker, from
+    events this test publishes: on the page of a live call, growing as events arrive, and on the
+    ended call's page (plus call_ended's silences that no event gave). A channel name with markup
+    stays text."""
+    client = redis.Redis.from_url(redis_url)
+    dash = Dashboard(redis_url, free_port())
+    cust = '<img src=x onerror="window.__xss=5">'
+    channels = ["agent", cust]
+    try:
+        dash.start()
+        calls = CallEvents(client, call_id="dyn-call", source="file", channels=channels, labels=["neutral", "angry"])
+        calls.start()
+        for seq, (ch, a, b) in enumerate([("agent", 0.0, 8.0), (cust, 8.0, 20.0)]):
+            client.xadd(results_key("dyn-call"), encode_entry({
+                "kind": "result", "stream_id": "dyn-call", "channel": ch, "seq": seq, "start_s": a, "end_s": b,
+                "label": "neutral", "confidence": 0.9, "probs": {"neutral": 0.9, "angry": 0.1}, "model": "x@1"}))
+        first = [dyn_event(5.0, {"agent": 4.2, cust: None}, {"agent": -24.0, cust: None}),
+                 dyn_event(10.0, {"agent": 4.6, cust: 5.5}, {"agent": -23.0, cust: -18.5})]
+        calls.publish([{"kind": "silence", "start_s": 0.0, "end_s": 3.5, "duration_s": 3.5}, first[0],
+                       {"kind": "overtalk", "start_s": 8.0, "end_s": 9.0, "duration_s": 1.0, "interruption": True,
+                        "by": cust, "over": ["agent"], "yielded": False}, first[1]])
+        browser.get(dash.base + "/")
+        browser.find_element("id", "token").send_keys(TOKEN)
+        browser.find_element("css selector", "form button[type=submit]").click()
+        wait_until(lambda: browser.find_elements("css selector", "#live"), 10, "the overview after login")
+        browser.get(dash.base + "/calls/dyn-call")
+        wait_until(lambda: browser.find_element("id", "conn").text == "live", 15, "the live call page")
+        spans = [("silence", 0.0, 3.5), ("overtalk", 8.0, 9.0)]
+        check_marks(browser, spans, 20.0)
+        check_speech(browser, first, channels, 20.0)
+        tip = browser.find_element("css selector", "#timeline rect.mark.overtalk title").get_attribute("textContent")
+        assert tip == f"overtalk 0:08.0\u20130:09.0 (1.0 s): {cust} came in over agent"
+
+        # live: new events add marks and points (a repeated silence is drawn once)
+        more = dyn_event(15.0, {"agent": 4.0, cust: 6.5}, {"agent": -26.0, cust: -16.0})
+        calls.publish([{"kind": "silence", "start_s": 0.0, "end_s": 3.5, "duration_s": 3.5},
+                       {"kind": "overtalk", "start_s": 12.0, "end_s": 12.8, "duration_s": 0.8, "interruption": False},
+                       {"kind": "silence", "start_s": 16.0, "end_s": 19.5, "duration_s": 3.5}, more])
+        wait_until(lambda: len(browser.find_elements("css selector", "#timeline rect.mark")) >= 4, 10, "new marks")
+        wait_until(lambda: browser.find_element("css selector", "#speech-trends figure polyline.rate")
+                   .get_attribute("data-points") == "3", 10, "the new trend point")
+        spans += [("overtalk", 12.0, 12.8), ("silence", 16.0, 19.5)]
+        check_marks(browser, spans, 20.0)
+        check_speech(browser, first + [more], channels, 20.0)
+        assert browser.find_element("tag name", "body").get_attribute("data-duplicate-records") is None
+
+        # ended: the page reloads into the final rendering; call_ended's lists add the silence no event gave
+        calls.end_fields["dynamics"] = {**dyn_event(24.0, {"agent": 4.0, cust: 6.5}, {"agent": -26.0, cust: -16.0}),
+                                        "silences": [[0.0, 3.5], [16.0, 19.5], [21.0, 24.0]],
+                                        "overtalks": [[8.0, 9.0], [12.0, 12.8]]}
+        calls.end(reason="completed", duration_s=24.0, summary={})
+        wait_until(lambda: browser.find_element("id", "live-state").text.startswith("ENDED"), 20, "the final page")
+        check_marks(browser, spans + [("silence", 21.0, 24.0)], 24.0)
+        check_speech(browser, first + [more], channels, 24.0)
+        assert js(browser, "return window.__xss === undefined")
+        assert fits_width(browser, 768), "the call page overflows a tablet-width window"
+    finally:
         dash.stop()
         client.close()
 

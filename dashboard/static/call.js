@@ -1,6 +1,7 @@
 /* ser-dashboard call page: the --report page (reports/html.py) made live. New result and turn
-   records extend the timeline and its turn band (window.serTimeline.draw), events update the alerts and the negativity
-   trend; when the call ends the page reloads into its final rendering. Segments are de-duplicated
+   records extend the timeline and its turn band (window.serTimeline.draw), silence and overtalk events
+   add marks under its lanes, events update the alerts, the negativity trend and the speaking-rate and
+   loudness trend; when the call ends the page reloads into its final rendering. Segments are de-duplicated
    on (channel, seq); the SSE id carries both stream positions, so a reconnect resumes exactly. */
 (function () {
   "use strict";
@@ -9,6 +10,10 @@
   data.segments.forEach(function (s) { seen[s.channel + "\u0000" + s.seq] = true; });
   data.turns = data.turns || [];
   data.turns.forEach(function (t) { seen["turn\u0000" + t.channel + "\u0000" + t.seq] = true; });
+  data.marks = data.marks || [];   // silences and overtalks (reports.dynamics.timeline_marks)
+  data.speech = data.speech || []; // [{at_s, channels: {name: {rate_sps, level_db}}}] (dashboard.pages)
+  function markKey(m) { return "mark\u0000" + m.kind + "\u0000" + m.start_s + "\u0000" + m.end_s; }
+  data.marks.forEach(function (m) { seen[markKey(m)] = true; });
   var alerts = [];   // {rule, channel, since_s, until_s?, score, ...}
   var trends = {};   // channel -> [trend events]
   var fmt = window.serTimeline.fmt;
@@ -68,6 +73,90 @@
       }
       box.appendChild(fig);
     });
+  }
+
+  // Speaking rate (syllables/s) and loudness (K-weighted level, LKFS) per speaker over the call, from the
+  // dynamics events (producer/dynamics.py, producer/loudness.py): each point is the speaker's mean so far.
+  // One scale per quantity for all speakers; the SVG's data-* attributes name the scales.
+  function renderSpeech() {
+    var box = document.getElementById("speech-trends");
+    if (!box) { return; }
+    box.replaceChildren();
+    var pts = data.speech, NS = "http://www.w3.org/2000/svg";
+    var last = pts[pts.length - 1];
+    var end = Math.max(1, data.duration_s, last ? last.at_s : 0);
+    var rmax = 8, lmin = Infinity, lmax = -Infinity;
+    pts.forEach(function (p) {
+      Object.keys(p.channels).forEach(function (c) {
+        var v = p.channels[c];
+        if (typeof v.rate_sps === "number") { rmax = Math.max(rmax, Math.ceil(v.rate_sps)); }
+        if (typeof v.level_db === "number") { lmin = Math.min(lmin, v.level_db); lmax = Math.max(lmax, v.level_db); }
+      });
+    });
+    if (lmin > lmax) { lmin = -30; lmax = -20; }
+    lmin = 5 * Math.floor(lmin / 5) - 5; lmax = 5 * Math.ceil(lmax / 5) + 5;
+    function svgEl(name, attrs, parent) {
+      var e = document.createElementNS(NS, name);
+      Object.keys(attrs).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+      parent.appendChild(e);
+      return e;
+    }
+    data.channels.forEach(function (ch) {
+      var fig = el("figure", {"class": "speech", "data-channel": ch});
+      var now = null;
+      pts.forEach(function (p) {
+        var v = p.channels[ch];
+        if (v && (typeof v.rate_sps === "number" || typeof v.level_db === "number")) { now = {at_s: p.at_s, v: v}; }
+      });
+      fig.appendChild(el("figcaption", {}, ch + ": " + (now ? [
+        typeof now.v.rate_sps === "number" ? now.v.rate_sps.toFixed(1) + " syllables/s" : "rate -",
+        typeof now.v.level_db === "number" ? now.v.level_db.toFixed(1) + " LKFS" : "level -"].join(", ") +
+        " (mean so far, at " + fmt(now.at_s) + ")" : "no speech measured yet")));
+      var svg = svgEl("svg", {viewBox: "0 0 300 60", role: "img", "aria-label": ch + " speaking rate and loudness over time",
+                              "data-end": end, "data-rate-max": rmax, "data-level-min": lmin, "data-level-max": lmax}, fig);
+      svgEl("rect", {width: 300, height: 60, fill: "#f4f4f4"}, svg);
+      [["rate", "rate_sps", 0, rmax], ["level", "level_db", lmin, lmax]].forEach(function (q) {
+        var xy = [];
+        pts.forEach(function (p) {
+          var v = p.channels[ch], y = v ? v[q[1]] : null;
+          if (typeof y !== "number") { return; }
+          var f = Math.max(0, Math.min(1, (y - q[2]) / (q[3] - q[2])));
+          xy.push((300 * p.at_s / end).toFixed(1) + "," + (58 - 56 * f).toFixed(1));
+        });
+        svgEl("polyline", {"class": q[0], points: xy.join(" "), fill: "none", "stroke-width": 2, "data-points": xy.length}, svg);
+        if (xy.length) {
+          var xyl = xy[xy.length - 1].split(",");
+          svgEl("circle", {"class": q[0], cx: xyl[0], cy: xyl[1], r: 2.5}, svg);
+        }
+      });
+      var key = el("p", {"class": "speech-key"});
+      key.appendChild(el("span", {"class": "key rate"}, "syllables/s (0\u2013" + rmax + ")"));
+      key.appendChild(el("span", {"class": "key level"}, "speech level (" + lmin + " to " + lmax + " LKFS)"));
+      fig.appendChild(key);
+      box.appendChild(fig);
+    });
+  }
+
+  function addMark(ev) {  // a silence or overtalk event -> a timeline mark; false when already drawn
+    if (typeof ev.start_s !== "number" || typeof ev.end_s !== "number" || !(ev.end_s >= ev.start_s)) { return false; }
+    var m = {kind: ev.kind, start_s: ev.start_s, end_s: ev.end_s};
+    if (ev.kind === "overtalk" && ev.interruption) { m.by = String(ev.by); m.over = (ev.over || []).map(String); m.yielded = !!ev.yielded; }
+    var k = markKey(m);
+    if (seen[k]) { return false; }
+    seen[k] = true;
+    data.marks.push(m);
+    return true;
+  }
+
+  function addPoint(ev) {  // a dynamics event -> a point of the speaking-rate and loudness trend
+    var p = {at_s: ev.at_s, channels: {}};
+    Object.keys(ev.channels || {}).forEach(function (c) {
+      var v = ev.channels[c] || {};
+      p.channels[c] = {rate_sps: v.rate_sps, level_db: v.level_db};
+    });
+    data.speech = data.speech.filter(function (q) { return q.at_s !== p.at_s; });
+    data.speech.push(p);
+    data.speech.sort(function (a, b) { return a.at_s - b.at_s; });
   }
 
   // The conversation's dynamics (producer/dynamics.py), from the newest dynamics event: talk time and
@@ -135,6 +224,7 @@
   data.events.forEach(applyEvent);
   renderAlerts();
   renderTrends();
+  renderSpeech();
   if (!data.live) { return; }
 
   var pending = false;
@@ -192,6 +282,12 @@
     applyEvent(ev);
     if (ev.kind === "trend") { data.duration_s = Math.max(data.duration_s, ev.at_s); renderTrends(); }
     if (ev.kind === "alert_opened" || ev.kind === "alert_closed") { renderAlerts(); }
+    if ((ev.kind === "silence" || ev.kind === "overtalk") && addMark(ev)) { redraw(); }
+    if (ev.kind === "dynamics" && typeof ev.at_s === "number") {
+      addPoint(ev);
+      data.duration_s = Math.max(data.duration_s, ev.at_s);
+      renderSpeech();
+    }
     if (ev.kind === "call_ended") {
       source.close();
       conn.textContent = "call ended";
