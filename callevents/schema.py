@@ -34,7 +34,9 @@ seconds of audio from the call's start. Per kind:
   mean and ``close_at``; ``reason`` is ``score`` or ``call_ended`` (still open when the call ended).
 * ``dynamics`` (every ``every_s`` (5) s of settled audio; ``producer.dynamics``): ``at_s``,
   ``duration_s`` (settled so far), ``channels`` (name -> ``talk_s``, ``talk_share``, ``level_db``
-  (K-weighted, LKFS, or null), ``raised_s`` and, with two or more channels, ``interruptions``
+  (K-weighted, LKFS, or null), ``raised_s``, ``rate_sps`` (syllables per second of speech, or
+  null), ``rate_rel`` (the latest 10 s of speech's rate over the speaker's earlier rate, or null
+  before 20 s of speech) and, with two or more channels, ``interruptions``
   made and how many the other ``yielded`` to), ``non_talk_s``,
   ``silence`` (``min_s``, ``count``, ``total_s``, ``longest_s``), ``overtalk`` (``min_s``, ``count``,
   ``total_s``; not on mono calls).

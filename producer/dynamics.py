@@ -14,7 +14,8 @@ overtalk (two or more speak: episodes of at least ``overtalk_min_s``, count and 
 interruptions (a channel starts while another had already started: the overtalk episode that
 follows, counted for the one who came in; the other *yielded* when it stopped within ``yield_s``).
 Per channel also the speech's K-weighted level and the seconds spoken raised above the speaker's
-own baseline (:mod:`producer.loudness`, fed the new speech of each segment: :meth:`level`).
+own baseline, and the speaking rate, overall and of the latest speech relative to the speaker's own
+earlier pace (:mod:`producer.loudness`, fed the new speech of each segment: :meth:`level`).
 Mono calls have talk, silence and loudness only. Events (schema: :mod:`callevents.schema`): ``silence`` and
 ``overtalk`` when one ends, ``dynamics`` every ``every_s`` seconds, and the alerts of
 :class:`callevents.dynrules.DynamicsAlerts`.
@@ -236,7 +237,7 @@ class Dynamics:
             share = round(self.talk_s[c] / span, 4) if span else 0.0
             ch: dict[str, Any] = {"talk_s": _r(self.talk_s[c]), "talk_share": share,
                                   "level_db": self.loudness.level_db(c), "raised_s": _r(self.loudness.raised_s[c]),
-                                  "rate_sps": self.loudness.rate(c)}
+                                  "rate_sps": self.loudness.rate(c), "rate_rel": self.loudness.rate_rel(c)}
             if len(self.names) > 1:
                 ch.update(interruptions=self.interruptions[c], yielded=self.yielded[c])
             channels[name] = ch

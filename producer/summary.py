@@ -71,6 +71,8 @@ def talk_line(ch: dict[str, Any]) -> str:
         line += f"; level {ch['level_db']:.1f} LKFS, raised voice {ch['raised_s']:.1f} s"
     if ch.get("rate_sps") is not None:
         line += f"; {ch['rate_sps']:.1f} syllables/s"
+        if ch.get("rate_rel") is not None:
+            line += f" (latest {ch['rate_rel']:.2f}x their own earlier pace)"
     return line
 
 

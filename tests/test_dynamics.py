@@ -255,20 +255,60 @@ def test_loudness_and_a_sustained_raised_voice() -> None:
     assert 2.5 < shelf < 4.5, shelf
 
 
-@pytest.mark.parametrize("rate", [3.0, 4.5, 6.0])
-def test_speaking_rate_counts_syllable_nuclei(rate: float) -> None:
-    """A voiced carrier (140 Hz harmonics) with one loudness bump per syllable at a known rate, over
-    a quiet floor: the measured syllables per second is within 15 %."""
+def syllables(rate: float, seconds: float, *, seed: int, sr: int = 8000) -> np.ndarray:
+    """A voiced carrier (140 Hz harmonics) with one loudness bump per syllable at ``rate`` per second
+    (slightly uneven), over a -60 dBFS floor."""
     from bench.speechlike import noise
 
-    sr, seconds = 8000, 8.0
     t = np.arange(int(seconds * sr)) / sr
     carrier = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 20))
-    rng = np.random.default_rng(int(rate * 10))
+    rng = np.random.default_rng(seed)
     bumps = np.abs(np.sin(np.pi * rate * t + 0.3 * np.sin(2 * np.pi * 0.5 * t))) ** 1.5  # uneven syllables
     y = (0.05 * carrier * bumps * (0.7 + 0.3 * rng.uniform(size=1))).astype(np.float32)
-    y += noise(seconds, seed=1, level_dbfs=-60.0)
+    return y + noise(seconds, seed=seed + 1, level_dbfs=-60.0, sr=sr)
+
+
+@pytest.mark.parametrize("rate", [3.0, 4.5, 6.0])
+def test_speaking_rate_counts_syllable_nuclei(rate: float) -> None:
+    """Synthetic syllables at a known rate: the measured syllables per second is within 15 %."""
+    sr, seconds = 8000, 8.0
+    y = syllables(rate, seconds, seed=int(rate * 10))
     d = Dynamics(channels=["a"], lag_s=0.0, sr=sr)
     for k in range(4):  # four 2 s stretches
         d.level(0, y[k * 2 * sr : (k + 1) * 2 * sr], start_s=2.0 * k)
     assert d.summary()["channels"]["a"]["rate_sps"] == pytest.approx(rate, rel=0.15)
+
+
+def test_speaking_rate_relative_to_the_speakers_own_baseline() -> None:
+    """The agent speaks at 3 syllables/s for 30 s, then at 4.5/s for 14 s (2 s stretches, as the
+    cutter gives them); the customer at 4.5/s all along. ``rate_rel`` is null until 20 s of speech
+    (10 s of baseline before the latest 10 s), about 1 at a steady pace, and about 1.5 once the
+    agent's latest 10 s are all at the faster pace; the ``dynamics`` events and the summary carry it."""
+    from producer.loudness import RATE_RECENT_S, RATE_WARMUP_S
+
+    sr = 8000
+    agent = np.concatenate([syllables(3.0, 30.0, seed=3), syllables(4.5, 14.0, seed=4)])
+    customer = syllables(4.5, 44.0, seed=5)
+    d = Dynamics(channels=["agent", "customer"], lag_s=0.0, sr=sr)
+    rel: dict[float, tuple[float | None, float | None]] = {}
+    for k in range(22):  # both speak together: no turns needed for the rate
+        for c, y in enumerate((agent, customer)):
+            d.speech(c, start_s=2.0 * k, end_s=2.0 * k + 2.0)
+            d.level(c, y[2 * k * sr : 2 * (k + 1) * sr], start_s=2.0 * k)
+        events = [e for e in d.advance(clock_s=2.0 * k + 2.0) if e["kind"] == "dynamics"]
+        for e in events:
+            rel[e["at_s"]] = (e["channels"]["agent"]["rate_rel"], e["channels"]["customer"]["rate_rel"])
+    assert RATE_RECENT_S + RATE_WARMUP_S == 20.0
+    assert rel[6.0] == rel[16.0] == (None, None)  # warming up (events when the settled time passes 5 s steps)
+    for at in (20.0, 26.0, 30.0):  # a steady pace
+        assert rel[at][0] == pytest.approx(1.0, abs=0.12) and rel[at][1] == pytest.approx(1.0, abs=0.12)
+    assert rel[36.0][0] is not None and 1.0 < rel[36.0][0] < 1.5  # the latest 10 s half fast
+    assert rel[40.0][0] == pytest.approx(1.5, rel=0.15)  # all fast (over the 3/s before)
+    assert rel[40.0][1] == pytest.approx(1.0, abs=0.12)
+    d.finish(duration_s=44.0)
+    ch = d.summary()["channels"]
+    assert ch["agent"]["rate_rel"] == pytest.approx(1.5, rel=0.15)
+    assert ch["agent"]["rate_sps"] == pytest.approx((3.0 * 30 + 4.5 * 14) / 44, rel=0.15)
+    from producer.summary import talk_line
+
+    assert f"(latest {ch['agent']['rate_rel']:.2f}x their own earlier pace)" in talk_line(ch["agent"])
