@@ -174,7 +174,7 @@ def test_spec_round_trips_silero_and_reads_old_energy_specs(tmp_path) -> None:  
     spec = tiny_spec(vad="silero")
     b = write_bundle(tmp_path / "b", onnx_bytes=tiny_onnx(spec), spec=spec)
     data = json.loads((tmp_path / "b" / "spec.json").read_text())
-    assert data["format"] == SPEC_FORMAT and data["vad"]["kind"] == "silero"
+    assert data["format"] == 4 < SPEC_FORMAT and data["vad"]["kind"] == "silero"  # 5 only with a history
     assert b.spec.vad == SileroParams(min_silence_s=0.8)
     assert data["segment"]["pad"] == "end"  # the variable-length rule, recorded in the spec
     del data["segment"]["pad"]
