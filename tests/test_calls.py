@@ -171,6 +171,31 @@ def test_neutral_share(groups: dict[str, list]) -> None:
     assert 0.6 <= share <= 0.95
 
 
+#: A call exercising every option that draws from the seed (tests/data/calls_golden.json records it,
+#: as the simulator built it before the dynamics options existed).
+GOLDEN = {"utterances": 10, "seed": 5, "level_jitter_db": 3.0, "noise": "pink", "levels": {"agent": 0.0,
+          "customer": -6.0}, "dtmf": 1, "hold_s": 2.0, "bleed_db": -30.0, "babble_snr_db": 20.0, "neutral_share": 0.5}
+
+
+def fingerprint(audio: np.ndarray, truth: dict) -> dict:
+    """The truth (clip paths by file name) and each channel's level per 0.1 s block (dB, 3 decimals)."""
+    t = json.loads(json.dumps(truth))
+    for u in t["utterances"]:
+        u["source"] = Path(u["source"]).name
+    blocks = audio[:, : audio.shape[1] // 800 * 800].reshape(audio.shape[0], -1, 800).astype(np.float64)
+    db = 10 * np.log10(np.mean(blocks**2, axis=2) + 1e-20)
+    return {"shape": list(audio.shape), "truth": t, "block_db": np.round(db, 3).tolist()}
+
+
+def test_dynamics_options_off_give_the_call_as_before(groups: dict[str, list]) -> None:
+    """With the dynamics options off a seed gives the same call as before they existed: same truth
+    (clips, labels, times, call.json's options) and the same audio (levels per 0.1 s within 0.01 dB)."""
+    golden = json.loads((Path(__file__).parent / "data" / "calls_golden.json").read_text(encoding="utf-8"))
+    got = fingerprint(*call(groups, **GOLDEN))
+    assert got["shape"] == golden["shape"] and got["truth"] == golden["truth"]
+    np.testing.assert_allclose(got["block_db"], golden["block_db"], atol=0.01)
+
+
 # --- evaluator ---------------------------------------------------------------------------------
 
 TRUTH = {
