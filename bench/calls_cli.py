@@ -128,5 +128,42 @@ def cli() -> Any:
         if json_out is not None:
             json_out.write_text(json.dumps({"call": s, "clips": clips}, indent=1) + "\n", encoding="utf-8")
 
+    @main.command()
+    @click.argument("calls", nargs=-1, type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
+    @click.option("--model", "model_dir", type=click.Path(path_type=Path, file_okay=False),
+                  default=Path("models/default"), show_default=True, help="bundle whose Silero VAD the session runs")
+    @click.option("--opt-in", is_flag=True, help="the opt-in VAD settings of docs/vad.md: level gain 20 dB, gate "
+                  "share 0.3, speech hold 0.3 s, bleed share 0.5 (the options below override them)")
+    @click.option("--level-gain-db", type=float, default=None)
+    @click.option("--gate-share", type=float, default=None)
+    @click.option("--speech-hold-s", type=float, default=None)
+    @click.option("--bleed-share", type=float, default=None)
+    @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="write figures here")
+    def dynscore(calls: tuple[Path, ...], model_dir: Path, opt_in: bool, level_gain_db: float | None,
+                 gate_share: float | None, speech_hold_s: float | None, bleed_share: float | None,
+                 json_out: Path | None) -> None:
+        """Score the call session's conversation dynamics on CALLS (make folders) against their truth."""
+        from bench.calldyn import OPT_IN, call_line, score_calls, with_vad
+        from models.bundle import load_bundle
+
+        changes: dict[str, Any] = dict(OPT_IN) if opt_in else {}
+        changes.update({k: v for k, v in (("level_gain_db", level_gain_db), ("gate_share", gate_share),
+                                          ("speech_hold_s", speech_hold_s), ("bleed_share", bleed_share))
+                        if v is not None})
+        try:
+            spec = with_vad(load_bundle(model_dir).spec, changes)
+            tally, per_call = score_calls(calls, spec)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        for s in per_call:
+            click.echo(call_line(s))
+        click.echo(f"{len(calls)} call(s), model {model_dir.name}, VAD "
+                   f"{json.dumps(changes) if changes else '(the bundle)'}")
+        for line in tally.lines():
+            click.echo(line)
+        if json_out is not None:
+            json_out.write_text(json.dumps({"vad": changes, "figures": tally.figures(), "calls": per_call},
+                                           indent=1) + "\n", encoding="utf-8")
+
     return main
 
