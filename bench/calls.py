@@ -18,11 +18,11 @@ Conversation dynamics (off by default; with them off a seed gives the same call 
 existed): ``overlap_p``, the other side cuts in ``overlap_s`` before the current utterance's end
 (``cut_in`` in its record), and with ``yield_p`` the interrupted one stops ``yield_after_s`` after
 the cut-in (its clip cut short, ``stopped_early``; ``end_s`` is where it stops); ``silence_p``, a gap
-is ``silence_s`` of dead air; ``raise_db``, the ``raise_role``'s utterances in a run of
-``raise_share`` of the call's utterances are that much louder (``raised_db`` in their records, and
-``raised``: role, dB, first start, last end, speech seconds). They draw from their own seeded stream
-(:data:`DYNAMICS_STREAM`): turning them on keeps the clips, labels and order. ``bench/calldyn.py``
-scores the call session's dynamics against this truth.
+between utterances is ``silence_s`` of dead air; ``raise_db``, the ``raise_role``'s utterances in a
+run of ``raise_share`` of the call's utterances (after its first quarter) are that much louder
+(``raised_db`` in their records, and ``raised``: role, dB, first start, last end, speech seconds).
+They draw from their own seeded stream (:data:`DYNAMICS_STREAM`): turning them on keeps the clips,
+labels and order. ``bench/calldyn.py`` scores the call session's dynamics against this truth.
 """
 
 from __future__ import annotations
@@ -286,11 +286,13 @@ def build_call(speakers: dict[str, list[Item]], opts: CallOptions, *, babble_ite
 
 
 def raised_run(opts: CallOptions, rng: np.random.Generator) -> range:
-    """The utterance indices of the raised stretch: a run of ``raise_share`` of them at a random place."""
+    """The utterance indices of the raised stretch: a run of ``raise_share`` of them at a random place
+    after the call's first quarter (the speaker has a baseline to be raised above by then)."""
     if not opts.raise_db:
         return range(0)
     n = max(1, round(opts.raise_share * opts.utterances))
-    first = int(rng.integers(0, opts.utterances - n + 1))
+    lo = min(opts.utterances // 4, opts.utterances - n)
+    first = int(rng.integers(lo, opts.utterances - n + 1))
     return range(first, first + n)
 
 
