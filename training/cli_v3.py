@@ -32,13 +32,14 @@ REPRODUCE_V3 = "ser-train v3 --data-root ../shared/data --out runs/v3 --bundle m
 @click.option("--head", "head_kind", type=click.Choice(["cnn-lstm", "attention"]), default="cnn-lstm",
               show_default=True)
 @click.option("--processes", type=int, default=2, show_default=True, help="Encoding processes.")
-@click.option("--model-version", default="3.0.0", show_default=True)
+@click.option("--model-version", default="3.1.0", show_default=True)
 @click.option("--int8/--no-int8", default=True, show_default=True,
               help="Also quantise the graph's weights to int8 and ship that graph when its clean serving-path "
                    "UAR stays within a point of the float graph's (both recorded in spec.json).")
-@click.option("--speaker-norm", is_flag=True,
-              help="Train the embedding-history model (frames minus the shrunk mean embedding of 0-10 earlier clips "
-                   "of the speaker, models.history; results in OUT/seed<k>-spk); with --bundle, ship it.")
+@click.option("--speaker-norm/--no-speaker-norm", default=True, show_default=True,
+              help="Train the embedding-history model (frames minus the shrunk mean embedding of 0-10 other clips "
+                   "of the speaker, models.history; results in OUT/seed<k>-spk), as 3.1.0; --no-speaker-norm: "
+                   "the 3.0.0 recipe (no history input).")
 def v3(data_root: Path, out: Path, bundle: Path | None, seeds: str, epochs: int, head_kind: str, processes: int,
        model_version: str, int8: bool, speaker_norm: bool) -> None:
     """Train and export the Whisper-encoder model (needs pip install .[train])."""
@@ -134,7 +135,7 @@ def _ship(out: Path, bundle: Path, results: list[dict], *, version: str, encode_
                 "split": {"mode": "speaker", "seed": SPLIT_SEED, "hold_out": split["hold_out"],
                           "speakers": {k: split[k] for k in ("train", "val", "test")}},
                 "best_val_uar": best["best_val_uar"], "calibration": cal_info,
-                "command": REPRODUCE_V3 + (" --speaker-norm" if prior is not None else "")}
+                "command": REPRODUCE_V3 if prior is not None else REPRODUCE_V3 + " --no-speaker-norm"}
     summary = summarize_seeds([r["scores"] for r in results])
     spec = v3_spec(spec0, version=version, labels=CANONICAL_LABELS, calibration=cal,
                    info={"training": training, "evaluation": {"per_seed": {str(r["seed"]): r["scores"]

@@ -105,8 +105,13 @@ def render_model_summary_v3(spec: dict[str, Any]) -> str:
     tr = spec.get("training", {})
     cal = spec.get("calibration") or {}
     seeds = tr.get("seeds", [])
-    text = [f"`{model_id(spec)}` (a frozen Whisper tiny.en encoder prefix under a CNN-BiLSTM head), trained on "
-            f"{_and([_name(c) for c in trained_on(spec)])}: clip UAR on held-out speakers, argmax over all "
+    hist = spec.get("embedding_history")
+    arch = ("a frozen Whisper tiny.en encoder prefix under a CNN-BiLSTM head" +
+            (", normalised by each channel's own recent embeddings" if hist else ""))
+    heard = (", each test clip heard with 6 other clips of its speaker as its channel's history (label-blind)"
+             if hist else "")
+    text = [f"`{model_id(spec)}` ({arch}), trained on "
+            f"{_and([_name(c) for c in trained_on(spec)])}: clip UAR on held-out speakers{heard}, argmax over all "
             f"{len(spec['labels'])} labels, mean of {len(seeds)} training seeds (min–max) [speaker-bootstrap 95 % "
             "interval]; nEMO (Polish) was never trained on; SNRs are against active speech:", "",
             seeds_table(spec.get("evaluation_summary", {})), ""]
