@@ -120,6 +120,11 @@ def render_card_v3(spec: dict[str, Any], *, command: str) -> str:
     wall = (f"encoding {tr.get('encode_min', '?')} min, training {tr.get('fit_min', '?')} min per seed, "
             f"on {tr.get('machine', '?')}")
     arch, hist_section, hist_limit = _history_text(spec.get("embedding_history"))
+    vad = spec.get("vad", {})
+    vad_note = ("; with level-adaptive gating and bleed rejection on: `level_gain_db` "
+                f"{vad.get('level_gain_db')}, `gate_share` {vad.get('gate_share')}, `speech_hold_s` "
+                f"{vad.get('speech_hold_s')}, `bleed_share` {vad.get('bleed_share')}, docs/vad.md"
+                if vad.get("level_gain_db") or vad.get("bleed_share") else "")
     hmode = spec.get("evaluation", {}).get("clean", {}).get("history", "none")
     io = ("inputs `features` [batch, 300, 80] (Whisper log-mel) and `history`, outputs `probs` and `embedding`"
           if spec.get("embedding_history") else "input `features` [batch, 300, 80] (Whisper log-mel), output `probs`")
@@ -129,7 +134,7 @@ def render_card_v3(spec: dict[str, Any], *, command: str) -> str:
     return f"""# {title}
 
 Classifies speech into **{", ".join(spec['labels'])}** from utterance-aligned 3 s segments of 8 kHz
-audio (Silero VAD, `models.utterances`, as 2.0.0). One ONNX graph: Whisper log-mel (computed in numpy,
+audio (Silero VAD, `models.utterances`, as 2.0.0{vad_note}). One ONNX graph: Whisper log-mel (computed in numpy,
 `models.whisper`: 8 kHz resampled to 16 kHz, 80 bands, 25 ms / 10 ms) → **Whisper tiny.en's conv stem
 and blocks 1–2 of 4, frozen** → mean over 3 encoder frames → LayerNorm → Conv1D 128 → BiLSTM 2 × 64 →
 attention + mean pooling → dense → softmax. {arch}
