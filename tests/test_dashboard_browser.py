@@ -29,6 +29,7 @@ import pytest
 import redis
 import sysdeps
 from redis_server import free_port
+from test_dashboard_app import dyn_event
 
 from callevents.schema import LOST_AFTER_S, call_key, decode_event, events_key
 from callevents.writer import CallEvents
@@ -316,15 +317,6 @@ def test_dashboard_live_call_in_chromium(redis_url: str, browser: Any, tmp_path:
                 proc.wait()
         dash.stop()
         client.close()
-
-
-def dyn_event(at_s: float, rates: dict[str, float | None], levels: dict[str, float | None]) -> dict[str, Any]:
-    """A ``dynamics`` event (schema: callevents.schema) with the given speaking rates and levels."""
-    chans = {name: {"talk_s": at_s / 4, "talk_share": 0.25, "level_db": levels[name], "raised_s": 0.0,
-                    "rate_sps": rates[name], "interruptions": 0, "yielded": 0} for name in rates}
-    return {"kind": "dynamics", "at_s": at_s, "duration_s": at_s, "channels": chans, "non_talk_s": at_s / 2,
-            "silence": {"min_s": 3.0, "count": 1, "total_s": 3.5, "longest_s": 3.5},
-            "overtalk": {"min_s": 0.5, "count": 1, "total_s": 1.0}}
 
 
 def check_marks(driver: Any, spans: list[tuple[str, float, float]], end: float) -> None:
