@@ -87,8 +87,8 @@ def shrunk_mean(embeddings: np.ndarray, params: HistoryParams) -> np.ndarray:
 
 def wire_vector(embeddings: np.ndarray, params: HistoryParams) -> np.ndarray:
     """What a job carries per segment: ``[shrunk mean (size), m]`` ``(size + 1,)`` float32."""
-    e = np.asarray(embeddings, dtype=np.float32).reshape(-1, params.size)[-params.max_segments :]
-    return np.append(shrunk_mean(e, params), np.float32(len(e))).astype(np.float32)
+    e = np.asarray(embeddings, dtype=np.float32).reshape(-1, params.size)
+    return np.append(shrunk_mean(e, params), np.float32(min(len(e), params.max_segments))).astype(np.float32)
 
 
 def prior_wire(params: HistoryParams, k: int) -> np.ndarray:

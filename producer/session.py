@@ -202,7 +202,7 @@ class CallSession:
                     self._events(self.dynamics.level(c.channel, c.samples[0, new - c.start : c.speech_end - c.start],
                                                      start_s=new / sr))
                 st.cut += 1
-                st.speech_s += max(0, c.speech_end - max(c.speech_start, st.speech_until)) / sr
+                st.speech_s += max(0, c.speech_end - new) / sr
                 st.speech_until = max(st.speech_until, c.speech_end)
                 self._enqueue(st, c, c.samples)
                 continue

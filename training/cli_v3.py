@@ -182,7 +182,7 @@ def _serving_check(bundle: Any, items: list, parts: dict, store: Any, best: dict
     speaker`` (6 other clips of the speaker), as the cache figures were scored."""
     from models.runtime import EmotionModel
     from training.corpora import CANONICAL_LABELS
-    from training.evaluate import speaker_histories
+    from training.evaluate import history_part, speaker_histories
     from training.metrics import uar
 
     em = EmotionModel(bundle)
@@ -191,7 +191,7 @@ def _serving_check(bundle: Any, items: list, parts: dict, store: Any, best: dict
         idx = [i for i in parts["test"] + parts["loco"] if items[i].corpus == corpus]
         hists: list[Any] = [None] * len(idx)
         if em.uses_history:
-            embs = [em.clip_embeddings(store.get(i)).mean(axis=0, keepdims=True) for i in idx]
+            embs = [history_part(em, store.get(i)) for i in idx]
             hists = [h for h, _ in speaker_histories([items[i].speaker for i in idx], embs,
                                                      rng=np.random.default_rng(0), stack=True)]
         pred = [int(np.argmax(em.predict_clip(store.get(i), history=h)[0])) for i, h in zip(idx, hists, strict=True)]

@@ -74,6 +74,13 @@ def call_orders(items: list[Item], *, seed: int) -> list[list[int]]:
     return calls
 
 
+def history_part(model: EmotionModel, y: np.ndarray) -> np.ndarray:
+    """What clip ``y`` adds to its speaker's history, in the form ``predict_clip``'s ``history`` takes:
+    its voiced-frame sums (a bundle with speaker statistics) or its mean embedding ``(1, size)`` (a
+    bundle with an embedding history, :mod:`models.history`)."""
+    return model.clip_embeddings(y).mean(axis=0, keepdims=True) if model.uses_history else model.clip_sums(y)
+
+
 def speaker_histories(speakers: list[str], sums: list[np.ndarray], *, rng: np.random.Generator,
                       stack: bool = False) -> list[tuple[np.ndarray, int]]:
     """The label-blind ``speaker`` history of each clip: the sum of the voiced-frame ``sums`` of
@@ -118,8 +125,7 @@ def evaluate_items(model: EmotionModel, items: list[Item], *, telephone: bool = 
             fails.append((it.path, str(exc)))
     stack = model.uses_history  # an embedding history: each earlier clip adds its mean embedding (1, size)
     use_history = (model.uses_speaker or stack) and history != "none"
-    sums = ({k: (model.clip_embeddings(y).mean(axis=0, keepdims=True) if stack else model.clip_sums(y))
-             for k, y in waves.items()} if use_history else {})
+    sums = {k: history_part(model, y) for k, y in waves.items()} if use_history else {}
     rng = np.random.default_rng(seed)
     jobs: list[tuple[int, np.ndarray | None, int]] = []  # (item, history sums, clips in the history)
     if not use_history:
