@@ -87,6 +87,7 @@ class Archiver:
         self.owed = -1  # entries unread or pending at the latest refresh, every stream (-1: not known yet)
         self._due = {"refresh": 0.0, "claim": 0.0, "scan": 0.0, "prune": 0.0}
         self._read_nothing = False
+        self.totals = {"archived": 0, "dead_letter": 0}  # entries this process finished, by outcome
         self.redis_ok = False  # the latest Redis call succeeded
         self._seen_redis = False
         self.db_ok = True  # the latest database write succeeded (the engine was opened: it answered)
@@ -295,7 +296,9 @@ class Archiver:
         calls = set()
         for it in items:
             stream = "events" if it.stream == EVENTS_KEY else "results"
-            self.metrics.entries.labels(stream, "dead_letter" if it.reason else "archived").inc()
+            outcome = "dead_letter" if it.reason else "archived"
+            self.metrics.entries.labels(stream, outcome).inc()
+            self.totals[outcome] += 1
             if it.reason:
                 log.warning("dead letter %s %s: %s", it.stream, it.entry_id, it.reason)
             elif it.event is not None and it.call_id:

@@ -116,6 +116,8 @@ def main(redis_url: str, redis_url_file: str | None, database: str, database_url
         settings.consumer_name, "ser-archive", f"; metrics on {metrics_host}:{server.port}" if server else "")
     try:
         archiver.run()
+        logging.getLogger("archive").info("stopped: archived %d entries, %d dead letters",
+                                          archiver.totals["archived"], archiver.totals["dead_letter"])
     finally:
         if server is not None:
             server.close()

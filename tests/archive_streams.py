@@ -63,8 +63,9 @@ class LiveCall:
         self.records = _records(call_id, segments, seed)
         self.sent = 0
         self.turns = TurnBuilder()
+        params = {"agent": "a-7", "queue": "billing", "direction": "inbound"}
         self.events = CallEvents(r, call_id=call_id, source="file", channels=["agent", "customer"], model=MODEL,
-                                 labels=list(LABELS), params={"agent": "a-7", "queue": "billing", "direction": "inbound"})
+                                 labels=list(LABELS), params=params)
         self.events.start()
 
     def _xadd(self, records: Iterable[dict[str, Any]]) -> None:

@@ -4,6 +4,7 @@ entries (deleted ones reported apart), the metrics endpoint, settings and one-li
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.error
 import urllib.request
@@ -128,7 +129,8 @@ def test_metrics_endpoint() -> None:
 
 
 def test_settings_validate_and_name_the_consumer() -> None:
-    assert ArchiverSettings().consumer_name == default_consumer() and default_consumer().endswith(f"-{__import__('os').getpid()}")
+    assert ArchiverSettings().consumer_name == default_consumer()
+    assert default_consumer().endswith(f"-{os.getpid()}")
     assert ArchiverSettings(consumer="arch-1").consumer_name == "arch-1"
     for bad, word in ((dict(batch_size=0), "batch size 0"), (dict(claim_idle_s=0), "claim_idle_s 0"),
                       (dict(retention_days=-1), "retention -1"), (dict(max_entry_bytes=10), "max entry size 10")):
