@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the ser-worker, ser-gateway and ser-dashboard images (and ser-trainer with --trainer) where no container registry can be
+# Build the ser-worker, ser-gateway, ser-dashboard and ser-archive images (and ser-trainer with --trainer) where no container registry can be
 # reached: a Debian bookworm base is made with debootstrap from the Debian mirror (python3, pip, CA
 # certificates; the host's CA bundle is copied in, so pip reaches PyPI where TLS is inspected),
 # imported as ser-base:bookworm, and passed to the Dockerfiles as BASE_IMAGE. The classic builder is
@@ -40,7 +40,8 @@ export DOCKER_BUILDKIT=0
 docker build -q --build-arg BASE_IMAGE="$BASE" -f deploy/Dockerfile.worker -t ser-worker:0.1.0 .
 docker build -q --build-arg BASE_IMAGE="$BASE" -f deploy/Dockerfile.gateway -t ser-gateway:0.1.0 .
 docker build -q --build-arg BASE_IMAGE="$BASE" -f deploy/Dockerfile.dashboard -t ser-dashboard:0.1.0 .
+docker build -q --build-arg BASE_IMAGE="$BASE" -f deploy/Dockerfile.archive -t ser-archive:0.1.0 .
 if [ "${1:-}" = "--trainer" ]; then
     docker build -q --build-arg BASE_IMAGE="$BASE" -f deploy/Dockerfile.trainer -t ser-trainer:0.1.0 .
 fi
-echo "build-local: built ser-worker:0.1.0, ser-gateway:0.1.0, ser-dashboard:0.1.0${1:+ and ser-trainer:0.1.0} on $BASE" >&2
+echo "build-local: built ser-worker:0.1.0, ser-gateway:0.1.0, ser-dashboard:0.1.0, ser-archive:0.1.0${1:+ and ser-trainer:0.1.0} on $BASE" >&2

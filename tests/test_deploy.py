@@ -15,6 +15,7 @@ import pytest
 import sysdeps
 import yaml
 
+from archive import metrics as am
 from workers import exporter
 from workers import metrics as wm
 from workers.contract import DEFAULT_QUEUE, JOB_TIMEOUT_S
@@ -207,7 +208,7 @@ def _alert_rules() -> list[dict[str, Any]]:
 
 
 def test_dashboard_and_rules_use_only_defined_metrics() -> None:
-    defined = wm.sample_names()
+    defined = wm.sample_names() | am.sample_names()
     recorded = {r["record"] for r in _alert_rules() if "record" in r}
     dash = json.loads((DEPLOY / "grafana" / "dashboard.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
@@ -269,3 +270,58 @@ def test_gateway_image_compose_and_manifests() -> None:
     assert _find("Service", "ser-gateway")["spec"]["selector"] == {"app.kubernetes.io/name": "ser-gateway"}
     ignore = (DEPLOY.parent / ".dockerignore").read_text().splitlines()
     assert {"!gateway/", "!callevents/", "!reports/"} <= set(ignore)  # what the gateway imports
+
+
+ARCHIVE_PORT = 9465
+
+
+def test_archive_image_compose_and_manifests() -> None:
+    """ser-archive: its image, the compose service with PostgreSQL and a volume, the Deployment reading the
+    database URL from a mounted Secret (SER_ARCHIVE_URL_FILE), probes and scraping on the metrics port."""
+    text = (DEPLOY / "Dockerfile.archive").read_text()
+    assert "ARG BASE_IMAGE=python:3.11-slim\nFROM ${BASE_IMAGE}" in text and "# syntax=" not in text
+    runs = "\n".join(line for line in text.splitlines() if line.startswith("RUN"))
+    assert re.search(r"pip install \.\s", runs) and "[train]" not in runs and "USER 10001" in text
+    assert 'ENTRYPOINT ["ser-archive"]' in text and f"EXPOSE {ARCHIVE_PORT}" in text
+    assert "-f deploy/Dockerfile.archive -t ser-archive:0.1.0" in (DEPLOY / "build-local.sh").read_text()
+    assert "!archive/" in (DEPLOY.parent / ".dockerignore").read_text().splitlines()
+
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    svc, pg = compose["services"]["archive"], compose["services"]["postgres"]
+    assert svc["build"]["dockerfile"] == "deploy/Dockerfile.archive" and svc["image"] == "ser-archive:0.1.0"
+    assert svc["command"] == ["--metrics-port", str(ARCHIVE_PORT), "--metrics-host", "0.0.0.0"]
+    assert svc["depends_on"]["postgres"]["condition"] == "service_healthy" and "ports" not in pg
+    assert svc["environment"]["SER_ARCHIVE_URL"].startswith("postgresql+psycopg://ser:${SER_ARCHIVE_DB_PASSWORD")
+    assert svc["environment"]["SER_ARCHIVE_URL"].endswith("@postgres:5432/ser")
+    assert any(v.startswith("archive-data:/var/lib/postgresql/data") for v in pg["volumes"])
+    prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    job = next(j for j in prom["scrape_configs"] if j["job_name"] == "ser-archive")
+    assert job["dns_sd_configs"][0] == {**job["dns_sd_configs"][0], "names": ["archive"], "port": ARCHIVE_PORT}
+
+    dep = _find("Deployment", "ser-archive")
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == "ser-archive:0.1.0" and c["args"] == svc["command"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": ARCHIVE_PORT}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    env = {e["name"]: e for e in c["env"]}
+    assert "SER_ARCHIVE_URL" not in env  # the password stays in the Secret's file
+    mount = next(m for m in c["volumeMounts"] if env["SER_ARCHIVE_URL_FILE"]["value"].startswith(m["mountPath"]))
+    vol = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert vol["secret"]["secretName"] == "ser-archive" and vol["secret"]["items"] == [{"key": "url", "path": "url"}]
+    assert env["SER_ARCHIVE_URL_FILE"]["value"] == mount["mountPath"] + "/url"
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]  # the file is readable
+    assert env["SER_ARCHIVE_CONSUMER"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["SER_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "ser-redis", "key": "url"}
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(ARCHIVE_PORT)
+    sm = _find("ServiceMonitor", "ser-archive")["spec"]
+    labels = _find("Service", "ser-archive-metrics")["metadata"]["labels"]
+    assert sm["selector"]["matchLabels"].items() <= labels.items()
+
+    # The lag alert fires well before the results expire from Redis.
+    from workers.contract import RESULTS_TTL_S
+
+    rule = next(r for r in _alert_rules() if r.get("alert") == "SerArchiveLagging")
+    threshold = float(re.search(r"ser_archive_lag_seconds\)\s*>\s*(\d+)", rule["expr"]).group(1))  # type: ignore[union-attr]
+    assert threshold + 60 * int(rule["for"].rstrip("m")) <= RESULTS_TTL_S / 3
