@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from archive import follow, ingest
 from archive.follow import Entry, text
 from archive.metrics import ArchiveMetrics
+from archive.schema import calls
 from archive.settings import (
     BACKOFF_FIRST_S,
     BACKOFF_MAX_S,
@@ -40,6 +41,7 @@ from archive.settings import (
     ArchiverSettings,
 )
 from callevents.schema import CALL_ENDED, CALLS_KEY, ENDED_KEY, EVENTS_KEY, decode_event
+from models.ids import key_id
 from workers.contract import decode_entry, results_key
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,17 @@ class Item:
 def _payload(fields: dict[bytes, bytes]) -> dict[str, str]:
     """An entry's fields as text for a dead letter (never its embedding)."""
     return {text(k): text(v) for k, v in fields.items() if text(k) != "embedding"}
+
+
+def _lock_calls(conn: Any, call_ids: set[str]) -> None:
+    """Lock the batch's existing ``calls`` rows (in key order, so two archivers cannot deadlock on them)
+    before writing: another archiver writing records of the same call waits for this commit, and the
+    counts and scores each recomputes from the call's segments then see the other's rows (PostgreSQL's
+    read committed; SQLite has one writer at a time anyway). A call not archived yet is serialised by
+    the insert of its row."""
+    if call_ids:
+        conn.execute(select(calls.c.call_id).where(calls.c.call_id.in_(sorted(call_ids)))
+                     .order_by(calls.c.call_id).with_for_update()).all()
 
 
 def _transient(exc: BaseException) -> bool:
@@ -322,6 +335,7 @@ class Archiver:
                 except ValueError as exc:
                     it.reason = f"refused: {exc}"[:500]
                     it.payload = it.event if it.event is not None else it.record
+        _lock_calls(conn, {key_id(it.call_id) for it in items if it.call_id and it.reason is None})
         ingest.write(conn, batch)
         for it in items:
             if it.reason is not None:

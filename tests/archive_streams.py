@@ -115,13 +115,19 @@ Key = tuple[str, str, int]
 def stream_truth(r: redis.Redis, call_id: str) -> dict[str, Any]:
     """The call's records (first per kind, channel, seq, as readers keep them) and its events."""
     recs: dict[Key, dict[str, Any]] = {}
+    ends = set()
     for _, fields in r.xrange(results_key(call_id)):
-        rec = decode_entry(fields)
+        try:
+            rec = decode_entry(fields)
+        except ValueError:  # malformed: a dead letter, not a record
+            continue
         if rec["kind"] in ("result", "failure", "turn"):
             recs.setdefault((rec["kind"], rec["channel"], int(rec["seq"])), rec)
+        elif rec["kind"] == "end":  # kept with the events
+            ends.add(json.dumps(rec, sort_keys=True))
     evs = {json.dumps(e, sort_keys=True) for e in (decode_event(f) for _, f in r.xrange(events_key(call_id)))
            if e["kind"] not in (CALL_STARTED, CALL_ENDED, TREND)}
-    return {"records": recs, "events": len(evs)}
+    return {"records": recs, "events": len(evs) + len(ends)}
 
 
 def snapshot(r: redis.Redis, call_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -219,16 +225,15 @@ class ArchiverProcess:
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
-        self._fh.close()
 
-    def terminate(self, timeout: float = 20.0) -> int:
+    def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM; the exit code."""
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        finally:
-            self._fh.close()
+        return self.proc.wait(timeout=timeout)
+
+    def close(self) -> None:
+        self._fh.close()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

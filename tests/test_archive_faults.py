@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,6 +40,7 @@ from callevents.schema import EVENTS_KEY
 from workers.contract import results_key
 
 OUTAGE_S = float(os.environ.get("SER_ARCHIVE_OUTAGE_S", "10"))
+Spawn = Callable[..., ArchiverProcess]
 
 
 @pytest.fixture
@@ -62,6 +63,31 @@ def db(pg_url: str) -> Iterator[Engine]:
     yield from _engine(pg_url)
 
 
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
+    """Start archiver processes; any still running at the end is killed."""
+    procs: list[ArchiverProcess] = []
+
+    def start(redis_url: str, db_url: str, *args: str, consumer: str | None = None) -> ArchiverProcess:
+        proc = ArchiverProcess(redis_url, db_url, tmp_path / f"archiver-{len(procs)}.log", *args, consumer=consumer)
+        procs.append(proc)
+        _started(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.alive():
+            proc.kill()
+        proc.close()
+
+
+def _pending(r: redis.Redis, key: str, consumer: str) -> int:
+    try:
+        return sum(int(c["pending"]) for c in r.xinfo_consumers(key, GROUP) if c["name"] == consumer.encode())
+    except redis.ResponseError:  # no group there yet
+        return 0
+
+
 def _started(proc: ArchiverProcess) -> None:
     wait_for(lambda: "archiving Redis" in proc.output() or not proc.alive(), 30, "the archiver to start")
     assert proc.alive(), proc.output()
@@ -75,7 +101,7 @@ def _stopped_cleanly(proc: ArchiverProcess) -> str:
 
 
 def test_dead_letters_then_goes_on_and_never_keeps_an_embedding(r: redis.Redis, redis_url: str, pg_url: str,
-                                                                 db: Engine, tmp_path: Path) -> None:
+                                                                 db: Engine, spawn: Spawn) -> None:
     live = LiveCall(r, "bad-1")
     live.step()
     bad = {
@@ -86,8 +112,7 @@ def test_dead_letters_then_goes_on_and_never_keeps_an_embedding(r: redis.Redis, 
         r.xadd(results_key("bad-1"), {"kind": "result", "embedding": EMBEDDING}): "no 'record' field",
     }
     live.run()
-    proc = ArchiverProcess(redis_url, pg_url, tmp_path / "a.log", "--batch-size", "7")
-    _started(proc)
+    proc = spawn(redis_url, pg_url, "--batch-size", "7")
     truths = snapshot(r, ["bad-1", *write_calls(r, "good", 2)])
     wait_archived(r, db, truths)
     dead = dead_rows(db)
@@ -99,72 +124,64 @@ def test_dead_letters_then_goes_on_and_never_keeps_an_embedding(r: redis.Redis, 
         for table in ("segments", "events", "calls", "dead_letters"):
             rows = conn.execute(text(f"SELECT * FROM {table}")).all()  # noqa: S608 - fixed names
             assert rows and not any(EMBEDDING in str(row) for row in rows), table
-    _stopped_cleanly(proc)
+    assert "3 dead letters" in _stopped_cleanly(proc)
 
 
 def test_sigkill_mid_batch_then_restart_claims_and_nothing_is_doubled(r: redis.Redis, redis_url: str, pg_url: str,
-                                                                       db: Engine, tmp_path: Path) -> None:
-    first = ArchiverProcess(redis_url, pg_url, tmp_path / "a.log", "--batch-size", "5", consumer="first")
-    _started(first)
+                                                                       db: Engine, spawn: Spawn) -> None:
+    first = spawn(redis_url, pg_url, "--batch-size", "5", consumer="first")
     truths = snapshot(r, write_calls(r, "pre", 2))
     wait_archived(r, db, truths)
-    with db.connect() as lock:  # hold the archiver's next transaction mid-batch
+    with db.connect() as lock:  # hold the archiver's next transaction: it is mid-batch
         lock.execute(text("LOCK TABLE calls IN EXCLUSIVE MODE"))
         names = write_calls(r, "kill", 3)
-        wait_for(lambda: sum(c["pending"] for k in (EVENTS_KEY, results_key("kill-0"))
-                             for c in r.xinfo_consumers(k, GROUP) if c["name"] == b"first"), 20,
+        wait_for(lambda: _pending(r, EVENTS_KEY, "first") + _pending(r, results_key("kill-0"), "first"), 20,
                  "entries delivered to the first archiver, unacknowledged")
         first.kill()
         lock.rollback()
     assert owed(r, names) > 0
-    second = ArchiverProcess(redis_url, pg_url, tmp_path / "b.log", "--batch-size", "5", consumer="second")
+    second = spawn(redis_url, pg_url, "--batch-size", "5", consumer="second")
     truths.update(snapshot(r, [*names, *write_calls(r, "post", 2)]))
     wait_archived(r, db, truths)
     out = _stopped_cleanly(second)
     assert "claimed" in out and "another archiver left pending" in out
 
 
-def test_postgres_outage_holds_entries_then_archives_them(r: redis.Redis, redis_url: str, tmp_path: Path) -> None:
-    server = PgServer(tmp_path / "pg").start()
-    url = server.create_database("archive")
+def test_postgres_outage_holds_entries_then_archives_them(r: redis.Redis, redis_url: str, pg_private: PgServer,
+                                                          spawn: Spawn) -> None:
+    url = pg_private.create_database("archive")
     engines = _engine(url)
     db = next(engines)
-    proc = ArchiverProcess(redis_url, url, tmp_path / "a.log", "--batch-size", "20")
-    try:
-        _started(proc)
-        truths = snapshot(r, write_calls(r, "before", 2))
-        wait_archived(r, db, truths)
-        db.dispose()
-        server.stop()
-        during: list[str] = []
-        deadline = time.monotonic() + OUTAGE_S
-        while time.monotonic() < deadline:  # calls keep running while the database is away
-            call = LiveCall(r, f"during-{len(during)}", seed=len(during))
-            during.append(call.call_id)
-            while call.step():
-                time.sleep(0.05)
-            call.end()
-        wait_for(lambda: "database write failed" in proc.output(), 10, "the archiver to notice the outage")
-        assert owed(r, during) > 0 and proc.alive()  # nothing acknowledged while nothing is committed
-        server.start()
-        wait_until_up(server)
-        truths.update(snapshot(r, [*during, *write_calls(r, "after", 1)]))
-        wait_archived(r, db, truths, timeout=30 + OUTAGE_S / 4)
-        out = _stopped_cleanly(proc)
-        assert "the database answers again" in out and "password" not in out
-    finally:
-        if proc.alive():
-            proc.kill()
-        next(engines, None)
-        server.close()
+    proc = spawn(redis_url, url, "--batch-size", "20")
+    truths = snapshot(r, write_calls(r, "before", 2))
+    wait_archived(r, db, truths)
+    db.dispose()
+    pg_private.stop()
+    during: list[str] = []
+    deadline = time.monotonic() + OUTAGE_S
+    while time.monotonic() < deadline:  # calls keep running while the database is away
+        call = LiveCall(r, f"during-{len(during)}", seed=len(during))
+        during.append(call.call_id)
+        while call.step():
+            time.sleep(0.05)
+        call.end()
+    wait_for(lambda: "database write failed" in proc.output(), 10, "the archiver to notice the outage")
+    assert owed(r, during) > 0 and proc.alive()  # nothing acknowledged while nothing is committed
+    pg_private.start()
+    wait_until_up(pg_private)
+    truths.update(snapshot(r, [*during, *write_calls(r, "after", 1)]))
+    wait_archived(r, db, truths, timeout=30 + OUTAGE_S / 4)
+    next(engines, None)
+    out = _stopped_cleanly(proc)
+    assert "the database answers again" in out
 
 
-def test_redis_restart_recreates_the_groups_and_goes_on(tmp_path: Path, pg_url: str, db: Engine) -> None:
+def test_redis_restart_recreates_the_groups_and_goes_on(tmp_path: Path, pg_url: str, db: Engine,
+                                                        spawn: Spawn) -> None:
     with RedisServer(tmp_path) as server:
         conn = redis.Redis.from_url(server.url())
-        proc = ArchiverProcess(server.url(), pg_url, tmp_path / "a.log")
         try:
-            _started(proc)
+            proc = spawn(server.url(), pg_url)
             before = snapshot(conn, write_calls(conn, "before", 2))
             wait_archived(conn, db, before)
             live = LiveCall(conn, "across")
@@ -179,17 +196,12 @@ def test_redis_restart_recreates_the_groups_and_goes_on(tmp_path: Path, pg_url: 
             out = _stopped_cleanly(proc)
             assert "Redis restarted or reconnected" in out or "lost its consumer group" in out
         finally:
-            if proc.alive():
-                proc.kill()
             conn.close()
 
 
 def test_two_archivers_share_the_group(r: redis.Redis, redis_url: str, pg_url: str, db: Engine,
-                                       tmp_path: Path) -> None:
-    procs = [ArchiverProcess(redis_url, pg_url, tmp_path / f"{n}.log", "--batch-size", "4", consumer=n)
-             for n in ("a", "b")]
-    for p in procs:
-        _started(p)
+                                       spawn: Spawn) -> None:
+    procs = [spawn(redis_url, pg_url, "--batch-size", "4", consumer=n) for n in ("a", "b")]
     calls: list[str] = []
     threads = [threading.Thread(target=lambda p=p: calls.extend(write_calls(r, p, 4, seed=len(p))))
                for p in ("x", "y")]
