@@ -55,6 +55,13 @@ def test_every_gateway_option_is_in_the_readme_table_with_its_env_and_default() 
     assert problems(readme, gateway_main, "ser-gateway") == []
 
 
+def test_every_archive_option_is_in_the_readme_table_with_its_env_and_default() -> None:
+    from archive.cli import main as archive_main
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert problems(readme, archive_main, "ser-archive") == []
+
+
 def test_the_check_sees_a_missing_row_and_a_wrong_default() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     row = next(line for line in readme.splitlines() if "`--header-timeout S`" in line)
