@@ -130,7 +130,7 @@ def test_dead_letters_then_goes_on_and_never_keeps_an_embedding(r: redis.Redis, 
 def test_sigkill_mid_batch_then_restart_claims_and_nothing_is_doubled(r: redis.Redis, redis_url: str, pg_url: str,
                                                                        db: Engine, spawn: Spawn) -> None:
     first = spawn(redis_url, pg_url, "--batch-size", "5", consumer="first")
-    truths = snapshot(r, write_calls(r, "pre", 2))
+    truths = snapshot(r, write_calls(r, "pre", 1))
     wait_archived(r, db, truths)
     with db.connect() as lock:  # hold the archiver's next transaction: it is mid-batch
         lock.execute(text("LOCK TABLE calls IN EXCLUSIVE MODE"))
@@ -141,7 +141,7 @@ def test_sigkill_mid_batch_then_restart_claims_and_nothing_is_doubled(r: redis.R
         lock.rollback()
     assert owed(r, names) > 0
     second = spawn(redis_url, pg_url, "--batch-size", "5", consumer="second")
-    truths.update(snapshot(r, [*names, *write_calls(r, "post", 2)]))
+    truths.update(snapshot(r, [*names, *write_calls(r, "post", 1)]))
     wait_archived(r, db, truths)
     out = _stopped_cleanly(second)
     assert "claimed" in out and "another archiver left pending" in out
@@ -203,7 +203,7 @@ def test_two_archivers_share_the_group(r: redis.Redis, redis_url: str, pg_url: s
                                        spawn: Spawn) -> None:
     procs = [spawn(redis_url, pg_url, "--batch-size", "4", consumer=n) for n in ("a", "b")]
     calls: list[str] = []
-    threads = [threading.Thread(target=lambda p=p: calls.extend(write_calls(r, p, 4, seed=len(p))))
+    threads = [threading.Thread(target=lambda p=p: calls.extend(write_calls(r, p, 3, seed=len(p))))
                for p in ("x", "y")]
     for t in threads:
         t.start()
