@@ -293,3 +293,41 @@ def test_refresh_scores_after_a_segment_changes(engine: Engine) -> None:
         ingest.refresh_scores(conn, ["CA8"])
     c = call_row(engine, "CA8")
     assert c.customer_score == 5.0 and c.customer_negative_share == 0.0 and c.customer_trend == "NoChange"
+
+
+def test_a_real_call_from_redis_equals_its_results_stream(engine: Engine, redis_url: str, stereo_call: Any,
+                                                          speaker_bundle_dir: Any) -> None:
+    """The pipeline's own output (ser-produce through Redis, a worker, the call events): read back from the
+    streams as ser-archive reads them, archived, and every record of the results stream is in the archive."""
+    import redis
+    from test_pipeline_redis import producer_proc, wait_for, work_in_process
+
+    from callevents.schema import EVENTS_KEY, decode_event
+    from models.bundle import load_bundle
+    from models.runtime import EmotionModel
+    from workers.contract import decode_entry, results_key
+
+    client = redis.Redis.from_url(redis_url)
+    prod = producer_proc(redis_url, str(stereo_call), "--model", str(speaker_bundle_dir), "--stream-id", "real 1",
+                         "--channel-names", "agent,customer", "--format", "jsonl")
+    wait_for(lambda: client.llen("rq:queue:ser") >= 2)
+    work_in_process(redis_url, EmotionModel(load_bundle(speaker_bundle_dir), threads=1))
+    _, err = prod.communicate(timeout=60)
+    assert prod.returncode == 0, err
+    batch = ingest.Batch()
+    for _, fields in client.xrange(EVENTS_KEY):
+        batch.add_event(decode_event(fields))
+    stream = [decode_entry(f, embedding=True) for _, f in client.xrange(results_key("real 1"))]
+    assert {r["kind"] for r in stream} >= {"result", "turn", "end"}
+    for r in stream:
+        batch.add_record("real 1", r)
+    with db.begin_write(engine) as conn:
+        ingest.write(conn, batch)
+    from models.ids import key_id
+
+    c = call_row(engine, key_id("real 1"))
+    # ser-produce itself names the call by its key id (--stream-id goes through models.ids.key_id)
+    assert c.raw_id == key_id("real 1") and c.status == "ended" and c.channels == ["agent", "customer"]
+    assert c.segments == sum(r["kind"] == "result" for r in stream) and c.customer_score is not None
+    want = sorted(({k: v for k, v in r.items() if k != "embedding"} for r in stream if r["kind"] != "end"), key=_key)
+    assert sorted(records_back(engine, key_id("real 1")), key=_key) == want
