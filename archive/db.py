@@ -206,16 +206,17 @@ def _dedup(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[Mappi
             k = tuple(row[c] for c in keys)
         except KeyError as exc:
             raise ValueError(f"upsert row lacks key column {exc.args[0]!r}") from None
-        last.pop(k, None)  # keep the order of last occurrence
         last[k] = row
-    return list(last.values())
+    # in key order: concurrent writers (several archivers on PostgreSQL) then lock rows in the same order
+    return [last[k] for k in sorted(last)]
 
 
 def upsert(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]], *, keys: Sequence[str],
            update: Sequence[str] | None = None) -> int:
     """Insert ``rows`` into ``table``; a row whose ``keys`` exist updates the ``update`` columns (default:
     every non-key column given; ``()``: do nothing). Rows sharing a key are de-duplicated first (the last
-    wins), since PostgreSQL refuses one ``INSERT ... ON CONFLICT`` touching a row twice. Returns the rows sent.
+    wins), since PostgreSQL refuses one ``INSERT ... ON CONFLICT`` touching a row twice, and sent in key
+    order (writers running side by side lock rows in one order). Returns the rows sent.
 
     Rows are grouped by the set of columns they give (a column a row leaves out is not touched); each group
     is sent as one prepared statement executed for many rows (``executemany``; SQLAlchemy batches it into
