@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from archive import follow, ingest
+from archive.db import begin_write
 from archive.follow import Entry, text
 from archive.metrics import ArchiveMetrics
-from archive.schema import calls
 from archive.settings import (
     BACKOFF_FIRST_S,
     BACKOFF_MAX_S,
@@ -41,7 +41,6 @@ from archive.settings import (
     ArchiverSettings,
 )
 from callevents.schema import CALL_ENDED, CALLS_KEY, ENDED_KEY, EVENTS_KEY, decode_event
-from models.ids import key_id
 from workers.contract import decode_entry, results_key
 
 log = logging.getLogger(__name__)
@@ -64,17 +63,6 @@ class Item:
 def _payload(fields: dict[bytes, bytes]) -> dict[str, str]:
     """An entry's fields as text for a dead letter (never its embedding)."""
     return {text(k): text(v) for k, v in fields.items() if text(k) != "embedding"}
-
-
-def _lock_calls(conn: Any, call_ids: set[str]) -> None:
-    """Lock the batch's existing ``calls`` rows (in key order, so two archivers cannot deadlock on them)
-    before writing: another archiver writing records of the same call waits for this commit, and the
-    counts and scores each recomputes from the call's segments then see the other's rows (PostgreSQL's
-    read committed; SQLite has one writer at a time anyway). A call not archived yet is serialised by
-    the insert of its row."""
-    if call_ids:
-        conn.execute(select(calls.c.call_id).where(calls.c.call_id.in_(sorted(call_ids)))
-                     .order_by(calls.c.call_id).with_for_update()).all()
 
 
 def _transient(exc: BaseException) -> bool:
@@ -140,8 +128,9 @@ class Archiver:
         self.metrics.redis_up.set(int(ok))
 
     def _db(self, ok: bool) -> None:
-        if ok and not self.db_ok:
+        if ok and not self.db_ok:  # behind: calls may have left the registries meanwhile, scan for them
             log.info("the database answers again")
+            self._due["scan"] = 0.0
         self.db_ok = ok
         self.metrics.db_up.set(int(ok))
 
@@ -335,7 +324,6 @@ class Archiver:
                 except ValueError as exc:
                     it.reason = f"refused: {exc}"[:500]
                     it.payload = it.event if it.event is not None else it.record
-        _lock_calls(conn, {key_id(it.call_id) for it in items if it.call_id and it.reason is None})
         ingest.write(conn, batch)
         for it in items:
             if it.reason is not None:
@@ -348,7 +336,7 @@ class Archiver:
         while True:
             try:
                 try:
-                    with self.engine.begin() as conn:
+                    with begin_write(self.engine) as conn:
                         self._fill(conn, items)
                 except SQLAlchemyError as exc:
                     if _transient(exc) or len(items) == 1:
@@ -375,14 +363,14 @@ class Archiver:
         """One transaction per entry: the one the database refuses becomes a dead letter with the reason."""
         for it in items:
             try:
-                with self.engine.begin() as conn:
+                with begin_write(self.engine) as conn:
                     self._fill(conn, [it])
             except SQLAlchemyError as exc:
                 if _transient(exc):
                     raise
                 it.reason = "database refused it: " + " ".join(str(exc).split())[:400]
                 it.payload = it.event if it.event is not None else it.record
-                with self.engine.begin() as conn:
+                with begin_write(self.engine) as conn:
                     ingest.dead_letter(conn, stream=it.stream, entry_id=it.entry_id, reason=it.reason,
                                        payload=json.dumps(it.payload, default=str), call_id=it.call_id)
 
@@ -401,7 +389,7 @@ class Archiver:
         from archive import queries
 
         try:
-            with self.engine.begin() as conn:
+            with begin_write(self.engine) as conn:
                 gone = queries.prune(conn, older_than_s=self.s.retention_days * 86400.0)
         except SQLAlchemyError as exc:
             self.metrics.db_errors.inc()

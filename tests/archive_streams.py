@@ -1,5 +1,5 @@
-"""Calls written to Redis the way the producers write them (callevents.writer.CallEvents for the events,
-workers.contract.encode_entry for the results stream), an archiver run as its own process
+"""Calls written to Redis the way the producers write them (bench.archive_lag.LiveCall: callevents.writer
+.CallEvents for the events, workers.contract.encode_entry for the results stream), an archiver run as its own process
 (``python -m archive.cli``), and the check that the archive equals the streams, record for record."""
 
 from __future__ import annotations
@@ -14,100 +14,18 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import redis
 from sqlalchemy import Engine, func, select
 
 from archive import follow
 from archive.schema import calls, dead_letters, events, segments
+from bench.archive_lag import EMBEDDING, LiveCall, write_calls
 from callevents.schema import CALL_ENDED, CALL_STARTED, EVENTS_KEY, TREND, decode_event, events_key
-from callevents.writer import CallEvents
 from models.ids import key_id
-from workers.contract import RESULTS_TTL_S, decode_entry, encode_entry, results_key
-from workers.turns import TurnBuilder
+from workers.contract import decode_entry, results_key
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = ("neutral", "happy", "sad", "angry")
-MODEL = "ser-test@1.0.0"
-#: A base64 float16 embedding as the history models publish it: it must never reach the archive.
-EMBEDDING = "QUJDREVGR0hJSktMTU5PUA=="
-
-
-def _records(call_id: str, n: int, seed: int) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(seed)
-    seqs = {"agent": 0, "customer": 0}
-    out = []
-    for i in range(n):
-        ch = ("agent", "customer")[(i // 3) % 2]
-        p = rng.dirichlet(np.ones(len(LABELS)) * (0.3 if ch == "customer" else 1.0))
-        best = int(np.argmax(p))
-        rec: dict[str, Any] = {
-            "stream_id": call_id, "channel": ch, "seq": seqs[ch], "start_s": round(2.0 * i, 3),
-            "end_s": round(2.0 * i + 1.8, 3), "kind": "result", "label": LABELS[best],
-            "confidence": round(float(p[best]), 6), "uncertain": bool(p[best] < 0.5),
-            "probs": {lab: round(float(v), 6) for lab, v in zip(LABELS, p, strict=True)}, "model": MODEL,
-            "history": seqs[ch], "embedding": EMBEDDING}
-        if i % 7 == 5:  # a failed segment now and then
-            rec = {k: rec[k] for k in ("stream_id", "channel", "seq", "start_s", "end_s")}
-            rec.update(kind="failure", error="worker crashed", model=MODEL)
-        seqs[ch] += 1
-        out.append(rec)
-    return out
-
-
-class LiveCall:
-    """One call in progress, written as the producer and the workers write it."""
-
-    def __init__(self, r: redis.Redis, call_id: str, *, segments: int = 12, seed: int = 0) -> None:
-        self.r, self.call_id, self.key = r, call_id, results_key(call_id)
-        self.records = _records(call_id, segments, seed)
-        self.sent = 0
-        self.turns = TurnBuilder()
-        params = {"agent": "a-7", "queue": "billing", "direction": "inbound"}
-        self.events = CallEvents(r, call_id=call_id, source="file", channels=["agent", "customer"], model=MODEL,
-                                 labels=list(LABELS), params=params)
-        self.events.start()
-
-    def _xadd(self, records: Iterable[dict[str, Any]]) -> None:
-        pipe = self.r.pipeline(transaction=False)
-        for rec in records:
-            pipe.xadd(self.key, encode_entry(rec))
-        pipe.expire(self.key, RESULTS_TTL_S)
-        pipe.execute()
-
-    def step(self, k: int = 3) -> bool:
-        """Publish the next ``k`` records (results, the turns they close, their events); False when done."""
-        batch = self.records[self.sent:self.sent + k]
-        self.sent += len(batch)
-        turns = [t for rec in batch if rec["kind"] == "result" for t in self.turns.feed(rec)]
-        self._xadd([*batch, *turns])
-        self.events.add([{k: v for k, v in rec.items() if k != "embedding"} for rec in batch])
-        self.events.beat()
-        return self.sent < len(self.records)
-
-    def end(self) -> None:
-        duration = self.records[-1]["end_s"] + 1.0
-        results = [r for r in self.records if r["kind"] == "result"]
-        self._xadd([*self.turns.finish(), {"kind": "end", "stream_id": self.call_id, "segments": len(self.records),
-                                           "duration_s": duration, "model": MODEL}])
-        summary = {ch: {"segments": sum(r["channel"] == ch for r in results),
-                        "failed": sum(r["channel"] == ch and r["kind"] == "failure" for r in self.records)}
-                   for ch in ("agent", "customer")}
-        self.events.end(reason="completed", duration_s=duration, summary=summary)
-
-    def run(self) -> LiveCall:
-        while self.step():
-            pass
-        self.end()
-        return self
-
-
-def write_calls(r: redis.Redis, prefix: str, n: int, *, segments: int = 12, seed: int = 0) -> list[str]:
-    for i in range(n):
-        LiveCall(r, f"{prefix}-{i}", segments=segments, seed=seed + i).run()
-    return [f"{prefix}-{i}" for i in range(n)]
-
-
+__all__ = ["EMBEDDING", "LiveCall", "write_calls"]
 # --- what Redis holds, what the archive holds ----------------------------------------------------
 Key = tuple[str, str, int]
 

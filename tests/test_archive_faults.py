@@ -100,8 +100,11 @@ def _stopped_cleanly(proc: ArchiverProcess) -> str:
     return out
 
 
-def test_dead_letters_then_goes_on_and_never_keeps_an_embedding(r: redis.Redis, redis_url: str, pg_url: str,
-                                                                 db: Engine, spawn: Spawn) -> None:
+def test_dead_letters_then_goes_on_and_never_keeps_an_embedding(r: redis.Redis, redis_url: str, archive_url: str,
+                                                                 spawn: Spawn) -> None:
+    """On SQLite and PostgreSQL."""
+    engines = _engine(archive_url)
+    db = next(engines)
     live = LiveCall(r, "bad-1")
     live.step()
     bad = {
@@ -112,7 +115,7 @@ def test_dead_letters_then_goes_on_and_never_keeps_an_embedding(r: redis.Redis, 
         r.xadd(results_key("bad-1"), {"kind": "result", "embedding": EMBEDDING}): "no 'record' field",
     }
     live.run()
-    proc = spawn(redis_url, pg_url, "--batch-size", "7")
+    proc = spawn(redis_url, archive_url, "--batch-size", "7")
     truths = snapshot(r, ["bad-1", *write_calls(r, "good", 2)])
     wait_archived(r, db, truths)
     dead = dead_rows(db)
@@ -125,6 +128,7 @@ def test_dead_letters_then_goes_on_and_never_keeps_an_embedding(r: redis.Redis, 
             rows = conn.execute(text(f"SELECT * FROM {table}")).all()  # noqa: S608 - fixed names
             assert rows and not any(EMBEDDING in str(row) for row in rows), table
     assert "3 dead letters" in _stopped_cleanly(proc)
+    next(engines, None)
 
 
 def test_sigkill_mid_batch_then_restart_claims_and_nothing_is_doubled(r: redis.Redis, redis_url: str, pg_url: str,
@@ -163,7 +167,7 @@ def test_postgres_outage_holds_entries_then_archives_them(r: redis.Redis, redis_
         call = LiveCall(r, f"during-{len(during)}", seed=len(during))
         during.append(call.call_id)
         while call.step():
-            time.sleep(0.05)
+            time.sleep(0.25)  # a call a second or so: fewer than ser:calls:ended keeps (200) in two minutes
         call.end()
     wait_for(lambda: "database write failed" in proc.output(), 10, "the archiver to notice the outage")
     assert owed(r, during) > 0 and proc.alive()  # nothing acknowledged while nothing is committed
