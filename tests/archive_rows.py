@@ -64,8 +64,8 @@ def add_call(conn: Connection, call_id: str, *, started_ts: float = MONDAY + 360
                                  probs={"angry": 0.1, "calm": 0.8, "happy": 0.05, "sad": 0.05}, history=seq,
                                  segments=None, error=None, model=row["model"]))
         seg_rows.append(dict(call_id=call_id, channel=ch, seq=0, kind="turn", start_s=0.0, end_s=3.0 * n_segments,
-                             label="calm", confidence=0.8, uncertain=False, probs={"calm": 0.8}, history=None, segments=n_segments,
-                             error=None, model=None))
+                             label="calm", confidence=0.8, uncertain=False, probs={"calm": 0.8}, history=None,
+                             segments=n_segments, error=None, model=None))
     conn.execute(segments.insert(), seg_rows)
     conn.execute(events.insert(), [dict(call_id=call_id, event_key=f"{call_id[:20]}-silence", kind="silence",
                                         ts=started_ts + 5, at_s=5.0, event={"kind": "silence", "start_s": 5.0,
