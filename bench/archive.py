@@ -109,10 +109,10 @@ class Workload:
         return flt, by, period
 
 
-def timed(fn: Callable[[], Any]) -> float:
+def timed(fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[float, Any]:
     t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    out = fn(*args, **kw)
+    return time.perf_counter() - t0, out
 
 
 def measure(engine: Engine, gen: Generator, *, repeats: int, seed: int) -> dict[str, Any]:
@@ -122,13 +122,13 @@ def measure(engine: Engine, gen: Generator, *, repeats: int, seed: int) -> dict[
         for _ in range(3):  # warm the connection and the caches
             queries.search(conn, CallFilter())
         for _ in range(repeats):
-            flt, args = parse(load.search_filter()), load.search_args()
-            search_s.append(timed(lambda: rows.append(queries.search(conn, flt, **args).total)))
+            seconds, page = timed(queries.search, conn, parse(load.search_filter()), **load.search_args())
+            search_s.append(seconds)
+            rows.append(page.total)
             conn.rollback()
         for _ in range(repeats):
             tf, by, period = load.trends_args()
-            tflt = parse(tf)
-            trends_s.append(timed(lambda: queries.trends(conn, tflt, by=by, period=period)))
+            trends_s.append(timed(queries.trends, conn, parse(tf), by=by, period=period)[0])
             conn.rollback()
     return {"search": percentiles(search_s), "trends": percentiles(trends_s),
             "search_matches_median": statistics.median(rows)}
@@ -237,7 +237,8 @@ def report(results: list[dict[str, Any]]) -> str:
     for r in results:
         gen = "-" if r.get("generate_s") is None else f"{r['generate_s']:.0f} s"
         s, t = r["search"], r["trends"]
-        lines.append(f"| {r['backend']} | {r['calls']:,} | {r['segments']:,} | {gen} | {r['size_bytes'] / 2**20:,.0f} MiB "
+        lines.append(f"| {r['backend']} | {r['calls']:,} | {r['segments']:,} | {gen} "
+                     f"| {r['size_bytes'] / 2**20:,.0f} MiB "
                      f"| {r['bytes_per_call_hour'] / 2**20:.2f} MiB | {s['p50_ms']:.1f} / {s['p95_ms']:.1f} / "
                      f"{s['max_ms']:.1f} ms | {t['p50_ms']:.1f} / {t['p95_ms']:.1f} / {t['max_ms']:.1f} ms |")
     verdicts = [f"{r['backend']}: search p95 {r['search']['p95_ms']:.0f} ms, trends p95 {r['trends']['p95_ms']:.0f} ms"
