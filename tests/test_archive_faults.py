@@ -218,3 +218,28 @@ def test_two_archivers_share_the_group(r: redis.Redis, redis_url: str, pg_url: s
     assert {c["name"] for c in r.xinfo_consumers(EVENTS_KEY, GROUP)} == {b"a", b"b"}
     done = [int(re.search(r"archived (\d+) entries", _stopped_cleanly(p)).group(1)) for p in procs]  # type: ignore[union-attr]
     assert all(n > 0 for n in done), done  # both took part
+
+
+def test_drain_run_archives_what_is_owed_and_prunes_by_retention(r: redis.Redis, redis_url: str,
+                                                                  tmp_path: Path) -> None:
+    from archive.db import open_engine
+    from archive.ingest import archive_call
+    from bench.archive_lag import LABELS, MODEL
+
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    engine = open_engine(url)
+    old = time.time() - 200 * 86400
+    events = [{"kind": "call_started", "call_id": "old-1", "ts": old, "source": "file", "channels": ["agent"],
+               "params": {}, "model": MODEL, "labels": list(LABELS)},
+              {"kind": "call_ended", "call_id": "old-1", "ts": old + 10, "reason": "completed", "duration_s": 10.0,
+               "segments": 0, "failed": 0, "summary": {}}]
+    archive_call(engine, events=events, records=[], call_id="old-1")
+    truths = snapshot(r, write_calls(r, "new", 2))
+    proc = ArchiverProcess(redis_url, url, tmp_path / "a.log", "--drain", "--retention-days", "90")
+    assert proc.proc.wait(timeout=60) == 0, proc.output()
+    proc.close()
+    assert "pruned 1 calls older than 90 days" in proc.output() and "drained" in proc.output()
+    wait_archived(r, engine, truths, timeout=1)  # all archived before it exited
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT call_id FROM calls ORDER BY call_id")).scalars().all() == ["new-0", "new-1"]
+    engine.dispose()
