@@ -21,7 +21,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -30,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 
 from archive import follow, ingest
 from archive.db import begin_write
-from archive.follow import Entry, text
+from archive.follow import Entry, Item, text
 from archive.metrics import ArchiveMetrics
 from archive.settings import (
     BACKOFF_FIRST_S,
@@ -40,29 +39,11 @@ from archive.settings import (
     PRUNE_EVERY_S,
     ArchiverSettings,
 )
-from callevents.schema import CALL_ENDED, CALLS_KEY, ENDED_KEY, EVENTS_KEY, decode_event
-from workers.contract import decode_entry, results_key
+from callevents.schema import CALL_ENDED, CALLS_KEY, ENDED_KEY, EVENTS_KEY
+from workers.contract import results_key
 
 log = logging.getLogger(__name__)
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
-
-
-@dataclass
-class Item:
-    """One entry on its way to the database: an event, a record, or a dead letter (``reason``)."""
-
-    stream: str
-    entry_id: str
-    call_id: str | None
-    event: dict[str, Any] | None = None
-    record: dict[str, Any] | None = None
-    reason: str | None = None
-    payload: Any = None
-
-
-def _payload(fields: dict[bytes, bytes]) -> dict[str, str]:
-    """An entry's fields as text for a dead letter (never its embedding)."""
-    return {text(k): text(v) for k, v in fields.items() if text(k) != "embedding"}
 
 
 def _transient(exc: BaseException) -> bool:
@@ -81,7 +62,9 @@ class Archiver:
         self.clock = clock
         self.stopping = threading.Event()
         self.followed: dict[str, float] = {}  # call id -> clock() when followed
-        self.retired: set[str] = set()  # calls drained after their end: not followed again while registered
+        #: calls no longer followed (drained after their end, or their stream gone) -> whether they were
+        #: active then; not followed again while registered, unless an ended call becomes active (a re-used id)
+        self.retired: dict[str, bool] = {}
         self.active: set[str] = set()
         self.ended: set[str] = set()  # in ser:calls:ended, or its end seen in a stream
         self.run_id: str | None = None
@@ -175,7 +158,7 @@ class Archiver:
         now = self.clock()
         for c in new:
             if results_key(c) in gone:
-                self.retired.add(c)
+                self.retired[c] = False
             else:
                 self.followed[c] = now
 
@@ -192,7 +175,8 @@ class Archiver:
         self.active = {text(c) for c in active}
         registered = self.active | {text(c) for c in ended}
         self.ended = (self.ended & registered) | {text(c) for c in ended}
-        self.retired &= registered - self.active  # a re-used call id starts afresh
+        self.retired = {c: was for c, was in self.retired.items()
+                        if c in registered and (was or c not in self.active)}  # a re-used call id starts afresh
         self._follow(registered)
         if now >= self._due["scan"]:
             self._due["scan"] = now + self.s.scan_s
@@ -203,6 +187,7 @@ class Archiver:
         """(Re)create the group on every stream followed: at start and after Redis lost its keys."""
         if self.run_id is not None:
             log.warning("Redis restarted or reconnected: recreating the consumer group %s", GROUP)
+            self.retired.clear()
         follow.ensure_groups(self.r, [EVENTS_KEY, *(results_key(c) for c in self.followed if c in self.active)])
         self.run_id = run_id
 
@@ -212,7 +197,8 @@ class Archiver:
         states = follow.inspect(self.r, found)
         owing = {follow.call_of(k) for k, st in states.items() if st.exists and st.owed}
         calls = {c for c in owing if c}
-        self.retired -= calls
+        for c in calls:
+            self.retired.pop(c, None)
         self._follow(calls)
         follow.gc_consumers(self.r, EVENTS_KEY, keep=self.consumer, idle_s=CONSUMER_GC_S)
 
@@ -235,7 +221,7 @@ class Archiver:
                 and ms - (st.last_ms or 0) >= grace_ms and now - self.followed[call] >= self.s.follow_grace_s)
             if done:
                 del self.followed[call]
-                self.retired.add(call)
+                self.retired[call] = call in self.active
                 self.metrics.calls.inc()
         self.metrics.followed.set(len(self.followed))
 
@@ -269,28 +255,10 @@ class Archiver:
         self._redis(True)
         return [(text(key), text(mid), fields) for key, msgs in reply or () for mid, fields in msgs]
 
-    def _item(self, key: str, entry_id: str, fields: dict[bytes, bytes]) -> Item:
-        call = follow.call_of(key)
-        size = sum(len(k) + len(v) for k, v in fields.items() if k != b"embedding")
-        if size > self.s.max_entry_bytes:
-            return Item(key, entry_id, call, reason=f"entry of {size} bytes exceeds the {self.s.max_entry_bytes}"
-                        "-byte limit", payload=_payload(fields))
-        try:
-            if call is None:
-                event = decode_event(fields)
-                if not isinstance(event.get("call_id"), str) or not event["call_id"]:
-                    raise ValueError("event has no call_id")
-                return Item(key, entry_id, event["call_id"], event=event)
-            record = decode_entry(fields)  # without the embedding field
-            record.pop("embedding", None)  # never archived, wherever a producer put it
-            return Item(key, entry_id, call, record=record)
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
-            return Item(key, entry_id, call, reason=f"malformed entry: {exc}"[:500], payload=_payload(fields))
-
     # --- writing ---------------------------------------------------------------------------------
     def _handle(self, entries: list[Entry]) -> None:
         started = time.perf_counter()
-        items = [self._item(*e) for e in entries]
+        items = [follow.parse(*e, max_bytes=self.s.max_entry_bytes) for e in entries]
         if not self._commit(items):
             return  # stopping during a database outage: not acknowledged, another archiver claims them
         self._ack(items)
@@ -352,12 +320,23 @@ class Archiver:
                     log.warning("database write failed (%s); retrying, nothing acknowledged",
                                 " ".join(str(exc).split())[:200])
                 self._db(False)
+                self._keep_watch()
                 if self.stopping.is_set() and backoff > BACKOFF_FIRST_S:
                     log.warning("stopping with %d entries unwritten: they stay pending for another archiver",
                                 len(items))
                     return False
                 self.stopping.wait(backoff)
                 backoff = min(2 * backoff, BACKOFF_MAX_S)
+
+    def _keep_watch(self) -> None:
+        """While a database outage holds the batch: keep the lag and pending gauges current (the alert)."""
+        now = self.clock()
+        if now >= self._due["refresh"]:
+            try:
+                self._refresh(now)
+            except REDIS_ERRORS as exc:
+                self._redis(False)
+                log.debug("Redis unreachable too (%s)", exc)
 
     def _commit_each(self, items: list[Item]) -> None:
         """One transaction per entry: the one the database refuses becomes a dead letter with the reason."""

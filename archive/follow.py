@@ -1,5 +1,6 @@
 """Redis side of the archiver: the consumer group on a stream, what a stream still owes the archive
-(unread and pending entries, their age) and claiming what a dead archiver left pending.
+(unread and pending entries, their age), claiming what a dead archiver left pending, and an entry as
+read turned into what goes to the database (:func:`parse`: an event, a record or a dead letter).
 
 Stream ids are ``<ms>-<n>`` with the Redis server's clock in milliseconds: an entry's age is the server's
 ``TIME`` minus its id's first part, whatever the archiver's own clock says.
@@ -14,7 +15,8 @@ from typing import Any
 import redis
 
 from archive.settings import GROUP
-from workers.contract import RESULTS_PREFIX, RESULTS_TTL_S
+from callevents.schema import decode_event
+from workers.contract import RESULTS_PREFIX, RESULTS_TTL_S, decode_entry
 
 #: One stream entry as read: (stream key, entry id, fields).
 Entry = tuple[str, str, dict[bytes, bytes]]
@@ -32,6 +34,45 @@ def id_ms(entry_id: Any) -> int:
 def call_of(key: str) -> str | None:
     """The call (key id) whose results stream ``key`` is; None for any other stream."""
     return key[len(RESULTS_PREFIX):] if key.startswith(RESULTS_PREFIX) else None
+
+
+@dataclass
+class Item:
+    """One entry on its way to the database: an event, a record, or a dead letter (``reason``)."""
+
+    stream: str
+    entry_id: str
+    call_id: str | None
+    event: dict[str, Any] | None = None
+    record: dict[str, Any] | None = None
+    reason: str | None = None
+    payload: Any = None
+
+
+def _payload(fields: dict[bytes, bytes]) -> dict[str, str]:
+    """An entry's fields as text for a dead letter (never its embedding)."""
+    return {text(k): text(v) for k, v in fields.items() if text(k) != "embedding"}
+
+
+def parse(key: str, entry_id: str, fields: dict[bytes, bytes], *, max_bytes: int) -> Item:
+    """One entry as read -> an :class:`Item`: the event or record it holds, or a dead letter with the reason
+    (larger than ``max_bytes``, malformed). A record's embedding is dropped, wherever a producer put it."""
+    call = call_of(key)
+    size = sum(len(k) + len(v) for k, v in fields.items() if k != b"embedding")
+    if size > max_bytes:
+        return Item(key, entry_id, call, reason=f"entry of {size} bytes exceeds the {max_bytes}-byte limit",
+                    payload=_payload(fields))
+    try:
+        if call is None:
+            event = decode_event(fields)
+            if not isinstance(event.get("call_id"), str) or not event["call_id"]:
+                raise ValueError("event has no call_id")
+            return Item(key, entry_id, event["call_id"], event=event)
+        record = decode_entry(fields)  # without the embedding field
+        record.pop("embedding", None)
+        return Item(key, entry_id, call, record=record)
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        return Item(key, entry_id, call, reason=f"malformed entry: {exc}"[:500], payload=_payload(fields))
 
 
 def is_nogroup(exc: BaseException) -> bool:

@@ -4,6 +4,7 @@ entries (deleted ones reported apart), the metrics endpoint, settings and one-li
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import urllib.error
@@ -148,3 +149,20 @@ def test_cli_errors_are_one_line_without_the_password(tmp_path) -> None:  # type
     assert res.exit_code == 1 and "cannot read --redis-url-file" in res.output
     res = runner.invoke(main, ["--batch-size", "0"], env={})
     assert res.exit_code == 2 and "batch-size" in res.output
+
+
+def test_parse_turns_entries_into_events_records_or_dead_letters() -> None:
+    key = results_key("c-9")
+    rec = {"kind": "result", "stream_id": "c-9", "channel": "agent", "seq": 0, "start_s": 0.0, "end_s": 1.0,
+           "label": "calm", "probs": {"calm": 1.0}, "embedding": "AAAA"}
+    it = follow.parse(key, "1-0", {b"kind": b"result", b"record": json.dumps(rec).encode(), b"embedding": b"BBBB"},
+                      max_bytes=1024)
+    assert it.reason is None and it.call_id == "c-9" and "embedding" not in (it.record or {})
+    event = {"kind": "call_ended", "call_id": "c-9", "ts": 1.0}
+    it = follow.parse(EVENTS_KEY, "2-0", {b"event": json.dumps(event).encode()}, max_bytes=1024)
+    assert it.event == event and it.call_id == "c-9" and it.record is None
+    big = follow.parse(key, "3-0", {b"record": b"x" * 2000, b"embedding": b"E" * 10}, max_bytes=1024)
+    assert big.reason == "entry of 2006 bytes exceeds the 1024-byte limit" and big.payload == {"record": "x" * 2000}
+    for fields, why in (({b"event": b"{"}, "malformed entry"), ({b"event": b'{"kind": "trend"}'}, "no call_id"),
+                        ({b"event": b'{"kind": "nope", "call_id": "c"}'}, "no valid event")):
+        assert why in (follow.parse(EVENTS_KEY, "4-0", fields, max_bytes=1024).reason or ""), fields
