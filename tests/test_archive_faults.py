@@ -14,6 +14,8 @@ import os
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -156,7 +158,8 @@ def test_postgres_outage_holds_entries_then_archives_them(r: redis.Redis, redis_
     url = pg_private.create_database("archive")
     engines = _engine(url)
     db = next(engines)
-    proc = spawn(redis_url, url, "--batch-size", "20")
+    proc = spawn(redis_url, url, "--batch-size", "20", "--metrics-port", "0")
+    port = re.search(r"metrics on 127\.0\.0\.1:(\d+)", proc.output()).group(1)  # type: ignore[union-attr]
     truths = snapshot(r, write_calls(r, "before", 2))
     wait_archived(r, db, truths)
     db.dispose()
@@ -170,11 +173,22 @@ def test_postgres_outage_holds_entries_then_archives_them(r: redis.Redis, redis_
             time.sleep(0.25)  # a call a second or so: fewer than ser:calls:ended keeps (200) in two minutes
         call.end()
     wait_for(lambda: "database write failed" in proc.output(), 10, "the archiver to notice the outage")
-    assert owed(r, during) > 0 and proc.alive()  # nothing acknowledged while nothing is committed
+    held = owed(r, during)
+    assert held > 0 and proc.alive()  # nothing acknowledged while nothing is committed
+    with pytest.raises(urllib.error.HTTPError) as err:  # not ready; the lag keeps being reported
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    assert err.value.code == 503 and err.value.read() == b"database unreachable\n"
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    lag = float(re.search(r"^ser_archive_lag_seconds (\S+)$", body, re.M).group(1))  # type: ignore[union-attr]
+    assert "ser_archive_db_up 0.0" in body and lag > 0.5 and "ser_archive_db_errors_total 0.0" not in body
+    print(f"\nPostgreSQL down {OUTAGE_S:g} s: {len(during)} calls ran meanwhile, {held} entries held "
+          f"unacknowledged, lag {lag:.1f} s", end=" ")
     pg_private.start()
     wait_until_up(pg_private)
     truths.update(snapshot(r, [*during, *write_calls(r, "after", 1)]))
+    back = time.monotonic()
     wait_archived(r, db, truths, timeout=30 + OUTAGE_S / 4)
+    print(f"archived {time.monotonic() - back:.1f} s after it came back")
     next(engines, None)
     out = _stopped_cleanly(proc)
     assert "the database answers again" in out
