@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from models.errors import SERError
+from workers.contract import read_url_file as _read_url_file
 
 #: The embedded default: a SQLite file in the working directory.
 DEFAULT_URL = "sqlite:///calls.db"
@@ -64,13 +65,9 @@ def redact_url(url: str) -> str:
 def read_url_file(path: str) -> str:
     """The database URL stored in a file (first non-empty line): ``--database-url-file``."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    return line.strip()
-    except OSError as exc:
-        raise SERError(f"cannot read --database-url-file {path}: {exc.strerror or exc}") from None
-    raise SERError(f"--database-url-file {path} is empty")
+        return _read_url_file(path, option="--database-url-file")
+    except ValueError as exc:
+        raise SERError(str(exc)) from None
 
 
 def parse_url(url: str) -> URL:
