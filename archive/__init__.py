@@ -4,6 +4,7 @@ it). Reference: docs/archive.md.
 
 Modules: :mod:`~archive.schema` (tables), :mod:`~archive.db` (engine, migrations, upserts),
 :mod:`~archive.ingest` (events and records -> rows, idempotent writes; :mod:`~archive.validate` checks
-them first), :mod:`~archive.scores` (emotion score, quarters, trend), :mod:`~archive.filters` (the one filter set of search, trends, export and the
-dashboard), :mod:`~archive.queries` (search, show, trends, delete, prune).
+them first), :mod:`~archive.scores` (emotion score, quarters, trend), :mod:`~archive.filters` (the one
+filter set of search, trends, export and the dashboard), :mod:`~archive.queries` (search, show, trends,
+delete, prune).
 """
