@@ -24,9 +24,10 @@ Order does not matter: the archiver reads the events stream and each results str
 call's records (or its ``call_ended``) may arrive before its ``call_started``. Any input for an unknown
 call first inserts a **placeholder** row (``status`` live, empty channels/params, ``started_ts`` estimated
 from what it has); ``call_started`` later fills it in. Each kind of input updates only its own columns,
-so whichever arrives last, the row ends the same. Counts (``segments``, ``failed``, ``alerts_fired``) are
-recounted from the stored rows, and the scores of every touched call that has ended are recomputed from
-its stored segments (:func:`refresh_scores`): replaying any entry changes nothing but ``updated_ts``.
+so whichever arrives last, the row ends the same. Counts are recounted from the stored rows
+(``alerts_fired`` at every write; ``segments`` and ``failed`` once the call has ended: 0 while it is live),
+and the scores of every touched call that has ended are recomputed from its stored segments
+(:func:`refresh_scores`): replaying any entry changes nothing but ``updated_ts``.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ def write(conn: Connection, batch: Batch, *, now: float | None = None) -> set[st
     upsert(conn, events, rows, keys=["call_id", "event_key"], update=())
     _write_alerts(conn, by_kind.get(ev.ALERT_OPENED, []), by_kind.get(ev.ALERT_CLOSED, []))
     touched = set(base)
-    _recount(conn, touched, now)
+    _touch(conn, touched, now)
     refresh_scores(conn, _ended_among(conn, touched))
     return touched
 
@@ -276,17 +277,13 @@ def _write_alerts(conn: Connection, opened: list[dict[str, Any]], closed: list[d
            keys=["call_id", "rule", "channel", "since_s"], update=["until_s", "closed_ts", "close_reason"])
 
 
-def _recount(conn: Connection, call_ids: Iterable[str], now: float) -> None:
-    """The calls' ``segments``, ``failed`` and ``alerts_fired`` recounted from the stored rows."""
-    def count(table: Any, *where: Any) -> Any:
-        return select(func.count()).select_from(table).where(table.c.call_id == calls.c.call_id, *where) \
-            .scalar_subquery()
-
+def _touch(conn: Connection, call_ids: Iterable[str], now: float) -> None:
+    """The calls' ``updated_ts`` and ``alerts_fired`` (recounted: a call has few alerts). Their ``segments``
+    and ``failed`` are recounted by :func:`refresh_scores` once a call has ended: recounting a long live
+    call's segments at every batch would cost in proportion to its length, each time."""
+    count = select(func.count()).select_from(alerts).where(alerts.c.call_id == calls.c.call_id).scalar_subquery()
     for ids in chunks(sorted(call_ids)):
-        conn.execute(update(calls).where(calls.c.call_id.in_(ids)).values(
-            segments=count(segments, segments.c.kind == "result"),
-            failed=count(segments, segments.c.kind == "failure"),
-            alerts_fired=count(alerts), updated_ts=now))
+        conn.execute(update(calls).where(calls.c.call_id.in_(ids)).values(alerts_fired=count, updated_ts=now))
 
 
 def _ended_among(conn: Connection, call_ids: Iterable[str]) -> list[str]:

@@ -25,7 +25,8 @@ def chunks(ids: list[str]) -> Iterable[list[str]]:
 
 
 def refresh_scores(conn: Connection, call_ids: Iterable[str]) -> None:
-    """Recompute ``speakers``, ``label_shares`` and the calls' headline columns from their stored segments."""
+    """Recompute ``speakers``, ``label_shares``, the calls' headline columns and their ``segments``/``failed``
+    counts from their stored segments."""
     for ids in chunks(sorted(set(call_ids))):
         info = {r.call_id: r for r in conn.execute(
             select(calls.c.call_id, calls.c.duration_s, calls.c.channels, calls.c.roles, calls.c.dynamics)
@@ -36,13 +37,16 @@ def refresh_scores(conn: Connection, call_ids: Iterable[str]) -> None:
                               .where(segments.c.call_id.in_(ids), segments.c.kind == "result")):
             recs[r.call_id].append({"channel": r.channel, "seq": r.seq, "start_s": r.start_s, "end_s": r.end_s,
                                     "probs": r.probs})
+        failed: dict[str, int] = dict(conn.execute(select(segments.c.call_id, func.count()).where(
+            segments.c.call_id.in_(ids), segments.c.kind == "failure").group_by(segments.c.call_id)).all())
         conn.execute(delete(label_shares).where(label_shares.c.call_id.in_(ids)))
         conn.execute(delete(speakers).where(speakers.c.call_id.in_(ids)))
         spk_rows: list[dict[str, Any]] = []
         share_rows: list[dict[str, Any]] = []
         for cid, row in info.items():
             heads = _score_call(cid, row, recs[cid], spk_rows, share_rows)
-            conn.execute(update(calls).where(calls.c.call_id == cid).values(**heads))
+            conn.execute(update(calls).where(calls.c.call_id == cid).values(
+                **heads, segments=len(recs[cid]), failed=failed.get(cid, 0)))
         upsert(conn, speakers, spk_rows, keys=["call_id", "channel"])
         upsert(conn, label_shares, share_rows, keys=["call_id", "channel", "label"])
 

@@ -184,7 +184,7 @@ def test_records_before_call_started_make_a_placeholder(engine: Engine) -> None:
     write(engine, [], records[:5], call_id="CA9")
     c = call_row(engine, "CA9")
     assert (c.status, c.raw_id, c.channels, c.params, c.agent, c.model) == ("live", "CA9", [], {}, None, MODEL)
-    assert c.segments == 5 and c.customer_score is None
+    assert c.segments == 0 and c.customer_score is None  # counted once the call has ended
     assert c.started_ts == pytest.approx(NOW - max(r["end_s"] for r in records[:5]))  # estimated
     write(engine, [ended], [], call_id="CA9")  # call_ended before call_started: scored at once
     c = call_row(engine, "CA9")
