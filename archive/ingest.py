@@ -25,7 +25,8 @@ call's records (or its ``call_ended``) may arrive before its ``call_started``. A
 call first inserts a **placeholder** row (``status`` live, empty channels/params, ``started_ts`` estimated
 from what it has); ``call_started`` later fills it in. Each kind of input updates only its own columns,
 so whichever arrives last, the row ends the same. Counts are recounted from the stored rows
-(``alerts_fired`` at every write; ``segments`` and ``failed`` once the call has ended: 0 while it is live),
+(``alerts_fired`` when alerts arrive; ``segments`` and ``failed`` once the call has ended: 0 while it is
+live),
 and the scores of every touched call that has ended are recomputed from its stored segments
 (:func:`refresh_scores`): replaying any entry changes nothing but ``updated_ts``.
 """
@@ -65,6 +66,9 @@ META_WIDTH = {"agent": 128, "queue": 128, "direction": 16, "tenant": 128}
 #: Events stored in :data:`archive.schema.events` (besides ``end`` records).
 STORED_EVENTS = (ev.ALERT_OPENED, ev.ALERT_CLOSED, ev.DYNAMICS, ev.SILENCE, ev.OVERTALK)
 SEGMENT_KINDS = ("result", "failure", "turn")
+#: A live call's ``updated_ts`` is rewritten by a write only when older than this (seconds): it says the
+#: call is still being written (:func:`close_lost`) without rewriting every row at every batch.
+TOUCH_EVERY_S = 10.0
 __all__ = ["META_KEYS", "Batch", "archive_call", "close_lost", "dead_letter", "event_key", "refresh_scores", "write"]
 
 
@@ -211,7 +215,7 @@ def write(conn: Connection, batch: Batch, *, now: float | None = None) -> set[st
     if not base:
         return set()
     upsert(conn, calls, base.values(), keys=["call_id"], update=())
-    _lock_calls(conn, base)
+    ended = _lock_calls(conn, base)
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for e in batch.events:
         by_kind.setdefault(e["kind"], []).append(e)
@@ -229,20 +233,23 @@ def write(conn: Connection, batch: Batch, *, now: float | None = None) -> set[st
     upsert(conn, events, rows, keys=["call_id", "event_key"], update=())
     _write_alerts(conn, by_kind.get(ev.ALERT_OPENED, []), by_kind.get(ev.ALERT_CLOSED, []))
     touched = set(base)
-    _touch(conn, touched, now)
-    refresh_scores(conn, _ended_among(conn, touched))
+    alerted = {key_id(e["call_id"]) for kind in (ev.ALERT_OPENED, ev.ALERT_CLOSED) for e in by_kind.get(kind, [])}
+    _touch(conn, touched, alerted, now)
+    refresh_scores(conn, ended | {key_id(e["call_id"]) for e in by_kind.get(ev.CALL_ENDED, [])})
     return touched
 
 
-def _lock_calls(conn: Connection, call_ids: Iterable[str]) -> None:
-    """On PostgreSQL, lock the batch's call rows at once, in key order: writers side by side (several
-    archivers) touching the same calls then wait for each other instead of deadlocking. (SQLite has one
-    writer at a time: :func:`archive.db.begin_write`.)"""
-    if conn.dialect.name != "postgresql":
-        return
+def _lock_calls(conn: Connection, call_ids: Iterable[str]) -> set[str]:
+    """The batch's calls that have ended already. On PostgreSQL their rows are locked at once, in key
+    order: writers side by side (several archivers) touching the same calls then wait for each other
+    instead of deadlocking. (SQLite has one writer at a time: :func:`archive.db.begin_write`.)"""
+    ended: set[str] = set()
     for ids in chunks(sorted(call_ids)):
-        conn.execute(select(calls.c.call_id).where(calls.c.call_id.in_(ids)).order_by(calls.c.call_id)
-                     .with_for_update()).all()
+        query = select(calls.c.call_id, calls.c.status).where(calls.c.call_id.in_(ids)).order_by(calls.c.call_id)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        ended.update(cid for cid, status in conn.execute(query) if status == "ended")
+    return ended
 
 
 def _write_dynamics(conn: Connection, dyn_events: list[dict[str, Any]], now: float) -> None:
@@ -277,21 +284,18 @@ def _write_alerts(conn: Connection, opened: list[dict[str, Any]], closed: list[d
            keys=["call_id", "rule", "channel", "since_s"], update=["until_s", "closed_ts", "close_reason"])
 
 
-def _touch(conn: Connection, call_ids: Iterable[str], now: float) -> None:
-    """The calls' ``updated_ts`` and ``alerts_fired`` (recounted: a call has few alerts). Their ``segments``
+def _touch(conn: Connection, call_ids: Iterable[str], alerted: set[str], now: float) -> None:
+    """The calls' ``updated_ts`` (at most :data:`TOUCH_EVERY_S` old), and ``alerts_fired`` of those with
+    alert events (recounted). ``segments``
     and ``failed`` are recounted by :func:`refresh_scores` once a call has ended: recounting a long live
     call's segments at every batch would cost in proportion to its length, each time."""
     count = select(func.count()).select_from(alerts).where(alerts.c.call_id == calls.c.call_id).scalar_subquery()
-    for ids in chunks(sorted(call_ids)):
+    rest = sorted(set(call_ids) - alerted)
+    for ids in chunks(rest):  # rewriting every live call's row at every batch is most of a batch's cost
+        conn.execute(update(calls).where(calls.c.call_id.in_(ids), calls.c.updated_ts < now - TOUCH_EVERY_S)
+                     .values(updated_ts=now))
+    for ids in chunks(sorted(alerted)):
         conn.execute(update(calls).where(calls.c.call_id.in_(ids)).values(alerts_fired=count, updated_ts=now))
-
-
-def _ended_among(conn: Connection, call_ids: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for ids in chunks(sorted(call_ids)):
-        out += conn.execute(select(calls.c.call_id).where(calls.c.call_id.in_(ids), calls.c.status == "ended")
-                            ).scalars().all()
-    return out
 
 
 def _plain(obj: Any) -> Any:

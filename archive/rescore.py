@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, update
 
 from archive.db import upsert
-from archive.schema import ROLES, calls, label_shares, segments, speakers
+from archive.schema import ROLES, alerts, calls, label_shares, segments, speakers
 from archive.scores import speaker_scores
 
 #: Most ids in one ``IN (...)`` list.
@@ -25,8 +25,8 @@ def chunks(ids: list[str]) -> Iterable[list[str]]:
 
 
 def refresh_scores(conn: Connection, call_ids: Iterable[str]) -> None:
-    """Recompute ``speakers``, ``label_shares``, the calls' headline columns and their ``segments``/``failed``
-    counts from their stored segments."""
+    """Recompute ``speakers``, ``label_shares``, the calls' headline columns and their ``segments``,
+    ``failed`` and ``alerts_fired`` counts from their stored rows."""
     for ids in chunks(sorted(set(call_ids))):
         info = {r.call_id: r for r in conn.execute(
             select(calls.c.call_id, calls.c.duration_s, calls.c.channels, calls.c.roles, calls.c.dynamics)
@@ -39,6 +39,8 @@ def refresh_scores(conn: Connection, call_ids: Iterable[str]) -> None:
                                     "probs": r.probs})
         failed: dict[str, int] = dict(conn.execute(select(segments.c.call_id, func.count()).where(
             segments.c.call_id.in_(ids), segments.c.kind == "failure").group_by(segments.c.call_id)).all())
+        alerted: dict[str, int] = dict(conn.execute(select(alerts.c.call_id, func.count()).where(
+            alerts.c.call_id.in_(ids)).group_by(alerts.c.call_id)).all())
         conn.execute(delete(label_shares).where(label_shares.c.call_id.in_(ids)))
         conn.execute(delete(speakers).where(speakers.c.call_id.in_(ids)))
         spk_rows: list[dict[str, Any]] = []
@@ -46,7 +48,7 @@ def refresh_scores(conn: Connection, call_ids: Iterable[str]) -> None:
         for cid, row in info.items():
             heads = _score_call(cid, row, recs[cid], spk_rows, share_rows)
             conn.execute(update(calls).where(calls.c.call_id == cid).values(
-                **heads, segments=len(recs[cid]), failed=failed.get(cid, 0)))
+                **heads, segments=len(recs[cid]), failed=failed.get(cid, 0), alerts_fired=alerted.get(cid, 0)))
         upsert(conn, speakers, spk_rows, keys=["call_id", "channel"])
         upsert(conn, label_shares, share_rows, keys=["call_id", "channel", "label"])
 
@@ -86,7 +88,8 @@ def close_lost(conn: Connection, *, idle_s: float, now: float) -> list[str]:
     """End every call still ``live`` whose row has not been written for ``idle_s`` seconds (its producer
     died without a ``call_ended``): status ``ended``, reason ``lost``, the duration from its last segment,
     ``ended_ts`` its last write; then score it. Returns the call ids closed. A later ``call_ended`` for
-    such a call still overwrites all of this."""
+    such a call still overwrites all of this. ``idle_s`` must be well above
+    :data:`archive.ingest.TOUCH_EVERY_S` (a live call's ``updated_ts`` may be that old)."""
     ids = sorted(conn.execute(select(calls.c.call_id).where(calls.c.status == "live",
                                                             calls.c.updated_ts < now - idle_s)).scalars())
     for part in chunks(ids):
