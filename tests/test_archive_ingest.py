@@ -184,7 +184,7 @@ def test_records_before_call_started_make_a_placeholder(engine: Engine) -> None:
     write(engine, [], records[:5], call_id="CA9")
     c = call_row(engine, "CA9")
     assert (c.status, c.raw_id, c.channels, c.params, c.agent, c.model) == ("live", "CA9", [], {}, None, MODEL)
-    assert c.segments == 5 and c.customer_score is None
+    assert c.segments == 0 and c.customer_score is None  # counted once the call has ended
     assert c.started_ts == pytest.approx(NOW - max(r["end_s"] for r in records[:5]))  # estimated
     write(engine, [ended], [], call_id="CA9")  # call_ended before call_started: scored at once
     c = call_row(engine, "CA9")
@@ -331,3 +331,20 @@ def test_a_real_call_from_redis_equals_its_results_stream(engine: Engine, redis_
     assert c.segments == sum(r["kind"] == "result" for r in stream) and c.customer_score is not None
     want = sorted(({k: v for k, v in r.items() if k != "embedding"} for r in stream if r["kind"] != "end"), key=_key)
     assert sorted(records_back(engine, key_id("real 1")), key=_key) == want
+
+
+def test_close_lost_ends_calls_whose_producer_vanished(engine: Engine) -> None:
+    events, records = make_call("CL1", seed=8, segments=4, ended=False)
+    write(engine, events, records, call_id="CL1", now=NOW)
+    with db.begin_write(engine) as conn:
+        assert ingest.close_lost(conn, idle_s=60.0, now=NOW + 30) == []
+        assert ingest.close_lost(conn, idle_s=60.0, now=NOW + 120) == ["CL1"]
+    c = call_row(engine, "CL1")
+    last_end = max(r["end_s"] for r in records if "end_s" in r and r["kind"] != "end")
+    assert (c.status, c.end_reason, c.ended_ts, c.duration_s) == ("ended", "lost", NOW, last_end)
+    assert c.customer_score == speaker_scores(records, duration_s=last_end, channels=["customer", "agent"])[
+        "customer"].score
+    ended = make_call("CL1", seed=8, segments=4)[0][-1]  # the producer's call_ended turns up after all
+    write(engine, [ended], call_id="CL1", now=NOW + 200)
+    c = call_row(engine, "CL1")
+    assert (c.end_reason, c.duration_s) == ("completed", ended["duration_s"])
