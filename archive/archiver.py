@@ -36,6 +36,7 @@ from archive.settings import (
     BACKOFF_MAX_S,
     CONSUMER_GC_S,
     GROUP,
+    LOST_EVERY_S,
     PRUNE_EVERY_S,
     ArchiverSettings,
 )
@@ -69,7 +70,7 @@ class Archiver:
         self.ended: set[str] = set()  # in ser:calls:ended, or its end seen in a stream
         self.run_id: str | None = None
         self.owed = -1  # entries unread or pending at the latest refresh, every stream (-1: not known yet)
-        self._due = {"refresh": 0.0, "claim": 0.0, "scan": 0.0, "prune": 0.0}
+        self._due = {"refresh": 0.0, "claim": 0.0, "scan": 0.0, "prune": 0.0, "lost": 0.0}
         self._read_nothing = False
         self.totals = {"archived": 0, "dead_letter": 0}  # entries this process finished, by outcome
         self.redis_ok = False  # the latest Redis call succeeded
@@ -141,7 +142,10 @@ class Archiver:
             self._handle(entries)
         if self.s.retention_days and now >= self._due["prune"]:
             self._due["prune"] = now + PRUNE_EVERY_S
-            self._prune()
+            self._maintain("prune", self._prune)
+        if self.s.lost_after_s and self.owed == 0 and now >= self._due["lost"]:  # caught up: silence means lost
+            self._due["lost"] = now + LOST_EVERY_S
+            self._maintain("lost", self._close_lost)
         return len(entries)
 
     # --- what to follow --------------------------------------------------------------------------
@@ -364,16 +368,27 @@ class Archiver:
             if isinstance(res, Exception) and not follow.is_nogroup(res):
                 raise res  # NOGROUP: Redis lost the stream meanwhile; nothing left to acknowledge
 
-    def _prune(self) -> None:
-        from archive import queries
-
+    def _maintain(self, name: str, job: Callable[[Any], None]) -> None:
+        """Run a periodic database job in its own transaction; after a failure, again in a minute."""
         try:
             with begin_write(self.engine) as conn:
-                gone = queries.prune(conn, older_than_s=self.s.retention_days * 86400.0)
+                job(conn)
         except SQLAlchemyError as exc:
             self.metrics.db_errors.inc()
-            self._due["prune"] = self.clock() + self.s.refresh_s * 60  # try again soon
-            log.warning("pruning the archive failed (%s)", " ".join(str(exc).split())[:200])
-            return
+            self._due[name] = self.clock() + 60.0
+            log.warning("%s failed (%s)", name, " ".join(str(exc).split())[:200])
+
+    def _prune(self, conn: Any) -> None:
+        from archive import queries
+
+        gone = queries.prune(conn, older_than_s=self.s.retention_days * 86400.0)
         if gone:
             log.info("pruned %d calls older than %g days", gone, self.s.retention_days)
+
+    def _close_lost(self, conn: Any) -> None:
+        """End archived calls still live whose rows nothing has written for ``lost_after_s`` (their producer
+        died without a call_ended), once this archiver owes nothing: reason ``lost``, scored."""
+        closed = ingest.close_lost(conn, idle_s=self.s.lost_after_s, now=time.time())
+        if closed:
+            log.info("closed %d calls as lost (nothing for %g s): %s", len(closed), self.s.lost_after_s,
+                     ", ".join(closed[:10]))

@@ -11,6 +11,7 @@ from archive.settings import (
     DEFAULT_BLOCK_MS,
     DEFAULT_CLAIM_IDLE_S,
     DEFAULT_LOG_LEVEL,
+    DEFAULT_LOST_AFTER_S,
     DEFAULT_METRICS_HOST,
     DEFAULT_REDIS_URL,
     DEFAULT_RETENTION_DAYS,
@@ -58,6 +59,10 @@ def _read_urls(redis_url: str, redis_url_file: str | None, database: str, databa
               default=float(DEFAULT_RETENTION_DAYS), show_default=True,
               help="Delete archived calls that started longer ago, hourly (0: keep every call) "
                    "[env SER_ARCHIVE_RETENTION_DAYS].")
+@click.option("--lost-after-s", envvar="SER_ARCHIVE_LOST_AFTER_S", type=click.FloatRange(0, 86_400),
+              default=DEFAULT_LOST_AFTER_S, show_default=True,
+              help="End a live archived call nothing has written for this long, reason lost (its producer died; "
+                   "0: never) [env SER_ARCHIVE_LOST_AFTER_S].")
 @click.option("--drain", is_flag=True, help="Exit once nothing is left unread or pending (a catch-up run).")
 @click.option("--metrics-port", envvar="SER_METRICS_PORT", type=click.IntRange(0, 65535), default=None,
               help="Serve /metrics, /healthz, /readyz on this port (0: any free port) [env SER_METRICS_PORT; "
@@ -68,7 +73,7 @@ def _read_urls(redis_url: str, redis_url_file: str | None, database: str, databa
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Log level [env SER_LOG_LEVEL].")
 def main(redis_url: str, redis_url_file: str | None, database: str, database_url_file: str | None, consumer: str,
-         batch_size: int, block_ms: int, claim_idle_s: float, retention_days: float, drain: bool,
+         batch_size: int, block_ms: int, claim_idle_s: float, retention_days: float, lost_after_s: float, drain: bool,
          metrics_port: int | None, metrics_host: str, log_level: str) -> None:
     """Archive every call: read the call events and each call's results from Redis (consumer group
     ser-archive) and write them to the archive database; entries are acknowledged after the commit."""
@@ -87,8 +92,9 @@ def main(redis_url: str, redis_url_file: str | None, database: str, database_url
     try:
         settings = ArchiverSettings(redis_url=redis_url, database_url=database, consumer=consumer,
                                     batch_size=batch_size, block_ms=block_ms, claim_idle_s=claim_idle_s,
-                                    retention_days=retention_days, drain=drain, metrics_port=metrics_port,
-                                    metrics_host=metrics_host, log_level=log_level.upper())
+                                    retention_days=retention_days, lost_after_s=lost_after_s, drain=drain,
+                                    metrics_port=metrics_port, metrics_host=metrics_host,
+                                    log_level=log_level.upper())
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -33,6 +33,12 @@ DEFAULT_MAX_ENTRY_BYTES = 1 << 20
 #: :data:`PRUNE_EVERY_S`. The same default as ``ser-calls prune`` (archive.queries).
 DEFAULT_RETENTION_DAYS = 90
 PRUNE_EVERY_S = 3600.0
+#: An archived call still live that nothing has written for this long (seconds) is ended with reason
+#: ``lost`` (its producer died without a ``call_ended``; a live call writes events every few seconds of
+#: audio, and Redis readers call it lost after ``callevents.schema.LOST_AFTER_S`` = 60 s). Checked every
+#: :data:`LOST_EVERY_S`, only while the archiver owes nothing (else silence may be its own lag).
+DEFAULT_LOST_AFTER_S = 600.0
+LOST_EVERY_S = 60.0
 #: Back-off after a database or Redis error: doubles from the first to the last value.
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 5.0
@@ -62,6 +68,7 @@ class ArchiverSettings:
     follow_grace_s: float = DEFAULT_FOLLOW_GRACE_S
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
     retention_days: float = DEFAULT_RETENTION_DAYS
+    lost_after_s: float = DEFAULT_LOST_AFTER_S  # 0: never close a call as lost
     drain: bool = False  # exit once nothing is unread or pending (a catch-up run)
     metrics_port: int | None = None  # None: no /metrics server (0: any free port)
     metrics_host: str = DEFAULT_METRICS_HOST
@@ -75,6 +82,8 @@ class ArchiverSettings:
         for name in ("claim_idle_s", "refresh_s", "scan_s", "follow_grace_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} {getattr(self, name)} is not positive")
+        if self.lost_after_s < 0:
+            raise ValueError(f"lost-after {self.lost_after_s} s is negative")
         if self.retention_days < 0:
             raise ValueError(f"retention {self.retention_days} days is negative")
         if self.max_entry_bytes < 1024:

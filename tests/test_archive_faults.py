@@ -234,7 +234,7 @@ def test_two_archivers_share_the_group(r: redis.Redis, redis_url: str, pg_url: s
     assert all(n > 0 for n in done), done  # both took part
 
 
-def test_drain_run_archives_what_is_owed_and_prunes_by_retention(r: redis.Redis, redis_url: str,
+def test_drain_run_archives_what_is_owed_prunes_and_closes_lost_calls(r: redis.Redis, redis_url: str,
                                                                   tmp_path: Path) -> None:
     from archive.db import open_engine
     from archive.ingest import archive_call
@@ -248,12 +248,19 @@ def test_drain_run_archives_what_is_owed_and_prunes_by_retention(r: redis.Redis,
               {"kind": "call_ended", "call_id": "old-1", "ts": old + 10, "reason": "completed", "duration_s": 10.0,
                "segments": 0, "failed": 0, "summary": {}}]
     archive_call(engine, events=events, records=[], call_id="old-1")
+    archive_call(engine, events=[{**events[0], "call_id": "gone-1", "ts": time.time() - 60}], records=[],
+                 call_id="gone-1")  # its producer died: no call_ended will come
     truths = snapshot(r, write_calls(r, "new", 2))
-    proc = ArchiverProcess(redis_url, url, tmp_path / "a.log", "--drain", "--retention-days", "90")
+    time.sleep(1.0)
+    proc = ArchiverProcess(redis_url, url, tmp_path / "a.log", "--drain", "--retention-days", "90",
+                           "--lost-after-s", "1")
     assert proc.proc.wait(timeout=60) == 0, proc.output()
     proc.close()
     assert "pruned 1 calls older than 90 days" in proc.output() and "drained" in proc.output()
+    assert "closed 1 calls as lost (nothing for 1 s): gone-1" in proc.output()
     wait_archived(r, engine, truths, timeout=1)  # all archived before it exited
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT call_id FROM calls ORDER BY call_id")).scalars().all() == ["new-0", "new-1"]
+        rows = conn.execute(text("SELECT call_id, status, end_reason FROM calls ORDER BY call_id")).all()
+    assert [tuple(r) for r in rows] == [("gone-1", "ended", "lost"), ("new-0", "ended", "completed"),
+                                        ("new-1", "ended", "completed")]
     engine.dispose()
