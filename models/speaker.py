@@ -14,8 +14,9 @@ and :meth:`ChannelStats.vector` turns them into the model's ``speaker`` input:
   (10 ms each) the channel's own voice and the prior weigh the same;
 - ``weight = n / (n + n0)`` tells the network how much of the statistics is the channel's own.
 
-Training simulates exactly this (``training.history``): the statistics of a training example are
-the prior, the example itself and a random, mostly neutral set of the same speaker's other clips.
+The 2.x recipe simulated exactly this (its ``training.history``, removed with it): the statistics
+of a training example were the prior, the example itself and a random, mostly neutral set of the same
+speaker's other clips.
 Serving includes the segment being classified (causal: only audio up to that segment's end).
 
 Voiced frames are the model's frames (``n_fft`` long, every ``hop_length``) whose RMS level is

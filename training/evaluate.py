@@ -23,7 +23,9 @@ from training.corpora import Item
 from training.lines import condition as line_condition
 from training.metrics import scores
 
-CSV_FIXED = ["path", "corpus", "speaker", "true_label", "pred_label", "confidence", "history_clips"]
+#: ``history``: how many earlier clips of the speaker the clip was heard with (as a record's ``history``
+#: counts earlier segments; 0 for a model without one or ``--history none``).
+CSV_FIXED = ["path", "corpus", "speaker", "true_label", "pred_label", "confidence", "history"]
 
 
 def csv_columns(labels: tuple[str, ...]) -> list[str]:
@@ -154,7 +156,7 @@ def evaluate_items(model: EmotionModel, items: list[Item], *, telephone: bool = 
         best = int(np.argmax(probs))
         row: dict[str, object] = {"path": it.path, "corpus": it.corpus, "speaker": it.speaker,
                                   "true_label": it.label, "pred_label": model.labels[best],
-                                  "confidence": round(float(probs[best]), 6), "history_clips": n_hist}
+                                  "confidence": round(float(probs[best]), 6), "history": n_hist}
         for label, p in zip(model.labels, probs, strict=True):
             row[f"p_{label}"] = round(float(p), 6)
         rows.append(row)
