@@ -173,7 +173,7 @@ def test_evaluate_errors_are_one_line(tmp_path: Path, tiny_bundle_dir: Path) -> 
 
 
 #: How far the shipped bundle's re-evaluation may lie from the figure its spec records: the spec may be
-#: re-written after the run (2.0.0: the VAD's noise-floor gate and a shorter pause, docs/training.md), which
+#: re-written after the run (2.0.0: the VAD's noise-floor gate and a shorter pause, docs/measurements.md), which
 #: moves a few clips; a broken serving path (features, normalisation, label order, speaker input) lands far
 #: outside it.
 RECORDED_UAR_TOLERANCE = 0.05

@@ -65,7 +65,7 @@ def telephone(y: np.ndarray, *, sr: int) -> np.ndarray:
 
 #: Real codecs through libsndfile: name -> (container, subtype, compression level). The Opus level
 #: 1.0 (its lowest bitrate) gives about 9 kbit/s on 8 kHz speech with the Ogg overhead, MP3 0.9 about
-#: 14 kbit/s (measured on CREMA-D clips, docs/training.md).
+#: 14 kbit/s (measured on CREMA-D clips, docs/measurements.md).
 CODECS: dict[str, tuple[str, str, float | None]] = {
     "gsm": ("WAV", "GSM610", None),
     "opus8": ("OGG", "OPUS", 1.0),

@@ -97,7 +97,7 @@ def _history_text(h: dict[str, Any] | None) -> tuple[str, str, str]:
     """(architecture sentence, card section, limits line) for the embedding history, if the bundle has one."""
     if not h:
         return ("No per-speaker statistics (this version takes none).", "",
-                "- No per-speaker normalisation in this version (docs/training.md says what was measured).")
+                "- No per-speaker normalisation in this version (docs/measurements.md says what was measured).")
     n0, m = h.get("prior_segments"), h.get("max_segments")
     arch = (f"Before the head, every pooled frame has the channel's **history** subtracted: the mean embedding "
             f"of its last {m} segments, shrunk towards the training prior (`models.history`).")

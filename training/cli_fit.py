@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -210,7 +211,9 @@ def _ship(out: Path, bundle: Path, results: list[dict], *, labels: tuple[str, ..
                    history=None if prior is None else HistoryParams(prior=tuple(float(v) for v in prior),
                                                                     prior_segments=PRIOR_CLIPS,
                                                                     max_segments=MAX_HISTORY))
-    written = write_model(bundle, onnx_bytes=onnx_bytes, spec=spec, card="")
+    stage = out / "bundle-staging"  # built and checked here, moved to --bundle only when whole
+    shutil.rmtree(stage, ignore_errors=True)
+    written = write_model(stage, onnx_bytes=onnx_bytes, spec=spec, card="")
     fp32 = _serving_check(written, items, parts, store, best, labels=labels, log=log)
     graph = onnx_bytes
     quant: dict[str, Any] = {"fp32": fp32, "shipped": "fp32", "rule": INT8_RULE}
@@ -226,7 +229,7 @@ def _ship(out: Path, bundle: Path, results: list[dict], *, labels: tuple[str, ..
                      bytes={"fp32": len(onnx_bytes), "int8": len(q_bytes)}, shipped="int8" if ok else "fp32")
         graph = q_bytes if ok else onnx_bytes
         log(f"int8: mean UAR {mean['int8']:.4f} vs fp32 {mean['fp32']:.4f}: shipping {quant['shipped']}")
-    spec_dict = json.loads((bundle / "spec.json").read_text(encoding="utf-8"))
+    spec_dict = json.loads((stage / "spec.json").read_text(encoding="utf-8"))
     # the shipped seed's own clean figures through EmotionModel.predict_clip (what `ser-train evaluate
     # --history none` reproduces; the per-seed cache figures are under evaluation.per_seed)
     spec_dict["evaluation"]["clean"] = {"history": "speaker" if prior is not None else "none", "seed": best["seed"],
@@ -234,7 +237,12 @@ def _ship(out: Path, bundle: Path, results: list[dict], *, labels: tuple[str, ..
     spec_dict["evaluation"]["quantization"] = quant
     spec = type(spec).from_dict(spec_dict)
     card = render_card(spec.to_dict(), command=command)
-    write_model(bundle, onnx_bytes=graph, spec=spec, card=card)
+    write_model(stage, onnx_bytes=graph, spec=spec, card=card)
+    new_folder(bundle, option="--bundle")
+    if bundle.is_dir():
+        bundle.rmdir()  # empty (checked)
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(stage, bundle)
     log(f"bundle written to {bundle} ({platform.python_version()})")
 
 

@@ -49,7 +49,7 @@ CALL_NEUTRAL, CALL_OTHER = 8, 3
 
 def channel(y: np.ndarray, *, sr: int, condition: str, seed: int = 0) -> np.ndarray:
     """``y`` through evaluation ``condition`` (:func:`training.lines.condition`, which the encoding cache
-    of ``ser-train v3`` uses too; noise seeded by ``seed``)."""
+    of ``ser-train fit`` uses too; noise seeded by ``seed``)."""
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
     return line_condition(y, name=condition, sr=sr, seed=seed)
