@@ -160,3 +160,24 @@ def test_a_2x_bundle_is_refused_in_one_line(command: str, tmp_path: Path) -> Non
     assert f"ser-train {command} handles the recipe's bundles (3.x, Whisper features)" in r.output
     assert sorted((p.name, p.stat().st_mtime_ns) for p in v2.iterdir()) == before
     assert not (tmp_path / "o").exists()
+
+
+def test_the_recipe_cuts_windows_with_its_own_vad_not_the_default_bundles(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path) -> None:
+    """The training windows' segmenter and VAD are the recipe's constants: the shipped bundle's VAD with
+    its opt-in options (level-adaptive gate, bleed rejection) off, as its head was trained, while the
+    bundle is served with them on; nothing is read from ``models/default``."""
+    from dataclasses import replace
+
+    import models.bundle
+    from models.bundle import load_bundle
+    from training import recipe
+
+    shipped = load_bundle().spec
+    off = replace(shipped.vad, level_gain_db=0.0, gate_share=0.0, speech_hold_s=0.0, bleed_share=0.0)
+    assert recipe.TRAINING_VAD == off != shipped.vad == recipe.SERVING_VAD
+    assert recipe.SEGMENT == shipped.segment and recipe.WHISPER == shipped.features
+
+    monkeypatch.setattr(models.bundle, "DEFAULT_BUNDLE", tmp_path / "no-default-bundle")  # any read fails
+    spec = recipe.base_spec(("a", "b"))
+    assert spec.vad == recipe.TRAINING_VAD and spec.segment == recipe.SEGMENT and spec.labels == ("a", "b")

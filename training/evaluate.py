@@ -37,7 +37,8 @@ def csv_columns(labels: tuple[str, ...]) -> list[str]:
 #: ``white20``/``white10``/``pink20``/``pink10``/``hum``: a noise floor at that SNR against active speech
 #: (:mod:`training.lines`), seeded per clip.
 CONDITIONS = ("clean", "telephone", "gsm", "opus8", "mp3", "white20", "white10", "pink20", "pink10", "hum")
-#: Speaker-history modes for bundles that take speaker statistics (ignored by others):
+#: What each clip is heard with by a bundle that takes a history (3.x: the embedding history; 2.x: the
+#: speaker statistics of the clips it would hold), ignored by others:
 #: ``none``: the clip alone (a single file); ``speaker``: plus :data:`HISTORY_CLIPS` other clips of
 #: the same speaker, drawn without looking at labels; ``call``: generated calls (:func:`call_orders`),
 #: each clip's history is what the call said before it, causally.
