@@ -36,7 +36,9 @@ NOT_CHECKED = {
 #: Known differences in rows that another branch is rewriting: (command, option) -> why. The lead
 #: empties this after merging; an entry whose difference is gone fails, so it cannot go stale.
 PENDING = {
-    ("ser-produce", "--output"): "branch producer-meta rewrites the --format/--output row (default `-` (stdout))",
+    # branch producer-meta rewrites the --format/--output row (its default cell ends "`-` (stdout)"); after merging
+    # it, split the row in two: `--format table\|jsonl\|csv` (table ...) and `--output FILE` (`-` (stdout))
+    ("ser-produce", "--output"): "its default shares the --format row",
 }
 
 
