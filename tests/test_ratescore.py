@@ -34,7 +34,9 @@ def hand_counts() -> dict[str, tuple[str, list[tuple[list[str], int]]]]:
         assert isinstance(text, ast.Constant), ast.dump(value)
         groups = []
         for group in comments[key.lineno].lstrip("# ").split(" + "):
-            words, count = re.fullmatch(r"(.+?) (\d+)", group.strip()).groups()  # type: ignore[union-attr]
+            parts = re.fullmatch(r"(.+?) (\d+)", group.strip())
+            assert parts, (key.value, group)
+            words, count = parts.groups()
             groups.append(([w.strip() for w in words.split(",")], int(count)))
         out[key.value] = (text.value, groups)
     return out
