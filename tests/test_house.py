@@ -9,6 +9,7 @@ each reach all the others. The same check runs on the packages themselves (``pro
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -85,6 +86,9 @@ def describe(component: frozenset[str], edges: Mapping[str, Iterable[str]]) -> s
 @pytest.fixture(scope="module")
 def graph() -> grimp.ImportGraph:
     present = [p for p in PACKAGES if (ROOT / p / "__init__.py").is_file()]
+    for p in present:  # grimp reads the packages Python would import: they must be this checkout's
+        spec = importlib.util.find_spec(p)
+        assert spec is not None and spec.origin == str(ROOT / p / "__init__.py"), (p, spec and spec.origin)
     return grimp.build_graph(*present, cache_dir=None)
 
 
