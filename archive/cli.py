@@ -44,7 +44,7 @@ def _read_urls(redis_url: str, redis_url_file: str | None, database: str, databa
               help="Archive database URL: sqlite:///FILE or postgresql+psycopg://USER@HOST/DB [env SER_ARCHIVE_URL].")
 @click.option("--database-url-file", envvar="SER_ARCHIVE_URL_FILE", type=click.Path(dir_okay=False), default=None,
               help="Read the database URL from this file (keeps a password out of argv) [env SER_ARCHIVE_URL_FILE].")
-@click.option("--consumer", envvar="SER_ARCHIVE_CONSUMER", default="",
+@click.option("--consumer", envvar="SER_ARCHIVE_CONSUMER", default=None,
               help="This archiver's name in the consumer group (unique per process) [env SER_ARCHIVE_CONSUMER; "
                    "default: <host>-<pid>].")
 @click.option("--batch-size", envvar="SER_ARCHIVE_BATCH_SIZE", type=click.IntRange(1, MAX_BATCH_SIZE),
@@ -72,7 +72,7 @@ def _read_urls(redis_url: str, redis_url_file: str | None, database: str, databa
 @click.option("--log-level", envvar="SER_LOG_LEVEL", default=DEFAULT_LOG_LEVEL, show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Log level [env SER_LOG_LEVEL].")
-def main(redis_url: str, redis_url_file: str | None, database: str, database_url_file: str | None, consumer: str,
+def main(redis_url: str, redis_url_file: str | None, database: str, database_url_file: str | None, consumer: str | None,
          batch_size: int, block_ms: int, claim_idle_s: float, retention_days: float, lost_after_s: float, drain: bool,
          metrics_port: int | None, metrics_host: str, log_level: str) -> None:
     """Archive every call: read the call events and each call's results from Redis (consumer group
@@ -90,7 +90,7 @@ def main(redis_url: str, redis_url_file: str | None, database: str, database_url
 
     redis_url, database = _read_urls(redis_url, redis_url_file, database, database_url_file)
     try:
-        settings = ArchiverSettings(redis_url=redis_url, database_url=database, consumer=consumer,
+        settings = ArchiverSettings(redis_url=redis_url, database_url=database, consumer=consumer or "",
                                     batch_size=batch_size, block_ms=block_ms, claim_idle_s=claim_idle_s,
                                     retention_days=retention_days, lost_after_s=lost_after_s, drain=drain,
                                     metrics_port=metrics_port, metrics_host=metrics_host,

@@ -58,7 +58,7 @@ def nonspeech(kind: str, *, seconds: float, rng: np.random.Generator) -> tuple[n
 @click.option("--seed", type=int, default=0, show_default=True)
 def main(out: Path, seconds: float, seed: int) -> None:
     """Non-speech stereo calls (line noise, comfort noise, DTMF, hold music) with bench.calls' truth."""
-    from bench.calls import write_call
+    from bench.callsim import write_call
 
     if not 1 <= seconds <= 3600:
         raise click.ClickException(f"--seconds {seconds} must be in [1, 3600]")

@@ -30,8 +30,8 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench.calls import CallOptions, build_call, choose_speakers, load_items, split_speakers  # noqa: E402
 from bench.callsignals import SPEECH_DBFS, SR, babble, dtmf_burst, hold_music, load_clip, noise  # noqa: E402
+from bench.callsim import CallOptions, build_call, choose_speakers, load_items, split_speakers  # noqa: E402
 from bench.vads import (  # noqa: E402
     CELL_S,
     energy_frame,

@@ -28,6 +28,7 @@ decisions.
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
 
 from models.errors import ParameterError
 
@@ -63,14 +64,6 @@ class BleedDetector:
         self._lag = [[0] * channels for _ in range(channels)]
         self._hits = [[0] * channels for _ in range(channels)]
 
-    def _energies(self, span: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``span`` ``(channels, k, d + w)`` -> ``|x|²`` ``(channels, k)`` of each window (the last ``w``
-        samples) and ``|o_m|²`` ``(channels, k, d + 1)`` of the ``w`` samples from offset ``m``."""
-        d, w = self.max_delay, self.window
-        c_n, k = span.shape[:2]
-        cs = np.concatenate([np.zeros((c_n, k, 1)), np.cumsum(span * span, axis=2)], axis=2)
-        return cs[:, :, d + w] - cs[:, :, d], cs[:, :, w : w + d + 1] - cs[:, :, : d + 1]
-
     def windows(self, body: np.ndarray) -> np.ndarray:
         """``body`` ``(channels, k, window)``: the next ``k`` windows -> ``(channels, k)`` bool (bleed)."""
         c_n, k, w = body.shape
@@ -84,40 +77,74 @@ class BleedDetector:
             return out
         # pre-emphasis whitens the line floor (independent pink noise on two channels correlates
         # by chance over a short window) and weighs the speech band
-        raw, seq = seq[:, 1:], seq[:, 1:] - PRE_EMPHASIS * seq[:, :-1]
-        # window i of each channel with the d samples before it: (channels, k, d + w)
-        span = np.lib.stride_tricks.sliding_window_view(seq, d + w, axis=1)[:, ::w][:, :k]
-        # the coupling rule compares plain energies (pre-emphasis lifts the line floor against speech)
-        ex_raw, ey_raw = self._energies(np.lib.stride_tricks.sliding_window_view(raw, d + w, axis=1)[:, ::w][:, :k])
-        x = span[:, :, d:]
-        fx = np.fft.rfft(x, self.nfft, axis=2)
-        fy = np.fft.rfft(span, self.nfft, axis=2)
-        ex, ey = self._energies(span)
-        rho2, gain2, best = {}, {}, {}
-        for c in range(c_n):
-            for o in range(c_n):
-                if o != c:
-                    # sum_n x_c[n] * span_o[n + m], m = 0..d: the other channel delay d - m before x_c
-                    xc = np.fft.irfft(np.conj(fx[c]) * fy[o], self.nfft, axis=1)[:, : d + 1]
-                    r2 = np.square(xc) / np.maximum(ex[c][:, None] * ey[o], 1e-30)
-                    r2[ey[o] < LOUDER * ex[c][:, None]] = 0.0  # the copy is the much fainter side
-                    m = np.argmax(r2, axis=1)
-                    rows = np.arange(k)
-                    rho2[c, o], best[c, o] = r2[rows, m].tolist(), m.tolist()
-                    gain2[c, o] = (np.square(xc[rows, m]) / np.maximum(np.square(ey[o][rows, m]), 1e-30)).tolist()
-        exl, eyl = ex_raw.tolist(), ey_raw.tolist()
+        raw, pre = seq[:, 1:], seq[:, 1:] - PRE_EMPHASIS * seq[:, :-1]
+        # running sums of squares: window i of a channel is sig[i*w + d :][:w], the other channel's
+        # candidate copy at offset m (m = 0..d, delay d - m) is sig[i*w + m :][:w]
+        cs_raw, cs_pre = _cumulative_power(raw), _cumulative_power(pre)
+        base = np.arange(k) * w
+        ex_raw = cs_raw[:, base + d + w] - cs_raw[:, base + d]  # (channels, k)
+        ex = cs_pre[:, base + d + w] - cs_pre[:, base + d]
+        whole = cs_pre[:, base + d + w] - cs_pre[:, base]  # the span's energy: at least any offset's
+        exl = ex_raw.tolist()
+        pairs = [(c, o) for c in range(c_n) for o in range(c_n) if o != c]
+        found = self._copies(pre, cs_pre, ex, whole, pairs)
         for i in range(k):  # in window order: the learned coupling only uses earlier windows
-            for (c, o), r2l in rho2.items():
+            for c, o in pairs:
                 if exl[c][i] <= 0:
                     continue
-                if r2l[i] >= self.share:  # a clear copy: bleed, and it teaches the coupling
+                r2, m, gain2 = found.get((c, o, i), (0.0, 0, 0.0))
+                if r2 >= self.share:  # a clear copy: bleed, and it teaches the coupling
                     out[c, i] = True
-                    g = 10 * np.log10(max(gain2[c, o][i], 1e-30))
+                    g = 10 * np.log10(max(gain2, 1e-30))
                     old = self._gain_db[c][o]
                     self._gain_db[c][o] = g if old is None else old + GAIN_ALPHA * (g - old)
-                    self._lag[c][o] = best[c, o][i]
+                    self._lag[c][o] = m
                     self._hits[c][o] += 1
                 elif self._hits[c][o] >= MIN_HITS:  # the copy, at the learned gain and delay, is most of it
-                    copy = eyl[o][i][self._lag[c][o]] * 10 ** (self._gain_db[c][o] / 10)  # type: ignore[operator]
+                    at = i * w + self._lag[c][o]
+                    copy = float(cs_raw[o, at + w] - cs_raw[o, at]) * 10 ** (self._gain_db[c][o] / 10)  # type: ignore[operator]
                     out[c, i] |= exl[c][i] <= BLEED_MARGIN * copy
         return out
+
+    def _copies(self, pre: np.ndarray, cs_pre: np.ndarray, ex: np.ndarray, whole: np.ndarray,
+                pairs: list[tuple[int, int]]) -> dict[tuple[int, int, int], tuple[float, int, float]]:
+        """(c, o, window) -> (best share rho², its offset m, the copy's power gain there) for the windows of
+        channel ``c`` where channel ``o`` is at least :data:`LOUDER` times louder at some offset (elsewhere the
+        share is 0 by definition; ``whole``, the energy of ``o``'s whole span, rules most windows out at once).
+        One FFT correlation per such window, every pair's in one batch."""
+        d, w = self.max_delay, self.window
+        picked = []
+        for c, o in pairs:
+            rows = np.nonzero((whole[o] >= LOUDER * ex[c]) & (ex[c] > 0))[0]
+            if rows.size:
+                starts = (rows * w)[:, None] + np.arange(d + 1)
+                ey = cs_pre[o, starts + w] - cs_pre[o, starts]  # (r, d + 1): o's w samples at each offset
+                louder = ey >= LOUDER * ex[c][rows, None]
+                keep = louder.any(axis=1)
+                if keep.any():
+                    picked.append((c, o, rows[keep], ey[keep], louder[keep]))
+        if not picked:
+            return {}
+        rows_all = np.concatenate([p[2] for p in picked])
+        x = np.concatenate([pre[c, (rows * w + d)[:, None] + np.arange(w)] for c, _, rows, _, _ in picked])
+        span = np.concatenate([pre[o, (rows * w)[:, None] + np.arange(d + w)] for _, o, rows, _, _ in picked])
+        ey, louder = np.concatenate([p[3] for p in picked]), np.concatenate([p[4] for p in picked])
+        ex_x = np.concatenate([ex[c][rows] for c, _, rows, _, _ in picked])
+        # sum_n x_c[n] * span_o[n + m], m = 0..d: the other channel delay d - m before x_c
+        xc = scipy.fft.irfft(np.conj(scipy.fft.rfft(x, self.nfft, axis=1)) * scipy.fft.rfft(span, self.nfft, axis=1),
+                             self.nfft, axis=1)[:, : d + 1]
+        r2 = np.square(xc) / np.maximum(ex_x[:, None] * ey, 1e-30)
+        r2[~louder] = 0.0  # the copy is the much fainter side
+        m = np.argmax(r2, axis=1)
+        at = np.arange(rows_all.size)
+        best, gain2 = r2[at, m].tolist(), (np.square(xc[at, m]) / np.maximum(np.square(ey[at, m]), 1e-30)).tolist()
+        owners = [(c, o) for c, o, rows, _, _ in picked for _ in range(rows.size)]
+        return {(c, o, i): (best[j], mj, gain2[j])
+                for j, ((c, o), i, mj) in enumerate(zip(owners, rows_all.tolist(), m.tolist(), strict=True))}
+
+
+def _cumulative_power(sig: np.ndarray) -> np.ndarray:
+    """``(channels, n)`` -> ``(channels, n + 1)`` running sums of squares from 0."""
+    cs = np.zeros((sig.shape[0], sig.shape[1] + 1))
+    np.cumsum(sig * sig, axis=1, out=cs[:, 1:])
+    return cs

@@ -9,13 +9,12 @@ test suite checks both that agreement and a committed golden array.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 
 import numpy as np
 import scipy.fft
-import scipy.signal
 
 from models.errors import ParameterError
+from models.mel import hann_window, mel_basis
 
 #: Feature kinds: ``logmel`` (the model's own log-mel at the spec's rate, models 1.x/2.x) and
 #: ``whisper`` (Whisper's front end at 16 kHz, :mod:`models.whisper`, model 3.x).
@@ -177,19 +176,6 @@ def clip_segments(*, y: np.ndarray, sr: int, segment_params: SegmentParams, vad_
 CHUNK = 4
 
 
-@lru_cache(maxsize=8)
-def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    import librosa  # imported lazily: its first import costs ~1 s, paid once per process
-
-    basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
-    return np.ascontiguousarray(basis.T.astype(np.float32))  # (1 + n_fft // 2, n_mels)
-
-
-@lru_cache(maxsize=8)
-def _window(n_fft: int) -> np.ndarray:
-    return scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
-
-
 def logmel(*, y: np.ndarray, sr: int, params: FeatureParams) -> np.ndarray:
     """Log-mel power spectrogram in dB (``10 log10(max(S, amin))``, no top_db clipping).
 
@@ -203,8 +189,8 @@ def logmel(*, y: np.ndarray, sr: int, params: FeatureParams) -> np.ndarray:
         raise ParameterError(f"features.fmax={params.fmax} is above the Nyquist frequency of sr={sr}")
     y = np.asarray(y, dtype=np.float32)
     n_frames = params.n_frames(y.shape[-1])  # validates the length
-    basis = _mel_basis(sr, params.n_fft, params.n_mels, params.fmin, params.fmax)
-    window = _window(params.n_fft)
+    basis = mel_basis(sr, params.n_fft, params.n_mels, params.fmin, params.fmax)
+    window = hann_window(params.n_fft)
     rows = y.reshape(-1, y.shape[-1])
     out = np.empty((len(rows), n_frames, params.n_mels), dtype=np.float32)
     for i in range(0, len(rows), CHUNK):  # a few segments at a time: the frame stack stays in cache

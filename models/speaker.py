@@ -14,8 +14,9 @@ and :meth:`ChannelStats.vector` turns them into the model's ``speaker`` input:
   (10 ms each) the channel's own voice and the prior weigh the same;
 - ``weight = n / (n + n0)`` tells the network how much of the statistics is the channel's own.
 
-Training simulates exactly this (``training.history``): the statistics of a training example are
-the prior, the example itself and a random, mostly neutral set of the same speaker's other clips.
+The 2.x recipe simulated exactly this (its ``training.history``, removed with it): the statistics
+of a training example were the prior, the example itself and a random, mostly neutral set of the same
+speaker's other clips.
 Serving includes the segment being classified (causal: only audio up to that segment's end).
 
 Voiced frames are the model's frames (``n_fft`` long, every ``hop_length``) whose RMS level is
@@ -27,15 +28,12 @@ from __future__ import annotations
 
 import base64
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from models.errors import ParameterError
 from models.features import FeatureParams, compute
-
-if TYPE_CHECKING:
-    from models.bundle import Spec
 
 #: Warm-up: voiced frames (10 ms each at hop 80 / 8 kHz) after which a channel's own statistics
 #: weigh as much as the prior. 500 frames = 5 s of voiced speech.
@@ -195,6 +193,24 @@ def prior_vector(params: SpeakerParams) -> np.ndarray:
     return stats_vector(np.zeros(params.size), params)
 
 
+class SpeakerSpec(Protocol):
+    """What :class:`SpeakerTracker` reads of a bundle's spec (:class:`models.bundle.Spec` has it all;
+    a protocol, so this module does not import the bundle module, which imports it)."""
+
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def features(self) -> FeatureParams: ...
+    @property
+    def norm_mean(self) -> np.ndarray: ...
+    @property
+    def norm_std(self) -> np.ndarray: ...
+    @property
+    def speaker(self) -> SpeakerParams | None: ...
+
+
 class SpeakerTracker:
     """The running statistics of every channel of one call, for whoever cuts the call (the
     producer, a gateway): feed each channel's voiced segments in order, get their speaker vectors.
@@ -204,7 +220,7 @@ class SpeakerTracker:
     only the ingestion side sees a channel's segments in order.
     """
 
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: SpeakerSpec) -> None:
         if spec.speaker is None:
             raise ParameterError(f"{spec.model_id} takes no speaker statistics")
         self.spec = spec

@@ -346,35 +346,43 @@ class VadStream:
                 frames = frames * gains[:, :, None]
             # the network's state-free part in one batch, for the loud windows of each channel that
             # is in speech or has a window above the gate (others, when they run, one at a time)
-            busy = loud & (above.any(axis=1) | (np.array(self._since) < self._hold))[:, None]
+            running = [any(row) or since < self._hold for row, since in zip(above, self._since, strict=True)]
+            busy = loud & np.array(running)[:, None]
             at = np.full(loud.shape, -1)  # (channel, window) -> row of `enc`
             at[busy] = np.arange(int(busy.sum()))
             enc = self.model.encode(frames[busy]) if busy.any() else None
-            self._run(k, frames, loud.tolist(), above.tolist(), at.tolist(), enc, out)
+            self._run(k, frames, loud.tolist(), above, at.tolist(), enc, out)
         self._buf = buf[:, k * w :]
         self.windows += k
         return out
 
-    def _above_noise(self, level: np.ndarray, loud: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(channels, k)``: loud windows the gate lets through whatever came before (all loud ones
+    def _above_noise(self, level: np.ndarray, loud: np.ndarray) -> tuple[list[list[bool]], np.ndarray | None]:
+        """``(channels, k)`` as lists: loud windows the gate lets through whatever came before (all loud ones
         when ``gate_db`` is 0), and each window's input gain (None without ``level_gain_db``);
         updates, window by window, the noise floors and speech levels (module docstring)."""
         prm, rise, alpha = self.params, self._rise, self._alpha
         gate, share, most = prm.gate_db, prm.gate_share, prm.level_gain_db
-        above = loud.copy()
-        gains = np.ones(level.shape, dtype=np.float32) if most > 0 else None
+        loud_l = loud.tolist()
+        above = [list(row) for row in loud_l]
+        # each window's speech level as it stood before the window (the target while none is learned: no
+        # gain), for the gains
+        levels = np.full(level.shape, TARGET_DBFS) if most > 0 else None
         for c, row in enumerate(level.tolist()):
             noise, sp = self._noise[c], self._speech[c]
+            loud_c, above_c = loud_l[c], above[c]
             for i, lv in enumerate(row):
                 noise = lv if lv < noise else noise + rise
-                if gains is not None and sp is not None:
-                    gains[c, i] = 10 ** (min(most, max(0.0, TARGET_DBFS - sp)) / 20)
+                if levels is not None and sp is not None:
+                    levels[c, i] = sp
                 margin = gate if share <= 0 or sp is None else min(gate, max(GATE_MIN_DB, share * (sp - noise)))
-                if gate > 0 and lv > noise + gate and loud[c, i]:
+                if gate > 0 and lv > noise + gate and loud_c[i]:
                     sp = lv if sp is None else sp + alpha * (lv - sp)
                 if gate > 0 and lv <= noise + margin:
-                    above[c, i] = False
+                    above_c[i] = False
             self._noise[c], self._speech[c] = noise, sp
+        gains = None
+        if levels is not None:
+            gains = (10.0 ** (np.clip(TARGET_DBFS - levels, 0.0, most) / 20.0)).astype(np.float32)
         return above, gains
 
     def _run(self, k: int, frames: np.ndarray, loud: list[list[bool]], above: list[list[bool]],

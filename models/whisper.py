@@ -20,7 +20,7 @@ import scipy.fft
 import soxr
 
 from models.errors import ParameterError
-from models.features import _mel_basis, _window
+from models.mel import hann_window, mel_basis
 
 #: Whisper's fixed front end.
 WHISPER_SR = 16000
@@ -66,9 +66,8 @@ def log_mel(*, y: np.ndarray, sr: int) -> np.ndarray:
     x = to_16k(rows, sr=sr)
     pad = N_FFT // 2
     x = np.pad(x, ((0, 0), (pad, pad)), mode="reflect")
-    # librosa's Slaney mel filters over 0-8 kHz (Whisper's own) and the periodic Hann window (torch's),
-    # cached by the log-mel module that builds them for the 2.x features too
-    basis, window = _mel_basis(WHISPER_SR, N_FFT, N_MELS, 0.0, WHISPER_SR / 2), _window(N_FFT)
+    # librosa's Slaney mel filters over 0-8 kHz (Whisper's own) and the periodic Hann window (torch's)
+    basis, window = mel_basis(WHISPER_SR, N_FFT, N_MELS, 0.0, WHISPER_SR / 2), hann_window(N_FFT)
     out = np.empty((len(rows), n_out, N_MELS), dtype=np.float32)
     for i in range(0, len(rows), CHUNK):
         frames = np.lib.stride_tricks.sliding_window_view(x[i : i + CHUNK], N_FFT, axis=-1)[:, ::HOP_LENGTH][:, :n_out]

@@ -13,8 +13,9 @@ from click.testing import CliRunner
 from test_calls import call, corpus, groups, span  # noqa: F401  (fixtures)
 
 from bench.calldyn import truth_spans
-from bench.calls import MIN_INTO_S, MIN_OVERLAP_S, _cli
+from bench.calls import cli
 from bench.callsignals import SPEECH_DBFS, SR, active_level_db
+from bench.callsim import MIN_INTO_S, MIN_OVERLAP_S
 from bench.dynscore import truth_of
 
 DYN = {"utterances": 16, "overlap_p": 0.6, "yield_p": 0.5, "silence_p": 0.4, "raise_db": 10.0, "raise_share": 0.5}
@@ -75,7 +76,7 @@ def test_dynamics_keep_the_clips_and_the_truth_holds(groups: dict[str, list], se
 
 
 def test_dynamics_options_are_checked() -> None:
-    from bench.calls import CallOptions
+    from bench.callsim import CallOptions
 
     with pytest.raises(ValueError, match="overlap_p=1.5"):
         CallOptions(overlap_p=1.5)
@@ -86,7 +87,7 @@ def test_dynamics_options_are_checked() -> None:
 
 
 def _make(args: list[str], out: Path) -> dict:
-    r = CliRunner().invoke(_cli(), ["make", *args, "--out", str(out)])
+    r = CliRunner().invoke(cli(), ["make", *args, "--out", str(out)])
     assert r.exit_code == 0, r.output
     return json.loads((out / "call.json").read_text())
 
@@ -98,19 +99,19 @@ def test_cli_make_and_dynscore(corpus: Path, tmp_path: Path, silero_bundle_dir: 
     assert any(u.get("cut_in") for u in truth["utterances"]) and truth["raised"]["speech_s"] > 0
     out = tmp_path / "s.json"
     base = ["dynscore", str(tmp_path / "c"), "--model", str(silero_bundle_dir)]
-    r = CliRunner().invoke(_cli(), [*base, "--json", str(out)])
+    r = CliRunner().invoke(cli(), [*base, "--json", str(out)])
     assert r.exit_code == 0, r.output
     assert "c: talk-time error agent" in r.output and "raised voice: customer" in r.output, r.output
     f = json.loads(out.read_text())["figures"]
     n_true = len(truth_of(truth_spans(truth), truth["duration_s"])["silences"])
     assert f["silence"]["true"] == n_true > 0 and f["interruption"]["true"] > 0
     assert f["silence"]["recall"] == 1.0, r.output  # 3.5-5 s of digital silence is not missed
-    r = CliRunner().invoke(_cli(), [*base, "--opt-in", "--gate-share", "0.2"])
+    r = CliRunner().invoke(cli(), [*base, "--opt-in", "--gate-share", "0.2"])
     assert r.exit_code == 0, r.output
     assert '"level_gain_db": 20.0, "gate_share": 0.2, "speech_hold_s": 0.3, "bleed_share": 0.5' in r.output
     _make(["--data", f"cremad={corpus}", "--model", str(tmp_path / "none"), "--speakers", "cremad:1001,cremad:1002",
            "--utterances", "3", "--mono"], tmp_path / "m")
-    r = CliRunner().invoke(_cli(), ["dynscore", str(tmp_path / "m"), "--model", str(silero_bundle_dir)])
+    r = CliRunner().invoke(cli(), ["dynscore", str(tmp_path / "m"), "--model", str(silero_bundle_dir)])
     assert r.exit_code == 1 and "need a stereo call" in r.output
 
 
@@ -122,7 +123,7 @@ def test_dynscore_on_a_corpus_call(shared_data: Path, tmp_path: Path) -> None:
                    "--silence-p", "0.25", "--silence-s", "4,6", "--raise-db", "10", "--noise", "pink", "--seed", "3"],
                   tmp_path / "c")
     assert any(u.get("cut_in") for u in truth["utterances"])
-    r = CliRunner().invoke(_cli(), ["dynscore", str(tmp_path / "c"), "--json", str(tmp_path / "s.json")])
+    r = CliRunner().invoke(cli(), ["dynscore", str(tmp_path / "c"), "--json", str(tmp_path / "s.json")])
     assert r.exit_code == 0, r.output
     f = json.loads((tmp_path / "s.json").read_text())["figures"]
     assert f["silence"]["true"] > 0 and f["silence"]["recall"] == 1.0, r.output

@@ -1,5 +1,5 @@
-"""bench.calls (call simulator), bench.callscore (evaluator) and bench.vads (VAD metrics), on a tiny
-generated CREMA-D-like corpus and hand-made records."""
+"""bench.callsim (call simulator; its CLI bench.calls), bench.callscore (evaluator) and bench.vads (VAD
+metrics), on a tiny generated CREMA-D-like corpus and hand-made records."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import soundfile as sf
 import sysdeps
 
 from bench import callscore
-from bench.calls import CallOptions, _cli, build_call, by_speaker, load_items
+from bench.calls import cli
 from bench.callsignals import SPEECH_DBFS, SR, active_level_db, frame_db, speech_extent
+from bench.callsim import CallOptions, build_call, by_speaker, load_items
 from bench.vads import (
     CELL,
     energy_window,
@@ -261,7 +262,7 @@ def test_cli_make_and_score(corpus: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     out = tmp_path / "c"
-    r = CliRunner().invoke(_cli(), ["make", "--data", f"cremad={corpus}", "--out", str(out), "--model",
+    r = CliRunner().invoke(cli(), ["make", "--data", f"cremad={corpus}", "--out", str(out), "--model",
                                     str(tmp_path / "none"), "--speakers", "cremad:1001,cremad:1002",
                                     "--utterances", "5", "--codec", "mulaw", "--seed", "2"])
     assert r.exit_code == 0, r.output
@@ -270,13 +271,13 @@ def test_cli_make_and_score(corpus: Path, tmp_path: Path) -> None:
     assert sr == SR and y.shape == (round(truth["duration_s"] * SR), 2)
     recs = [rec(u["channel"], u["start_s"], u["end_s"], u["label"]) for u in truth["utterances"]]
     (out / "out.jsonl").write_text("\n".join(json.dumps(x) for x in recs), encoding="utf-8")
-    r = CliRunner().invoke(_cli(), ["score", "--truth", str(out / "call.json"), "--records", str(out / "out.jsonl"),
+    r = CliRunner().invoke(cli(), ["score", "--truth", str(out / "call.json"), "--records", str(out / "out.jsonl"),
                                     "--json", str(out / "s.json")])
     assert r.exit_code == 0, r.output
     assert "coverage: 1.000 of 5" in r.output and "accuracy 1.000" in r.output
     scored = json.loads((out / "s.json").read_text())
     assert scored["call"]["segments"]["matched"] == 5 and scored["clips"] is None
-    r = CliRunner().invoke(_cli(), ["make", "--data", f"cremad={corpus}", "--out", str(out), "--model",
+    r = CliRunner().invoke(cli(), ["make", "--data", f"cremad={corpus}", "--out", str(out), "--model",
                                     str(tmp_path / "none"), "--speakers", "cremad:1001"])
     assert r.exit_code == 1 and "need two speakers" in r.output
 
@@ -339,7 +340,7 @@ def test_clip_scores_source_and_oracle(groups: dict[str, list], tmp_path: Path, 
     unknown clip) as does mixing up the two scorings."""
     import hashlib
 
-    from bench.calls import write_call
+    from bench.callsim import write_call
     from models.audio import decode, to_mono
     from models.runtime import EmotionModel
 

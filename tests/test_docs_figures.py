@@ -28,13 +28,22 @@ def test_every_figure_block_agrees_with_the_spec() -> None:
 
 
 def test_the_model_card_is_the_spec_rendered() -> None:
-    from training.card import REPRODUCE, render_card
-    from training.card_v3 import render_card_v3
+    from training.card import render_card
+    from training.cli_common import REPRODUCE
 
     spec = json.loads(SPEC.read_text(encoding="utf-8"))
     card = (SPEC.parent / "MODEL_CARD.md").read_text(encoding="utf-8")
-    render = render_card_v3 if df.is_v3(spec) else render_card
-    assert card == render(spec, command=spec.get("training", {}).get("command", REPRODUCE))
+    assert card == render_card(spec, command=spec.get("training", {}).get("command", REPRODUCE))
+
+
+def test_the_recipes_version_is_the_shipped_models() -> None:
+    """One version constant: ``training.MODEL_VERSION`` is the shipped bundle's, and the next run's
+    default is a later one."""
+    from training import MODEL_NAME, MODEL_VERSION, NEXT_MODEL_VERSION
+
+    spec = json.loads(SPEC.read_text(encoding="utf-8"))
+    assert (spec["name"], spec["version"]) == (MODEL_NAME, MODEL_VERSION)
+    assert tuple(map(int, NEXT_MODEL_VERSION.split("."))) > tuple(map(int, MODEL_VERSION.split(".")))
 
 
 def test_model_ids_in_the_readme_are_the_shipped_bundles() -> None:

@@ -3,6 +3,11 @@ are known, and on the CREMA-D clips of ../shared/data where present."""
 
 from __future__ import annotations
 
+import ast
+import inspect
+import io
+import re
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +17,43 @@ from click.testing import CliRunner
 from bench import ratescore
 
 
+def hand_counts() -> dict[str, tuple[str, list[tuple[list[str], int]]]]:
+    """Each sentence's hand syllabification, read from the comment on its line of
+    ``ratescore.SENTENCES``: code -> (text, [(words, syllables), ...]); ``it's 1 + e-lev-en 3`` is
+    ``[(["it's"], 1), (["e-lev-en"], 3)]`` and ``what, this, is 3`` one group of three words."""
+    source = inspect.getsource(ratescore)
+    comments = {tok.start[0]: tok.string for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                if tok.type == tokenize.COMMENT}
+    table = next(node.value for node in ast.parse(source).body if isinstance(node, ast.AnnAssign)
+                 and isinstance(node.target, ast.Name) and node.target.id == "SENTENCES")
+    assert isinstance(table, ast.Dict)
+    out = {}
+    for key, value in zip(table.keys, table.values, strict=True):
+        assert isinstance(key, ast.Constant) and isinstance(value, ast.Tuple), ast.dump(key)
+        text = value.elts[0]
+        assert isinstance(text, ast.Constant), ast.dump(value)
+        groups = []
+        for group in comments[key.lineno].lstrip("# ").split(" + "):
+            parts = re.fullmatch(r"(.+?) (\d+)", group.strip())
+            assert parts, (key.value, group)
+            words, count = parts.groups()
+            groups.append(([w.strip() for w in words.split(",")], int(count)))
+        out[key.value] = (text.value, groups)
+    return out
+
+
 def test_the_sentences_and_their_syllables() -> None:
-    """Twelve sentences; every count is the sum of the per-word counts in its comment."""
-    assert len(ratescore.SENTENCES) == 12
-    assert {k: n for k, (_, n) in ratescore.SENTENCES.items()} == {
-        "IEO": 6, "TIE": 8, "IOM": 8, "IWW": 8, "TAI": 7, "MTI": 9, "IWL": 8, "ITH": 10, "DFA": 6, "ITS": 7,
-        "TSI": 5, "WSI": 9}
+    """CREMA-D's twelve sentences. Each count is derived from its line's comment: the comment's words
+    are the sentence's words, each group's count is its syllables (the hyphenated parts: ``e-lev-en``
+    is 3, a contraction one), and the sentence's count is the sum of its groups."""
+    hand = hand_counts()
+    assert set(hand) == set(ratescore.SENTENCES) and len(hand) == 12
+    for code, (text, groups) in hand.items():
+        words = [w for ws, _ in groups for w in ws]
+        assert [w.replace("-", "").lower() for w in words] == text.lower().split(), (code, text, words)
+        for ws, count in groups:
+            assert count == sum(len(w.split("-")) for w in ws), (code, ws, count)
+        assert ratescore.SENTENCES[code] == (text, sum(count for _, count in groups)), code
     assert ratescore.sentence(Path("1001_DFA_ANG_XX.opus")) == "DFA"
     assert ratescore.sentence(Path("readme.txt")) == ""
 

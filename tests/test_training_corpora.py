@@ -95,19 +95,38 @@ def test_savee_codes(tmp_path: Path) -> None:
                    "JE_n30": ("savee:JE", "neutral"), "sa01": ("savee:KL", "sad")}
 
 
-def test_manifest_relative_paths_and_aliases(tmp_path: Path) -> None:
+def test_manifest_relative_paths_aliases_and_corpus(tmp_path: Path) -> None:
     _wav(tmp_path / "calls" / "a.wav")
     _wav(tmp_path / "calls" / "b.wav")
     csv_path = tmp_path / "m.csv"
-    csv_path.write_text("path,label,speaker\ncalls/a.wav,Anger,agent7\ncalls/b.wav,frustrated,cust1\n"
-                        "calls/missing.wav,sad,x\n", encoding="utf-8")
+    csv_path.write_text("path,label,speaker,corpus\ncalls/a.wav,Anger,agent7,\ncalls/b.wav,frustrated,cust1,acme\n",
+                        encoding="utf-8")
     res = load_manifest(csv_path)
-    assert [(i.speaker, i.label) for i in res.items] == [("manifest:agent7", "angry"), ("manifest:cust1", "frustrated")]
-    assert Path(res.items[0].path).is_absolute() and len(res.skipped) == 1
+    assert [(i.corpus, i.speaker, i.label) for i in res.items] == [
+        ("manifest", "manifest:agent7", "angry"), ("acme", "acme:cust1", "frustrated")]
+    assert Path(res.items[0].path).is_absolute() and not res.skipped
     kept, dropped = apply_labels(res.items, CANONICAL_LABELS)
     assert [i.label for i in kept] == ["angry"] and len(dropped) == 1
     kept, _ = apply_labels(res.items, ("angry", "frustrated"))
     assert len(kept) == 2
+    # through load_corpora a label outside the set is an error naming it, not a silent skip
+    with pytest.raises(CorpusError, match="'frustrated' is not in --labels"):
+        load_corpora([("manifest", csv_path)], CANONICAL_LABELS)
+    assert len(load_corpora([("manifest", csv_path)], ("angry", "frustrated")).items) == 2
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("calls/missing.wav,sad,x", r"line 3: 'calls/missing.wav' does not exist"),
+    ("calls/a.wav,,x", "line 3: empty label"),
+    ("calls/a.wav,sad,", "line 3: empty speaker"),
+    ("calls/a.wav,sad,x,Bad Name!", "line 3: corpus 'Bad Name!' must be"),
+])
+def test_manifest_rows_are_validated_naming_the_line(tmp_path: Path, row: str, message: str) -> None:
+    _wav(tmp_path / "calls" / "a.wav")
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text(f"path,label,speaker,corpus\ncalls/a.wav,sad,x\n{row}\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=message):
+        load_manifest(csv_path)
 
 
 def test_manifest_bad_header(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The v3 model's pretrained ear: Whisper's front end, the pinned weights, the encoder and its export.
+"""The 3.x models' pretrained ear: Whisper's front end, the pinned weights, the encoder and its export.
 
 Every check has an independent reference: faster-whisper's own feature extractor for the log-mel,
 CTranslate2's own encoder (and its transcription of a CREMA-D sentence) for the weights and the numpy
@@ -11,11 +11,22 @@ import shutil
 
 import numpy as np
 import pytest
+import sysdeps
 
 from models.errors import ParameterError
 from models.whisper import log_mel, n_frames
+from training import whisper_weights as whisper
 
-whisper = pytest.importorskip("training.whisper", reason="the training extra is not installed")
+TRAIN = "pip install '.[train]'"
+DEV = "pip install '.[dev]'"
+
+
+def _weights_path():
+    """The pinned weights' path; absent or wrong, a skip (a failure under SER_REQUIRE_SYSTEM_DEPS=1)."""
+    try:
+        return whisper.weights_path()
+    except whisper.WeightsError as exc:
+        sysdeps.missing(f"{exc} ({TRAIN})")
 
 
 def _voice(seconds: float, sr: int, seed: int = 0) -> np.ndarray:
@@ -28,7 +39,7 @@ def _voice(seconds: float, sr: int, seed: int = 0) -> np.ndarray:
 
 
 def test_front_end_matches_faster_whisper():
-    fw = pytest.importorskip("faster_whisper.feature_extractor")
+    fw = sysdeps.module("faster_whisper.feature_extractor", DEV)
     y = _voice(3.0, 16000)
     ref = fw.FeatureExtractor(feature_size=80)(y, padding=0)  # (80, frames)
     ours = log_mel(y=y, sr=16000)
@@ -50,10 +61,7 @@ def test_front_end_resamples_8k_and_batches():
 
 
 def test_pinned_weights_are_checked(tmp_path):
-    try:
-        path = whisper.weights_path()
-    except whisper.WeightsError as exc:
-        pytest.skip(str(exc))
+    path = _weights_path()
     bad = tmp_path / "model.bin"
     shutil.copyfile(path, bad)
     with open(bad, "r+b") as fh:  # one flipped bit somewhere in the weights
@@ -71,14 +79,12 @@ def test_pinned_weights_are_checked(tmp_path):
 
 @pytest.fixture(scope="module")
 def weights():
-    try:
-        return whisper.encoder_weights()
-    except whisper.WeightsError as exc:
-        pytest.skip(str(exc))
+    _weights_path()
+    return whisper.encoder_weights()
 
 
 def test_encoder_matches_ctranslate2(weights):
-    ct2 = pytest.importorskip("ctranslate2")
+    ct2 = sysdeps.module("ctranslate2", DEV)
     mel = log_mel(y=_voice(2.3, 8000), sr=8000)[None]  # (1, 230, 80): a segment's frames, no 30 s padding
     ours = whisper.encode(mel, weights, blocks=len(weights.blocks), final_norm=True)
     model = ct2.models.Whisper(str(whisper.weights_path().parent), device="cpu", compute_type="float32")
@@ -89,7 +95,7 @@ def test_encoder_matches_ctranslate2(weights):
 
 @pytest.mark.corpus
 def test_the_weights_transcribe_a_known_sentence(shared_data):
-    fw = pytest.importorskip("faster_whisper")
+    fw = sysdeps.module("faster_whisper", DEV)
     from models.audio import decode, to_mono
 
     y, _ = decode(shared_data / "cremad" / "AudioWAV" / "1001_DFA_NEU_XX.opus", sr=16000)
@@ -100,7 +106,7 @@ def test_the_weights_transcribe_a_known_sentence(shared_data):
 
 
 def test_keras_encoder_and_onnx_match_the_reference(weights):
-    pytest.importorskip("tensorflow")
+    sysdeps.module("tensorflow", TRAIN)
     import onnxruntime as ort
     import tensorflow as tf
     import tf2onnx

@@ -1,13 +1,13 @@
-"""Training: corpora -> features -> Keras CNN-BiLSTM -> ONNX bundle (``ser-train``)."""
+"""Training: corpora -> Whisper-prefix encoding cache -> Keras head -> one ONNX graph in a bundle (``ser-train``).
 
-#: Name and version of the model the recipe builds (its model id is ``name@version``); bump the
-#: version for every model shipped, so that a worker pool never mixes two models under one id.
-#: Kept here, free of heavy imports, so that ``ser-train --help`` shows them without loading scipy.
+Kept free of heavy imports, so that ``ser-train --help`` shows these without loading TensorFlow.
+"""
+
+#: Name of the model the recipe builds (its model id is ``name@version``).
 MODEL_NAME = "ser-cnn-lstm"
-MODEL_VERSION = "2.0.0"
-
-#: How corpora share a label in the balanced sampler (``training.train.sampling_weights``).
-CORPUS_SHARES = ("equal", "sqrt-speakers")
-#: The default. "sqrt-speakers" scored 6 points higher on CREMA-D test speakers in a Keras-on-JAX sweep
-#: but not in two TensorFlow CPU runs of the full recipe (docs/training.md, "Development notes").
-DEFAULT_CORPUS_SHARE = "equal"
+#: The version of the shipped model (``models/default``; a test keeps the two equal). Its card, the
+#: docs' figures and ``ser-train fit --model-version MODEL_VERSION`` (reproducing it) use it.
+MODEL_VERSION = "3.1.0"
+#: The version a new ``ser-train fit`` run writes unless told otherwise: the next model. Bump the
+#: version for every model shipped, so that a worker pool never mixes two models under one id.
+NEXT_MODEL_VERSION = "3.2.0"

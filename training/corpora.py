@@ -191,35 +191,48 @@ def load_nemo(root: Path) -> LoadResult:
     return LoadResult(items, skipped)
 
 
+#: A manifest's optional ``corpus`` column: a short name that groups its speakers in the split and the figures.
+_CORPUS_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
 def load_manifest(csv_path: Path) -> LoadResult:
-    """A user manifest: CSV with header ``path,label,speaker``; paths relative to the CSV's folder.
+    """A user manifest: CSV with header ``path,label,speaker[,corpus]``; paths relative to the CSV's folder.
 
     Labels go through :func:`canonical_label` when they are a known alias and are kept verbatim
-    (lower-cased) otherwise, so a custom ``--labels`` set can use its own names.
+    (lower-cased) otherwise, so a custom ``--labels`` set can use its own names. ``corpus`` (default
+    ``manifest``) names the recording set a row belongs to. Every row is checked here: a row with an
+    empty field, a file that does not exist or a bad corpus name is a :class:`CorpusError` naming the
+    row (its line in the file) and the value.
     """
     if not csv_path.is_file():
         raise CorpusError(f"manifest {csv_path} does not exist")
-    items, skipped = [], []
+    items = []
     with open(csv_path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = {"path", "label", "speaker"} - set(reader.fieldnames or [])
         if missing:
             raise CorpusError(f"manifest {csv_path} lacks the column(s) {', '.join(sorted(missing))}"
-                              " (header must be path,label,speaker)")
+                              " (header must be path,label,speaker[,corpus])")
         for row in reader:
+            where = f"manifest {csv_path} line {reader.line_num}"
             rel = (row["path"] or "").strip()
-            path = (csv_path.parent / rel).resolve()
             raw = (row["label"] or "").strip()
             speaker = (row["speaker"] or "").strip()
-            if not rel or not raw or not speaker:
-                skipped.append((rel or "?", "empty path, label or speaker"))
-                continue
+            corpus = (row.get("corpus") or "").strip().lower() or "manifest"
+            for name, value in (("path", rel), ("label", raw), ("speaker", speaker)):
+                if not value:
+                    raise CorpusError(f"{where}: empty {name}")
+            if not _CORPUS_NAME_RE.match(corpus):
+                raise CorpusError(f"{where}: corpus {row.get('corpus')!r} must be a short lower-case name "
+                                  "(letters, digits, _ or -)")
+            path = (csv_path.parent / rel).resolve()
             if not path.is_file():
-                skipped.append((str(path), "file listed in the manifest does not exist"))
-                continue
+                raise CorpusError(f"{where}: {rel!r} does not exist ({path})")
             label = canonical_label(raw) or raw.lower()
-            items.append(Item(str(path), "manifest", f"manifest:{speaker}", label))
-    return LoadResult(items, skipped)
+            items.append(Item(str(path), corpus, f"{corpus}:{speaker}", label))
+    if not items:
+        raise CorpusError(f"manifest {csv_path} has no rows")
+    return LoadResult(items, [])
 
 
 LOADERS: dict[str, Callable[[Path], LoadResult]] = {
@@ -282,6 +295,11 @@ def load_corpora(pairs: list[tuple[str, Path]], labels: tuple[str, ...]) -> Load
         res = LOADERS[name](path)
         if not res.items:
             raise CorpusError(f"{name} at {path}: no usable audio files found")
+        if name == "manifest":  # the user's own labels: one outside the set is a mistake, not a skip
+            _, dropped = apply_labels(res.items, labels)
+            if dropped:
+                raise CorpusError(f"manifest {path}: {dropped[0][0]}: {dropped[0][1]} ({', '.join(labels)}); "
+                                  f"{len(dropped)} row(s) so")
         items.extend(res.items)
         skipped.extend(res.skipped)
     items, dropped = apply_labels(items, labels)

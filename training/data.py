@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -79,42 +78,3 @@ def load_waves(items: list[Item], *, sr: int, cache: Path | None, progress: bool
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, key=key, buffer=buffer, offsets=offsets, keep=json.dumps(keep), fails=json.dumps(fails))
     return WaveStore(buffer, offsets), [items[i] for i in keep], fails
-
-
-class SpeechStore(WaveStore):
-    """``store`` with clip ``i`` cut to ``bounds[i] = (start, end)`` (samples within the clip)."""
-
-    def __init__(self, store: WaveStore, bounds: np.ndarray) -> None:
-        super().__init__(store.buffer, store.offsets)
-        self.bounds = bounds
-
-    def get(self, i: int) -> np.ndarray:
-        a = int(self.offsets[i] + self.bounds[i, 0])
-        return self.buffer[a : a + self.length(i)].astype(np.float32) / 32767.0
-
-    def length(self, i: int) -> int:
-        return int(self.bounds[i, 1] - self.bounds[i, 0])
-
-
-def speech_store(store: WaveStore, spec: Any, *, cache: Path | None, progress: bool = True) -> SpeechStore:
-    """Every clip cut to its speech as serving cuts a call (:func:`models.utterances.utterance_segments`
-    with the spec's Silero VAD: first segment start to last segment end, pre-roll and hangover
-    included); a clip where the VAD hears nothing stays whole. Cached in ``cache`` by clip lengths and
-    VAD parameters."""
-    from models.utterances import utterance_segments
-
-    lengths = np.diff(store.offsets)
-    key = hashlib.sha256(lengths.tobytes() + json.dumps(spec.vad.to_dict(), sort_keys=True).encode()
-                         + json.dumps(spec.segment.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-    if cache is not None and cache.is_file():
-        with np.load(cache) as z:
-            if str(z["key"]) == key:
-                return SpeechStore(store, z["bounds"])
-    bounds = np.zeros((len(store), 2), dtype=np.int64)
-    for i in tqdm(range(len(store)), desc="speech extents", unit="clip", disable=not progress, mininterval=2):
-        segs = utterance_segments(y=store.get(i), sr=spec.sample_rate, segment=spec.segment, params=spec.vad)
-        bounds[i] = (segs[0].start, min(max(u.end for u in segs), int(lengths[i]))) if segs else (0, lengths[i])
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, key=key, bounds=bounds)
-    return SpeechStore(store, bounds)

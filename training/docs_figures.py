@@ -10,7 +10,8 @@ README.md, docs/training.md, docs/pipeline.md and deploy/README.md carry marked 
 id, the corpora it was trained on and their licences, its held-out figures and seed summary, its
 training time and command, the Redis sizing of a queued segment); ``--check`` changes nothing and
 exits 1 naming each block that differs. The model card (``MODEL_CARD.md``) is rendered from the same
-spec by ``ser-train`` itself (``training.card.render_card``). ``tests/test_docs_figures.py`` fails when
+spec by ``ser-train`` itself (``training.card.render_card``, ``ser-train card``).
+``tests/test_docs_figures.py`` fails when
 any of them disagrees with the spec. After replacing ``models/default``, run
 ``python -m training.docs_figures`` and commit what it changed.
 
@@ -26,7 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from training import MODEL_VERSION
 from training.card import LICENCES, NON_COMMERCIAL
+from training.cli_common import REPRODUCE
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SPEC = ROOT / "models" / "default" / "spec.json"
@@ -38,7 +41,6 @@ FILES: dict[str, tuple[str, ...]] = {
     "deploy/README.md": ("segment-size",),
 }
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
-CONDITIONS = (("telephone", "telephone"), ("gsm", "GSM 06.10"), ("opus8", "Opus ≈ 9 kbit/s"))
 #: Measured Redis costs besides the PCM (docs/benchmark.md): the peak per active call and per kept record.
 CALL_MB = 0.2
 RECORD_KB = 0.33
@@ -94,13 +96,8 @@ def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.3f}"
 
 
-def is_v3(spec: dict[str, Any]) -> bool:
-    """A 3.x bundle (Whisper encoder, figures from ``ser-train v3``)."""
-    return spec.get("features", {}).get("kind") == "whisper"
-
-
-def render_model_summary_v3(spec: dict[str, Any]) -> str:
-    from training.card_v3 import seeds_table
+def render_model_summary(spec: dict[str, Any], bundle: Path) -> str:
+    from training.card import seeds_table
 
     tr = spec.get("training", {})
     cal = spec.get("calibration") or {}
@@ -127,7 +124,7 @@ def render_model_summary_v3(spec: dict[str, Any]) -> str:
     return "\n".join(text) + "\n"
 
 
-def render_reproduce_v3(spec: dict[str, Any]) -> str:
+def render_reproduce(spec: dict[str, Any], bundle: Path) -> str:
     tr = spec.get("training", {})
     sizes = ", ".join(f"{_name(c)} {v['clips']} clips of {v['speakers']} speakers"
                       for c, v in tr.get("corpora", {}).items())
@@ -138,67 +135,10 @@ def render_reproduce_v3(spec: dict[str, Any]) -> str:
              f"{tr.get('encode_min', '?')} min and training {tr.get('fit_min', '?')} min per seed on "
              f"{tr.get('machine', '?')}.",
              "Its command, as recorded in `spec.json`:", "", "```", tr.get("command", "(not recorded)"), "```"]
-    return "\n".join(lines) + "\n"
-
-
-def render_model_summary(spec: dict[str, Any], bundle: Path) -> str:
-    if is_v3(spec):
-        return render_model_summary_v3(spec)
-    ev = spec.get("evaluation", {})
-    clean = ev.get("clean", {}).get("corpora", {})
-    summary = spec.get("evaluation_summary", {})
-    seeds = summary.get("seeds", [])
-    means = summary.get("evaluations", {}).get("clean", {})
-    tr = spec.get("training", {})
-    cal = spec.get("calibration") or {}
-    head = "| corpus (held-out speakers) | clips | UAR clean, this bundle | "
-    if means:
-        head += f"UAR clean, mean of {len(seeds)} training seeds [95 % CI] | "
-    head += " | ".join(label for _, label in CONDITIONS) + " | ECE |"
-    cols = head.count("|") - 1
-    lines = [head, "|" + "---|" * cols]
-    for corpus, sc in clean.items():
-        row = [_name(corpus), str(sc["n"]), _fmt(sc["uar"])]
-        if means:
-            m = means.get(corpus)
-            ci = "" if m is None or m["ci95"][0] == m["ci95"][1] else f" [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
-            row.append("" if m is None else f"{m['mean']:.3f}{ci}")
-        for cond, _ in CONDITIONS:
-            row.append(_fmt(ev.get(cond, {}).get("corpora", {}).get(corpus, {}).get("uar")))
-        row.append(_fmt(sc.get("ece")))
-        lines.append("| " + " | ".join(row) + " |")
-    text = [f"`{model_id(spec)}`, trained on {_and([_name(c) for c in trained_on(spec)])}: "
-            f"held-out speakers, through the full serving path, argmax over all {len(spec['labels'])} labels "
-            f"({', '.join(spec['labels'])}):", "", *lines, ""]
-    notes = []
-    if cal:
-        notes.append(f"calibrated (temperature {cal['temperature']:.3f}); records below confidence "
-                     f"{cal['uncertain_below']:.3f} are flagged `uncertain`")
-    if "wall_time_min" in tr:
-        notes.append(f"trained in {tr['wall_time_min']:.1f} min on {tr.get('machine', 'an unrecorded machine')}")
-    if notes:
-        text.append("The model is " + "; ".join(notes) + ". Every figure, target and caveat: "
-                    "[the model card](models/default/MODEL_CARD.md) and [docs/training.md](docs/training.md).")
-    return "\n".join(text) + "\n"
-
-
-def render_reproduce(spec: dict[str, Any], bundle: Path) -> str:
-    if is_v3(spec):
-        return render_reproduce_v3(spec)
-    tr = spec.get("training", {})
-    cfg = tr.get("config", {})
-    corpora = trained_on(spec)
-    stop = tr.get("epochs_run")
-    sizes = ", ".join(f"{_name(c)} {v['clips']} clips of {v['speakers']} speakers"
-                      for c, v in tr.get("corpora", {}).items())
-    lines = [f"The shipped model `{model_id(spec)}` was trained on {_and([_name(c) for c in corpora])} "
-             f"({sizes}; "
-             f"train + validation), seed {cfg.get('seed', '?')}, at most {cfg.get('epochs', '?')} epochs"
-             + (f" (it stopped at epoch {stop}, best epoch {tr.get('best_epoch')}, validation UAR "
-                f"{tr.get('best_val_uar', 0):.3f})" if stop else "")
-             + (f", in {tr['wall_time_min']:.1f} min on {tr.get('machine', '?')}" if "wall_time_min" in tr else "")
-             + (f" (of which decoding {tr['decode_min']:.1f} min)" if tr.get("decode_min") else "") + ".",
-             "Its command, as recorded in `spec.json`:", "", "```", tr.get("command", "(not recorded)"), "```"]
+    if not str(tr.get("command", "")).startswith("ser-train fit ") and spec.get("version") == MODEL_VERSION:
+        lines += ["", "The same recipe today, from an empty folder beside `../shared/data` (`ser-train fit` is the "
+                  "one recipe; it writes a new bundle, here `runs/" + MODEL_VERSION + "/bundle`):", "", "```",
+                  REPRODUCE, "```"]
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,6 @@
 """Whisper tiny.en's conv stem and first blocks as frozen Keras layers (exported with tf2onnx).
 
-The same arithmetic as :func:`training.whisper.encode` (the numpy reference, itself checked against
+The same arithmetic as :func:`training.whisper_weights.encode` (the numpy reference, itself checked against
 CTranslate2): PyTorch-style padding 1 on both sides of each conv (a Keras ``"same"`` stride-2 conv
 would pad on the right only and shift every frame), exact (erf) GELU, LayerNorm eps 1e-5, fused
 q/k/v projections, sinusoidal positions sliced to the segment's frames.
@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from training.whisper import HEADS, EncoderWeights
+from training.whisper_weights import HEADS, EncoderWeights
 
 
 def gelu(z: Any) -> Any:

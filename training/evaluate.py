@@ -23,7 +23,9 @@ from training.corpora import Item
 from training.lines import condition as line_condition
 from training.metrics import scores
 
-CSV_FIXED = ["path", "corpus", "speaker", "true_label", "pred_label", "confidence", "history_clips"]
+#: ``history``: how many earlier clips of the speaker the clip was heard with (as a record's ``history``
+#: counts earlier segments; 0 for a model without one or ``--history none``).
+CSV_FIXED = ["path", "corpus", "speaker", "true_label", "pred_label", "confidence", "history"]
 
 
 def csv_columns(labels: tuple[str, ...]) -> list[str]:
@@ -35,7 +37,8 @@ def csv_columns(labels: tuple[str, ...]) -> list[str]:
 #: ``white20``/``white10``/``pink20``/``pink10``/``hum``: a noise floor at that SNR against active speech
 #: (:mod:`training.lines`), seeded per clip.
 CONDITIONS = ("clean", "telephone", "gsm", "opus8", "mp3", "white20", "white10", "pink20", "pink10", "hum")
-#: Speaker-history modes for bundles that take speaker statistics (ignored by others):
+#: What each clip is heard with by a bundle that takes a history (3.x: the embedding history; 2.x: the
+#: speaker statistics of the clips it would hold), ignored by others:
 #: ``none``: the clip alone (a single file); ``speaker``: plus :data:`HISTORY_CLIPS` other clips of
 #: the same speaker, drawn without looking at labels; ``call``: generated calls (:func:`call_orders`),
 #: each clip's history is what the call said before it, causally.
@@ -47,7 +50,7 @@ CALL_NEUTRAL, CALL_OTHER = 8, 3
 
 def channel(y: np.ndarray, *, sr: int, condition: str, seed: int = 0) -> np.ndarray:
     """``y`` through evaluation ``condition`` (:func:`training.lines.condition`, which the encoding cache
-    of ``ser-train v3`` uses too; noise seeded by ``seed``)."""
+    of ``ser-train fit`` uses too; noise seeded by ``seed``)."""
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
     return line_condition(y, name=condition, sr=sr, seed=seed)
@@ -154,7 +157,7 @@ def evaluate_items(model: EmotionModel, items: list[Item], *, telephone: bool = 
         best = int(np.argmax(probs))
         row: dict[str, object] = {"path": it.path, "corpus": it.corpus, "speaker": it.speaker,
                                   "true_label": it.label, "pred_label": model.labels[best],
-                                  "confidence": round(float(probs[best]), 6), "history_clips": n_hist}
+                                  "confidence": round(float(probs[best]), 6), "history": n_hist}
         for label, p in zip(model.labels, probs, strict=True):
             row[f"p_{label}"] = round(float(p), 6)
         rows.append(row)

@@ -15,10 +15,9 @@ class ExportError(RuntimeError):
 
 
 def to_onnx(model: Any, *, n_frames: int, n_mels: int, input_name: str = "features",
-            output_name: str = "probs", speaker_input: str | None = None,
-            history: tuple[str, int, str] | None = None) -> bytes:
-    """Convert a Keras model to ONNX bytes with input ``input_name`` ``[None, n_frames, n_mels]``
-    (and ``speaker_input`` ``[None, 2 * n_mels + 1]`` for a two-input model) and output ``output_name``.
+            output_name: str = "probs", history: tuple[str, int, str] | None = None) -> bytes:
+    """Convert a Keras model to ONNX bytes with input ``input_name`` ``[None, n_frames, n_mels]`` and output
+    ``output_name``.
 
     ``history``: ``(input, size, output)`` of an embedding-history model (:mod:`models.history`): a
     second input ``[None, size]`` and a second output (the model's second Keras output) under those names."""
@@ -27,13 +26,11 @@ def to_onnx(model: Any, *, n_frames: int, n_mels: int, input_name: str = "featur
     import tf2onnx
 
     sig = [tf.TensorSpec([None, n_frames, n_mels], tf.float32, name=input_name)]
-    if speaker_input:
-        sig.append(tf.TensorSpec([None, 2 * n_mels + 1], tf.float32, name=speaker_input))
     if history:
         sig.append(tf.TensorSpec([None, history[1]], tf.float32, name=history[0]))
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=sig, opset=OPSET)
     graph = proto.graph
-    want = [input_name] + ([speaker_input] if speaker_input else []) + ([history[0]] if history else [])
+    want = [input_name] + ([history[0]] if history else [])
     if [i.name for i in graph.input] != want:
         raise ExportError(f"exported inputs {[i.name for i in graph.input]} != {want}")
     outs = [output_name] + ([history[2]] if history else [])
@@ -50,19 +47,15 @@ def to_onnx(model: Any, *, n_frames: int, n_mels: int, input_name: str = "featur
 
 
 def parity(model: Any, onnx_bytes: bytes, x: np.ndarray, *, input_name: str = "features",
-           output_name: str = "probs", tol: float = PARITY_TOL, speaker: np.ndarray | None = None,
-           speaker_input: str = "speaker") -> dict[str, float]:
-    """Compare Keras and onnxruntime on ``x`` (and ``speaker`` vectors for a two-input model); raise
+           output_name: str = "probs", tol: float = PARITY_TOL) -> dict[str, float]:
+    """Compare Keras and onnxruntime on ``x``; raise
     :class:`ExportError` unless max |diff| <= tol and every argmax agrees. Returns ``{"max_abs_diff", "n"}``."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     feeds = {input_name: x.astype(np.float32)}
-    if speaker is not None:
-        feeds[speaker_input] = speaker.astype(np.float32)
     (got,) = sess.run([output_name], feeds)
-    inputs = x.astype(np.float32) if speaker is None else [x.astype(np.float32), speaker.astype(np.float32)]
-    want = np.asarray(model(inputs, training=False))
+    want = np.asarray(model(x.astype(np.float32), training=False))
     diff = float(np.max(np.abs(got - want))) if len(x) else 0.0
     same = bool(np.all(np.argmax(got, axis=1) == np.argmax(want, axis=1)))
     if not np.isfinite(diff) or diff > tol or not same:

@@ -101,24 +101,6 @@ def assign(items: list[Item], split: dict[str, list[str]]) -> dict[str, list[int
     return out
 
 
-def random_split(n: int, *, seed: int) -> dict[str, list[int]]:
-    """Clip-level 70/10/20 split (speaker leakage; for the 'not comparable' figure only)."""
-    perm = np.random.default_rng(seed).permutation(n)
-    a, b = int(0.7 * n), int(0.8 * n)
-    return {"train": sorted(perm[:a].tolist()), "val": sorted(perm[a:b].tolist()),
-            "test": sorted(perm[b:].tolist())}
-
-
-def write_split(path: Path, *, split: dict[str, list[str]], seed: int, mode: str,
-                items: list[Item], parts: dict[str, list[int]]) -> None:
-    counts = {part: len(idx) for part, idx in parts.items()}
-    data: dict[str, object] = {"mode": mode, "seed": seed, "clips": counts, **split}
-    if mode == "random":
-        data["test_paths"] = [items[i].path for i in parts["test"]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-
-
 def read_split(path: Path) -> dict[str, object]:
     """A run's ``split.json``, or the split recorded in a bundle (its directory or ``spec.json``).
 

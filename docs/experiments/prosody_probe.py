@@ -12,7 +12,7 @@ probabilities (geometric mean, fixed weight 0.5: no tuning on test speakers).
 RUN_DIR: a ``ser-train fit`` run of the default recipe (its ``waves.npz``, ``speech.npz`` and
 ``split.json``; the features are cached there as ``prosody.npy``); EVAL_CSV: a run's
 ``eval/test_clean.csv`` on the same split. An experiment, not part of the package (results:
-docs/training.md, "Prosodic statistics: a linear probe").
+docs/measurements.md, "Prosodic statistics: a linear probe").
 """
 
 import csv

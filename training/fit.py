@@ -1,8 +1,8 @@
-"""Train the v3 head on the encoded cache, score it per version and corpus, export the one-graph bundle.
+"""Train the head on the encoded cache and score it per version and corpus.
 
 Selection uses validation speakers only (clip UAR over their clean and line-augmented versions);
 test speakers and the left-out corpus are scored once, at the end, per evaluation version
-(:data:`training.recipe_v3.TEST_VERSIONS`), with a speaker bootstrap.
+(:data:`training.recipe.TEST_VERSIONS`), with a speaker bootstrap.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from training.calibrate import calibrate, ece
 from training.corpora import Item
 from training.encode import load_version
 from training.metrics import uar
-from training.recipe_v3 import AUG_VERSIONS, TEST_VERSIONS, load_items
+from training.recipe import AUG_VERSIONS, TEST_VERSIONS, load_items
 
 BOOTSTRAP = 1000
 
@@ -114,7 +114,7 @@ def fit_head(run: Path, *, seed: int, labels: tuple[str, ...], kind: str = "cnn-
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
     log(f"seed {seed}: {len(x_tr)} training windows, {sum(len(v[0]) for v in val)} validation windows, "
         f"{model.count_params()} parameters")
-    best, best_w, history = -1.0, None, []
+    best, best_w, epoch_log = -1.0, None, []
     rng = np.random.default_rng(seed)
     for epoch in range(epochs):
         t0 = time.time()
@@ -129,13 +129,14 @@ def fit_head(run: Path, *, seed: int, labels: tuple[str, ...], kind: str = "cnn-
         del xe
         score = float(np.mean([uar(y_of[c], p.argmax(1), len(labels))
                                for c, p in (clip_probs(predict(model, xv), ov) for xv, ov in val)]))
-        history.append({"epoch": epoch, "loss": round(float(h.history["loss"][-1]), 4), "val_uar": round(score, 4),
+        epoch_log.append({"epoch": epoch, "loss": round(float(h.history["loss"][-1]), 4), "val_uar": round(score, 4),
                         "seconds": round(time.time() - t0, 1)})
-        log(f"seed {seed} epoch {epoch}: loss {history[-1]['loss']} val UAR {score:.3f} ({history[-1]['seconds']} s)")
+        log(f"seed {seed} epoch {epoch}: loss {epoch_log[-1]['loss']} val UAR {score:.3f} "
+            f"({epoch_log[-1]['seconds']} s)")
         if score > best:
             best, best_w = score, model.get_weights()
     model.set_weights(best_w)
-    info = {"seed": seed, "kind": kind, "epochs": epochs, "best_val_uar": round(best, 4), "history": history,
+    info = {"seed": seed, "kind": kind, "epochs": epochs, "best_val_uar": round(best, 4), "epoch_log": epoch_log,
             "train_windows": int(len(x_tr)), "speaker_norm": speaker_norm}
     if speaker_norm:
         info["prior"] = [round(float(v), 5) for v in prior]

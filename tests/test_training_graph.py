@@ -1,13 +1,16 @@
-"""The v3 recipe's pieces: frame pooling, clip averaging, the speaker-mean lever's causality, and the
+"""The recipe's pieces: frame pooling, clip averaging, the embedding history's causality, and the
 one-graph export with its two parity checks (which must catch a wrong encoder)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import sysdeps
 
 from training.encode import pool_frames
-from training.fit_v3 import PRIOR_CLIPS, clip_embeddings, clip_probs, history_means
+from training.fit import PRIOR_CLIPS, clip_embeddings, clip_probs, history_means
+
+TRAIN = "pip install '.[train]'"
 
 
 def test_pool_frames_averages_groups_of_three():
@@ -39,12 +42,13 @@ def test_speaker_history_never_holds_the_clip_itself():
 
 @pytest.fixture(scope="module")
 def exported():
-    pytest.importorskip("tensorflow")
-    whisper = pytest.importorskip("training.whisper")
+    sysdeps.module("tensorflow", TRAIN)
+    from training import whisper_weights
+
     try:
-        whisper.weights_path()
-    except whisper.WeightsError as exc:
-        pytest.skip(str(exc))
+        whisper_weights.weights_path()
+    except whisper_weights.WeightsError as exc:
+        sysdeps.missing(f"{exc} ({TRAIN})")
     from models.whisper import log_mel
     from training.head import build_head
 
@@ -56,19 +60,19 @@ def exported():
     return head, log_mel(y=y, sr=8000)
 
 
-def test_v3_export_is_one_graph_matching_both_references(exported):
+def test_export_is_one_graph_matching_both_references(exported):
     import onnx
 
-    from training.bundle_v3 import export_v3
+    from training.graph import export_graph
 
     head, mel = exported
-    onnx_bytes, par = export_v3(head, mel)
+    onnx_bytes, par = export_graph(head, mel)
     graph = onnx.load_from_string(onnx_bytes).graph
     assert [i.name for i in graph.input] == ["features"] and [o.name for o in graph.output] == ["probs"]
     assert par["keras_max_abs_diff"] < 2e-4 and par["reference_max_abs_diff"] < 2e-4
     assert len(onnx_bytes) < 25e6
     # the int8 variant: a third of the size, probabilities close to the float graph's
-    from training.bundle_v3 import graph_diff, quantize_int8
+    from training.graph import graph_diff, quantize_int8
 
     q = quantize_int8(onnx_bytes)
     assert len(q) < 0.5 * len(onnx_bytes)
@@ -76,7 +80,7 @@ def test_v3_export_is_one_graph_matching_both_references(exported):
     assert d["n"] == len(mel) and 0 < d["max_abs_diff"] < 0.05
 
 
-def test_v3_history_export_has_two_inputs_two_outputs_and_serves(exported, tmp_path):
+def test_history_export_has_two_inputs_two_outputs_and_serves(exported, tmp_path):
     """The embedding-history model: frames minus the history vector under the head, and the segment's
     mean pooled frame as a second output, both matching the numpy reference; served by EmotionModel."""
     import onnx
@@ -84,11 +88,11 @@ def test_v3_history_export_has_two_inputs_two_outputs_and_serves(exported, tmp_p
 
     from models.history import HistoryParams, wire_vector
     from models.runtime import EmotionModel
-    from training.bundle_v3 import export_v3, graph_diff, quantize_int8, v3_spec, write_v3
+    from training.graph import export_graph, graph_diff, model_spec, quantize_int8, write_model
 
     head, mel = exported
     prior = np.random.default_rng(1).standard_normal(384).astype(np.float32)
-    onnx_bytes, par = export_v3(head, mel, prior=prior)
+    onnx_bytes, par = export_graph(head, mel, prior=prior)
     graph = onnx.load_from_string(onnx_bytes).graph
     assert [i.name for i in graph.input] == ["features", "history"]
     assert [o.name for o in graph.output] == ["probs", "embedding"]
@@ -97,9 +101,9 @@ def test_v3_history_export_has_two_inputs_two_outputs_and_serves(exported, tmp_p
     from models.bundle import Calibration
 
     hist = HistoryParams(prior=tuple(round(float(v), 5) for v in prior))  # as spec.json stores it
-    spec = v3_spec(tiny_spec(whisper=True, vad="silero"), version="0.0.1", labels=tiny_spec().labels,
+    spec = model_spec(tiny_spec(whisper=True, vad="silero"), version="0.0.1", labels=tiny_spec().labels,
                    calibration=Calibration(), info={}, history=hist)
-    model = EmotionModel(write_v3(tmp_path / "b", onnx_bytes=onnx_bytes, spec=spec, card=""))
+    model = EmotionModel(write_model(tmp_path / "b", onnx_bytes=onnx_bytes, spec=spec, card=""))
     assert model.uses_history and model.spec.history == hist
     probs, emb = model.predict_history(mel)
     assert probs.shape == (3, 7) and emb.shape == (3, 384)
@@ -109,10 +113,10 @@ def test_v3_history_export_has_two_inputs_two_outputs_and_serves(exported, tmp_p
     np.testing.assert_allclose(model.predict_features(mel), probs, atol=1e-6)
 
 
-def test_v3_export_refuses_a_graph_that_differs_from_the_reference(exported, monkeypatch):
+def test_export_refuses_a_graph_that_differs_from_the_reference(exported, monkeypatch):
     import dataclasses
 
-    import training.bundle_v3 as b
+    import training.graph as b
     from training.export import ExportError
 
     real = b.encode
@@ -123,29 +127,17 @@ def test_v3_export_refuses_a_graph_that_differs_from_the_reference(exported, mon
     monkeypatch.setattr(b, "encode", shifted)
     head, mel = exported
     with pytest.raises(ExportError, match="reference"):
-        b.export_v3(head, mel)
+        b.export_graph(head, mel)
 
 
-def test_v3_bundle_carries_whispers_licence(tmp_path):
+def test_bundle_carries_whispers_licence(tmp_path):
     from tinybundle import tiny_onnx, tiny_spec
 
     from models.bundle import load_bundle
-    from training.bundle_v3 import WHISPER_LICENSE_FILE, write_v3
+    from training.graph import WHISPER_LICENSE_FILE, write_model
 
     spec = tiny_spec(whisper=True)
-    write_v3(tmp_path / "b", onnx_bytes=tiny_onnx(spec), spec=spec, card="# card\n")
+    write_model(tmp_path / "b", onnx_bytes=tiny_onnx(spec), spec=spec, card="# card\n")
     text = (tmp_path / "b" / WHISPER_LICENSE_FILE).read_text()
     assert "Copyright (c) 2022 OpenAI" in text and "MIT License" in text
     assert load_bundle(tmp_path / "b").spec.features.kind == "whisper"
-
-
-def test_ser_train_v3_refuses_bad_input_in_one_line(tmp_path):
-    pytest.importorskip("tensorflow")
-    from click.testing import CliRunner
-
-    from training.cli import main
-
-    r = CliRunner().invoke(main, ["v3", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"), "--seeds", "1,x"])
-    assert r.exit_code == 2 and "'1,x' is not a comma-separated list of integers" in r.output
-    r = CliRunner().invoke(main, ["v3", "--data-root", str(tmp_path / "absent"), "--out", str(tmp_path / "o")])
-    assert r.exit_code == 1 and "is not a folder" in r.output and "Traceback" not in r.output

@@ -1,7 +1,7 @@
-"""Export the v3 model (frozen Whisper prefix + trained head) as one ONNX graph in a bundle.
+"""Export the model (frozen Whisper prefix + trained head) as one ONNX graph in a bundle.
 
 Parity is checked twice before anything is written: onnxruntime against Keras on real segments, and
-against the independent path (numpy Whisper reference :func:`training.whisper.encode` -> frame pooling
+against the independent path (numpy Whisper reference :func:`training.whisper_weights.encode` -> frame pooling
 -> the Keras head), so a mistake in the Keras encoder would fail here, not in a user's call.
 """
 
@@ -13,18 +13,16 @@ from typing import Any
 import numpy as np
 
 from models.bundle import Calibration, Spec, write_bundle
-from models.features import FeatureParams
 from models.history import HistoryParams
+from models.vad import SileroParams
+from training import MODEL_NAME
 from training.encode import pool_frames
 from training.export import ExportError, parity, to_onnx
-from training.recipe_v3 import BLOCKS, N_FRAMES
-from training.whisper import PINNED, encode, encoder_weights
-
-NAME = "ser-cnn-lstm"
-WHISPER = FeatureParams(n_fft=400, hop_length=160, n_mels=80, fmin=0.0, fmax=8000.0, amin=1e-10, kind="whisper")
+from training.recipe import BLOCKS, N_FRAMES, SERVING_VAD, WHISPER
+from training.whisper_weights import PINNED, encode, encoder_weights
 
 
-def export_v3(head: Any, mel: np.ndarray, *, tol: float = 2e-4, prior: np.ndarray | None = None
+def export_graph(head: Any, mel: np.ndarray, *, tol: float = 2e-4, prior: np.ndarray | None = None
               ) -> tuple[bytes, dict[str, float]]:
     """ONNX bytes of encoder + pooling + ``head`` and the parity figures on Whisper log-mel ``mel`` ``(k, 300, 80)``.
 
@@ -96,12 +94,13 @@ def graph_diff(a: bytes, b: bytes, mel: np.ndarray, *, prior: np.ndarray | None 
             "argmax_agreement": round(float((pa.argmax(1) == pb.argmax(1)).mean()), 4), "n": int(len(mel))}
 
 
-def v3_spec(base: Spec, *, version: str, labels: tuple[str, ...], calibration: Calibration,
-            info: dict[str, Any], history: HistoryParams | None = None) -> Spec:
-    """The v3 spec: 2.0.0's segmenter and VAD, Whisper features (identity normalisation), no speaker
-    input; ``history``: the embedding history of a model trained with ``--speaker-norm``."""
-    return Spec(name=NAME, version=version, labels=labels, sample_rate=base.sample_rate, segment=base.segment,
-                features=WHISPER, vad=base.vad, norm_mean=np.zeros(80, np.float32), norm_std=np.ones(80, np.float32),
+def model_spec(base: Spec, *, version: str, labels: tuple[str, ...], calibration: Calibration,
+               info: dict[str, Any], history: HistoryParams | None = None, vad: SileroParams = SERVING_VAD) -> Spec:
+    """The bundle's spec: ``base``'s segmenter, ``vad`` (:data:`training.recipe.SERVING_VAD`), Whisper
+    features (identity normalisation), no speaker input; ``history``: the embedding history of a model
+    trained with ``--speaker-norm``."""
+    return Spec(name=MODEL_NAME, version=version, labels=labels, sample_rate=base.sample_rate, segment=base.segment,
+                features=WHISPER, vad=vad, norm_mean=np.zeros(80, np.float32), norm_std=np.ones(80, np.float32),
                 calibration=calibration, history=history, info={"encoder": encoder_info(), **info})
 
 
@@ -140,7 +139,7 @@ SOFTWARE.
 """
 
 
-def write_v3(out: Path, *, onnx_bytes: bytes, spec: Spec, card: str) -> Any:
+def write_model(out: Path, *, onnx_bytes: bytes, spec: Spec, card: str) -> Any:
     """The bundle (model.onnx, spec.json, MODEL_CARD.md) and Whisper's MIT licence beside it."""
     bundle = write_bundle(out, onnx_bytes=onnx_bytes, spec=spec, card=card)
     (Path(out) / WHISPER_LICENSE_FILE).write_text(WHISPER_LICENSE, encoding="utf-8")
