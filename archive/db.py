@@ -14,17 +14,20 @@ power cut may lose the last transactions) and a busy timeout (:data:`SQLITE_BUSY
 
 from __future__ import annotations
 
+import itertools
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, text
+from sqlalchemy import JSON, Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from models.errors import SERError
+from workers.contract import read_url_file as _read_url_file
 
 #: The embedded default: a SQLite file in the working directory.
 DEFAULT_URL = "sqlite:///calls.db"
@@ -36,9 +39,12 @@ CONNECT_TIMEOUT_S = 10
 MIGRATION_LOCK = 0x7365722D61726368
 #: Most bound parameters in one statement: SQLite allows 32766, PostgreSQL 65535.
 MAX_PARAMS = 32_000
+#: Rows of one upsert from which PostgreSQL gets them through ``COPY`` (below: a prepared statement).
+COPY_MIN_ROWS = 100
 #: Schemes accepted, and the SQLAlchemy driver each one means.
 SCHEMES = {"sqlite": "sqlite", "sqlite+pysqlite": "sqlite", "postgresql": "postgresql+psycopg",
            "postgres": "postgresql+psycopg", "postgresql+psycopg": "postgresql+psycopg"}
+_temp_names = itertools.count()
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -59,13 +65,9 @@ def redact_url(url: str) -> str:
 def read_url_file(path: str) -> str:
     """The database URL stored in a file (first non-empty line): ``--database-url-file``."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    return line.strip()
-    except OSError as exc:
-        raise SERError(f"cannot read --database-url-file {path}: {exc.strerror or exc}") from None
-    raise SERError(f"--database-url-file {path} is empty")
+        return _read_url_file(path, option="--database-url-file")
+    except ValueError as exc:
+        raise SERError(str(exc)) from None
 
 
 def parse_url(url: str) -> URL:
@@ -166,6 +168,48 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+def _copy_upsert(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[Mapping[str, Any]], *,
+                 keys: Sequence[str], targets: Sequence[str]) -> None:
+    """PostgreSQL's fast path: ``COPY`` the rows into a temporary table of the same column types, then one
+    ``INSERT ... SELECT ... ON CONFLICT`` (one round trip for the data instead of one per row)."""
+    tmp = f"_ser_upsert_{next(_temp_names)}"
+    q = conn.dialect.identifier_preparer.quote
+    collist = ", ".join(q(c) for c in cols)
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {tmp} ON COMMIT DROP AS SELECT {collist} FROM {q(table.name)} "
+                         "WITH NO DATA")
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur, cur.copy(f"COPY {tmp} ({collist}) FROM STDIN") as copy:
+        for values in _plain_rows(table, cols, rows):
+            copy.write_row(values)
+    conflict = f"ON CONFLICT ({', '.join(q(k) for k in keys)}) DO " + (
+        "UPDATE SET " + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in targets) if targets else "NOTHING")
+    conn.exec_driver_sql(f"INSERT INTO {q(table.name)} ({collist}) SELECT {collist} FROM {tmp} {conflict}")
+    conn.exec_driver_sql(f"DROP TABLE {tmp}")
+
+
+def _plain_rows(table: Table, cols: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Iterator[list[Any]]:
+    """Rows as value lists in ``cols`` order, JSON columns serialised (what SQLAlchemy's JSON type sends)."""
+    json_cols = [i for i, c in enumerate(cols) if isinstance(table.c[c].type, JSON)]
+    for row in rows:
+        values = [row[c] for c in cols]
+        for i in json_cols:
+            v = values[i]
+            if v is not None:
+                values[i] = ("{}" if isinstance(v, dict) else "[]") if not v and isinstance(v, (dict, list)) \
+                    else json.dumps(v)
+        yield values
+
+
+def _sqlite_many(conn: Connection, stmt: Any, table: Table, cols: Sequence[str],
+                 rows: Sequence[Mapping[str, Any]]) -> None:
+    """SQLite's fast path: the statement compiled once, the rows handed to the driver's ``executemany``
+    as plain tuples (SQLAlchemy's per-row parameter processing is most of the cost of a large batch)."""
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(cols))
+    order = [cols.index(name) for name in compiled.positiontup]
+    conn.exec_driver_sql(compiled.string, [tuple(v[i] for i in order) for v in _plain_rows(table, cols, rows)])
+
+
 _INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
@@ -176,16 +220,17 @@ def _dedup(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[Mappi
             k = tuple(row[c] for c in keys)
         except KeyError as exc:
             raise ValueError(f"upsert row lacks key column {exc.args[0]!r}") from None
-        last.pop(k, None)  # keep the order of last occurrence
         last[k] = row
-    return list(last.values())
+    # in key order: concurrent writers (several archivers on PostgreSQL) then lock rows in the same order
+    return [last[k] for k in sorted(last)]
 
 
 def upsert(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]], *, keys: Sequence[str],
            update: Sequence[str] | None = None) -> int:
     """Insert ``rows`` into ``table``; a row whose ``keys`` exist updates the ``update`` columns (default:
     every non-key column given; ``()``: do nothing). Rows sharing a key are de-duplicated first (the last
-    wins), since PostgreSQL refuses one ``INSERT ... ON CONFLICT`` touching a row twice. Returns the rows sent.
+    wins), since PostgreSQL refuses one ``INSERT ... ON CONFLICT`` touching a row twice, and sent in key
+    order (writers running side by side lock rows in one order). Returns the rows sent.
 
     Rows are grouped by the set of columns they give (a column a row leaves out is not touched); each group
     is sent as one prepared statement executed for many rows (``executemany``; SQLAlchemy batches it into
@@ -211,6 +256,12 @@ def upsert(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]], *,
             stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in targets})
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+        if len(group) >= COPY_MIN_ROWS:
+            if name == "postgresql":
+                _copy_upsert(conn, table, cols, group, keys=keys, targets=targets)
+            else:
+                _sqlite_many(conn, stmt, table, cols, group)
+            continue
         chunk = max(1, MAX_PARAMS // len(cols))
         for i in range(0, len(group), chunk):
             conn.execute(stmt, list(group[i:i + chunk]))  # executemany: one prepared statement

@@ -24,9 +24,11 @@ Order does not matter: the archiver reads the events stream and each results str
 call's records (or its ``call_ended``) may arrive before its ``call_started``. Any input for an unknown
 call first inserts a **placeholder** row (``status`` live, empty channels/params, ``started_ts`` estimated
 from what it has); ``call_started`` later fills it in. Each kind of input updates only its own columns,
-so whichever arrives last, the row ends the same. Counts (``segments``, ``failed``, ``alerts_fired``) are
-recounted from the stored rows, and the scores of every touched call that has ended are recomputed from
-its stored segments (:func:`refresh_scores`): replaying any entry changes nothing but ``updated_ts``.
+so whichever arrives last, the row ends the same. Counts are recounted from the stored rows
+(``alerts_fired`` when alerts arrive; ``segments`` and ``failed`` once the call has ended: 0 while it is
+live),
+and the scores of every touched call that has ended are recomputed from its stored segments
+(:func:`refresh_scores`): replaying any entry changes nothing but ``updated_ts``.
 """
 
 from __future__ import annotations
@@ -38,12 +40,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from archive import validate
 from archive.db import begin_write, upsert
-from archive.schema import ROLES, alerts, calls, dead_letters, events, label_shares, segments, speakers
-from archive.scores import speaker_scores
+from archive.rescore import chunks, close_lost, refresh_scores
+from archive.schema import ROLES, alerts, calls, dead_letters, events, segments
 from callevents import schema as ev
 from models.ids import key_id
 
@@ -61,11 +63,13 @@ ROLE_PARAMS = {"agent_channel": "agent", "customer_channel": "customer"}
 MAX_DEAD_PAYLOAD = 8192
 #: Widths of the metadata columns (longer values are cut; the params keep them whole).
 META_WIDTH = {"agent": 128, "queue": 128, "direction": 16, "tenant": 128}
-#: Most ids in one ``IN (...)`` list.
-IN_CHUNK = 500
 #: Events stored in :data:`archive.schema.events` (besides ``end`` records).
 STORED_EVENTS = (ev.ALERT_OPENED, ev.ALERT_CLOSED, ev.DYNAMICS, ev.SILENCE, ev.OVERTALK)
 SEGMENT_KINDS = ("result", "failure", "turn")
+#: A live call's ``updated_ts`` is rewritten by a write only when older than this (seconds): it says the
+#: call is still being written (:func:`close_lost`) without rewriting every row at every batch.
+TOUCH_EVERY_S = 10.0
+__all__ = ["META_KEYS", "Batch", "archive_call", "close_lost", "dead_letter", "event_key", "refresh_scores", "write"]
 
 
 def event_key(event: Mapping[str, Any]) -> str:
@@ -160,7 +164,8 @@ def _ended_row(e: Mapping[str, Any], now: float) -> dict[str, Any]:
 
 
 def _segment_row(rec: Mapping[str, Any]) -> dict[str, Any]:
-    extra = {k: v for k, v in rec.items() if k not in validate.SEGMENT_FIELDS}
+    extra = None if validate.SEGMENT_FIELDS.issuperset(rec) else \
+        {k: v for k, v in rec.items() if k not in validate.SEGMENT_FIELDS}
     return {"call_id": key_id(rec["stream_id"]), "channel": rec["channel"], "seq": rec["seq"], "kind": rec["kind"],
             "start_s": float(rec["start_s"]), "end_s": float(rec["end_s"]), "label": rec.get("label"),
             "confidence": rec.get("confidence"), "uncertain": rec.get("uncertain"), "probs": rec.get("probs"),
@@ -210,6 +215,7 @@ def write(conn: Connection, batch: Batch, *, now: float | None = None) -> set[st
     if not base:
         return set()
     upsert(conn, calls, base.values(), keys=["call_id"], update=())
+    ended = _lock_calls(conn, base)
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for e in batch.events:
         by_kind.setdefault(e["kind"], []).append(e)
@@ -227,9 +233,23 @@ def write(conn: Connection, batch: Batch, *, now: float | None = None) -> set[st
     upsert(conn, events, rows, keys=["call_id", "event_key"], update=())
     _write_alerts(conn, by_kind.get(ev.ALERT_OPENED, []), by_kind.get(ev.ALERT_CLOSED, []))
     touched = set(base)
-    _recount(conn, touched, now)
-    refresh_scores(conn, _ended_among(conn, touched))
+    alerted = {key_id(e["call_id"]) for kind in (ev.ALERT_OPENED, ev.ALERT_CLOSED) for e in by_kind.get(kind, [])}
+    _touch(conn, touched, alerted, now)
+    refresh_scores(conn, ended | {key_id(e["call_id"]) for e in by_kind.get(ev.CALL_ENDED, [])})
     return touched
+
+
+def _lock_calls(conn: Connection, call_ids: Iterable[str]) -> set[str]:
+    """The batch's calls that have ended already. On PostgreSQL their rows are locked at once, in key
+    order: writers side by side (several archivers) touching the same calls then wait for each other
+    instead of deadlocking. (SQLite has one writer at a time: :func:`archive.db.begin_write`.)"""
+    ended: set[str] = set()
+    for ids in chunks(sorted(call_ids)):
+        query = select(calls.c.call_id, calls.c.status).where(calls.c.call_id.in_(ids)).order_by(calls.c.call_id)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        ended.update(cid for cid, status in conn.execute(query) if status == "ended")
+    return ended
 
 
 def _write_dynamics(conn: Connection, dyn_events: list[dict[str, Any]], now: float) -> None:
@@ -239,7 +259,7 @@ def _write_dynamics(conn: Connection, dyn_events: list[dict[str, Any]], now: flo
         cid = key_id(e["call_id"])
         if cid not in newest or float(e["at_s"]) >= float(newest[cid]["at_s"]):
             newest[cid] = e
-    for ids in _chunks(sorted(newest)):
+    for ids in chunks(sorted(newest)):
         have = conn.execute(select(calls.c.call_id, calls.c.status, calls.c.dynamics)
                             .where(calls.c.call_id.in_(ids))).all()
         for cid, status, stored in have:
@@ -264,82 +284,18 @@ def _write_alerts(conn: Connection, opened: list[dict[str, Any]], closed: list[d
            keys=["call_id", "rule", "channel", "since_s"], update=["until_s", "closed_ts", "close_reason"])
 
 
-def _chunks(ids: list[str]) -> Iterable[list[str]]:
-    for i in range(0, len(ids), IN_CHUNK):
-        yield ids[i:i + IN_CHUNK]
-
-
-def _recount(conn: Connection, call_ids: Iterable[str], now: float) -> None:
-    """The calls' ``segments``, ``failed`` and ``alerts_fired`` recounted from the stored rows."""
-    def count(table: Any, *where: Any) -> Any:
-        return select(func.count()).select_from(table).where(table.c.call_id == calls.c.call_id, *where) \
-            .scalar_subquery()
-
-    for ids in _chunks(sorted(call_ids)):
-        conn.execute(update(calls).where(calls.c.call_id.in_(ids)).values(
-            segments=count(segments, segments.c.kind == "result"),
-            failed=count(segments, segments.c.kind == "failure"),
-            alerts_fired=count(alerts), updated_ts=now))
-
-
-def _ended_among(conn: Connection, call_ids: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for ids in _chunks(sorted(call_ids)):
-        out += conn.execute(select(calls.c.call_id).where(calls.c.call_id.in_(ids), calls.c.status == "ended")
-                            ).scalars().all()
-    return out
-
-
-def refresh_scores(conn: Connection, call_ids: Iterable[str]) -> None:
-    """Recompute ``speakers``, ``label_shares`` and the calls' headline columns from their stored segments."""
-    for ids in _chunks(sorted(set(call_ids))):
-        info = {r.call_id: r for r in conn.execute(
-            select(calls.c.call_id, calls.c.duration_s, calls.c.channels, calls.c.roles, calls.c.dynamics)
-            .where(calls.c.call_id.in_(ids)))}
-        recs: dict[str, list[dict[str, Any]]] = {cid: [] for cid in info}
-        for r in conn.execute(select(segments.c.call_id, segments.c.channel, segments.c.seq, segments.c.start_s,
-                                     segments.c.end_s, segments.c.probs)
-                              .where(segments.c.call_id.in_(ids), segments.c.kind == "result")):
-            recs[r.call_id].append({"channel": r.channel, "seq": r.seq, "start_s": r.start_s, "end_s": r.end_s,
-                                    "probs": r.probs})
-        conn.execute(delete(label_shares).where(label_shares.c.call_id.in_(ids)))
-        conn.execute(delete(speakers).where(speakers.c.call_id.in_(ids)))
-        spk_rows: list[dict[str, Any]] = []
-        share_rows: list[dict[str, Any]] = []
-        for cid, row in info.items():
-            heads = _score_call(cid, row, recs[cid], spk_rows, share_rows)
-            conn.execute(update(calls).where(calls.c.call_id == cid).values(**heads))
-        upsert(conn, speakers, spk_rows, keys=["call_id", "channel"])
-        upsert(conn, label_shares, share_rows, keys=["call_id", "channel", "label"])
-
-
-def _score_call(cid: str, row: Any, recs: list[dict[str, Any]], spk_rows: list[dict[str, Any]],
-                share_rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Append the call's speakers and label shares rows; return its headline columns."""
-    channels = list(row.channels or [])
-    roles = dict(row.roles or {})
-    dyn_chans = (row.dynamics or {}).get("channels") or {} if isinstance(row.dynamics, dict) else {}
-    scores = speaker_scores(recs, duration_s=row.duration_s or 0.0, channels=channels)
-    heads: dict[str, Any] = {f"{role}_{col}": None for role in ROLES for col in ("score", "trend", "negative_share")}
-    by_role = {role: ch for ch, role in roles.items()}
-    if "customer" not in by_role and not roles and len(scores) == 1:  # a mono call: its one voice is the headline
-        by_role["customer"] = next(iter(scores))
-    for ch, s in scores.items():
-        got = dyn_chans.get(ch)
-        d: dict[str, Any] = got if isinstance(got, dict) else {}
-        spk_rows.append({"call_id": cid, "channel": ch, "role": roles.get(ch), "segments": s.segments,
-                         "speech_s": s.speech_s, "score": s.score,
-                         "quarters": None if s.score is None else list(s.quarters), "trend": s.trend,
-                         "negative_share": s.negative_share, "talk_s": d.get("talk_s"),
-                         "talk_share": d.get("talk_share"), "interruptions": d.get("interruptions")})
-        share_rows += [{"call_id": cid, "channel": ch, "label": lab, "role": roles.get(ch), "share": v}
-                       for lab, v in s.label_shares.items()]
-    for role, ch in by_role.items():
-        if ch in scores:
-            s = scores[ch]
-            heads.update({f"{role}_score": s.score, f"{role}_trend": s.trend,
-                          f"{role}_negative_share": s.negative_share})
-    return heads
+def _touch(conn: Connection, call_ids: Iterable[str], alerted: set[str], now: float) -> None:
+    """The calls' ``updated_ts`` (at most :data:`TOUCH_EVERY_S` old), and ``alerts_fired`` of those with
+    alert events (recounted). ``segments``
+    and ``failed`` are recounted by :func:`refresh_scores` once a call has ended: recounting a long live
+    call's segments at every batch would cost in proportion to its length, each time."""
+    count = select(func.count()).select_from(alerts).where(alerts.c.call_id == calls.c.call_id).scalar_subquery()
+    rest = sorted(set(call_ids) - alerted)
+    for ids in chunks(rest):  # rewriting every live call's row at every batch is most of a batch's cost
+        conn.execute(update(calls).where(calls.c.call_id.in_(ids), calls.c.updated_ts < now - TOUCH_EVERY_S)
+                     .values(updated_ts=now))
+    for ids in chunks(sorted(alerted)):
+        conn.execute(update(calls).where(calls.c.call_id.in_(ids)).values(alerts_fired=count, updated_ts=now))
 
 
 def _plain(obj: Any) -> Any:

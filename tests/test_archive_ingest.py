@@ -98,8 +98,9 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
     return (r["channel"], r["seq"], r["kind"])
 
 
-def test_every_record_archived_field_for_field(engine: Engine) -> None:
-    events, records = make_call("CA é/1", seed=2)  # an id that is not a key id: stored under key_id, raw kept
+@pytest.mark.parametrize("n", [12, 80])  # 80: PostgreSQL takes the rows through COPY (db.COPY_MIN_ROWS)
+def test_every_record_archived_field_for_field(engine: Engine, n: int) -> None:
+    events, records = make_call("CA é/1", seed=2, segments=n)  # not a key id: stored under key_id, raw kept
     records[0]["embedding"] = "AAAA"  # never archived
     records[1]["novel_field"] = {"x": [1, 2]}  # a field the schema does not know: kept in extra
     write(engine, events, records, call_id="CA é/1")
@@ -139,13 +140,51 @@ def test_replay_twice_in_random_order_gives_the_same_database(engine: Engine) ->
     assert dump(engine) == once
 
 
+def test_two_writers_side_by_side(engine: Engine) -> None:
+    """Two archivers writing overlapping calls at once, each every entry in its own random order: no
+    deadlock, no error, the same database as one writer in order."""
+    import threading
+
+    calls = [make_call(f"CB{i}", seed=i, segments=4) for i in range(5)]
+    entries = [("e", e, None) for ev, _ in calls for e in ev] + \
+              [("r", r, r["stream_id"]) for _, rec in calls for r in rec]
+    for kind, obj, cid in entries:
+        write(engine, [obj] if kind == "e" else [], [obj] if kind == "r" else [], call_id=cid or "")
+    once = dump(engine)
+    with engine.begin() as conn:
+        conn.execute(schema.calls.delete())
+    errors: list[BaseException] = []
+
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        mine = entries[:]
+        rng.shuffle(mine)
+        try:
+            for i in range(0, len(mine), 6):
+                batch = ingest.Batch()
+                for kind, obj, cid in mine[i:i + 6]:
+                    batch.add_event(obj) if kind == "e" else batch.add_record(cid, obj)
+                with db.begin_write(engine) as conn:
+                    ingest.write(conn, batch, now=NOW)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert dump(engine) == once
+
+
 def test_records_before_call_started_make_a_placeholder(engine: Engine) -> None:
     events, records = make_call("CA9", seed=3)
     started, ended = events[0], events[-1]
     write(engine, [], records[:5], call_id="CA9")
     c = call_row(engine, "CA9")
     assert (c.status, c.raw_id, c.channels, c.params, c.agent, c.model) == ("live", "CA9", [], {}, None, MODEL)
-    assert c.segments == 5 and c.customer_score is None
+    assert c.segments == 0 and c.customer_score is None  # counted once the call has ended
     assert c.started_ts == pytest.approx(NOW - max(r["end_s"] for r in records[:5]))  # estimated
     write(engine, [ended], [], call_id="CA9")  # call_ended before call_started: scored at once
     c = call_row(engine, "CA9")
@@ -196,7 +235,9 @@ def test_invalid_events_are_refused_with_the_reason(event: Any, reason: str) -> 
 
 @pytest.mark.parametrize("change, reason", [
     ({"kind": "bogus"}, "unknown record kind 'bogus'"),
-    ({"seq": -1}, "seq must be an integer >= 0"),
+    ({"seq": -1}, "seq must be an integer in 0..2147483647"),
+    ({"seq": 2**31}, "seq must be an integer in"),
+    ({"label": "a\x00b"}, "label holds a NUL"),
     ({"seq": 1.5}, "seq must be an integer"),
     ({"channel": None}, "channel must be a non-empty string"),
     ({"channel": "c" * 65}, "channel is 65 characters, over 64"),
@@ -252,3 +293,58 @@ def test_refresh_scores_after_a_segment_changes(engine: Engine) -> None:
         ingest.refresh_scores(conn, ["CA8"])
     c = call_row(engine, "CA8")
     assert c.customer_score == 5.0 and c.customer_negative_share == 0.0 and c.customer_trend == "NoChange"
+
+
+def test_a_real_call_from_redis_equals_its_results_stream(engine: Engine, redis_url: str, stereo_call: Any,
+                                                          speaker_bundle_dir: Any) -> None:
+    """The pipeline's own output (ser-produce through Redis, a worker, the call events): read back from the
+    streams as ser-archive reads them, archived, and every record of the results stream is in the archive."""
+    import redis
+    from test_pipeline_redis import producer_proc, wait_for, work_in_process
+
+    from callevents.schema import EVENTS_KEY, decode_event
+    from models.bundle import load_bundle
+    from models.runtime import EmotionModel
+    from workers.contract import decode_entry, results_key
+
+    client = redis.Redis.from_url(redis_url)
+    prod = producer_proc(redis_url, str(stereo_call), "--model", str(speaker_bundle_dir), "--stream-id", "real 1",
+                         "--channel-names", "agent,customer", "--format", "jsonl")
+    wait_for(lambda: client.llen("rq:queue:ser") >= 2)
+    work_in_process(redis_url, EmotionModel(load_bundle(speaker_bundle_dir), threads=1))
+    _, err = prod.communicate(timeout=60)
+    assert prod.returncode == 0, err
+    batch = ingest.Batch()
+    for _, fields in client.xrange(EVENTS_KEY):
+        batch.add_event(decode_event(fields))
+    stream = [decode_entry(f, embedding=True) for _, f in client.xrange(results_key("real 1"))]
+    assert {r["kind"] for r in stream} >= {"result", "turn", "end"}
+    for r in stream:
+        batch.add_record("real 1", r)
+    with db.begin_write(engine) as conn:
+        ingest.write(conn, batch)
+    from models.ids import key_id
+
+    c = call_row(engine, key_id("real 1"))
+    # ser-produce itself names the call by its key id (--stream-id goes through models.ids.key_id)
+    assert c.raw_id == key_id("real 1") and c.status == "ended" and c.channels == ["agent", "customer"]
+    assert c.segments == sum(r["kind"] == "result" for r in stream) and c.customer_score is not None
+    want = sorted(({k: v for k, v in r.items() if k != "embedding"} for r in stream if r["kind"] != "end"), key=_key)
+    assert sorted(records_back(engine, key_id("real 1")), key=_key) == want
+
+
+def test_close_lost_ends_calls_whose_producer_vanished(engine: Engine) -> None:
+    events, records = make_call("CL1", seed=8, segments=4, ended=False)
+    write(engine, events, records, call_id="CL1", now=NOW)
+    with db.begin_write(engine) as conn:
+        assert ingest.close_lost(conn, idle_s=60.0, now=NOW + 30) == []
+        assert ingest.close_lost(conn, idle_s=60.0, now=NOW + 120) == ["CL1"]
+    c = call_row(engine, "CL1")
+    last_end = max(r["end_s"] for r in records if "end_s" in r and r["kind"] != "end")
+    assert (c.status, c.end_reason, c.ended_ts, c.duration_s) == ("ended", "lost", NOW, last_end)
+    assert c.customer_score == speaker_scores(records, duration_s=last_end, channels=["customer", "agent"])[
+        "customer"].score
+    ended = make_call("CL1", seed=8, segments=4)[0][-1]  # the producer's call_ended turns up after all
+    write(engine, [ended], call_id="CL1", now=NOW + 200)
+    c = call_row(engine, "CL1")
+    assert (c.end_reason, c.duration_s) == ("completed", ended["duration_s"])
