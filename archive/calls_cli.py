@@ -276,7 +276,8 @@ def export(ctx: click.Context, fmt: str, output: str, what: str, **values: Any) 
     started = time.monotonic()
     with _conn(ctx) as conn:
         try:
-            n = run_export(conn, flt, output, fmt=fmt, what=what)
+            n = run_export(conn, flt, output, fmt=fmt, what=what, progress=lambda done: click.echo(
+                f"ser-calls: {done:,} {what} exported ({time.monotonic() - started:.0f} s)", err=True))
         except OSError as exc:
             raise Fail(f"cannot write {output}: {exc.strerror or exc}") from None
     click.echo(f"ser-calls: exported {n} {what if n != 1 else what[:-1]} to {output} "

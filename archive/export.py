@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +25,8 @@ FORMATS = ("parquet", "csv")
 WHAT = ("calls", "segments")
 #: Rows per Parquet row group (and per batch held in memory).
 ROW_GROUP_ROWS = 50_000
+#: Rows between two progress reports.
+PROGRESS_ROWS = 100_000
 
 
 def columns(what: str) -> tuple[str, ...]:
@@ -95,14 +97,25 @@ def write_csv(rows: Iterable[dict[str, Any]], out: IO[str], *, what: str) -> int
     return written
 
 
-def export(conn: Connection, flt: CallFilter, path: str | os.PathLike[str], *, fmt: str, what: str = "calls") -> int:
+def _counted(rows: Iterable[dict[str, Any]], progress: Callable[[int], None] | None) -> Iterator[dict[str, Any]]:
+    n = 0
+    for row in rows:
+        yield row
+        n += 1
+        if progress is not None and n % PROGRESS_ROWS == 0:
+            progress(n)
+
+
+def export(conn: Connection, flt: CallFilter, path: str | os.PathLike[str], *, fmt: str, what: str = "calls",
+           progress: Callable[[int], None] | None = None) -> int:
     """Export the calls matching ``flt`` (or their segment records) to ``path`` (``-``: CSV to stdout); returns
-    the rows written. The file is written beside its final name and renamed when complete."""
+    the rows written. The file is written beside its final name and renamed when complete; ``progress`` is
+    called with the rows so far every :data:`PROGRESS_ROWS` rows."""
     if fmt not in FORMATS:
         raise ValueError(f"format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if what not in WHAT:
         raise ValueError(f"what: must be one of {', '.join(WHAT)}, got {what!r}")
-    rows = export_rows(conn, flt, what=what)
+    rows = _counted(export_rows(conn, flt, what=what), progress)
     if str(path) == "-":
         if fmt != "csv":
             raise ValueError("-o -: only CSV can go to stdout")

@@ -85,8 +85,12 @@ def _check_sort(sort: str) -> None:
         raise ValueError(f"sort: must be one of {', '.join(SORTS)}, got {sort!r}")
 
 
-def search_statement(flt: CallFilter, *, sort: str = "started", descending: bool = True) -> Select[Any]:
-    """The SELECT of :func:`search`, before its LIMIT/OFFSET (``bench.archive`` explains it)."""
+def search_statement(flt: CallFilter, *, sort: str = "started", descending: bool = True,
+                     limit: int = DEFAULT_PAGE_SIZE, offset: int = 0) -> Select[Any]:
+    """The SELECT of one :func:`search` page (``bench.archive`` explains it): the page's call ids first,
+    from the filter and sort columns alone (an index-only scan of ``ix_calls_started_cover`` where the
+    database likes it), then those rows' summary columns: the wide ``calls`` rows are read for the page
+    only, not for every call the filter and sort go through."""
     _check_sort(sort)
     column = SORT_COLUMNS[sort]
     first = column.desc() if descending else column.asc()
@@ -94,7 +98,9 @@ def search_statement(flt: CallFilter, *, sort: str = "started", descending: bool
     if sort != "started":
         order.append(calls.c.started_ts.desc() if descending else calls.c.started_ts.asc())
     order.append(calls.c.call_id.desc() if descending else calls.c.call_id.asc())
-    return apply(select(*(calls.c[name] for name in SUMMARY_COLUMNS)), flt).order_by(*order)
+    page = apply(select(calls.c.call_id), flt).order_by(*order).limit(limit).offset(offset).subquery("page")
+    return (select(*(calls.c[name] for name in SUMMARY_COLUMNS))
+            .join_from(calls, page, calls.c.call_id == page.c.call_id).order_by(*order))
 
 
 def search(conn: Connection, flt: CallFilter, *, sort: str = "started", descending: bool = True,
@@ -105,7 +111,7 @@ def search(conn: Connection, flt: CallFilter, *, sort: str = "started", descendi
         raise ValueError(f"limit: must be in 1..{MAX_PAGE_SIZE}, got {limit!r}")
     if offset < 0:
         raise ValueError(f"offset: must be >= 0, got {offset!r}")
-    stmt = search_statement(flt, sort=sort, descending=descending).limit(limit).offset(offset)
+    stmt = search_statement(flt, sort=sort, descending=descending, limit=limit, offset=offset)
     rows = [dict(r._mapping) for r in conn.execute(stmt)]
     if 0 < len(rows) < limit or (offset == 0 and not rows):
         total = offset + len(rows)

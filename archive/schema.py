@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 
 #: Schema version the code expects (the newest Alembic revision; ``archive/migrations/versions``).
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 metadata = MetaData()
 
@@ -94,6 +94,10 @@ Index("ix_calls_agent_started", calls.c.agent, calls.c.started_ts)
 Index("ix_calls_queue_started", calls.c.queue, calls.c.started_ts)
 Index("ix_calls_tenant_started", calls.c.tenant, calls.c.started_ts)
 Index("ix_calls_customer_score", calls.c.customer_score)
+#: Revision 0002 (archive.queries): trends, search totals and page ids as index-only scans.
+CALLS_COVER = ("started_ts", "agent", "queue", "tenant", "direction", "customer_score", "customer_trend",
+               "customer_negative_share", "agent_score", "interruptions", "non_talk_share", "duration_s", "call_id")
+Index("ix_calls_started_cover", *(calls.c[name] for name in CALLS_COVER))
 
 def _call_fk() -> ForeignKey:
     return ForeignKey("calls.call_id", ondelete="CASCADE")
