@@ -84,7 +84,14 @@ class FilesProgress:
     def audio(self, seconds: float) -> None:
         if self._bar is not None:
             self._pushed += seconds
-            self._bar.update(seconds)
+            self._advance(seconds)
+
+    def _advance(self, seconds: float) -> None:
+        """Move the bar on, never past its total (the total is rounded to 0.1 s)."""
+        total = self._bar.total
+        step = seconds if not total else min(seconds, total - self._bar.n)
+        if step > 0:
+            self._bar.update(step)
 
     def classified(self, n: int) -> None:
         if n and self._bar is not None:
@@ -96,8 +103,7 @@ class FilesProgress:
         stays true)."""
         if self._bar is not None and self.done < self.files:
             rest = self._lengths[self.done] - self._pushed
-            if rest > 0:
-                self._bar.update(rest)
+            self._advance(rest)
             self._pushed = 0.0
         self.done += 1
         if self._bar is not None:
