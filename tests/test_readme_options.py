@@ -1,5 +1,5 @@
-"""The README's "Options and environment" table lists every ``ser-gateway`` option with its
-environment variable and default as :mod:`gateway.cli` defines them."""
+"""The README's "Options and environment" table lists every ``ser-gateway`` and ``ser-produce`` option
+with its environment variable and default as :mod:`gateway.cli` and :mod:`producer.cli` define them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from gateway.cli import main as gateway_main
+from producer.cli import main as produce_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +26,7 @@ def shown(param: click.Option) -> str | None:
     """How the table writes an option's default (None: unset, nothing to compare)."""
     if param.is_flag:
         return "on" if param.default is True else "off"
-    if param.default is None:
+    if param.default is None or param.multiple:  # a repeatable option's default is "none given"
         return None
     return f"{param.default:g}" if isinstance(param.default, float) else str(param.default)
 
@@ -53,6 +54,11 @@ def problems(readme: str, command: click.Command, name: str) -> list[str]:
 def test_every_gateway_option_is_in_the_readme_table_with_its_env_and_default() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert problems(readme, gateway_main, "ser-gateway") == []
+
+
+def test_every_produce_option_is_in_the_readme_table_with_its_env_and_default() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert problems(readme, produce_main, "ser-produce") == []
 
 
 def test_the_check_sees_a_missing_row_and_a_wrong_default() -> None:
