@@ -4,6 +4,7 @@ Redis) and distributed (a real redis-server and worker), equal row for row on SQ
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -21,9 +22,12 @@ from conftest import synth_call
 
 from archive import schema
 from archive.db import open_engine
-from callevents.schema import EVENTS_KEY
+from callevents.rules import load_settings
+from callevents.schema import EVENTS_KEY, events_key
 from models.bundle import load_bundle
 from producer.cli import EXIT_INCOMPLETE, main
+from producer.pipeline import run
+from producer.settings import ProducerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Call columns an embedded and a distributed run of one call must agree on (not ids, not wall-clock times).
@@ -120,6 +124,43 @@ def test_embedded_and_distributed_archive_the_same_call(archive_url: str, worker
     # the printed records are those of a run without --archive
     code, plain, err = produce([*args[:-2], "--stream-id", "emb"])
     assert code == 0 and plain == emb_out, err
+
+
+def test_embedded_collects_the_events_a_distributed_run_writes(worker: str, tmp_path: Path, tiny_bundle_dir: Path,
+                                                              rules: Path) -> None:
+    """CallEvents without Redis (``collect``): the same events as ``ser:events:<call>`` (each kind in the same
+    order; across kinds the order is timing: in distributed mode results come back while audio is pushed)."""
+    call = synth_call(tmp_path / "call.wav")
+    settings = ProducerSettings(audio=str(call), stream_id="same", model_dir=str(tiny_bundle_dir), batch=4,
+                                channel_names=("agent", "customer"), params=(("agent", "a-17"),),
+                                events=load_settings(rules), output_format="jsonl")
+    collected: list[dict[str, Any]] = []
+    run(settings, stdin=None, out=io.StringIO(), collect=collected)
+    client = redis.Redis.from_url(worker)
+    try:
+        run(settings, stdin=None, out=io.StringIO(), connection=client)
+        written = [json.loads(f[b"event"]) for _, f in client.xrange(events_key("same"))]
+    finally:
+        client.close()
+
+    def by_kind(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for e in events:
+            out.setdefault(e["kind"], []).append({k: v for k, v in e.items() if k != "ts"})
+        return out
+
+    assert by_kind(collected) == by_kind(written)
+    kinds = [e["kind"] for e in collected]
+    assert kinds[0] == "call_started" and kinds[-1] == "call_ended" and "alert_opened" in kinds and "dynamics" in kinds
+    assert collected[0]["params"] == {"agent": "a-17"} and collected[0]["channels"] == ["agent", "customer"]
+
+
+def test_without_archive_embedded_computes_no_events(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    from callevents.writer import CallEvents
+
+    calls = CallEvents(None, call_id="x", source="file", channels=["a"])
+    calls.start()
+    assert not calls.enabled and calls.info == {} and calls.add([{"kind": "result"}]) == []
 
 
 def test_incomplete_call_is_archived_with_its_end_reason(redis_url: str, tmp_path: Path, tiny_bundle_dir: Path
