@@ -35,9 +35,12 @@ class Archive:
                 raise SERError(f"cannot read --archive-url-file {url_file}: {exc.strerror or exc}") from None
         return cls(url) if url else None
 
-    def add(self, outcome: Outcome, *, events: Sequence[dict[str, Any]], call_id: str) -> None:
-        """Archive one call (completed or incomplete: ``call_ended`` says which); :class:`ArchiveError`."""
-        records = [*outcome.records, *outcome.turns, *([outcome.end_record] if outcome.end_record else [])]
+    def add(self, outcome: Outcome, *, events: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]],
+            call_id: str) -> None:
+        """Archive one call (completed or incomplete: ``call_ended`` says which): its ``events`` and ``records``
+        (whole, as written to the output: results, failures, turns) and the outcome's ``end`` record;
+        :class:`ArchiveError`."""
+        records = [*records, *([outcome.end_record] if outcome.end_record else [])]
         try:
             archive_call(self.engine, events=events, records=records, call_id=call_id)
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy, the driver, a bad row: one line, the call's only

@@ -288,13 +288,15 @@ class Job:
 
         settings = replace(self.settings, audio=path, stream_id=self.settings.stream_id or default_stream_id(path))
         output = self.output
-        events: list[dict[str, Any]] | None = [] if self.archive is not None else None
+        archived = self.archive is not None  # then the call's events and whole records are kept for it
+        events: list[dict[str, Any]] | None = [] if archived else None
+        records: list[dict[str, Any]] | None = [] if archived else None
         stdin = sys.stdin.buffer if sys.stdin is not None else None  # None: started with stdin closed
         try:
             if self.several and settings.output_format == "table":
                 output.write(("" if self.first else "\n") + f"== {path} (stream {settings.stream_id})\n")
             outcome = run(settings, stdin=stdin, out=output, connection=self.connection, progress=sys.stderr,
-                          loaded=self.loaded, bar=bar, collect=events,
+                          loaded=self.loaded, bar=bar, collect=events, keep=records,
                           header=self.first or settings.output_format != "csv")
         except SERError as exc:
             raise click.ClickException(str(exc)) from None
@@ -310,9 +312,9 @@ class Job:
         finally:
             self.first = False
         self.summary(settings, outcome)
-        if self.archive is not None and events is not None:
+        if self.archive is not None and events is not None and records is not None:
             try:
-                self.archive.add(outcome, events=events, call_id=settings.stream_id)
+                self.archive.add(outcome, events=events, records=records, call_id=settings.stream_id)
             except SERError as exc:
                 raise click.ClickException(str(exc)) from None
         if outcome.error:

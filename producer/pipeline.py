@@ -83,12 +83,14 @@ def make_backend(settings: ProducerSettings, *, spec: Any, loaded: Loaded, conne
 
 def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, connection: Any = None,
         progress: TextIO | None = None, loaded: Loaded | None = None, bar: Progress | None = None,
-        collect: list[dict[str, Any]] | None = None, header: bool = True) -> Outcome:
+        collect: list[dict[str, Any]] | None = None, keep: list[dict[str, Any]] | None = None,
+        header: bool = True) -> Outcome:
     """Produce one call from a file or stdin through a :class:`~producer.session.CallSession`.
     ``connection``: a redis client (distributed) or None (embedded). ``progress``: a stream to show
     progress on when it is a terminal (``producer.progress``; nothing otherwise), or ``bar``: a progress
     of several files to report to instead. ``loaded``: the bundle (and model) already loaded (else loaded
-    here). ``collect``: a list to append the call's events to, computed also without Redis (``--archive``).
+    here). ``collect``: a list to append the call's events to, computed also without Redis; ``keep``: a list
+    to append the records written to, whole (the outcome keeps them slimmed); both for ``--archive``.
     ``header``: start the output with its header (a CSV's column row, the table's heading).
 
     Raises :class:`SERError` for bad input; an incomplete run (timeout, failed segments) returns an
@@ -108,6 +110,8 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, conn
     audio_t0: list[float] = []  # wall clock of the first audio block (--realtime stamps)
 
     def sink(records: list[dict[str, Any]]) -> None:
+        if keep is not None:
+            keep.extend(records)
         for rec in records:
             if settings.realtime and audio_t0 and "end_s" in rec:
                 # --realtime: when the record came out, on the call's clock, and how long after its audio
