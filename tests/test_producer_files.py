@@ -4,27 +4,20 @@ turn, a line per failed file, exit 3, the model loaded once, one progress bar; a
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
-import os
 import re
-import select
-import struct
-import subprocess
 import sys
-import termios
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from conftest import synth_call
+from test_progress import on_terminal
 
 import models.runtime
 import producer.pipeline
 from producer.cli import EXIT_INCOMPLETE, main
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def produce(args: list[str]) -> tuple[int, str, str]:
@@ -124,33 +117,9 @@ def test_report_per_call_from_a_stem_template(calls: dict[str, Path], tiny_bundl
     assert (tmp_path / "reports-a.html").is_file() and (tmp_path / "reports-b.html").is_file()
 
 
-def _pty_run(args: list[str]) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("SER_REDIS_URL", "SER_ARCHIVE_URL")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "producer.cli", *args], stdout=subprocess.PIPE, stderr=slave,
-                                stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
-        os.close(slave)
-        chunks = []
-        while select.select([master], [], [], 60)[0]:
-            try:
-                data = os.read(master, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        os.close(master)
-    return proc.returncode, out.decode(), b"".join(chunks).decode(errors="replace")
-
-
 def test_one_progress_bar_over_the_files_on_a_terminal(calls: dict[str, Path], tiny_bundle_dir: Path) -> None:
-    code, out, tty = _pty_run([str(calls["a"]), str(calls["bad"]), str(calls["b"]), "--model", str(tiny_bundle_dir),
-                               "--format", "jsonl"])
+    code, out, tty = on_terminal([sys.executable, "-m", "producer.cli", str(calls["a"]), str(calls["bad"]),
+                                  str(calls["b"]), "--model", str(tiny_bundle_dir), "--format", "jsonl"])
     assert code == EXIT_INCOMPLETE
     bars = re.findall(r"(\d)/(\d) files, ([\d.]+)/([\d.]+) s of audio, (\d+) segments classified", tty)
     assert bars, tty[:3000]
