@@ -127,3 +127,9 @@ def test_one_progress_bar_over_the_files_on_a_terminal(calls: dict[str, Path], t
     assert bars[-1][:3] == ("3", "3", "18.0") and int(bars[-1][4]) == out.count('"kind":"result"') == 6
     assert "segments classified]" not in re.sub(r"files, .*?segments classified", "", tty)  # no per-file bar
     assert f"{calls['bad']}: " in tty and "2 of 3 file(s) done, 1 failed" in tty
+
+
+def test_an_output_that_cannot_be_written_stops_every_file(calls: dict[str, Path], tiny_bundle_dir: Path) -> None:
+    code, _, err = produce([str(calls["a"]), str(calls["b"]), "--model", str(tiny_bundle_dir), "-o", "/dev/full"])
+    lines = err.strip().splitlines()
+    assert code == 1 and lines == ["Error: cannot write the output to /dev/full: No space left on device"], err
