@@ -56,6 +56,8 @@ The hash also holds ``dynamics`` (the newest ``dynamics`` event).
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from models.ids import key_id
@@ -93,6 +95,32 @@ KINDS = (CALL_STARTED, TREND, ALERT_OPENED, ALERT_CLOSED, CALL_ENDED, DYNAMICS, 
 END_REASONS = ("completed", "incomplete", "error", "disconnected")
 #: What readers show as the end reason of a call whose heartbeat stopped (never written by a producer).
 LOST = "lost"
+
+
+#: Custom parameters given by a caller (``ser-produce --meta``, the generic route's header ``params``):
+#: names of this form, values of at most :data:`MAX_PARAM_VALUE` characters, at most :data:`MAX_PARAMS`.
+PARAM_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MAX_PARAM_VALUE = 256
+MAX_PARAMS = 64
+
+
+def check_params(params: Mapping[Any, Any]) -> dict[str, str]:
+    """``params`` as ``call_started.params`` (str -> str); ValueError naming the first bad name or value.
+    Values may be strings, numbers or booleans (kept as their text)."""
+    if len(params) > MAX_PARAMS:
+        raise ValueError(f"{len(params)} parameters (at most {MAX_PARAMS})")
+    out: dict[str, str] = {}
+    for name, value in params.items():
+        if not isinstance(name, str) or not PARAM_NAME.fullmatch(name):
+            raise ValueError(f"parameter name {str(name)[:80]!r}: 1-64 characters of [A-Za-z0-9_.-]")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, int | float):
+            value = str(value)
+        if not isinstance(value, str) or len(value) > MAX_PARAM_VALUE:
+            raise ValueError(f"parameter {name!r}: the value must be text of at most {MAX_PARAM_VALUE} characters")
+        out[name] = value
+    return out
 
 
 def is_lost(alive: float, now: float) -> bool:

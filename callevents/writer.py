@@ -9,7 +9,9 @@ call's channels are known, :meth:`~CallEvents.add` with the result records as th
 Events are best effort: the results stream is the record of a call. A Redis error while writing
 events is logged (once per call) and counted in :attr:`CallEvents.dropped`, and never stops the
 call; for :data:`BACKOFF_S` after one, events are dropped without trying (``end`` always tries).
-Without a connection (embedded mode) nothing is computed or written.
+Without a connection (embedded mode) nothing is computed or written, unless a ``collect`` list is
+given: then every event is computed as in a distributed run and appended to it (``ser-produce
+--archive`` hands them to the archive); with a connection too, each event is both written and collected.
 """
 
 from __future__ import annotations
@@ -61,8 +63,11 @@ def _nothing(pipe: Any) -> None:
 class CallEvents:
     def __init__(self, connection: Any, *, call_id: str, source: str, channels: Sequence[str], model: str = "",
                  labels: Sequence[str] = (), params: Mapping[str, str] | None = None,
-                 settings: EventSettings | None = None, clock: Callable[[], float] = time.time) -> None:
+                 settings: EventSettings | None = None, clock: Callable[[], float] = time.time,
+                 collect: list[dict[str, Any]] | None = None) -> None:
         self.connection = connection
+        #: Every event computed, in order (None: not kept); lets a caller without Redis have them.
+        self.collected = collect
         self.raw_id = str(call_id)
         self.call_id = key_id(self.raw_id)  # in every key, the registry and the events (models.ids)
         self.source = source
@@ -86,7 +91,7 @@ class CallEvents:
 
     @property
     def enabled(self) -> bool:
-        return self.connection is not None
+        return self.connection is not None or self.collected is not None
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         return {"kind": kind, "call_id": self.call_id, "ts": round(self.clock(), 3), **fields}
@@ -130,9 +135,15 @@ class CallEvents:
         if self.dropped == len(events):  # the first loss of this call
             log.warning("call %s: events not written to Redis (%s); the call goes on", self.call_id, exc)
 
+    def _keep(self, events: list[dict[str, Any]]) -> bool:
+        """Append ``events`` to :attr:`collected` (when kept); True when there is Redis to write to."""
+        if self.collected is not None:
+            self.collected.extend(events)
+        return self.connection is not None
+
     def _write(self, events: list[dict[str, Any]], extra: Callable[[Any], None] | None = None, *,
                force: bool = False) -> None:
-        if self._skip(events, extra, force=force):
+        if not self._keep(events) or self._skip(events, extra, force=force):
             return
         try:
             pipe = self.connection.pipeline(transaction=False)
@@ -204,7 +215,7 @@ class CallEvents:
         return out
 
     def _beat_due(self) -> bool:
-        return (self.enabled and self.started is not None and not self.ended
+        return (self.connection is not None and self.started is not None and not self.ended
                 and time.monotonic() - self._beat_at >= HEARTBEAT_S)
 
     def beat(self) -> None:
@@ -227,7 +238,7 @@ class AsyncCallEvents(CallEvents):
 
     async def _awrite(self, events: list[dict[str, Any]], extra: Callable[[Any], None] | None = None, *,
                       force: bool = False) -> None:
-        if self._skip(events, extra, force=force):
+        if not self._keep(events) or self._skip(events, extra, force=force):
             return
         try:
             pipe = self.connection.pipeline(transaction=False)

@@ -58,6 +58,27 @@ def choose_media(offers: Any) -> dict[str, Any] | None:
     return None
 
 
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def open_params(params: dict[str, Any], *, session_id: str) -> dict[str, str]:
+    """``call_started.params`` of an ``open``: ``organizationId`` (the archive's tenant), ``audiohookSessionId``,
+    ``language``, the participant as ``participant.id``/``.ani``/``.aniName``/``.dnis`` and every ``customConfig``
+    entry under its own name (e.g. ``agent``, ``queue``, ``direction``: the archive's columns; last wins).
+    Values that are not text are kept as JSON; absent (null) ones are left out."""
+    out = {"organizationId": str(params.get("organizationId", "")), "audiohookSessionId": session_id}
+    if isinstance(params.get("language"), str):
+        out["language"] = params["language"]
+    participant = params.get("participant")
+    if isinstance(participant, dict):
+        out.update({f"participant.{k}": _text(v) for k, v in participant.items() if v is not None})
+    custom = params.get("customConfig")
+    if isinstance(custom, dict):
+        out.update({str(k): _text(v) for k, v in custom.items() if v is not None})
+    return out
+
+
 class Session:
     def __init__(self, ws: WebSocket, hub: Hub, session_id: str) -> None:
         self.ws, self.hub, self.id = ws, hub, session_id
@@ -114,16 +135,9 @@ class Session:
             raise BadInput(f"no PCMU 8 kHz offer among {params.get('media')!r}", what="format")
         self.channels = list(media["channels"])
         names = [NAMES[c] for c in self.channels]
-        extra = {"organizationId": str(params.get("organizationId", "")), "audiohookSessionId": self.id}
-        participant = params.get("participant")
-        if isinstance(participant, dict):
-            extra.update({f"participant.{k}": str(v) for k, v in participant.items()})
-        custom = params.get("customConfig")
-        if isinstance(custom, dict):
-            extra.update({str(k): str(v) for k, v in custom.items()})
         try:
             self.call = await self.hub.open(call_id=conversation, source="audiohook", names=names, in_rate=RATE,
-                                            params=extra)
+                                            params=open_params(params, session_id=self.id))
         except CallRefused as exc:
             raise BadInput(str(exc), what="duplicate_call") from None
         await self.call.start()

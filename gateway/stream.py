@@ -1,7 +1,9 @@
 """The generic stream on ``/stream`` (the shape of jambonz ``listen`` and FreeSWITCH ``mod_audio_fork``):
 one JSON text frame ``{"call_id", "sample_rate", "channels", "encoding": pcm16|mulaw|alaw,
-"channel_names"}``, then binary frames of interleaved little-endian audio; the client closes the
-WebSocket (or sends ``{"event": "stop"}``) when the call ends."""
+"channel_names", "params"}`` (``params``: the call's custom parameters, an object of names to text,
+numbers or booleans, as ``call_started.params``; :func:`callevents.schema.check_params`), then binary
+frames of interleaved little-endian audio; the client closes the WebSocket (or sends
+``{"event": "stop"}``) when the call ends."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
+from callevents.schema import check_params
 from gateway.hub import Hub, LiveCall, failure_reason
 from gateway.streams import CallRefused
 from gateway.wsio import (
@@ -30,7 +33,20 @@ log = logging.getLogger("ser.gateway.stream")
 ENCODINGS = ("pcm16", "mulaw", "alaw")
 
 
-def parse_header(text: str) -> tuple[str, int, int, str, list[str]]:
+def parse_params(head: dict[str, Any]) -> dict[str, str]:
+    """The header's ``params`` (absent: none); :class:`BadInput` naming a bad one."""
+    raw = head.get("params")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BadInput("params must be an object of names to values", what="bad_start")
+    try:
+        return check_params(raw)
+    except ValueError as exc:
+        raise BadInput(str(exc), what="bad_start") from None
+
+
+def parse_header(text: str) -> tuple[str, int, int, str, list[str], dict[str, str]]:
     try:
         head: Any = parse_json(text)
     except BadInput:
@@ -49,7 +65,7 @@ def parse_header(text: str) -> tuple[str, int, int, str, list[str]]:
     if (not isinstance(names, list) or len(names) != channels or len({sanitize(str(n)) for n in names}) != channels
             or not all(isinstance(n, str) and n for n in names)):
         raise BadInput(f"channel_names {names!r}: {channels} distinct names", what="bad_start")
-    return head["call_id"], rate, channels, encoding, [sanitize(n) for n in names]
+    return head["call_id"], rate, channels, encoding, [sanitize(n) for n in names], parse_params(head)
 
 
 async def serve(ws: WebSocket, hub: Hub) -> None:
@@ -59,10 +75,10 @@ async def serve(ws: WebSocket, hub: Hub) -> None:
         first = await receive(ws, timeout_s=hub.settings.idle_timeout_s)
         if first.kind != "text":
             raise BadInput("the first frame must be the JSON header", what="media_before_start")
-        call_id, rate, channels, encoding, names = parse_header(first.text)
+        call_id, rate, channels, encoding, names, params = parse_header(first.text)
         frame = RAW_ENCODINGS[encoding][1] * channels
         try:
-            call = await hub.open(call_id=call_id, source="stream", names=names, in_rate=rate)
+            call = await hub.open(call_id=call_id, source="stream", names=names, in_rate=rate, params=params)
         except CallRefused as exc:
             raise BadInput(str(exc), what="duplicate_call") from None
         await call.start()

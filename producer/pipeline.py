@@ -41,6 +41,25 @@ class Outcome:
     reconnects: int = 0  # times Redis was lost (a connection error, or a restart that lost our keys)
     dynamics: dict[str, Any] | None = None  # producer.dynamics: the call's totals, silences and overtalks
     turns: tuple[dict[str, Any], ...] = ()  # turn records (workers.turns), in the order they were written
+    end_record: dict[str, Any] | None = None  # the ``end`` record (docs/pipeline.md, "Records")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The bundle and, in embedded mode, its model (the onnxruntime session): loaded once per command and
+    shared by every call it produces."""
+
+    bundle: Any
+    model: Any = None
+
+
+def load(model_dir: str | None, *, embedded: bool) -> Loaded:
+    bundle = load_bundle(model_dir)
+    if not embedded:
+        return Loaded(bundle)
+    from models.runtime import EmotionModel
+
+    return Loaded(bundle, EmotionModel(bundle, threads=1))
 
 
 def channel_names(given: tuple[str, ...], channels: int) -> list[str]:
@@ -53,11 +72,9 @@ def channel_names(given: tuple[str, ...], channels: int) -> list[str]:
     return list(given)
 
 
-def make_backend(settings: ProducerSettings, *, spec: Any, bundle: Any, connection: Any) -> Backend:
+def make_backend(settings: ProducerSettings, *, spec: Any, loaded: Loaded, connection: Any) -> Backend:
     if connection is None:
-        from models.runtime import EmotionModel
-
-        model = EmotionModel(bundle, threads=1)
+        model = loaded.model if loaded.model is not None else load(settings.model_dir, embedded=True).model
         return EmbeddedBackend(spec=spec, stream_id=settings.stream_id, model=model)
     return RedisBackend(spec=spec, stream_id=settings.stream_id, connection=connection, queue=settings.queue,
                         max_pending=settings.max_pending, timeout_s=settings.timeout_s,
@@ -65,28 +82,36 @@ def make_backend(settings: ProducerSettings, *, spec: Any, bundle: Any, connecti
 
 
 def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, connection: Any = None,
-        progress: TextIO | None = None) -> Outcome:
+        progress: TextIO | None = None, loaded: Loaded | None = None, bar: Progress | None = None,
+        collect: list[dict[str, Any]] | None = None, keep: list[dict[str, Any]] | None = None,
+        header: bool = True) -> Outcome:
     """Produce one call from a file or stdin through a :class:`~producer.session.CallSession`.
     ``connection``: a redis client (distributed) or None (embedded). ``progress``: a stream to show
-    progress on when it is a terminal (``producer.progress``; nothing otherwise).
+    progress on when it is a terminal (``producer.progress``; nothing otherwise), or ``bar``: a progress
+    of several files to report to instead. ``loaded``: the bundle (and model) already loaded (else loaded
+    here). ``collect``: a list to append the call's events to, computed also without Redis; ``keep``: a list
+    to append the records written to, whole (the outcome keeps them slimmed); both for ``--archive``.
+    ``header``: start the output with its header (a CSV's column row, the table's heading).
 
     Raises :class:`SERError` for bad input; an incomplete run (timeout, failed segments) returns an
     :class:`Outcome` whose ``error`` says why.
     """
     t0 = time.monotonic()
-    bundle = load_bundle(settings.model_dir)
-    spec = bundle.spec
+    loaded = loaded or Loaded(load_bundle(settings.model_dir))
+    spec = loaded.bundle.spec
     source = open_source(settings.audio, stdin=stdin, raw=settings.raw)
     names = channel_names(settings.channel_names, source.channels)
-    backend = make_backend(settings, spec=spec, bundle=bundle, connection=connection)
+    backend = make_backend(settings, spec=spec, loaded=loaded, connection=connection)
     writer = make_writer(settings.output_format, out, spec.labels)
     frames = int(getattr(source, "frames", 0))  # a file's length; a stream has none
     total_s = frames / source.rate if frames else None
-    bar = Progress(progress, total_s=total_s, name=source.name)
+    bar = bar or Progress(progress, total_s=total_s, name=source.name)
 
     audio_t0: list[float] = []  # wall clock of the first audio block (--realtime stamps)
 
     def sink(records: list[dict[str, Any]]) -> None:
+        if keep is not None:
+            keep.extend(records)
         for rec in records:
             if settings.realtime and audio_t0 and "end_s" in rec:
                 # --realtime: when the record came out, on the call's clock, and how long after its audio
@@ -99,9 +124,11 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, conn
     # Call events and the active-call registry (callevents.schema); embedded mode: none.
     session = CallSession(spec=spec, backend=backend, names=names, in_rate=source.rate, batch=settings.batch,
                           connection=connection, call_id=settings.stream_id,
-                          source="stdin" if settings.audio == "-" else "file", events=settings.events, sink=sink)
+                          source="stdin" if settings.audio == "-" else "file", events=settings.events, sink=sink,
+                          params=dict(settings.params), collect=collect)
     session.start()
-    writer.start()
+    if header:
+        writer.start()
     error = None
     try:
         for block in source.blocks(realtime=settings.realtime):
@@ -134,5 +161,5 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, conn
         duration_s=session.duration_s, model_id=spec.model_id, labels=spec.labels,
         retried=getattr(backend, "retried", 0),
         reconnects=getattr(backend, "reconnects", 0) + getattr(backend, "restarts", 0),
-        turns=tuple(session.turns), dynamics=session.dynamics.episodes_summary(),
+        turns=tuple(session.turns), dynamics=session.dynamics.episodes_summary(), end_record=session.end_record,
     )

@@ -63,7 +63,7 @@ class CallSession:
     def __init__(self, *, spec: Spec, backend: Backend, names: Sequence[str], in_rate: int, batch: int,
                  connection: Any, call_id: str, source: str, params: Mapping[str, str] | None = None,
                  events: EventSettings | None = None, sink: Callable[[Records], None] | None = None,
-                 shared_reader: bool = False) -> None:
+                 shared_reader: bool = False, collect: list[dict[str, Any]] | None = None) -> None:
         self.spec, self.backend, self.call_id = spec, backend, call_id
         self.names = list(names)
         self.collector = Collector()
@@ -75,7 +75,8 @@ class CallSession:
         self.history = CallHistory(spec.history) if spec.history is not None else None
         self.metrics = ProducerMetrics(connection)  # no-op embedded
         self.calls = CallEvents(connection, call_id=call_id, source=source, channels=self.names,
-                                model=spec.model_id, labels=spec.labels, params=params, settings=events)
+                                model=spec.model_id, labels=spec.labels, params=params, settings=events,
+                                collect=collect)  # collect: the events also kept in this list (--archive)
         self.sink = sink or (lambda records: None)
         # Conversation dynamics (producer.dynamics) from the speech the VAD found: settled once no
         # later segment can still add speech before that time (a long utterance's first segment

@@ -58,6 +58,7 @@ class ProducerSettings:
     resend_after_s: float = DEFAULT_RESEND_AFTER_S
     output_format: str = DEFAULT_FORMAT
     events: EventSettings | None = None  # alert rules and trend (None: callevents.rules defaults)
+    params: tuple[tuple[str, str], ...] = ()  # --meta: the call's custom parameters (call_started.params)
 
 
 def connection_options(redis_url: str | None, redis_url_file: str | None, alert_rules: str | None

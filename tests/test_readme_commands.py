@@ -5,8 +5,10 @@ What the test changes, and only this (each checked, so a README edit that breaks
 here rather than silently running something else):
 
 * the quick start's ``python3 -m venv .venv && . .venv/bin/activate && pip install . && `` prefix is
-  dropped (the package is already installed where the tests run) and its second command,
-  ``bash .ci/run``, is not run (it is what runs this test);
+  dropped (the package is already installed where the tests run), its archive line runs as written
+  (``ser-calls``: where this environment's scripts predate it, a shim running ``python -m
+  archive.calls_cli`` is put on PATH) and its last command, ``bash .ci/run``, is not run (it is
+  what runs this test);
 * the ports 6379 (Redis), 9100 (metrics) and 8080 (gateway) become free ports (the test's own
   redis-server, never a shared one);
 * after a line that starts a server in the background (``... &``), the shell waits until its port
@@ -23,6 +25,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -51,12 +54,13 @@ def readme_script(ports: dict[int, int]) -> tuple[str, list[str]]:
     text = README.read_text(encoding="utf-8")
     quick, dist, live = (section(text, t) for t in SECTIONS)
     (quick_block,) = sh_blocks(quick)
-    first, second = quick_block.strip().splitlines()
+    first, archive_line, second = quick_block.strip().splitlines()
     assert first.startswith(INSTALL_PREFIX), first
+    assert "--archive sqlite:///calls.db" in archive_line and archive_line.endswith("&& ser-calls search"), archive_line
     assert second.startswith("bash .ci/run"), second
     (dist_block,) = sh_blocks(dist)
     live_block = sh_blocks(live)[0]  # the local rehearsal; the next block is the real gateway's settings
-    commands = [first[len(INSTALL_PREFIX):]]
+    commands = [first[len(INSTALL_PREFIX):], archive_line]
     for block in (dist_block, live_block):
         commands += [line for line in block.strip().splitlines() if line.strip() and not line.startswith("#")]
     lines = ["set -euo pipefail", "trap 'kill -TERM $(jobs -p) 2>/dev/null; wait' EXIT",
@@ -87,6 +91,12 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     (work / "examples").symlink_to(ROOT / "examples")  # the README's relative paths, outside the tree
     env = {k: v for k, v in os.environ.items() if not k.startswith("SER_")}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    if shutil.which("ser-calls", path=env["PATH"]) is None:  # scripts installed before ser-calls existed
+        shim = tmp_path / "bin" / "ser-calls"
+        shim.parent.mkdir()
+        shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m archive.calls_cli "$@"\n')
+        shim.chmod(0o755)
+        env["PATH"] = str(shim.parent) + os.pathsep + env["PATH"]
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONWARNINGS"] = ""
     (tmp_path / "readme.sh").write_text(script)
@@ -102,6 +112,10 @@ def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     assert results and all(r["model"] == model for r in results)
     assert {r["channel"] for r in results} == {"agent", "customer"}
     assert "queue ser:" in out and "workers:" in out  # ser-status
+    # the archive line: the example call, archived with its agent, found by ser-calls search
+    archived = re.findall(r"^stream (call-[0-9a-f]{8}): ", proc.stderr, flags=re.M)
+    assert archived and archived[0] in out and "a-17" in out, proc.stderr[-3000:]
+    assert (work / "calls.db").is_file()
     import soundfile as sf
 
     info = sf.info(str(ROOT / "examples" / "call.wav"))
