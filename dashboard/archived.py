@@ -1,0 +1,121 @@
+"""What the dashboard reads from the call archive (``--archive URL``; docs/archive.md): a page of calls
+(History), per-group trends (Trends) and one call, rebuilt into what the call page renders.
+
+The dashboard only reads: its engine is opened without migrating (:func:`archive.db.open_engine` with
+``migrate=False``) once per process, and :func:`schema_problem` says at start when the schema is missing or
+at another revision. Every query runs in Starlette's threadpool (the database drivers block), so the
+live pages' Server-Sent Events never wait on the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, inspect, text
+from starlette.concurrency import run_in_threadpool
+
+from archive import queries
+from archive.filters import CallFilter
+from archive.schema import SCHEMA_REVISION
+
+T = TypeVar("T")
+#: Alembic's table of the applied revision.
+VERSION_TABLE = "alembic_version"
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """One line saying why the archive at ``engine`` cannot be read as this dashboard expects, or None."""
+    names = set(inspect(engine).get_table_names())
+    if "calls" not in names:
+        return "the archive has no tables yet (ser-archive creates them when it starts)"
+    if VERSION_TABLE not in names:
+        return f"the archive has no schema revision (table {VERSION_TABLE}); this dashboard reads {SCHEMA_REVISION}"
+    with engine.connect() as conn:
+        found = [str(v) for v in conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars()]
+    if found != [SCHEMA_REVISION]:
+        return (f"the archive's schema is at revision {', '.join(found) or 'none'}, this dashboard reads "
+                f"{SCHEMA_REVISION}: upgrade ser-archive (it migrates at start) or this dashboard")
+    return None
+
+
+class Archive:
+    """The archive's reads for one dashboard process (one engine, a pool of connections)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def _run(self, fn: Callable[[Connection], T]) -> T:
+        def work() -> T:
+            with self.engine.connect() as conn:
+                return fn(conn)
+
+        return await run_in_threadpool(work)
+
+    async def search(self, flt: CallFilter, *, sort: str, descending: bool, limit: int,
+                     offset: int) -> queries.Page:
+        return await self._run(lambda conn: queries.search(conn, flt, sort=sort, descending=descending,
+                                                           limit=limit, offset=offset))
+
+    async def trends(self, flt: CallFilter, *, by: str, period: str) -> list[dict[str, Any]]:
+        return await self._run(lambda conn: queries.trends(conn, flt, by=by, period=period))
+
+    async def call(self, call_id: str) -> dict[str, Any] | None:
+        """The call as :func:`dashboard.pages.call_page` takes it (see :func:`page_data`), or None."""
+        shown = await self._run(lambda conn: queries.show(conn, call_id))
+        return None if shown is None else page_data(shown)
+
+
+def _record(row: Mapping[str, Any], call_id: str) -> dict[str, Any]:
+    """A ``segments`` row as the result/turn/failure record it was archived from."""
+    out: dict[str, Any] = {"kind": row.get("kind") or "result", "stream_id": call_id, "channel": str(row["channel"]),
+                           "seq": int(row["seq"]), "start_s": float(row["start_s"]), "end_s": float(row["end_s"])}
+    for key in ("label", "confidence", "probs", "model", "uncertain", "segments", "error", "history"):
+        if row.get(key) is not None:
+            out[key] = row[key]
+    return out
+
+
+def _event(item: Mapping[str, Any]) -> dict[str, Any]:
+    """An ``events`` row's event (or the event itself)."""
+    inner = item.get("event")
+    return dict(inner) if isinstance(inner, Mapping) else dict(item)
+
+
+def _alert_events(alerts: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``alert_opened``/``alert_closed`` events from ``alerts`` rows (when the events were not kept)."""
+    out: list[dict[str, Any]] = []
+    for a in alerts:
+        out.append({"kind": "alert_opened", "rule": a["rule"], "channel": a["channel"], "since_s": a["since_s"],
+                    "score": a.get("score") or 0.0, "threshold": "?", "window_s": "?", "ts": a.get("opened_ts")})
+        if a.get("until_s") is not None:
+            out.append({"kind": "alert_closed", "rule": a["rule"], "channel": a["channel"], "since_s": a["since_s"],
+                        "until_s": a["until_s"], "score": None, "threshold": "?", "reason": a.get("close_reason"),
+                        "ts": a.get("closed_ts")})
+    return out
+
+
+def page_data(shown: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`archive.queries.show`'s call rebuilt as :meth:`dashboard.store.Store.call` returns a call from
+    Redis (state, events, records), plus ``archived``: the call row and its speakers' scores per quarter."""
+    call = dict(shown["call"])
+    call_id = str(call["call_id"])
+    channels = [str(c) for c in call.get("channels") or []]
+    records = [_record(r, call_id) for r in list(shown.get("segments") or []) + list(shown.get("turns") or [])]
+    records.sort(key=lambda r: (float(r["start_s"]), r["channel"], r["seq"]))
+    events = [_event(e) for e in shown.get("events") or []]
+    if not any(str(e.get("kind", "")).startswith("alert_") for e in events):
+        events += _alert_events(list(shown.get("alerts") or []))
+    events.sort(key=lambda e: (float(e.get("ts") or 0.0), float(e.get("at_s", e.get("since_s", 0.0)) or 0.0)))
+    duration = float(call.get("duration_s") or max([r["end_s"] for r in records] + [0.0]))
+    ended = {"kind": "call_ended", "call_id": call_id, "ts": call.get("ended_ts"), "duration_s": duration,
+             "reason": call.get("end_reason") or ("archived" if call.get("status") == "ended" else "not ended"),
+             "dynamics": call.get("dynamics")}
+    events = [e for e in events if e.get("kind") not in ("call_started", "call_ended")] + [ended]
+    raw = call.get("raw_id")
+    state = {"call_id": call_id, "raw_call_id": raw if raw and raw != call_id else None,
+             "source": call.get("source") or "", "channels": channels, "params": call.get("params") or {},
+             "model": call.get("model") or "", "started": call.get("started_ts"), "ended": ended}
+    started = {"kind": "call_started", "call_id": call_id, "labels": list(call.get("labels") or [])}
+    return {"state": state, "events": [started, *events], "records": records, "events_id": "0-0",
+            "results_id": "0-0", "archived": {"call": call, "speakers": list(shown.get("speakers") or [])}}
