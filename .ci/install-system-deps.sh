@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the tests use: redis-server, prometheus (+ promtool), chromium (headless
-# rendering of the HTML report) and chromium-driver (Selenium drives ser-dashboard in chromium).
+# rendering of the HTML report), chromium-driver (Selenium drives ser-dashboard in chromium) and
+# postgresql (the archive's tests start their own server: tests/pg_server.py).
 # Installs only what is missing; idempotent and non-interactive. (redis-server's package brings
 # redis-cli; openssl, which makes the TLS tests' certificates, is checked too.)
 # Exits non-zero, saying what is missing, when it cannot install (no apt-get, not root and no
@@ -16,10 +17,17 @@ declare -A wanted=(
     [chromium]=chromium
     [chromedriver]=chromium-driver
     [openssl]=openssl
+    [postgres]=postgresql
 )
+# Debian's postgresql keeps its server binaries off PATH, in /usr/lib/postgresql/<version>/bin.
+PG_ROOT=${SER_PG_ROOT:-/usr/lib/postgresql}
+have() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    [ "$1" = postgres ] && compgen -G "$PG_ROOT/*/bin/postgres" >/dev/null
+}
 missing=()
 for cmd in "${!wanted[@]}"; do
-    if ! command -v "$cmd" >/dev/null 2>&1; then
+    if ! have "$cmd"; then
         pkg=${wanted[$cmd]}
         [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
     fi
@@ -51,7 +59,7 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
 still=()
 for cmd in "${!wanted[@]}"; do
-    command -v "$cmd" >/dev/null 2>&1 || still+=("$cmd")
+    have "$cmd" || still+=("$cmd")
 done
 if [ ${#still[@]} -ne 0 ]; then
     echo "system deps: still missing after the install: ${still[*]}" >&2

@@ -179,7 +179,8 @@ def parse(params: Mapping[str, Any]) -> CallFilter:
             a = out.get(_FLOATS[low][0] if low in _FLOATS else low + "_ts")
             b = out.get(_FLOATS[high][0] if high in _FLOATS else high + "_ts")
             if a is not None and b is not None and a > b:
-                raise ValueError(f"{low} {given[low]!r} is above {high} {given[high]!r}")
+                word = "after" if low == "since" else "above"
+                raise ValueError(f"{low} {given[low]!r} is {word} {high} {given[high]!r}")
     if ("label" in out) != ("label_share_min" in out):
         missing, present = ("label_share_min", "label") if "label" in out else ("label", "label_share_min")
         raise ValueError(f"{present}: needs {missing} too, got {present}={given[present]!r} alone")

@@ -110,3 +110,7 @@ def stereo_speech_call(tmp_path: Path) -> Path:
 @pytest.fixture
 def stereo_call(tmp_path: Path) -> Path:
     return synth_call(tmp_path / "call.wav")
+
+
+# --- archive tests: a real PostgreSQL per session (tests/pg_server.py) and fresh archive databases --
+from pg_server import archive_url, pg_private, pg_server, pg_url  # noqa: E402,F401

@@ -15,7 +15,7 @@ import sysdeps
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / ".ci" / "install-system-deps.sh"
-COMMANDS = ("redis-server", "prometheus", "promtool", "chromium", "chromedriver", "openssl")
+COMMANDS = ("redis-server", "prometheus", "promtool", "chromium", "chromedriver", "openssl", "postgres")
 BASH = "/bin/bash"
 
 
@@ -26,8 +26,9 @@ def _fake(bin_dir: Path, name: str, body: str = "exit 0") -> None:
 
 
 def _run(bin_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BASH, str(SCRIPT)], env={"PATH": str(bin_dir)}, capture_output=True, text=True,
-                          timeout=60)
+    # SER_PG_ROOT: where the script looks for PostgreSQL's off-PATH binaries (none here)
+    return subprocess.run([BASH, str(SCRIPT)], env={"PATH": str(bin_dir), "SER_PG_ROOT": str(bin_dir / "pg")},
+                          capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
@@ -65,7 +66,8 @@ def test_install_script_installs_what_is_missing(bin_dir: Path) -> None:
     for cmd in ("redis-server", "openssl"):
         _fake(bin_dir, cmd)
     # The fake apt-get "installs" by creating the commands of the packages it is given.
-    provides = {"prometheus": "prometheus promtool", "chromium": "chromium", "chromium-driver": "chromedriver"}
+    provides = {"prometheus": "prometheus promtool", "chromium": "chromium", "chromium-driver": "chromedriver",
+                "postgresql": "postgres"}
     cases = "\n".join(f'    {pkg}) for c in {cmds}; do printf "#!{BASH}\\n" > {bin_dir}/$c; '
                       f'/bin/chmod +x {bin_dir}/$c; done;;' for pkg, cmds in provides.items())
     _fake(bin_dir, "apt-get", f'echo "$@" >> {bin_dir}/apt-log\nfor a in "$@"; do case $a in\n{cases}\n'
@@ -74,7 +76,7 @@ def test_install_script_installs_what_is_missing(bin_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     log = (bin_dir / "apt-log").read_text()
     install = [line for line in log.splitlines() if line.startswith("install")]
-    assert len(install) == 1 and set(install[0].split()) >= {"prometheus", "chromium", "chromium-driver"}
+    assert len(install) == 1 and set(install[0].split()) >= {"prometheus", "chromium", "chromium-driver", "postgresql"}
     assert "redis-server" not in install[0].split()
 
 
