@@ -22,6 +22,8 @@ from archive.schema import SCHEMA_REVISION
 T = TypeVar("T")
 #: Alembic's table of the applied revision.
 VERSION_TABLE = "alembic_version"
+#: What a dynamics total needs for the call page's Conversation section (callevents.schema, ``dynamics``).
+DYNAMICS_KEYS = ("duration_s", "channels", "non_talk_s", "silence")
 
 
 def schema_problem(engine: Engine) -> str | None:
@@ -108,9 +110,12 @@ def page_data(shown: Mapping[str, Any]) -> dict[str, Any]:
         events += _alert_events(list(shown.get("alerts") or []))
     events.sort(key=lambda e: (float(e.get("ts") or 0.0), float(e.get("at_s", e.get("since_s", 0.0)) or 0.0)))
     duration = float(call.get("duration_s") or max([r["end_s"] for r in records] + [0.0]))
+    dyn = call.get("dynamics")
+    if not (isinstance(dyn, Mapping) and all(k in dyn for k in DYNAMICS_KEYS)):
+        dyn = None  # not the totals the Conversation section shows (a call ended before any were settled)
     ended = {"kind": "call_ended", "call_id": call_id, "ts": call.get("ended_ts"), "duration_s": duration,
              "reason": call.get("end_reason") or ("archived" if call.get("status") == "ended" else "not ended"),
-             "dynamics": call.get("dynamics")}
+             "dynamics": dyn}
     events = [e for e in events if e.get("kind") not in ("call_started", "call_ended")] + [ended]
     raw = call.get("raw_id")
     state = {"call_id": call_id, "raw_call_id": raw if raw and raw != call_id else None,

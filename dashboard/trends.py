@@ -24,7 +24,7 @@ esc = html.escape
 #: What the chart can show: name -> (title, row field, fixed range or None: 0..the largest value).
 METRICS: dict[str, tuple[str, str, tuple[float, float] | None]] = {
     "customer_score": ("Mean customer score", "customer_score", (-SCALE, SCALE)),
-    "negative_share": ("Customer negative share", "negative_share", (0.0, 1.0)),
+    "negative_share": ("Customer negative share", "customer_negative_share", (0.0, 1.0)),
     "interruptions": ("Interruptions per call", "interruptions_per_call", None),
     "non_talk_share": ("Non-talk share", "non_talk_share", (0.0, 1.0)),
     "calls": ("Calls", "calls", None),
@@ -49,7 +49,7 @@ def read_trends(params: Mapping[str, str], *, now: float | None = None) -> Query
 
 
 def group_of(row: Mapping[str, Any], by: str) -> str:
-    value = row.get("group", row.get(by))
+    value = row.get(by)
     return NONE_GROUP if value is None or value == "" else str(value)
 
 
@@ -158,7 +158,7 @@ def _table(rows: Sequence[Mapping[str, Any]], *, by: str, period: str) -> str:
         body.append(f'<tr><th scope="row">{esc(group_of(r, by))}</th><td>{period_text(period_of(r), period)}</td>'
                     f'<td class="num">{int(r.get("calls") or 0)}</td>'
                     f'<td class="num">{score_html(_number(r.get("customer_score")))}</td>'
-                    f'<td class="num">{pct(_number(r.get("negative_share")))}</td>'
+                    f'<td class="num">{pct(_number(r.get("customer_negative_share")))}</td>'
                     f'<td class="num">{_opt(_number(r.get("interruptions_per_call")))}</td>'
                     f'<td class="num">{pct(_number(r.get("non_talk_share")))}</td></tr>')
     return ('<div class="scroll"><table class="calls" id="trend-table"><thead><tr>'

@@ -1,0 +1,221 @@
+"""ser-dashboard's archive pages over real HTTP (uvicorn on loopback, urllib as the client), a real
+redis-server and a real archive database (SQLite and PostgreSQL): History (filters, sorting, paging,
+invalid values), Trends, an ended call's page served from the archive, login, CSP and escaping.
+The browser-level behaviour is in test_dashboard_history_browser.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import redis
+from archive_rows import add_call, open_archive
+from redis_server import free_port
+from sqlalchemy import Engine
+from test_dashboard_app import TOKEN, dyn_event, request
+
+from archive.schema import calls, events
+from callevents.writer import CallEvents
+from dashboard.history import NO_ARCHIVE
+from dashboard.settings import DashboardSettings
+from workers.contract import encode_entry, results_key
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+EVIL = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
+HOUR = 3600.0
+
+
+@contextmanager
+def serve(redis_url: str, engine: Engine | None) -> Iterator[str]:
+    import uvicorn
+
+    from dashboard.app import create_app
+
+    port = free_port()
+    app = create_app(DashboardSettings(redis_url=redis_url, port=port, token=TOKEN), archive=engine)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                        timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not srv.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def engine(archive_url: str) -> Iterator[Engine]:
+    eng = open_archive(archive_url)
+    yield eng
+    eng.dispose()
+
+
+def populate(engine: Engine) -> float:
+    """Five calls of the last days (two agents, two queues, scores -3..+2) and one 10 days old; returns now."""
+    now = time.time()
+    with engine.begin() as conn:
+        for i, (agent, queue, score, trend) in enumerate([("a1", "billing", -3.0, "Declining"),
+                                                          ("a2", "billing", 2.0, "Improving"),
+                                                          ("a1", "sales", 0.5, "NoChange"),
+                                                          ("a2", "sales", -1.5, "SlightlyDeclining"),
+                                                          ("a1", "billing", 1.0, "SlightlyImproving")]):
+            add_call(conn, f"c{i}", started_ts=now - (i + 1) * 5 * HOUR, agent=agent, queue=queue,
+                     customer_score=score, customer_trend=trend, duration_s=60.0 + 10 * i, interruptions=i,
+                     alert_rules=("customer_negative",) if score < 0 else ())
+        add_call(conn, "old", started_ts=now - 10 * 86400, agent="a1", queue="billing")
+    return now
+
+
+def rows(body: str) -> list[str]:
+    table = body.split('id="history"', 1)[1] if 'id="history"' in body else ""
+    return re.findall(r'<tr data-call-id="([^"]+)"', table)
+
+
+def get(base: str, path: str, **params: str) -> tuple[int, dict[str, str], str]:
+    return request(base + path + ("?" + urllib.parse.urlencode(params) if params else ""), **AUTH)
+
+
+def test_without_an_archive_the_pages_are_404_and_unlinked(redis_url: str) -> None:
+    with serve(redis_url, None) as base:
+        for path in ("/history", "/trends"):
+            assert request(base + path)[0] == 401  # the login comes first
+            code, headers, body = request(base + path, **AUTH)
+            assert code == 404 and body == NO_ARCHIVE and "content-security-policy" in headers
+        _, _, overview = request(base + "/", **AUTH)
+        assert 'href="/history"' not in overview
+
+
+def test_history_filters_sorts_and_pages(redis_url: str, engine: Engine) -> None:
+    populate(engine)
+    with serve(redis_url, engine) as base:
+        code, headers, body = get(base, "/history")
+        assert code == 200 and "default-src 'none'" in headers["content-security-policy"]
+        assert rows(body) == ["c0", "c1", "c2", "c3", "c4"]  # the last 7 days by default, newest first
+        assert 'aria-sort="descending" data-sort="started"' in body and 'aria-current="page">History' in body
+        assert 'href="/calls/c0"' in body and 'class="score neg" title="negative, -5..+5">-3.0<' in body
+        assert "\u2193 Declining" in body and "\u26a0 1" in body
+        assert rows(get(base, "/history", since="")[2])[-1] == "old"  # an empty From: all time
+        assert rows(get(base, "/history", agent="a2")[2]) == ["c1", "c3"]
+        assert rows(get(base, "/history", queue="billing", customer_score_max="0")[2]) == ["c0"]
+        assert rows(get(base, "/history", trend="improving")[2]) == ["c1"]
+        assert rows(get(base, "/history", alert_rule="customer_negative")[2]) == ["c0", "c3"]
+        assert rows(get(base, "/history", sort="customer_score", order="asc")[2]) == ["c0", "c3", "c2", "c4", "c1"]
+        assert rows(get(base, "/history", sort="duration")[2]) == ["c4", "c3", "c2", "c1", "c0"]
+        # clicking the sorted header again reverses it; the link keeps the filter
+        body = get(base, "/history", agent="a1", sort="customer_score", order="desc")[2]
+        assert rows(body) == ["c4", "c2", "c0"]
+        link = re.search(r'data-sort="customer_score"><a href="([^"]+)"', body).group(1).replace("&amp;", "&")
+        assert rows(request(base + link, **AUTH)[2]) == ["c0", "c2", "c4"]
+        # paging
+        body = get(base, "/history", limit="2", page="2")[2]
+        assert rows(body) == ["c2", "c3"] and "3&ndash;4 of 5" in body and "Page 2 of 3" in body
+        nxt = re.search(r'id="next-page" href="([^"]+)"', body).group(1).replace("&amp;", "&")
+        assert rows(request(base + nxt, **AUTH)[2]) == ["c4"]
+        assert 'id="prev-page"' in body
+        # nothing found: an empty state, not an empty table
+        code, _, body = get(base, "/history", agent="nobody")
+        assert code == 200 and 'id="no-calls"' in body and rows(body) == []
+
+
+@pytest.mark.parametrize("params, named", [
+    ({"customer_score_min": "abc"}, "customer_score_min: not a number: &#x27;abc&#x27;"),
+    ({"customer_score_min": "9"}, "customer_score_min: must be in -5..5"),
+    ({"since": "yesterday"}, "since: not an ISO 8601"),
+    ({"trend": "up"}, "trend: must be one of"),
+    ({"label": "angry"}, "label: needs label_share_min"),
+    ({"sort": "agent"}, "sort: must be one of"),
+    ({"page": "0"}, "page: must be a whole number"),
+    ({"limit": "100000"}, "limit: must be a whole number"),
+])
+def test_history_invalid_values_name_the_parameter(redis_url: str, tmp_path: Any, params: dict[str, str],
+                                                   named: str) -> None:
+    eng = open_archive(f"sqlite:///{tmp_path / 'a.db'}")
+    with serve(redis_url, eng) as base:
+        code, _, body = get(base, "/history", **params)
+        assert code == 400 and 'id="filter-error"' in body and named in body and rows(body) == []
+        assert f'value="{params.get("since", "")}"' in body or "since" not in params  # the form keeps the input
+    eng.dispose()
+
+
+def test_trends_chart_and_table(redis_url: str, engine: Engine) -> None:
+    now = populate(engine)
+    with serve(redis_url, engine) as base:
+        code, headers, body = get(base, "/trends")
+        assert code == 200 and "content-security-policy" in headers and "<script" not in body
+        assert 'id="trend-chart"' in body and 'data-metric="customer_score"' in body
+        assert re.search(r'data-lines="2"', body) and 'data-group="a1"' in body and 'data-group="a2"' in body
+        table = body.split('id="trend-table"')[1]
+        assert len(re.findall(r'<tr><th scope="row">', table)) >= 2 and "old" not in table
+        body = get(base, "/trends", by="queue", period="week", metric="negative_share")[2]
+        assert 'data-group="billing"' in body and 'data-group="sales"' in body and "week of " in body
+        assert 'data-metric="negative_share"' in body
+        code, _, body = get(base, "/trends", by="agent_id")
+        assert code == 400 and "by: must be one of agent, queue, tenant" in body and 'id="trend-chart"' not in body
+        body = get(base, "/trends", since=str(now + 86400))[2]
+        assert 'id="no-trends"' in body and 'id="trend-chart"' not in body
+
+
+def test_an_ended_call_is_served_from_the_archive(redis_url: str, engine: Engine) -> None:
+    populate(engine)
+    dyn = {**dyn_event(60.0, {"agent": 4.0, "customer": 5.0}, {"agent": -24.0, "customer": -20.0}),
+           "silences": [[5.0, 7.0], [50.0, 54.0]], "overtalks": []}
+    with engine.begin() as conn:
+        conn.execute(calls.update().where(calls.c.call_id == "c0").values(dynamics=dyn))
+        conn.execute(events.insert(), [dict(call_id="c0", event_key="alert-o", kind="alert_opened", ts=1.0, at_s=10.0,
+                                            event={"kind": "alert_opened", "rule": "customer_negative",
+                                                   "channel": "customer", "since_s": 10.0, "score": 0.7,
+                                                   "threshold": 0.6, "window_s": 20.0, "ts": 1.0})])
+    client = redis.Redis.from_url(redis_url)
+    CallEvents(client, call_id="c1", source="twilio", channels=["agent", "customer"]).start()  # still in Redis
+    client.xadd(results_key("c1"), encode_entry({"kind": "result", "stream_id": "c1", "channel": "agent", "seq": 0,
+                                                 "start_s": 0.0, "end_s": 3.0, "label": "calm", "confidence": 0.9,
+                                                 "probs": {"calm": 0.9, "angry": 0.1}, "model": "m@1"}))
+    with serve(redis_url, engine) as base:
+        assert request(base + "/calls/c0")[0] == 401
+        for path in ("/calls/c0", "/calls/" + urllib.parse.quote("raw:c0", safe="")):  # key id or raw id
+            code, headers, page = request(base + path, **AUTH)
+            assert code == 200 and 'id="archived"' in page and "ENDED (completed)" in page
+            nonce = headers["content-security-policy"].split("'nonce-")[1].split("'")[0]
+            assert f'<script nonce="{nonce}">' in page
+        data = json.loads(page.split('<script type="application/json" id="ser-data">')[1].split("</script>")[0])
+        assert data["live"] is False and len(data["segments"]) == 8 and len(data["turns"]) == 2
+        assert data["marks"] == [{"kind": "silence", "start_s": 5.0, "end_s": 7.0},
+                                 {"kind": "silence", "start_s": 50.0, "end_s": 54.0}]
+        assert 'id="conversation"' in page and '<b id="silence-count">1</b>' in page
+        assert [e["kind"] for e in data["events"]] == ["alert_opened", "call_ended"]
+        quarters = page.split('id="quarters"')[1].split("</section>")[0]
+        assert '<tr data-channel="customer">' in quarters and 'class="score neg" title="negative, -5..+5">-3.0' in quarters
+        assert quarters.count('data-quarter="3"') == 2 and "Q3: no speech" in quarters  # quarters [0, .5, None, 1]
+        assert 'id="trends"' not in page and "summaries" in page  # no trend events archived; the summary is
+        _, _, live = request(base + "/calls/c1", **AUTH)
+        assert 'id="archived"' not in live and 'id="live-state" class="state-live"' in live  # Redis first
+        code, _, body = request(base + "/calls/nope", **AUTH)
+        assert code == 404 and "in Redis or in the archive" in body
+    client.close()
+
+
+def test_markup_from_calls_stays_text(redis_url: str, engine: Engine) -> None:
+    with engine.begin() as conn:
+        add_call(conn, "x1", raw_id=EVIL, started_ts=time.time() - HOUR, agent=EVIL, queue="<b>q</b>",
+                 channels=("agent", "<i>customer</i>"), params={"<k>": "<v onload=x>"})
+    with serve(redis_url, engine) as base:
+        bodies = [get(base, "/history")[2], get(base, "/trends")[2], get(base, "/trends", by="queue")[2],
+                  get(base, "/history", agent=EVIL)[2], request(base + "/calls/x1", **AUTH)[2]]
+        for body in bodies:
+            assert "<script>window" not in body and "<img src=x" not in body and "<b>q" not in body
+            assert "<i>customer" not in body and "<v onload" not in body
+        assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in bodies[0] and rows(bodies[3]) == ["x1"]
+        assert 'data-group="&lt;script&gt;' in bodies[1] and "&lt;b&gt;q&lt;/b&gt;" in bodies[2]
+        assert '<tr data-channel="&lt;i&gt;customer&lt;/i&gt;">' in bodies[4]
