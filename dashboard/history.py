@@ -114,40 +114,54 @@ def _select(name: str, label: str, value: str, options: Sequence[tuple[str, str]
     return f'<label>{esc(label)}<select name="{name}">{opts}</select></label>'
 
 
-def filter_fields(values: Mapping[str, str]) -> str:
-    """The filter form's fields (the parameters of :func:`archive.filters.parse`); the less common ones
-    folded under "More filters" (open when one of them is set)."""
+#: The History form's fields shown at once; the others are folded under "More filters".
+HISTORY_MAIN = ("since", "until", "agent", "queue", "customer_score_min", "customer_score_max", "trend", "alert_rule")
+
+
+def filter_fields(values: Mapping[str, str], *, main: Sequence[str] = HISTORY_MAIN, lead: str = "") -> str:
+    """The filter form's fields (every parameter of :func:`archive.filters.parse`): ``main`` ones shown
+    after ``lead`` (more fields, HTML), the rest folded under "More filters" (open when one of them is set)."""
     v = values
     score = ' step="0.1" min="-5" max="5"'
     share = ' step="0.01" min="0" max="1"'
-    main = [_text("since", "From (UTC date)", v["since"], kind="date"),
-            _text("until", "To (UTC date, included)", v["until"], kind="date"),
-            _text("agent", "Agent", v["agent"]), _text("queue", "Queue", v["queue"]),
-            _text("customer_score_min", "Customer score \u2265", v["customer_score_min"], kind="number", attrs=score),
-            _text("customer_score_max", "Customer score \u2264", v["customer_score_max"], kind="number", attrs=score),
-            _select("trend", "Customer trend", v["trend"], [("", "any")] + [(t, TREND_TEXT[t]) for t in TRENDS]),
-            _text("alert_rule", "Alert fired (rule)", v["alert_rule"])]
-    more_names = ("tenant", "direction", "agent_score_min", "agent_score_max", "label", "label_share_min",
-                  "label_role", "interruptions_min", "non_talk_share_min", "non_talk_share_max", "duration_min",
-                  "duration_max", "model_version", "status")
-    more = [_text("tenant", "Tenant", v["tenant"]), _text("direction", "Direction", v["direction"]),
-            _text("agent_score_min", "Agent score \u2265", v["agent_score_min"], kind="number", attrs=score),
-            _text("agent_score_max", "Agent score \u2264", v["agent_score_max"], kind="number", attrs=score),
-            _text("label", "Label (e.g. angry)", v["label"]),
-            _text("label_share_min", "its share \u2265 (0..1)", v["label_share_min"], kind="number", attrs=share),
-            _select("label_role", "of", v["label_role"], [("", "any speaker"), ("customer", "the customer"),
-                                                          ("agent", "the agent")]),
-            _text("interruptions_min", "Interruptions \u2265", v["interruptions_min"], kind="number",
-                  attrs=' step="1" min="0"'),
-            _text("non_talk_share_min", "Non-talk share \u2265", v["non_talk_share_min"], kind="number", attrs=share),
-            _text("non_talk_share_max", "Non-talk share \u2264", v["non_talk_share_max"], kind="number", attrs=share),
-            _text("duration_min", "Duration \u2265 (s)", v["duration_min"], kind="number", attrs=' step="any" min="0"'),
-            _text("duration_max", "Duration \u2264 (s)", v["duration_max"], kind="number", attrs=' step="any" min="0"'),
-            _text("model_version", "Model version", v["model_version"]),
-            _select("status", "Status", v["status"], [("", "any"), ("ended", "ended"), ("live", "live")])]
-    is_open = " open" if any(v[n] for n in more_names) else ""
-    return (f'<div class="fields">{"".join(main)}</div>\n<details class="more"{is_open}><summary>More filters'
-            f'</summary><div class="fields">{"".join(more)}</div></details>\n')
+    fields_html = {
+        "since": _text("since", "From (UTC date)", v["since"], kind="date"),
+        "until": _text("until", "To (UTC date, included)", v["until"], kind="date"),
+        "agent": _text("agent", "Agent", v["agent"]), "queue": _text("queue", "Queue", v["queue"]),
+        "customer_score_min": _text("customer_score_min", "Customer score \u2265", v["customer_score_min"],
+                                    kind="number", attrs=score),
+        "customer_score_max": _text("customer_score_max", "Customer score \u2264", v["customer_score_max"],
+                                    kind="number", attrs=score),
+        "trend": _select("trend", "Customer trend", v["trend"], [("", "any")] + [(t, TREND_TEXT[t]) for t in TRENDS]),
+        "alert_rule": _text("alert_rule", "Alert fired (rule)", v["alert_rule"]),
+        "tenant": _text("tenant", "Tenant", v["tenant"]), "direction": _text("direction", "Direction", v["direction"]),
+        "agent_score_min": _text("agent_score_min", "Agent score \u2265", v["agent_score_min"], kind="number",
+                                 attrs=score),
+        "agent_score_max": _text("agent_score_max", "Agent score \u2264", v["agent_score_max"], kind="number",
+                                 attrs=score),
+        "label": _text("label", "Label (e.g. angry)", v["label"]),
+        "label_share_min": _text("label_share_min", "its share \u2265 (0..1)", v["label_share_min"], kind="number",
+                                 attrs=share),
+        "label_role": _select("label_role", "of", v["label_role"], [("", "any speaker"), ("customer", "the customer"),
+                                                                    ("agent", "the agent")]),
+        "interruptions_min": _text("interruptions_min", "Interruptions \u2265", v["interruptions_min"], kind="number",
+                                   attrs=' step="1" min="0"'),
+        "non_talk_share_min": _text("non_talk_share_min", "Non-talk share \u2265", v["non_talk_share_min"],
+                                    kind="number", attrs=share),
+        "non_talk_share_max": _text("non_talk_share_max", "Non-talk share \u2264", v["non_talk_share_max"],
+                                    kind="number", attrs=share),
+        "duration_min": _text("duration_min", "Duration \u2265 (s)", v["duration_min"], kind="number",
+                              attrs=' step="any" min="0"'),
+        "duration_max": _text("duration_max", "Duration \u2264 (s)", v["duration_max"], kind="number",
+                              attrs=' step="any" min="0"'),
+        "model_version": _text("model_version", "Model version", v["model_version"]),
+        "status": _select("status", "Status", v["status"], [("", "any"), ("ended", "ended"), ("live", "live")]),
+    }
+    more = [name for name in fields_html if name not in main]
+    is_open = " open" if any(v[n] for n in more) else ""
+    return (f'<div class="fields">{lead}{"".join(fields_html[n] for n in main)}</div>\n<details class="more"{is_open}>'
+            f'<summary>More filters</summary><div class="fields">{"".join(fields_html[n] for n in more)}</div>'
+            "</details>\n")
 
 
 def page_head(title: str) -> str:

@@ -30,7 +30,8 @@ def score_html(score: Any) -> str:
         return '<span class="score none" title="no speech scored">\u2014</span>'
     s = float(score)
     word = {"pos": "positive", "neg": "negative", "mid": "neutral"}[side(s)]
-    return f'<span class="score {side(s)}" title="{word}, -5..+5">{s:+.1f}</span>'
+    shown = f"{s:+.1f}" if round(s, 1) != 0 else "0.0"
+    return f'<span class="score {side(s)}" title="{word}, -5..+5">{shown}</span>'
 
 
 def trend_html(trend: Any) -> str:

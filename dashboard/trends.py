@@ -32,7 +32,10 @@ METRICS: dict[str, tuple[str, str, tuple[float, float] | None]] = {
 #: Line colours (Okabe-Ito, distinguishable with colour-vision deficiencies), in order of calls.
 COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442")
 W, H, LEFT, RIGHT, TOP, BOTTOM = 900, 300, 56, 160, 12, 44
+LABEL_GAP = 14  # least vertical distance between two line names (SVG units)
 NONE_GROUP = "(none)"
+#: The form's filter fields shown at once (after what to compare); the others under "More filters".
+TRENDS_MAIN = ("since", "until", "queue")
 
 
 def read_trends(params: Mapping[str, str], *, now: float | None = None) -> Query:
@@ -80,7 +83,7 @@ def _fmt(metric: str, v: float) -> str:
     if metric in ("negative_share", "non_talk_share"):
         return pct(v)
     if metric == "customer_score":
-        return f"{v:+.1f}"
+        return f"{v:+.1f}" if round(v, 1) != 0 else "0"
     return f"{v:.0f}" if metric == "calls" else f"{v:.1f}"
 
 
@@ -120,6 +123,7 @@ def chart(rows: Sequence[Mapping[str, Any]], *, by: str, period: str, metric: st
     out.append(f'<text class="tick" x="{LEFT + pw / 2:.1f}" y="{H - 6}" text-anchor="middle">'
                f"{'week starting (UTC, Monday)' if period == 'week' else 'day (UTC)'}</text>")
     index = {p: i for i, p in enumerate(periods)}
+    ends: list[tuple[float, float, str, str]] = []  # (y, x, colour, name) of each line's last point
     for n, group in enumerate(groups):
         colour = COLOURS[n % len(COLOURS)]
         pts = sorted((index[period_of(r)], v, r) for r in rows if group_of(r, by) == group
@@ -133,11 +137,13 @@ def chart(rows: Sequence[Mapping[str, Any]], *, by: str, period: str, metric: st
                    f"({int(r.get('calls') or 0)} call(s))")
             out.append(f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="4" fill="{colour}" tabindex="0" '
                        f'aria-label="{esc(tip)}"><title>{esc(tip)}</title></circle>')
-        if pts:
-            i, v, _ = pts[-1]
-            out.append(f'<text class="end-label" x="{x(i) + 8:.1f}" y="{y(v) + 4:.1f}" fill="{colour}">'
-                       f"{esc(group[:22])}</text>")
         out.append("</g>")
+        if pts:
+            ends.append((y(pts[-1][1]), x(pts[-1][0]), colour, group))
+    last_y = -math.inf
+    for ey, ex, colour, group in sorted(ends):  # names at the lines' ends, pushed apart so none overlaps
+        last_y = max(ey + 4, last_y + LABEL_GAP)
+        out.append(f'<text class="end-label" x="{ex + 8:.1f}" y="{last_y:.1f}" fill="{colour}">{esc(group[:22])}</text>')
     return "".join(out) + "</svg>"
 
 
@@ -180,14 +186,14 @@ def _choices(name: str, label: str, value: str, options: Sequence[tuple[str, str
 def trends_page(q: Query, rows: list[dict[str, Any]] | None, *, login: bool) -> str:
     """The page: what to compare and the filter, then the chart, legend and table (None: invalid query)."""
     by, period, metric = q.extra["by"], q.extra["period"], q.extra["metric"]
-    head = ('<div class="fields compare">'
-            + _choices("by", "Compare", by, [(b, f"per {b}") for b in TREND_BY])
+    lead = (_choices("by", "Compare", by, [(b, f"per {b}") for b in TREND_BY])
             + _choices("period", "Per", period, [(p, p) for p in TREND_PERIODS])
-            + _choices("metric", "Show", metric, [(k, v[0]) for k, v in METRICS.items()]) + "</div>\n")
+            + _choices("metric", "Show", metric, [(k, v[0]) for k, v in METRICS.items()]))
     out = [page_head("trends"), '<a class="skip" href="#chart">Skip to the chart</a>\n',
            nav(login=login, here="Trends", archive=True), "<main>\n<h1>Trends</h1>\n",
-           '<form method="get" action="/trends" class="filters" aria-label="What to compare, and filters">\n', head,
-           filter_fields(q.values), f'<div class="actions"><button type="submit">Show</button> <a href="/trends">'
+           '<form method="get" action="/trends" class="filters" aria-label="What to compare, and filters">\n',
+           filter_fields(q.values, main=TRENDS_MAIN, lead=lead),
+           '<div class="actions"><button type="submit">Show</button> <a href="/trends">'
            f"Reset (last {TRENDS_DAYS} days)</a></div></form>\n", error_html(q.error),
            '<section id="chart" aria-labelledby="chart-title">']
     if rows is None:
