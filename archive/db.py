@@ -2,41 +2,215 @@
 idempotent bulk upserts for PostgreSQL and SQLite.
 
 URLs: ``sqlite:///calls.db`` (embedded, one machine; :data:`DEFAULT_URL`) or
-``postgresql+psycopg://user@host:port/db`` (production). A URL's password never appears in logs or
-errors (:func:`redact_url`).
+``postgresql+psycopg://user@host:port/db`` (production; ``postgresql://`` and ``postgres://`` mean the
+same, psycopg 3). A URL's password never appears in logs or errors (:func:`redact_url`).
+
+Migrations are Alembic's (``archive/migrations``), run programmatically by :func:`open_engine`; on
+PostgreSQL under a transaction-scoped advisory lock (:data:`MIGRATION_LOCK`), so archivers starting
+side by side migrate once and the others find the schema at head. SQLite connections get foreign keys
+on, WAL journaling with ``synchronous=NORMAL`` (a crash of the process loses nothing committed; a
+power cut may lose the last transactions) and a busy timeout (:data:`SQLITE_BUSY_TIMEOUT_MS`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+
+from models.errors import SERError
 
 #: The embedded default: a SQLite file in the working directory.
 DEFAULT_URL = "sqlite:///calls.db"
+#: Milliseconds a SQLite writer waits for another's lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Seconds to wait for a PostgreSQL connection.
+CONNECT_TIMEOUT_S = 10
+#: The advisory lock key held while migrating a PostgreSQL archive ("ser-arch" in ASCII).
+MIGRATION_LOCK = 0x7365722D61726368
+#: Most bound parameters in one statement: SQLite allows 32766, PostgreSQL 65535.
+MAX_PARAMS = 32_000
+#: Schemes accepted, and the SQLAlchemy driver each one means.
+SCHEMES = {"sqlite": "sqlite", "sqlite+pysqlite": "sqlite", "postgresql": "postgresql+psycopg",
+           "postgres": "postgresql+psycopg", "postgresql+psycopg": "postgresql+psycopg"}
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for logs: any password replaced by ``***``."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # show it without anything between "://" and the last "@"
+        if "@" not in url:
+            return url
+        head, _, rest = url.partition("://")
+        return f"{head}://***@{rest.rsplit('@', 1)[1]}" if rest else "***"
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
+
+
+def read_url_file(path: str) -> str:
+    """The database URL stored in a file (first non-empty line): ``--database-url-file``."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    return line.strip()
+    except OSError as exc:
+        raise SERError(f"cannot read --database-url-file {path}: {exc.strerror or exc}") from None
+    raise SERError(f"--database-url-file {path} is empty")
+
+
+def parse_url(url: str) -> URL:
+    """The SQLAlchemy URL for an archive URL; SERError naming the (redacted) value when it is not one."""
+    shown = redact_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise SERError(f"invalid database URL {shown!r}: expected sqlite:///FILE or "
+                       "postgresql+psycopg://USER@HOST:PORT/DB") from None
+    driver = SCHEMES.get(parsed.drivername)
+    if driver is None:
+        raise SERError(f"unsupported database URL scheme {parsed.drivername!r} in {shown!r}: use sqlite:///FILE or "
+                       "postgresql+psycopg://USER@HOST:PORT/DB")
+    parsed = parsed.set(drivername=driver)
+    if driver == "sqlite":
+        if parsed.host or parsed.port or parsed.username:
+            raise SERError(f"invalid SQLite URL {shown!r}: sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    elif not parsed.host or not parsed.database:
+        raise SERError(f"invalid PostgreSQL URL {shown!r}: it needs a host and a database name "
+                       "(postgresql+psycopg://USER@HOST:PORT/DB)")
+    return parsed
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _one_line(exc: BaseException, url: str) -> str:
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
+    msg = lines[0] if lines else type(orig).__name__
+    password = make_url(url).password if "@" in url else None
+    return msg.replace(str(password), "***") if password else msg
 
 
 def open_engine(url: str, *, migrate: bool = True) -> Engine:
     """An engine for ``url`` with its schema created or migrated to the newest Alembic revision
     (``migrate``); SQLite gets foreign keys on, WAL and a busy timeout. Raises :class:`models.errors.SERError`
     (one line, password redacted) when the URL is malformed or the database cannot be reached."""
-    raise NotImplementedError
+    parsed = parse_url(url)
+    if parsed.drivername == "sqlite":
+        engine = create_engine(parsed)
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+    try:
+        if migrate:
+            upgrade(engine)
+        else:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise SERError(f"cannot open the archive database {redact_url(url)}: {_one_line(exc, url)}") from None
+    return engine
 
 
-def redact_url(url: str) -> str:
-    """``url`` fit for logs: any password replaced by ``***``."""
-    raise NotImplementedError
+def _alembic_config(conn: Connection) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    return cfg
 
 
-def read_url_file(path: str) -> str:
-    """The database URL stored in a file (first non-empty line): ``--database-url-file``."""
-    raise NotImplementedError
+@contextmanager
+def begin_write(engine: Engine) -> Iterator[Connection]:
+    """A write transaction (``engine.begin()``); on SQLite ``BEGIN IMMEDIATE``, so that the write lock is
+    taken at once and a second writer waits its busy timeout instead of failing on a lock upgrade."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield conn
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database to ``revision`` (nothing to do at it already). One process at a time: the
+    others wait on PostgreSQL's advisory lock (SQLite's write lock), then find nothing to do."""
+    from alembic import command
+
+    with begin_write(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+        command.upgrade(_alembic_config(conn), revision)
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The database's Alembic revision (None before the first migration)."""
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _dedup(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[Mapping[str, Any]]:
+    last: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+    for row in rows:
+        try:
+            k = tuple(row[c] for c in keys)
+        except KeyError as exc:
+            raise ValueError(f"upsert row lacks key column {exc.args[0]!r}") from None
+        last.pop(k, None)  # keep the order of last occurrence
+        last[k] = row
+    return list(last.values())
 
 
 def upsert(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]], *, keys: Sequence[str],
            update: Sequence[str] | None = None) -> int:
     """Insert ``rows`` into ``table``; a row whose ``keys`` exist updates the ``update`` columns (default:
     every non-key column given; ``()``: do nothing). Rows sharing a key are de-duplicated first (the last
-    wins), since PostgreSQL refuses one ``INSERT ... ON CONFLICT`` touching a row twice. Returns the rows sent."""
-    raise NotImplementedError
+    wins), since PostgreSQL refuses one ``INSERT ... ON CONFLICT`` touching a row twice. Returns the rows sent.
+
+    Rows are grouped by the set of columns they give (a column a row leaves out is not touched); each group
+    is sent as one prepared statement executed for many rows (``executemany``; SQLAlchemy batches it into
+    multi-row ``VALUES`` within the driver's parameter limit), at most :data:`MAX_PARAMS` parameters'
+    worth of rows per call."""
+    unique = _dedup(rows, keys)
+    if not unique:
+        return 0
+    name = conn.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:  # pragma: no cover - parse_url admits only these two
+        raise SERError(f"upsert: unsupported database {name!r}")
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in unique:
+        groups.setdefault(tuple(row), []).append(row)
+    for cols, group in groups.items():
+        unknown = [c for c in cols if c not in table.c]
+        if unknown:
+            raise ValueError(f"upsert into {table.name}: unknown columns {unknown}")
+        targets = [c for c in cols if c not in keys] if update is None else list(update)
+        stmt = dialect_insert(table)
+        if targets:
+            stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in targets})
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+        chunk = max(1, MAX_PARAMS // len(cols))
+        for i in range(0, len(group), chunk):
+            conn.execute(stmt, list(group[i:i + chunk]))  # executemany: one prepared statement
+    return len(unique)

@@ -137,6 +137,7 @@ segments = Table(
     Column("segments", Integer),  # turns: how many results
     Column("error", Text),  # failures: why
     Column("model", String(128)),
+    Column("extra", JSON),  # any other field the record had (so that nothing of it is lost); null when none
 )
 
 events = Table(  # every call event except call_started/call_ended (folded into calls) and trend
