@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Connection, Float, Table, case, func, or_, select
+from sqlalchemy import Column, ColumnElement, Connection, Float, Select, Table, case, func, or_, select
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -85,15 +85,9 @@ def _check_sort(sort: str) -> None:
         raise ValueError(f"sort: must be one of {', '.join(SORTS)}, got {sort!r}")
 
 
-def search(conn: Connection, flt: CallFilter, *, sort: str = "started", descending: bool = True,
-           limit: int = DEFAULT_PAGE_SIZE, offset: int = 0) -> Page:
-    """A page of calls matching ``flt`` (summary columns), sorted by ``sort`` (:data:`archive.filters.SORTS`;
-    calls without that value last, ties by start then id), and how many match in all."""
+def search_statement(flt: CallFilter, *, sort: str = "started", descending: bool = True) -> Select[Any]:
+    """The SELECT of :func:`search`, before its LIMIT/OFFSET (``bench.archive`` explains it)."""
     _check_sort(sort)
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise ValueError(f"limit: must be in 1..{MAX_PAGE_SIZE}, got {limit!r}")
-    if offset < 0:
-        raise ValueError(f"offset: must be >= 0, got {offset!r}")
     column = SORT_COLUMNS[sort]
     order: list[Any] = []
     if column.nullable:
@@ -102,8 +96,19 @@ def search(conn: Connection, flt: CallFilter, *, sort: str = "started", descendi
     if sort != "started":
         order.append(calls.c.started_ts.desc() if descending else calls.c.started_ts.asc())
     order.append(calls.c.call_id.desc() if descending else calls.c.call_id.asc())
-    stmt = apply(select(*(calls.c[name] for name in SUMMARY_COLUMNS)), flt).order_by(*order)
-    rows = [dict(r._mapping) for r in conn.execute(stmt.limit(limit).offset(offset))]
+    return apply(select(*(calls.c[name] for name in SUMMARY_COLUMNS)), flt).order_by(*order)
+
+
+def search(conn: Connection, flt: CallFilter, *, sort: str = "started", descending: bool = True,
+           limit: int = DEFAULT_PAGE_SIZE, offset: int = 0) -> Page:
+    """A page of calls matching ``flt`` (summary columns), sorted by ``sort`` (:data:`archive.filters.SORTS`;
+    calls without that value last, ties by start then id), and how many match in all."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit: must be in 1..{MAX_PAGE_SIZE}, got {limit!r}")
+    if offset < 0:
+        raise ValueError(f"offset: must be >= 0, got {offset!r}")
+    stmt = search_statement(flt, sort=sort, descending=descending).limit(limit).offset(offset)
+    rows = [dict(r._mapping) for r in conn.execute(stmt)]
     if 0 < len(rows) < limit or (offset == 0 and not rows):
         total = offset + len(rows)
     else:
@@ -156,6 +161,19 @@ def trends(conn: Connection, flt: CallFilter, *, by: str, period: str) -> list[d
     calls with a score), ``"customer_negative_share"`` (mean), ``"interruptions_per_call"`` (mean over calls
     with dynamics), ``"non_talk_share"`` (duration-weighted: non-talk seconds / seconds)``}``, ordered by value
     (None last) then period."""
+    out = []
+    for r in conn.execute(trends_statement(flt, by=by, period=period)):
+        base = float(r.base_s or 0.0)
+        out.append({by: r.key, "period_ts": float(r.period_ts), "calls": int(r.calls),
+                    "customer_score": _float(r.customer_score),
+                    "customer_negative_share": _float(r.customer_negative_share),
+                    "interruptions_per_call": _float(r.interruptions_per_call),
+                    "non_talk_share": float(r.non_talk_s) / base if base > 0 and r.non_talk_s is not None else None})
+    return out
+
+
+def trends_statement(flt: CallFilter, *, by: str, period: str) -> Select[Any]:
+    """The grouped SELECT of :func:`trends` (``bench.archive`` explains it)."""
     if by not in TREND_BY:
         raise ValueError(f"by: must be one of {', '.join(TREND_BY)}, got {by!r}")
     if period not in TREND_PERIODS:
@@ -171,16 +189,7 @@ def trends(conn: Connection, flt: CallFilter, *, by: str, period: str) -> list[d
         func.sum(weighted).label("non_talk_s"),
         func.sum(case((c.non_talk_share.is_not(None), c.duration_s))).label("base_s"),
     )
-    stmt = apply(stmt, flt).group_by(key, bucket).order_by(key.is_(None), key, bucket)
-    out = []
-    for r in conn.execute(stmt):
-        base = float(r.base_s or 0.0)
-        out.append({by: r.key, "period_ts": float(r.period_ts), "calls": int(r.calls),
-                    "customer_score": _float(r.customer_score),
-                    "customer_negative_share": _float(r.customer_negative_share),
-                    "interruptions_per_call": _float(r.interruptions_per_call),
-                    "non_talk_share": float(r.non_talk_s) / base if base > 0 and r.non_talk_s is not None else None})
-    return out
+    return apply(stmt, flt).group_by(key, bucket).order_by(key.is_(None), key, bucket)
 
 
 def _float(value: Any) -> float | None:

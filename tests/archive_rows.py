@@ -27,21 +27,22 @@ def open_archive(url: str) -> Engine:
         return engine
 
 
-def add_call(conn: Connection, call_id: str, *, started_ts: float = MONDAY + 3600, duration_s: float = 120.0,
+def add_call(conn: Connection, call_id: str, *, started_ts: float = MONDAY + 3600, duration_s: float | None = 120.0,
              channels: Sequence[str] = ("agent", "customer"), shares: Mapping[str, Mapping[str, float]] | None = None,
              alert_rules: Sequence[str] = (), n_segments: int = 4, **cols: Any) -> None:
     """One ended call with its speakers, label shares (channel -> label -> share), alerts and
     ``n_segments`` result records per channel, plus a turn and an event."""
+    length = duration_s or 0.0
     roles = {ch: ch for ch in channels if ch in ("agent", "customer")}
     row: dict[str, Any] = dict(
         call_id=call_id, raw_id=cols.pop("raw_id", f"raw:{call_id}"), source="file", status="ended",
-        end_reason="completed", started_ts=started_ts, ended_ts=started_ts + duration_s, duration_s=duration_s,
+        end_reason="completed", started_ts=started_ts, ended_ts=started_ts + length, duration_s=duration_s,
         channels=list(channels), roles=roles, params={}, model="ser-cnn-lstm@3.1.0", model_version="3.1.0",
         labels=["angry", "calm", "happy", "sad"], segments=n_segments * len(channels), failed=0,
-        dynamics={"interruptions": 0}, talk_s=duration_s / 2, non_talk_share=0.5, interruptions=0,
+        dynamics={"interruptions": 0}, talk_s=length / 2, non_talk_share=0.5, interruptions=0,
         overtalk_count=0, silence_count=0, customer_score=0.0, customer_trend="NoChange",
         customer_negative_share=0.2, agent_score=1.0, agent_trend="NoChange", agent_negative_share=0.1,
-        alerts_fired=len(alert_rules), archived_ts=started_ts + duration_s, updated_ts=started_ts + duration_s)
+        alerts_fired=len(alert_rules), archived_ts=started_ts + length, updated_ts=started_ts + length)
     row.update(cols)
     conn.execute(calls.insert(), [row])
     conn.execute(speakers.insert(), [
