@@ -12,32 +12,28 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect
 from starlette.concurrency import run_in_threadpool
 
 from archive import queries
+from archive.db import current_revision
 from archive.filters import CallFilter
 from archive.schema import SCHEMA_REVISION
 
 T = TypeVar("T")
-#: Alembic's table of the applied revision.
-VERSION_TABLE = "alembic_version"
 #: What a dynamics total needs for the call page's Conversation section (callevents.schema, ``dynamics``).
 DYNAMICS_KEYS = ("duration_s", "channels", "non_talk_s", "silence")
 
 
 def schema_problem(engine: Engine) -> str | None:
     """One line saying why the archive at ``engine`` cannot be read as this dashboard expects, or None."""
-    names = set(inspect(engine).get_table_names())
-    if "calls" not in names:
-        return "the archive has no tables yet (ser-archive creates them when it starts)"
-    if VERSION_TABLE not in names:
-        return f"the archive has no schema revision (table {VERSION_TABLE}); this dashboard reads {SCHEMA_REVISION}"
     with engine.connect() as conn:
-        found = [str(v) for v in conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars()]
-    if found != [SCHEMA_REVISION]:
-        return (f"the archive's schema is at revision {', '.join(found) or 'none'}, this dashboard reads "
-                f"{SCHEMA_REVISION}: upgrade ser-archive (it migrates at start) or this dashboard")
+        if not inspect(conn).has_table("calls"):
+            return "the archive has no tables yet (ser-archive creates them when it starts)"
+        found = current_revision(conn)
+    if found != SCHEMA_REVISION:
+        return (f"the archive's schema is at revision {found or 'none'}, this dashboard reads {SCHEMA_REVISION}: "
+                "upgrade ser-archive (it migrates at start) or this dashboard")
     return None
 
 
@@ -70,8 +66,9 @@ class Archive:
 
 def _record(row: Mapping[str, Any], call_id: str) -> dict[str, Any]:
     """A ``segments`` row as the result/turn/failure record it was archived from."""
-    out: dict[str, Any] = {"kind": row.get("kind") or "result", "stream_id": call_id, "channel": str(row["channel"]),
-                           "seq": int(row["seq"]), "start_s": float(row["start_s"]), "end_s": float(row["end_s"])}
+    out: dict[str, Any] = {**(row.get("extra") or {}), "kind": row.get("kind") or "result", "stream_id": call_id,
+                           "channel": str(row["channel"]), "seq": int(row["seq"]), "start_s": float(row["start_s"]),
+                           "end_s": float(row["end_s"])}
     for key in ("label", "confidence", "probs", "model", "uncertain", "segments", "error", "history"):
         if row.get(key) is not None:
             out[key] = row[key]

@@ -37,8 +37,8 @@ def open_archive(url: str | None, url_file: str | None) -> Engine | None:
     if url_file:
         try:
             url = db.read_url_file(url_file)
-        except (OSError, ValueError) as exc:
-            raise click.ClickException(f"--archive-url-file: {exc}") from None
+        except SERError as exc:
+            raise click.ClickException(str(exc).replace("--database-url-file", "--archive-url-file")) from None
     if not url:
         return None
     try:

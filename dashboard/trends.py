@@ -143,7 +143,8 @@ def chart(rows: Sequence[Mapping[str, Any]], *, by: str, period: str, metric: st
     last_y = -math.inf
     for ey, ex, colour, group in sorted(ends):  # names at the lines' ends, pushed apart so none overlaps
         last_y = max(ey + 4, last_y + LABEL_GAP)
-        out.append(f'<text class="end-label" x="{ex + 8:.1f}" y="{last_y:.1f}" fill="{colour}">{esc(group[:22])}</text>')
+        out.append(f'<text class="end-label" x="{ex + 8:.1f}" y="{last_y:.1f}" fill="{colour}">'
+                   f"{esc(group[:22])}</text>")
     return "".join(out) + "</svg>"
 
 

@@ -196,7 +196,8 @@ def test_an_ended_call_is_served_from_the_archive(redis_url: str, engine: Engine
         assert 'id="conversation"' in page and '<b id="silence-count">1</b>' in page
         assert [e["kind"] for e in data["events"]] == ["alert_opened", "call_ended"]
         quarters = page.split('id="quarters"')[1].split("</section>")[0]
-        assert '<tr data-channel="customer">' in quarters and 'class="score neg" title="negative, -5..+5">-3.0' in quarters
+        assert '<tr data-channel="customer">' in quarters
+        assert 'class="score neg" title="negative, -5..+5">-3.0' in quarters
         assert quarters.count('data-quarter="3"') == 2 and "Q3: no speech" in quarters  # quarters [0, .5, None, 1]
         assert 'id="trends"' not in page and "summaries" in page  # no trend events archived; the summary is
         _, _, live = request(base + "/calls/c1", **AUTH)
@@ -219,3 +220,55 @@ def test_markup_from_calls_stays_text(redis_url: str, engine: Engine) -> None:
         assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in bodies[0] and rows(bodies[3]) == ["x1"]
         assert 'data-group="&lt;script&gt;' in bodies[1] and "&lt;b&gt;q&lt;/b&gt;" in bodies[2]
         assert '<tr data-channel="&lt;i&gt;customer&lt;/i&gt;">' in bodies[4]
+
+
+def test_cli_opens_the_archive_read_only_and_says_what_is_wrong(redis_url: str, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from sqlalchemy import create_engine, inspect
+    from test_dashboard_browser import ROOT, env, wait_until
+
+    def start(*args: str, **environ: str) -> tuple[subprocess.Popen[str], str]:
+        e = {**env(), **environ}
+        e["SER_DASHBOARD_TOKEN"] = TOKEN
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "dashboard.cli", "--redis-url", redis_url, "--port", str(port),
+                                 *args], env=e, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        return proc, f"http://127.0.0.1:{port}"
+
+    # a password in the URL file never shows; an unreachable database is one line, exit 1
+    secret = tmp_path / "url"
+    secret.write_text(f"postgresql+psycopg://user:s3cret-pw@127.0.0.1:{free_port()}/calls\n")
+    proc, _ = start("--archive-url-file", str(secret))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "cannot open the archive database" in err and "s3cret-pw" not in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    # an archive without tables: said at start; not created (a reader never migrates); the pages answer 503
+    empty = tmp_path / "empty.db"
+    proc, base = start("--archive", f"sqlite:///{empty}")
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "the archive has no tables yet" in line, line
+        wait_until(lambda: request(base + "/healthz")[0] == 200, 20, "ser-dashboard to answer")
+        code, _, body = request(base + "/history", **AUTH)
+        assert code == 503 and "The call archive cannot be read" in body
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    assert "calls" not in inspect(create_engine(f"sqlite:///{empty}")).get_table_names()
+    # a migrated archive, its URL from the environment
+    good = open_archive(f"sqlite:///{tmp_path / 'calls.db'}")
+    populate(good)
+    good.dispose()
+    proc, base = start(SER_ARCHIVE_URL=f"sqlite:///{tmp_path / 'calls.db'}")
+    try:
+        assert proc.stderr is not None
+        assert "History at /history" in proc.stderr.readline()
+        wait_until(lambda: request(base + "/healthz")[0] == 200, 20, "ser-dashboard to answer")
+        code, _, body = request(base + "/history", **AUTH)
+        assert code == 200 and rows(body) == ["c0", "c1", "c2", "c3", "c4"]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)

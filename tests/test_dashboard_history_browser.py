@@ -105,8 +105,8 @@ def ids(driver: Any) -> list[str]:
     return [tr.get_attribute("data-call-id") for tr in driver.find_elements("css selector", "#history tbody tr")]
 
 
-def test_history_trends_and_an_archived_call_in_chromium(redis_url: str, archive: Engine, browser: Any,
-                                                         tmp_path: Path) -> None:
+def test_history_trends_and_an_archived_call_in_chromium(redis_url: str, archive: Engine,
+                                                         browser: Any, tmp_path: Path) -> None:  # noqa: F811
     from selenium.webdriver.common.keys import Keys
 
     populate(archive)
