@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
@@ -165,6 +166,9 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+_INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
 def _dedup(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[Mapping[str, Any]]:
     last: dict[tuple[Any, ...], Mapping[str, Any]] = {}
     for row in rows:
@@ -191,12 +195,9 @@ def upsert(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]], *,
     if not unique:
         return 0
     name = conn.dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:  # pragma: no cover - parse_url admits only these two
+    if name not in _INSERTS:  # pragma: no cover - parse_url admits only these two
         raise SERError(f"upsert: unsupported database {name!r}")
+    dialect_insert = _INSERTS[name]
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for row in unique:
         groups.setdefault(tuple(row), []).append(row)

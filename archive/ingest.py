@@ -6,15 +6,46 @@ the records of a call's results stream (:mod:`workers.contract`: ``result``, ``f
 ``ser-produce --archive`` feeds a finished call's events and records held in memory: the same code.
 
 Metadata: ``call_started.params`` keys feed the indexed columns (:data:`META_KEYS`); all params are kept.
+
+Where each input goes (docs/archive.md, "What a call keeps"):
+
+* ``call_started`` -> the call's row: raw id, source, channels, roles, params and the metadata columns,
+  model and version, labels, ``started_ts``; ``call_ended`` -> status ``ended``, end reason, ``ended_ts``,
+  duration and the dynamics totals (``talk_s``, ``non_talk_share``, ``interruptions``, ``overtalk_count``,
+  ``silence_count``); a ``dynamics`` event also sets the totals of a call that has not ended.
+* ``result``, ``failure``, ``turn`` records -> :data:`~archive.schema.segments`, every field (those
+  without a column in ``extra``); ``end`` records -> :data:`~archive.schema.events` with kind ``end`` (the
+  results stream is complete; ``segments`` there is how many results the producer expected).
+* ``alert_opened``/``alert_closed`` -> :data:`~archive.schema.alerts` and :data:`~archive.schema.events`;
+  ``dynamics``, ``silence``, ``overtalk`` -> events. ``trend`` events are validated and dropped: they are
+  a live view of what the segments hold.
+
+Order does not matter: the archiver reads the events stream and each results stream independently, so a
+call's records (or its ``call_ended``) may arrive before its ``call_started``. Any input for an unknown
+call first inserts a **placeholder** row (``status`` live, empty channels/params, ``started_ts`` estimated
+from what it has); ``call_started`` later fills it in. Each kind of input updates only its own columns,
+so whichever arrives last, the row ends the same. Counts (``segments``, ``failed``, ``alerts_fired``) are
+recounted from the stored rows, and the scores of every touched call that has ended are recomputed from
+its stored segments (:func:`refresh_scores`): replaying any entry changes nothing but ``updated_ts``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, delete, func, select, update
+
+from archive import validate
+from archive.db import begin_write, upsert
+from archive.schema import ROLES, alerts, calls, dead_letters, events, label_shares, segments, speakers
+from archive.scores import speaker_scores
+from callevents import schema as ev
+from models.ids import key_id
 
 #: Which ``params`` names feed each metadata column (first present wins; compared case-insensitively).
 META_KEYS: dict[str, tuple[str, ...]] = {
@@ -23,13 +54,24 @@ META_KEYS: dict[str, tuple[str, ...]] = {
     "direction": ("direction",),
     "tenant": ("tenant", "tenant_id", "tenantid", "organizationid"),
 }
+#: Params naming the channel that has a role, e.g. ``--meta customer_channel=ch1`` for a file whose
+#: channels are ``ch0``/``ch1`` (a channel *named* ``agent`` or ``customer`` has that role anyway).
+ROLE_PARAMS = {"agent_channel": "agent", "customer_channel": "customer"}
 #: Longest payload kept in a dead letter (characters).
 MAX_DEAD_PAYLOAD = 8192
+#: Widths of the metadata columns (longer values are cut; the params keep them whole).
+META_WIDTH = {"agent": 128, "queue": 128, "direction": 16, "tenant": 128}
+#: Most ids in one ``IN (...)`` list.
+IN_CHUNK = 500
+#: Events stored in :data:`archive.schema.events` (besides ``end`` records).
+STORED_EVENTS = (ev.ALERT_OPENED, ev.ALERT_CLOSED, ev.DYNAMICS, ev.SILENCE, ev.OVERTALK)
+SEGMENT_KINDS = ("result", "failure", "turn")
 
 
 def event_key(event: Mapping[str, Any]) -> str:
     """The event's natural key: a digest of its canonical JSON (32 hex characters)."""
-    raise NotImplementedError
+    canon = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(canon.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 @dataclass
@@ -40,34 +82,297 @@ class Batch:
     records: list[dict[str, Any]] = field(default_factory=list)  # each with its call id in "stream_id"
 
     def add_event(self, event: Mapping[str, Any]) -> None:
-        """Validate and keep one call event; ValueError (the reason) when it is not a valid event."""
-        raise NotImplementedError
+        """Validate and keep one call event; ValueError (the reason) when it is not a valid event.
+        ``trend`` events are valid but not kept (not archived)."""
+        checked = validate.check_event(event)
+        if checked["kind"] != ev.TREND:
+            self.events.append(checked)
 
     def add_record(self, call_id: str, record: Mapping[str, Any]) -> None:
-        """Validate and keep one record of call ``call_id``'s results stream; ValueError when invalid."""
-        raise NotImplementedError
+        """Validate and keep one record of call ``call_id``'s results stream; ValueError when invalid.
+        The record's ``embedding`` is dropped; a record of another call's stream is refused."""
+        checked = validate.check_record(call_id, record)
+        if key_id(checked["stream_id"]) != key_id(call_id):
+            raise ValueError(f"record of call {checked['stream_id']!r:.80} in the results stream of {call_id!r:.80}")
+        self.records.append(checked)
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.records)
 
 
+# --- rows --------------------------------------------------------------------------------------------
+def _meta(params: Mapping[str, Any]) -> dict[str, str | None]:
+    lower = {str(k).lower(): str(v) for k, v in params.items()}
+    out: dict[str, str | None] = {}
+    for col, names in META_KEYS.items():
+        value = next((lower[n] for n in names if lower.get(n)), None)
+        out[col] = value[:META_WIDTH[col]] if value is not None else None
+    return out
+
+
+def roles_of(channels: Iterable[str], params: Mapping[str, Any]) -> dict[str, str]:
+    """channel -> role: a channel named ``agent``/``customer``, or named by a :data:`ROLE_PARAMS` param."""
+    chans = list(channels)
+    roles = {c: c for c in chans if c in ROLES}
+    for name, role in ROLE_PARAMS.items():
+        ch = params.get(name)
+        if isinstance(ch, str) and ch in chans:
+            roles = {c: r for c, r in roles.items() if r != role}
+            roles[ch] = role
+    return roles
+
+
+def _model_version(model: str) -> str:
+    return model.rpartition("@")[2][:32] if "@" in model else ""
+
+
+def _started_row(e: Mapping[str, Any], now: float) -> dict[str, Any]:
+    params = {str(k): str(v) for k, v in (e.get("params") or {}).items()}
+    model = str(e.get("model") or "")
+    return {"call_id": key_id(e["call_id"]), "raw_id": str(e.get("raw_call_id") or e["call_id"]),
+            "source": str(e.get("source") or ""), "channels": list(e["channels"]),
+            "roles": roles_of(e["channels"], params), "params": params, **_meta(params), "model": model,
+            "model_version": _model_version(model), "labels": list(e.get("labels") or []),
+            "started_ts": float(e["ts"]), "updated_ts": now}
+
+
+def dynamics_columns(dyn: Mapping[str, Any] | None, duration_s: float | None) -> dict[str, Any]:
+    """The call's dynamics columns from a ``dynamics`` event or ``call_ended.dynamics`` totals."""
+    if not isinstance(dyn, Mapping):
+        return {"dynamics": None, "talk_s": None, "non_talk_share": None, "interruptions": None,
+                "overtalk_count": None, "silence_count": None}
+    chans = [c for c in (dyn.get("channels") or {}).values() if isinstance(c, Mapping)]
+    dur = duration_s if duration_s else dyn.get("duration_s")
+    non_talk = dyn.get("non_talk_s")
+    inter = [c["interruptions"] for c in chans if isinstance(c.get("interruptions"), int)]
+    return {"dynamics": dict(dyn), "talk_s": round(sum(float(c.get("talk_s") or 0.0) for c in chans), 3),
+            "non_talk_share": round(float(non_talk) / float(dur), 4) if non_talk is not None and dur else None,
+            "interruptions": sum(inter) if inter else None,
+            "overtalk_count": (dyn.get("overtalk") or {}).get("count"),
+            "silence_count": (dyn.get("silence") or {}).get("count")}
+
+
+def _ended_row(e: Mapping[str, Any], now: float) -> dict[str, Any]:
+    duration = float(e["duration_s"])
+    return {"call_id": key_id(e["call_id"]), "status": "ended", "end_reason": e.get("reason"),
+            "ended_ts": float(e["ts"]), "duration_s": duration, **dynamics_columns(e.get("dynamics"), duration),
+            "updated_ts": now}
+
+
+def _segment_row(rec: Mapping[str, Any]) -> dict[str, Any]:
+    extra = {k: v for k, v in rec.items() if k not in validate.SEGMENT_FIELDS}
+    return {"call_id": key_id(rec["stream_id"]), "channel": rec["channel"], "seq": rec["seq"], "kind": rec["kind"],
+            "start_s": float(rec["start_s"]), "end_s": float(rec["end_s"]), "label": rec.get("label"),
+            "confidence": rec.get("confidence"), "uncertain": rec.get("uncertain"), "probs": rec.get("probs"),
+            "history": rec.get("history"), "segments": rec.get("segments") if rec["kind"] == "turn" else None,
+            "error": rec.get("error"), "model": rec.get("model"), "extra": extra or None}
+
+
+def _at_s(e: Mapping[str, Any]) -> float | None:
+    for name in ("at_s", "until_s", "start_s", "since_s", "duration_s"):
+        if isinstance(e.get(name), (int, float)) and not isinstance(e.get(name), bool):
+            return float(e[name])
+    return None
+
+
+def _event_row(e: Mapping[str, Any], call_id: str, now: float) -> dict[str, Any]:
+    return {"call_id": call_id, "event_key": event_key(e), "kind": e["kind"], "ts": float(e.get("ts", now)),
+            "at_s": _at_s(e), "event": dict(e)}
+
+
+def _placeholders(batch: Batch, now: float) -> dict[str, dict[str, Any]]:
+    """A minimal row for every call the batch names, its start estimated from what the batch has."""
+    rows: dict[str, dict[str, Any]] = {}
+
+    def note(raw: str, start: float, model: str | None = None) -> None:
+        cid = key_id(raw)
+        row = rows.setdefault(cid, {"call_id": cid, "raw_id": raw, "started_ts": start, "channels": [],
+                                    "roles": {}, "params": {}, "labels": [], "model": "", "model_version": "",
+                                    "archived_ts": now, "updated_ts": now})
+        row["started_ts"] = min(row["started_ts"], start)
+        if model and not row["model"]:
+            row["model"], row["model_version"] = model[:128], _model_version(model)
+
+    for e in batch.events:
+        note(str(e["call_id"]), float(e["ts"]) - (_at_s(e) or 0.0))
+    for r in batch.records:
+        note(str(r["stream_id"]), now - float(r.get("end_s") or r.get("duration_s") or 0.0), r.get("model"))
+    return rows
+
+
+# --- writing -----------------------------------------------------------------------------------------
 def write(conn: Connection, batch: Batch, *, now: float | None = None) -> set[str]:
     """Upsert the batch's rows (calls, segments, events, alerts) in ``conn``'s transaction; recompute the
     scores (:mod:`archive.scores`) of every touched call that has ended. Idempotent: writing a batch twice,
     or entries again in later batches, changes nothing. Returns the call ids touched."""
-    raise NotImplementedError
+    now = time.time() if now is None else float(now)
+    base = _placeholders(batch, now)
+    if not base:
+        return set()
+    upsert(conn, calls, base.values(), keys=["call_id"], update=())
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for e in batch.events:
+        by_kind.setdefault(e["kind"], []).append(e)
+    # each kind updates only its own columns (the placeholder's fill what an INSERT needs: NOT NULL
+    # is checked before ON CONFLICT)
+    for kind, make in ((ev.CALL_STARTED, _started_row), (ev.CALL_ENDED, _ended_row)):
+        rows = [make(e, now) for e in by_kind.get(kind, [])]
+        if rows:
+            upsert(conn, calls, [base[r["call_id"]] | r for r in rows], keys=["call_id"], update=list(rows[0])[1:])
+    _write_dynamics(conn, by_kind.get(ev.DYNAMICS, []), now)
+    upsert(conn, segments, [_segment_row(r) for r in batch.records if r["kind"] in SEGMENT_KINDS],
+           keys=["call_id", "channel", "seq", "kind"])
+    rows = [_event_row(e, key_id(e["call_id"]), now) for e in batch.events if e["kind"] in STORED_EVENTS]
+    rows += [_event_row(r, key_id(r["stream_id"]), now) for r in batch.records if r["kind"] == "end"]
+    upsert(conn, events, rows, keys=["call_id", "event_key"], update=())
+    _write_alerts(conn, by_kind.get(ev.ALERT_OPENED, []), by_kind.get(ev.ALERT_CLOSED, []))
+    touched = set(base)
+    _recount(conn, touched, now)
+    refresh_scores(conn, _ended_among(conn, touched))
+    return touched
+
+
+def _write_dynamics(conn: Connection, dyn_events: list[dict[str, Any]], now: float) -> None:
+    """The newest ``dynamics`` event's totals on each call that has not ended (call_ended's totals win)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for e in dyn_events:
+        cid = key_id(e["call_id"])
+        if cid not in newest or float(e["at_s"]) >= float(newest[cid]["at_s"]):
+            newest[cid] = e
+    for ids in _chunks(sorted(newest)):
+        have = conn.execute(select(calls.c.call_id, calls.c.status, calls.c.dynamics)
+                            .where(calls.c.call_id.in_(ids))).all()
+        for cid, status, stored in have:
+            e = newest[cid]
+            if status == "ended" or (isinstance(stored, dict) and float(stored.get("at_s", -1.0)) > float(e["at_s"])):
+                continue
+            dyn = {k: v for k, v in e.items() if k not in ("kind", "call_id", "ts")}
+            conn.execute(update(calls).where(calls.c.call_id == cid)
+                         .values(**dynamics_columns(dyn, None), updated_ts=now))
+
+
+def _write_alerts(conn: Connection, opened: list[dict[str, Any]], closed: list[dict[str, Any]]) -> None:
+    """``alert_opened`` inserts (or completes) an alert, ``alert_closed`` closes it; either may come first."""
+    def key(e: Mapping[str, Any]) -> dict[str, Any]:
+        return {"call_id": key_id(e["call_id"]), "rule": e["rule"], "channel": e["channel"],
+                "since_s": float(e["since_s"])}
+
+    upsert(conn, alerts, [key(e) | {"opened_ts": float(e["ts"]), "score": e.get("score")} for e in opened],
+           keys=["call_id", "rule", "channel", "since_s"])
+    upsert(conn, alerts, [key(e) | {"opened_ts": float(e["ts"]), "until_s": float(e["until_s"]),
+                                    "closed_ts": float(e["ts"]), "close_reason": e.get("reason")} for e in closed],
+           keys=["call_id", "rule", "channel", "since_s"], update=["until_s", "closed_ts", "close_reason"])
+
+
+def _chunks(ids: list[str]) -> Iterable[list[str]]:
+    for i in range(0, len(ids), IN_CHUNK):
+        yield ids[i:i + IN_CHUNK]
+
+
+def _recount(conn: Connection, call_ids: Iterable[str], now: float) -> None:
+    """The calls' ``segments``, ``failed`` and ``alerts_fired`` recounted from the stored rows."""
+    def count(table: Any, *where: Any) -> Any:
+        return select(func.count()).select_from(table).where(table.c.call_id == calls.c.call_id, *where) \
+            .scalar_subquery()
+
+    for ids in _chunks(sorted(call_ids)):
+        conn.execute(update(calls).where(calls.c.call_id.in_(ids)).values(
+            segments=count(segments, segments.c.kind == "result"),
+            failed=count(segments, segments.c.kind == "failure"),
+            alerts_fired=count(alerts), updated_ts=now))
+
+
+def _ended_among(conn: Connection, call_ids: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for ids in _chunks(sorted(call_ids)):
+        out += conn.execute(select(calls.c.call_id).where(calls.c.call_id.in_(ids), calls.c.status == "ended")
+                            ).scalars().all()
+    return out
 
 
 def refresh_scores(conn: Connection, call_ids: Iterable[str]) -> None:
     """Recompute ``speakers``, ``label_shares`` and the calls' headline columns from their stored segments."""
-    raise NotImplementedError
+    for ids in _chunks(sorted(set(call_ids))):
+        info = {r.call_id: r for r in conn.execute(
+            select(calls.c.call_id, calls.c.duration_s, calls.c.channels, calls.c.roles, calls.c.dynamics)
+            .where(calls.c.call_id.in_(ids)))}
+        recs: dict[str, list[dict[str, Any]]] = {cid: [] for cid in info}
+        for r in conn.execute(select(segments.c.call_id, segments.c.channel, segments.c.seq, segments.c.start_s,
+                                     segments.c.end_s, segments.c.probs)
+                              .where(segments.c.call_id.in_(ids), segments.c.kind == "result")):
+            recs[r.call_id].append({"channel": r.channel, "seq": r.seq, "start_s": r.start_s, "end_s": r.end_s,
+                                    "probs": r.probs})
+        conn.execute(delete(label_shares).where(label_shares.c.call_id.in_(ids)))
+        conn.execute(delete(speakers).where(speakers.c.call_id.in_(ids)))
+        spk_rows: list[dict[str, Any]] = []
+        share_rows: list[dict[str, Any]] = []
+        for cid, row in info.items():
+            heads = _score_call(cid, row, recs[cid], spk_rows, share_rows)
+            conn.execute(update(calls).where(calls.c.call_id == cid).values(**heads))
+        upsert(conn, speakers, spk_rows, keys=["call_id", "channel"])
+        upsert(conn, label_shares, share_rows, keys=["call_id", "channel", "label"])
+
+
+def _score_call(cid: str, row: Any, recs: list[dict[str, Any]], spk_rows: list[dict[str, Any]],
+                share_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Append the call's speakers and label shares rows; return its headline columns."""
+    channels = list(row.channels or [])
+    roles = dict(row.roles or {})
+    dyn_chans = (row.dynamics or {}).get("channels") or {} if isinstance(row.dynamics, dict) else {}
+    scores = speaker_scores(recs, duration_s=row.duration_s or 0.0, channels=channels)
+    heads: dict[str, Any] = {f"{role}_{col}": None for role in ROLES for col in ("score", "trend", "negative_share")}
+    by_role = {role: ch for ch, role in roles.items()}
+    if "customer" not in by_role and not roles and len(scores) == 1:  # a mono call: its one voice is the headline
+        by_role["customer"] = next(iter(scores))
+    for ch, s in scores.items():
+        got = dyn_chans.get(ch)
+        d: dict[str, Any] = got if isinstance(got, dict) else {}
+        spk_rows.append({"call_id": cid, "channel": ch, "role": roles.get(ch), "segments": s.segments,
+                         "speech_s": s.speech_s, "score": s.score,
+                         "quarters": None if s.score is None else list(s.quarters), "trend": s.trend,
+                         "negative_share": s.negative_share, "talk_s": d.get("talk_s"),
+                         "talk_share": d.get("talk_share"), "interruptions": d.get("interruptions")})
+        share_rows += [{"call_id": cid, "channel": ch, "label": lab, "role": roles.get(ch), "share": v}
+                       for lab, v in s.label_shares.items()]
+    for role, ch in by_role.items():
+        if ch in scores:
+            s = scores[ch]
+            heads.update({f"{role}_score": s.score, f"{role}_trend": s.trend,
+                          f"{role}_negative_share": s.negative_share})
+    return heads
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with bytes decoded (a Redis entry's fields), fit for JSON."""
+    if isinstance(obj, (bytes, bytearray)):
+        return bytes(obj).decode("utf-8", "replace")
+    if isinstance(obj, Mapping):
+        return {str(_plain(k)): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 def dead_letter(conn: Connection, *, stream: str, entry_id: str, reason: str, payload: Any,
                 call_id: str | None = None, now: float | None = None) -> None:
     """Keep an entry that could not be archived (idempotent per stream and entry id)."""
-    raise NotImplementedError
+    plain = _plain(payload)
+    text = plain if isinstance(plain, str) else json.dumps(plain, default=str, separators=(",", ":"), sort_keys=True)
+    upsert(conn, dead_letters, [{"stream": str(stream)[:256], "entry_id": str(entry_id)[:64],
+                                 "call_id": key_id(call_id) if call_id else None, "reason": " ".join(reason.split()),
+                                 "payload": text[:MAX_DEAD_PAYLOAD], "ts": time.time() if now is None else now}],
+           keys=["stream", "entry_id"], update=())
 
 
 def archive_call(engine: Engine, *, events: Iterable[Mapping[str, Any]], records: Iterable[Mapping[str, Any]],
                  call_id: str) -> None:
     """Archive one finished call held in memory (``ser-produce --archive``): its events in order and its
-    records, in one transaction."""
-    raise NotImplementedError
+    records, in one transaction. ValueError (the reason) when an event or record is invalid: nothing is
+    written then."""
+    batch = Batch()
+    for e in events:
+        batch.add_event(e)
+    for r in records:
+        batch.add_record(call_id, r)
+    with begin_write(engine) as conn:
+        write(conn, batch)

@@ -5,7 +5,7 @@ lock on PostgreSQL). SQLite gets batch mode (it cannot ALTER most things in plac
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from archive.schema import metadata
 
@@ -26,10 +26,9 @@ def run() -> None:
         _migrate(connection)
 
 
-def _migrate(connection: object) -> None:
+def _migrate(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=metadata,
-                      render_as_batch=connection.dialect.name == "sqlite",  # type: ignore[attr-defined]
-                      compare_type=True)
+                      render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
     with context.begin_transaction():
         context.run_migrations()
 
