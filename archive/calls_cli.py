@@ -20,7 +20,6 @@ from typing import Any
 
 import click
 from sqlalchemy import Connection, Engine, inspect
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from archive import db, queries
@@ -91,20 +90,16 @@ def _filter(values: dict[str, Any]) -> CallFilter:
 
 
 def _open(url: str) -> Engine:
-    """The existing archive at ``url``; never creates one."""
+    """The existing archive at ``url``; never creates one (no migration: ``ser-archive`` owns the schema)."""
     shown = db.redact_url(url)
     try:
-        parsed = make_url(url)
-    except Exception:  # noqa: BLE001 - sqlalchemy raises several kinds for a malformed URL
-        raise Fail(f"not a database URL: {shown}") from None
-    if parsed.get_backend_name() == "sqlite":
-        path = parsed.database or ""
-        if path in ("", ":memory:") or not Path(path).is_file():
+        parsed = db.parse_url(url)
+        if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
             raise Fail(f"no archive at {shown}")
-    try:
         engine = db.open_engine(url, migrate=False)
         with engine.connect() as conn:
             if not inspect(conn).has_table("calls"):
+                engine.dispose()
                 raise Fail(f"no archive at {shown} (no calls table: ser-archive creates it)")
     except SERError as exc:
         raise Fail(str(exc)) from None

@@ -30,11 +30,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, func, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 
 from archive import queries
+from archive.db import open_engine
 from archive.filters import CallFilter, parse
-from archive.schema import calls, metadata, segments
+from archive.schema import calls, segments
 from bench.archive_data import QUEUES, TENANTS, Generator, bulk_insert
 
 #: Targets (issue 32): a filtered search page and a trends query within this p95 at 100,000 calls.
@@ -43,18 +44,6 @@ DEFAULT_CALLS = 100_000
 DEFAULT_REPEATS = 200
 TINY_CALLS = 300
 TINY_REPEATS = 10
-
-
-def open_archive(url: str) -> Engine:
-    """An engine with the archive's schema (archive.db's migrations where present, else create_all)."""
-    try:
-        from archive.db import open_engine
-
-        return open_engine(url)
-    except NotImplementedError:
-        engine = create_engine(url)
-        metadata.create_all(engine)
-        return engine
 
 
 def percentiles(samples_s: list[float]) -> dict[str, float]:
@@ -214,7 +203,7 @@ def populate(engine: Engine, gen: Generator) -> dict[str, Any]:
 def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     gen = Generator(args.calls, seed=args.seed, now=args.now)
     with backend_url(backend, args.database, workdir) as url:
-        engine = open_archive(url)
+        engine = open_engine(url)
         try:
             result: dict[str, Any] = {"backend": engine.dialect.name, **populate(engine, gen)}
             with engine.connect() as conn:

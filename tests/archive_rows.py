@@ -6,25 +6,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine
 
-from archive.schema import alerts, calls, events, label_shares, metadata, segments, speakers
+from archive.db import open_engine
+from archive.schema import alerts, calls, events, label_shares, segments, speakers
 
 #: 2026-11-30 00:00 UTC, a Monday.
 MONDAY = 1796083200.0 - 86400.0
 
 
 def open_archive(url: str) -> Engine:
-    """The archive at ``url`` with its schema: archive.db.open_engine where archive-core has it, else the
-    tables created directly."""
-    try:
-        from archive.db import open_engine
-
-        return open_engine(url)
-    except NotImplementedError:
-        engine = create_engine(url)
-        metadata.create_all(engine)
-        return engine
+    """The archive at ``url`` with its schema (migrated by archive.db, as ser-archive does)."""
+    return open_engine(url)
 
 
 def add_call(conn: Connection, call_id: str, *, started_ts: float = MONDAY + 3600, duration_s: float | None = 120.0,
