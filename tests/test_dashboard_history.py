@@ -272,3 +272,67 @@ def test_cli_opens_the_archive_read_only_and_says_what_is_wrong(redis_url: str, 
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+def test_the_archived_page_renders_what_the_redis_page_did(redis_url: str, engine: Engine) -> None:
+    """A call written to Redis as the producer does, archived through archive.ingest from its streams; once
+    Redis has forgotten it, its page from the archive shows the same timeline, turns, marks, alerts,
+    Conversation and summary as the page Redis gave, plus its scores per quarter."""
+    from archive.ingest import archive_call
+    from callevents.rules import EventSettings, Rule
+    from callevents.schema import call_key, decode_event, events_key
+    from workers.contract import decode_entry
+
+    client = redis.Redis.from_url(redis_url)
+    call = "<b>e2e</b>:1"
+    calls_ = CallEvents(client, call_id=call, source="twilio", channels=["agent", "customer"], model="m@1",
+                        labels=["neutral", "happy", "angry"], params={"agent": "a9", "queue": "q9"},
+                        settings=EventSettings(rules=(Rule(window_s=3.0),), trend_every_s=3.0))
+    calls_.start()
+    key = calls_.call_id
+    records = []
+    for seq in range(6):
+        for ch, neg in (("agent", 0.1), ("customer", 0.2 if seq < 3 else 0.9)):
+            records.append({"kind": "result", "stream_id": key, "channel": ch, "seq": seq, "start_s": 3.0 * seq,
+                            "end_s": 3.0 * seq + 2.5, "label": "angry" if neg > 0.5 else "neutral",
+                            "confidence": 0.8, "probs": {"neutral": 1 - neg - 0.05, "happy": 0.05, "angry": neg},
+                            "model": "m@1", "uncertain": seq == 1})
+    records.append({"kind": "turn", "stream_id": key, "channel": "customer", "seq": 0, "start_s": 9.0, "end_s": 17.5,
+                    "label": "angry", "confidence": 0.9, "probs": {"neutral": 0.05, "happy": 0.05, "angry": 0.9},
+                    "segments": 3, "model": "m@1"})
+    for r in records:
+        client.xadd(results_key(key), encode_entry(r))
+    calls_.add([r for r in records if r["kind"] == "result"])
+    calls_.publish([{"kind": "silence", "start_s": 2.5, "end_s": 6.0, "duration_s": 3.5},
+                    dyn_event(10.0, {"agent": 4.0, "customer": 5.0}, {"agent": -24.0, "customer": -20.0})])
+    calls_.end_fields["dynamics"] = {**dyn_event(18.0, {"agent": 4.0, "customer": 5.0},
+                                                 {"agent": -24.0, "customer": -20.0}),
+                                     "silences": [[2.5, 6.0], [14.0, 17.5]], "overtalks": [[8.0, 8.6]]}
+    calls_.end(reason="completed", duration_s=18.0, summary={})
+    archive_call(engine, events=[decode_event(f) for _, f in client.xrange(events_key(key))],
+                 records=[decode_entry(f) for _, f in client.xrange(results_key(key))], call_id=key)
+
+    def page_of(base: str) -> tuple[str, dict[str, Any]]:
+        _, _, page = request(base + "/calls/" + urllib.parse.quote(key, safe=""), **AUTH)
+        return page, json.loads(page.split('<script type="application/json" id="ser-data">')[1].split("</script>")[0])
+
+    def section(page: str, start: str, end: str) -> str:
+        return page.split(start, 1)[1].split(end, 1)[0]
+
+    with serve(redis_url, engine) as base:
+        live_page, live = page_of(base)
+        assert 'id="archived"' not in live_page
+        client.delete(call_key(key), events_key(key), results_key(key))  # the streams expire
+        page, data = page_of(base)
+    client.close()
+    assert 'id="archived"' in page and "ENDED (completed)" in page and "&lt;b&gt;e2e&lt;/b&gt;:1" in page
+    for name in ("segments", "turns", "marks", "channels", "labels", "colours", "duration_s", "model", "live"):
+        assert data[name] == live[name], name
+    alerts = [e for e in live["events"] if e["kind"].startswith("alert_")]
+    assert alerts and [e for e in data["events"] if e["kind"].startswith("alert_")] == alerts
+    for start, end in (('<div class="summaries">', "</div>\n"), ('id="conversation"', "</section>"),
+                       ('<p class="meta">Model', "</p>")):
+        assert section(page, start, end) == section(live_page, start, end), start
+    quarters = section(page, 'id="quarters"', "</section>")
+    assert '<tr data-channel="customer"><th scope="row">customer <span class="role">(customer)</span>' in quarters
+    assert "\u2193 Declining" in quarters  # the customer turned angry in the second half
