@@ -168,7 +168,6 @@ def test_history_trends_and_an_archived_call_in_chromium(redis_url: str, archive
         alert = browser.find_element("css selector", '#alerts li[data-state="closed"]')
         assert "customer_negative on customer: opened at 0:58.0" in alert.text and "(call ended)" in alert.text
         assert browser.find_element("id", "conn").text == ""  # no live stream for an archived call
-        browser.save_screenshot(str(img_dir / "dashboard-archived-call.png"))
         assert fits_width(browser, 768), "the archived call page overflows a tablet-width window"
 
         # Trends, from the nav: one line per agent

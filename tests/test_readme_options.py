@@ -62,3 +62,10 @@ def test_the_check_sees_a_missing_row_and_a_wrong_default() -> None:
         "ser-gateway --header-timeout: no row"]
     assert problems(readme.replace(row, row.replace("| 10 |", "| 100 |")), gateway_main, "ser-gateway") == [
         "ser-gateway --header-timeout: default 10 not in '100'"]
+
+
+def test_every_dashboard_option_is_in_the_readme_table_with_its_env_and_default() -> None:
+    from dashboard.cli import main as dashboard_main
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert problems(readme, dashboard_main, "ser-dashboard") == []
