@@ -40,6 +40,7 @@ from starlette.staticfiles import StaticFiles
 from dashboard import history, pages, trends
 from dashboard.archived import Archive
 from dashboard.auth import FailureLimiter, authorised, safe_next, session_value, token_matches
+from dashboard.history import Query
 from dashboard.settings import (
     COOKIE_NAME,
     HEALTH_EVERY_S,
@@ -175,27 +176,19 @@ def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: 
     def no_archive() -> Response:
         return _harden(PlainTextResponse(history.NO_ARCHIVE, status_code=404))
 
-    async def history_route(request: Request) -> Response:
-        arch: Archive | None = state["archive"]
-        if arch is None:
-            return no_archive()
-        q = history.read_history(request.query_params)
-        page = None
-        if q.flt is not None and not q.error:
-            limit = q.extra["limit"]
-            page = await arch.search(q.flt, sort=q.extra["sort"], descending=q.extra["order"] == "desc",
-                                     limit=limit, offset=(q.extra["page"] - 1) * limit)
-        return _harden(HTMLResponse(history.history_page(q, page, login=login), status_code=400 if q.error else 200))
+    def archive_route(read: Callable[..., Query], fetch: Callable[[Archive, Query], Awaitable[Any]],
+                      render: Callable[..., str]) -> Handler:
+        """A page over the archive: the query string read (``read``), the archive asked (``fetch``) unless
+        a value is invalid (400, the form and the message), the page rendered (``render``)."""
+        async def route(request: Request) -> Response:
+            arch: Archive | None = state["archive"]
+            if arch is None:
+                return no_archive()
+            q = read(request.query_params)
+            got = await fetch(arch, q) if q.flt is not None and not q.error else None
+            return _harden(HTMLResponse(render(q, got, login=login), status_code=400 if q.error else 200))
 
-    async def trends_route(request: Request) -> Response:
-        arch: Archive | None = state["archive"]
-        if arch is None:
-            return no_archive()
-        q = trends.read_trends(request.query_params)
-        rows = None
-        if q.flt is not None and not q.error:
-            rows = await arch.trends(q.flt, by=q.extra["by"], period=q.extra["period"])
-        return _harden(HTMLResponse(trends.trends_page(q, rows, login=login), status_code=400 if q.error else 200))
+        return route
 
     def sse_response(gen: AsyncIterator[str]) -> Response:
         return _harden(StreamingResponse(gen, media_type="text/event-stream",
@@ -317,8 +310,8 @@ def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: 
     routes = [
         Route("/", guarded(overview)),
         Route("/calls/{call_id:path}", guarded(call)),
-        Route("/history", guarded(history_route)),
-        Route("/trends", guarded(trends_route)),
+        Route("/history", guarded(archive_route(history.read_history, Archive.history, history.history_page))),
+        Route("/trends", guarded(archive_route(trends.read_trends, Archive.trends_of, trends.trends_page))),
         Route("/sse/overview", guarded(sse_overview, page=False)),
         Route("/sse/call", guarded(sse_call, page=False)),
         Route("/login", login_form, methods=["GET"]),

@@ -16,9 +16,9 @@ from sqlalchemy import Connection, Engine, inspect
 from starlette.concurrency import run_in_threadpool
 
 from archive import queries
-from archive.db import current_revision
 from archive.filters import CallFilter
 from archive.schema import SCHEMA_REVISION
+from dashboard.history import Query
 
 T = TypeVar("T")
 #: What a dynamics total needs for the call page's Conversation section (callevents.schema, ``dynamics``).
@@ -27,6 +27,8 @@ DYNAMICS_KEYS = ("duration_s", "channels", "non_talk_s", "silence")
 
 def schema_problem(engine: Engine) -> str | None:
     """One line saying why the archive at ``engine`` cannot be read as this dashboard expects, or None."""
+    from archive.db import current_revision  # Alembic: only at start
+
     with engine.connect() as conn:
         if not inspect(conn).has_table("calls"):
             return "the archive has no tables yet (ser-archive creates them when it starts)"
@@ -50,13 +52,17 @@ class Archive:
 
         return await run_in_threadpool(work)
 
-    async def search(self, flt: CallFilter, *, sort: str, descending: bool, limit: int,
-                     offset: int) -> queries.Page:
-        return await self._run(lambda conn: queries.search(conn, flt, sort=sort, descending=descending,
-                                                           limit=limit, offset=offset))
+    async def history(self, q: Query) -> queries.Page:
+        """The page of calls a valid History query asks for (:func:`dashboard.history.read_history`)."""
+        flt, limit = q.flt or CallFilter(), q.extra["limit"]
+        return await self._run(lambda conn: queries.search(
+            conn, flt, sort=q.extra["sort"], descending=q.extra["order"] == "desc", limit=limit,
+            offset=(q.extra["page"] - 1) * limit))
 
-    async def trends(self, flt: CallFilter, *, by: str, period: str) -> list[dict[str, Any]]:
-        return await self._run(lambda conn: queries.trends(conn, flt, by=by, period=period))
+    async def trends_of(self, q: Query) -> list[dict[str, Any]]:
+        """The rows a valid Trends query asks for (:func:`dashboard.trends.read_trends`)."""
+        flt = q.flt or CallFilter()
+        return await self._run(lambda conn: queries.trends(conn, flt, by=q.extra["by"], period=q.extra["period"]))
 
     async def call(self, call_id: str) -> dict[str, Any] | None:
         """The call as :func:`dashboard.pages.call_page` takes it (see :func:`page_data`), or None."""

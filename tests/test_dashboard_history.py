@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
@@ -20,11 +19,11 @@ from archive_rows import add_call, open_archive
 from redis_server import free_port
 from sqlalchemy import Engine
 from test_dashboard_app import TOKEN, dyn_event, request
+from test_dashboard_app import serve as app_serve
 
 from archive.schema import calls, events
 from callevents.writer import CallEvents
 from dashboard.history import NO_ARCHIVE
-from dashboard.settings import DashboardSettings
 from workers.contract import encode_entry, results_key
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -32,27 +31,8 @@ EVIL = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 HOUR = 3600.0
 
 
-@contextmanager
-def serve(redis_url: str, engine: Engine | None) -> Iterator[str]:
-    import uvicorn
-
-    from dashboard.app import create_app
-
-    port = free_port()
-    app = create_app(DashboardSettings(redis_url=redis_url, port=port, token=TOKEN), archive=engine)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(10)
+def serve(redis_url: str, engine: Engine | None) -> AbstractContextManager[str]:
+    return app_serve(redis_url, archive=engine)
 
 
 @pytest.fixture
@@ -336,3 +316,18 @@ def test_the_archived_page_renders_what_the_redis_page_did(redis_url: str, engin
     quarters = section(page, 'id="quarters"', "</section>")
     assert '<tr data-channel="customer"><th scope="row">customer <span class="role">(customer)</span>' in quarters
     assert "\u2193 Declining" in quarters  # the customer turned angry in the second half
+
+
+def test_redis_down_an_archived_call_is_still_shown(tmp_path: Any) -> None:
+    from redis_server import RedisServer
+
+    eng = open_archive(f"sqlite:///{tmp_path / 'a.db'}")
+    populate(eng)
+    with RedisServer(tmp_path) as rs, serve(rs.url(), eng) as base:
+        rs.stop()
+        assert request(base + "/", **AUTH)[0] == 503
+        code, _, page = request(base + "/calls/c1", **AUTH)
+        assert code == 200 and 'id="archived"' in page
+        assert request(base + "/calls/nope", **AUTH)[0] == 404
+        assert rows(get(base, "/history")[2]) == ["c0", "c1", "c2", "c3", "c4"]
+    eng.dispose()
