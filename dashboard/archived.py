@@ -117,7 +117,7 @@ def page_data(shown: Mapping[str, Any]) -> dict[str, Any]:
     if not (isinstance(dyn, Mapping) and all(k in dyn for k in DYNAMICS_KEYS)):
         dyn = None  # not the totals the Conversation section shows (a call ended before any were settled)
     ended = {"kind": "call_ended", "call_id": call_id, "ts": call.get("ended_ts"), "duration_s": duration,
-             "reason": call.get("end_reason") or ("archived" if call.get("status") == "ended" else "not ended"),
+             "reason": call.get("end_reason") or ("archived" if call.get("status") == "ended" else "no end archived"),
              "dynamics": dyn}
     events = [e for e in events if e.get("kind") not in ("call_started", "call_ended")] + [ended]
     raw = call.get("raw_id")

@@ -82,7 +82,7 @@ def quarters_html(speakers: Sequence[Mapping[str, Any]]) -> str:
                     f'<td>{trend_html(sp.get("trend"))}</td><td class="num">{pct(sp.get("negative_share"))}</td>'
                     f'<td>{_bars(quarters[:4], name + " score per quarter")}</td></tr>')
     return ('<section id="quarters"><h2>Scores per quarter</h2>\n<table class="calls quarters"><thead><tr>'
-            '<th scope="col">Speaker</th><th scope="col">Call</th><th scope="col">Q1</th><th scope="col">Q2</th>'
+            '<th scope="col">Speaker</th><th scope="col">Whole call</th><th scope="col">Q1</th><th scope="col">Q2</th>'
             '<th scope="col">Q3</th><th scope="col">Q4</th><th scope="col">Trend</th>'
             '<th scope="col">Negative share</th><th scope="col">Per quarter</th></tr></thead><tbody>\n'
             + "\n".join(rows) + "</tbody></table>\n"

@@ -87,6 +87,7 @@ def test_history_filters_sorts_and_pages(redis_url: str, engine: Engine) -> None
         assert 'href="/calls/c0"' in body and 'class="score neg" title="negative, -5..+5">-3.0<' in body
         assert "\u2193 Declining" in body and "\u26a0 1" in body
         assert rows(get(base, "/history", since="")[2])[-1] == "old"  # an empty From: all time
+        assert 'href="/history"' in get(base, "/")[2] and 'href="/trends"' in get(base, "/")[2]  # linked
         assert rows(get(base, "/history", agent="a2")[2]) == ["c1", "c3"]
         assert rows(get(base, "/history", queue="billing", customer_score_max="0")[2]) == ["c0"]
         assert rows(get(base, "/history", trend="improving")[2]) == ["c1"]
@@ -330,4 +331,19 @@ def test_redis_down_an_archived_call_is_still_shown(tmp_path: Any) -> None:
         assert code == 200 and 'id="archived"' in page
         assert request(base + "/calls/nope", **AUTH)[0] == 404
         assert rows(get(base, "/history")[2]) == ["c0", "c1", "c2", "c3", "c4"]
+    eng.dispose()
+
+
+def test_schema_check_names_the_revision(tmp_path: Any) -> None:
+    from sqlalchemy import text
+
+    from archive.schema import SCHEMA_REVISION
+    from dashboard.archived import schema_problem
+
+    eng = open_archive(f"sqlite:///{tmp_path / 'a.db'}")
+    assert schema_problem(eng) is None
+    with eng.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    problem = schema_problem(eng)
+    assert problem is not None and f"at revision 0000, this dashboard reads {SCHEMA_REVISION}" in problem
     eng.dispose()
