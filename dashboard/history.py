@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,14 +26,15 @@ from dashboard.scorefmt import TREND_TEXT, pct, score_html, trend_html
 from dashboard.settings import HISTORY_DAYS, HISTORY_MAX_LIMIT, HISTORY_PAGE_SIZE
 
 esc = html.escape
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: Shown (404) by /history and /trends when the dashboard runs without --archive.
 NO_ARCHIVE = ("no call archive: start ser-dashboard with --archive URL (or SER_ARCHIVE_URL) to see History "
               "and Trends\n")
-#: The History table: (header, sort key of archive.filters.SORTS or "", cell class).
-COLUMNS = (("Call", "", "call"), ("Started (UTC)", "started", "num"), ("Duration", "duration", "num"),
-           ("Agent", "", ""), ("Queue", "", ""), ("Customer score", "customer_score", "num"),
-           ("Customer trend", "", ""), ("Negative share", "customer_negative_share", "num"),
-           ("Interruptions", "interruptions", "num"), ("Non-talk", "non_talk_share", "num"), ("Alerts", "", "num"))
+#: The History table: (header, sort key of archive.filters.SORTS or "" when it does not sort).
+COLUMNS = (("Call", ""), ("Started (UTC)", "started"), ("Duration", "duration"), ("Agent", ""), ("Queue", ""),
+           ("Customer score", "customer_score"), ("Customer trend", ""),
+           ("Negative share", "customer_negative_share"), ("Interruptions", "interruptions"),
+           ("Non-talk", "non_talk_share"), ("Alerts", ""))
 
 
 @dataclass
@@ -69,7 +71,7 @@ def whole(params: Mapping[str, str], name: str, default: int, lowest: int, highe
     text = str(params.get(name, "")).strip()
     if not text:
         return default
-    if not text.isdigit() or not lowest <= int(text) <= highest:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9 or not lowest <= int(text) <= highest:
         raise ValueError(f"{name}: must be a whole number in {lowest}..{highest}, got {text!r}")
     return int(text)
 
@@ -114,6 +116,12 @@ def _select(name: str, label: str, value: str, options: Sequence[tuple[str, str]
     return f'<label>{esc(label)}<select name="{name}">{opts}</select></label>'
 
 
+def _date_kind(value: str) -> str:
+    """A date picker for a date (or nothing); a text field keeps any other time a link gave (ISO date-time,
+    unix seconds), which a date picker would blank."""
+    return "date" if not value or DATE.fullmatch(value) else "text"
+
+
 #: The History form's fields shown at once; the others are folded under "More filters".
 HISTORY_MAIN = ("since", "until", "agent", "queue", "customer_score_min", "customer_score_max", "trend", "alert_rule")
 
@@ -125,8 +133,8 @@ def filter_fields(values: Mapping[str, str], *, main: Sequence[str] = HISTORY_MA
     score = ' step="0.1" min="-5" max="5"'
     share = ' step="0.01" min="0" max="1"'
     fields_html = {
-        "since": _text("since", "From (UTC date)", v["since"], kind="date"),
-        "until": _text("until", "To (UTC date, included)", v["until"], kind="date"),
+        "since": _text("since", "From (UTC date)", v["since"], kind=_date_kind(v["since"])),
+        "until": _text("until", "To (UTC date, included)", v["until"], kind=_date_kind(v["until"])),
         "agent": _text("agent", "Agent", v["agent"]), "queue": _text("queue", "Queue", v["queue"]),
         "customer_score_min": _text("customer_score_min", "Customer score \u2265", v["customer_score_min"],
                                     kind="number", attrs=score),
@@ -245,7 +253,7 @@ def history_page(q: Query, page: Page | None, *, login: bool) -> str:
         out.append(f'<h2 id="h-results">Calls <span class="count" id="result-count" role="status">{first}&ndash;'
                    f"{page.offset + len(page.rows)} of {page.total}</span></h2>\n"
                    '<div class="scroll"><table class="calls history" id="history"><thead><tr>'
-                   + "".join(_header(t, k, q) for t, k, _ in COLUMNS) + "</tr></thead><tbody>\n"
+                   + "".join(_header(t, k, q) for t, k in COLUMNS) + "</tr></thead><tbody>\n"
                    + "\n".join(_row(r) for r in page.rows) + "</tbody></table></div>\n" + _pager(q, page)
                    + '<p class="meta">Scores: the customer\'s emotion, -5 (negative) to +5 (positive); trend: its last '
                    "quarter of the call against its first. Negative share: the customer's share of negative "

@@ -89,6 +89,8 @@ def test_history_filters_sorts_and_pages(redis_url: str, engine: Engine) -> None
         assert rows(get(base, "/history", since="")[2])[-1] == "old"  # an empty From: all time
         assert 'href="/history"' in get(base, "/")[2] and 'href="/trends"' in get(base, "/")[2]  # linked
         assert rows(get(base, "/history", agent="a2")[2]) == ["c1", "c3"]
+        body = get(base, "/history", since=str(time.time() - 12 * HOUR))[2]  # unix seconds: kept in a text field
+        assert rows(body) == ["c0", "c1"] and re.search(r'name="since" type="text" value="\d+\.\d+"', body)
         assert rows(get(base, "/history", queue="billing", customer_score_max="0")[2]) == ["c0"]
         assert rows(get(base, "/history", trend="improving")[2]) == ["c1"]
         assert rows(get(base, "/history", alert_rule="customer_negative")[2]) == ["c0", "c3"]
