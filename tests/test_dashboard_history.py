@@ -6,6 +6,7 @@ The browser-level behaviour is in test_dashboard_history_browser.py."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import urllib.parse
@@ -349,3 +350,36 @@ def test_schema_check_names_the_revision(tmp_path: Any) -> None:
     problem = schema_problem(eng)
     assert problem is not None and f"at revision 0000, this dashboard reads {SCHEMA_REVISION}" in problem
     eng.dispose()
+
+
+def test_a_select_only_postgresql_role_is_enough(redis_url: str, pg_url: str) -> None:
+    """The dashboard only reads: a role that may SELECT the archive's tables and nothing else serves every page."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from archive.db import open_engine
+    from archive.schema import calls as calls_table
+    from dashboard.archived import schema_problem
+
+    owner = open_archive(pg_url)
+    populate(owner)
+    role = f"dash_reader_{os.getpid()}"
+    with owner.begin() as conn:
+        conn.execute(text(f"DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"))
+        conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+    reader = open_engine(make_url(pg_url).set(username=role).render_as_string(hide_password=False), migrate=False)
+    try:
+        with reader.connect() as conn:
+            assert conn.execute(text("SELECT current_user")).scalar_one() == role
+            with pytest.raises(Exception, match="permission denied"):
+                conn.execute(calls_table.delete())
+        assert schema_problem(reader) is None
+        with serve(redis_url, reader) as base:
+            assert rows(get(base, "/history")[2]) == ["c0", "c1", "c2", "c3", "c4"]
+            assert 'id="trend-chart"' in get(base, "/trends")[2]
+            assert 'id="quarters"' in request(base + "/calls/c2", **AUTH)[2]
+    finally:
+        reader.dispose()
+        with owner.begin() as conn:
+            conn.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}"))
+        owner.dispose()
