@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import math
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -218,6 +219,24 @@ def _row(r: Mapping[str, Any]) -> str:
             f'<td class="num">{pct(r.get("non_talk_share"))}</td><td class="num">{alert_cell}</td></tr>')
 
 
+def cli_command(q: Query) -> str:
+    """The ``ser-calls search`` command line that lists the same page (its filter options are the query
+    string's names with ``-`` for ``_``), shell-quoted."""
+    args = ["ser-calls", "search"]
+    for name in filters.PARAMS:
+        if q.values.get(name):
+            args += [f"--{name.replace('_', '-')}", q.values[name]]
+    if q.extra["sort"] != "started":
+        args += ["--sort", q.extra["sort"]]
+    if q.extra["order"] == "asc":
+        args.append("--asc")
+    if q.extra["limit"] != HISTORY_PAGE_SIZE:
+        args += ["--limit", str(q.extra["limit"])]
+    if q.extra["page"] > 1:
+        args += ["--page", str(q.extra["page"])]
+    return " ".join(shlex.quote(a) for a in args)
+
+
 def _pager(q: Query, page: Page) -> str:
     pages = max(1, math.ceil(page.total / page.limit))
     number = q.extra["page"]
@@ -257,6 +276,8 @@ def history_page(q: Query, page: Page | None, *, login: bool) -> str:
                    + "\n".join(_row(r) for r in page.rows) + "</tbody></table></div>\n" + _pager(q, page)
                    + '<p class="meta">Scores: the customer\'s emotion, -5 (negative) to +5 (positive); trend: its last '
                    "quarter of the call against its first. Negative share: the customer's share of negative "
-                   "emotion. Times in UTC.</p>")
+                   "emotion. Times in UTC.</p>\n"
+                   f'<p class="meta">The same on the command line: <code id="cli">{esc(cli_command(q))}</code> '
+                   "(<code>ser-calls export</code> takes the same filters).</p>")
     out.append("</section></main></body></html>\n")
     return "".join(out)

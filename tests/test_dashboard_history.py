@@ -64,6 +64,24 @@ def rows(body: str) -> list[str]:
     return re.findall(r'<tr data-call-id="([^"]+)"', table)
 
 
+def same_as_cli(engine: Engine, body: str) -> list[str]:
+    """The page's calls, asserted equal to those of the ``ser-calls`` command line it shows, run on the archive."""
+    import html
+    import shlex
+
+    from click.testing import CliRunner
+
+    from archive.calls_cli import main as calls_main
+
+    args = shlex.split(html.unescape(re.search(r'<code id="cli">([^<]+)</code>', body).group(1)))
+    assert args[:2] == ["ser-calls", "search"]
+    url = engine.url.render_as_string(hide_password=False)
+    got = CliRunner().invoke(calls_main, ["--database", url, *args[1:], "--format", "jsonl"])
+    assert got.exit_code == 0, got.output
+    assert [json.loads(line)["call_id"] for line in got.output.splitlines()] == rows(body)
+    return rows(body)
+
+
 def get(base: str, path: str, **params: str) -> tuple[int, dict[str, str], str]:
     return request(base + path + ("?" + urllib.parse.urlencode(params) if params else ""), **AUTH)
 
@@ -108,6 +126,10 @@ def test_history_filters_sorts_and_pages(redis_url: str, engine: Engine) -> None
         nxt = re.search(r'id="next-page" href="([^"]+)"', body).group(1).replace("&amp;", "&")
         assert rows(request(base + nxt, **AUTH)[2]) == ["c4"]
         assert 'id="prev-page"' in body
+        # the page names the ser-calls command that lists the same calls (one filter set)
+        body = get(base, "/history", queue="billing", sort="customer_score", order="asc", limit="2")[2]
+        assert same_as_cli(engine, body) == ["c0", "c4"]
+        assert same_as_cli(engine, get(base, "/history", agent="a1", page="1")[2]) == ["c0", "c2", "c4"]
         # nothing found: an empty state, not an empty table
         code, _, body = get(base, "/history", agent="nobody")
         assert code == 200 and 'id="no-calls"' in body and rows(body) == []
