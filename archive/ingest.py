@@ -160,7 +160,8 @@ def _ended_row(e: Mapping[str, Any], now: float) -> dict[str, Any]:
 
 
 def _segment_row(rec: Mapping[str, Any]) -> dict[str, Any]:
-    extra = {k: v for k, v in rec.items() if k not in validate.SEGMENT_FIELDS}
+    extra = None if validate.SEGMENT_FIELDS.issuperset(rec) else \
+        {k: v for k, v in rec.items() if k not in validate.SEGMENT_FIELDS}
     return {"call_id": key_id(rec["stream_id"]), "channel": rec["channel"], "seq": rec["seq"], "kind": rec["kind"],
             "start_s": float(rec["start_s"]), "end_s": float(rec["end_s"]), "label": rec.get("label"),
             "confidence": rec.get("confidence"), "uncertain": rec.get("uncertain"), "probs": rec.get("probs"),

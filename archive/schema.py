@@ -42,6 +42,9 @@ SCHEMA_REVISION = "0001"
 
 metadata = MetaData()
 
+#: A JSON column where Python ``None`` is SQL NULL (not the JSON text ``null``), so ``IS NULL`` finds it.
+NULLABLE_JSON = JSON(none_as_null=True)
+
 #: Roles a channel can have; the headline scores are the customer's.
 ROLES = ("agent", "customer")
 
@@ -69,7 +72,7 @@ calls = Table(
     Column("segments", Integer, nullable=False, server_default="0"),  # result records archived
     Column("failed", Integer, nullable=False, server_default="0"),  # failure records archived
     # the call's dynamics totals (the call_ended event's "dynamics", else the newest "dynamics" event)
-    Column("dynamics", JSON),
+    Column("dynamics", NULLABLE_JSON),
     Column("talk_s", Float),  # every channel's talk time summed
     Column("non_talk_share", Float),  # non_talk_s / duration_s
     Column("interruptions", Integer),  # all channels
@@ -103,7 +106,7 @@ speakers = Table(
     Column("segments", Integer, nullable=False, server_default="0"),
     Column("speech_s", Float, nullable=False, server_default="0"),  # summed segment durations
     Column("score", Float),  # -5..+5, null without speech
-    Column("quarters", JSON),  # [q1, q2, q3, q4] scores, null where that quarter has no speech
+    Column("quarters", NULLABLE_JSON),  # [q1, q2, q3, q4] scores, null where that quarter has no speech
     Column("trend", String(24)),
     Column("negative_share", Float),
     Column("talk_s", Float),  # from the dynamics totals
@@ -132,12 +135,12 @@ segments = Table(
     Column("label", String(32)),  # null for failures
     Column("confidence", Float),
     Column("uncertain", Boolean),
-    Column("probs", JSON),  # label -> calibrated probability
+    Column("probs", NULLABLE_JSON),  # label -> calibrated probability
     Column("history", Integer),  # earlier segments in the channel's embedding history (result records)
     Column("segments", Integer),  # turns: how many results
     Column("error", Text),  # failures: why
     Column("model", String(128)),
-    Column("extra", JSON),  # any other field the record had (so that nothing of it is lost); null when none
+    Column("extra", NULLABLE_JSON),  # any other field the record had (so that nothing of it is lost); null when none
 )
 
 events = Table(  # every call event except call_started/call_ended (folded into calls) and trend

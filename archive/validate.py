@@ -19,7 +19,8 @@ from workers.contract import KINDS as RECORD_KINDS
 #: Longest call event, as compact JSON (characters). A call_ended event with every silence and
 #: overtalk interval of a long call is the largest the pipeline writes (tens of KB).
 MAX_EVENT_CHARS = 256 * 1024
-#: Longest result-stream record, as compact JSON (characters; the embedding is dropped first).
+#: Longest result-stream record, as compact JSON (characters; the embedding is dropped first). Fields with
+#: a column are bounded one by one (below); the others, kept in ``segments.extra``, together by this.
 MAX_RECORD_CHARS = 16 * 1024
 #: Longest raw call id (platform ids are far shorter).
 MAX_ID_CHARS = 1024
@@ -31,11 +32,15 @@ MAX_CHANNELS = 32
 MAX_PARAMS = 256
 #: Longest ``params`` key or value (characters).
 MAX_PARAM_CHARS = 1024
+#: Largest integer field (the columns are 32-bit).
+MAX_INT = 2**31 - 1
+#: Longest failure reason (characters; workers cut theirs at 500).
+MAX_ERROR_CHARS = 4096
 #: Record fields the segments table has columns for (anything else goes to ``segments.extra``).
-SEGMENT_FIELDS = ("kind", "stream_id", "channel", "seq", "start_s", "end_s", "label", "confidence", "uncertain",
-                  "probs", "history", "segments", "error", "model")
+SEGMENT_FIELDS = frozenset(("kind", "stream_id", "channel", "seq", "start_s", "end_s", "label", "confidence",
+                            "uncertain", "probs", "history", "segments", "error", "model"))
 #: Record fields never archived.
-DROPPED_FIELDS = ("embedding",)
+DROPPED_FIELDS = frozenset(("embedding",))
 
 
 def _num(obj: Mapping[str, Any], name: str, *, what: str, optional: bool = False) -> float | None:
@@ -51,8 +56,8 @@ def _int(obj: Mapping[str, Any], name: str, *, what: str, optional: bool = False
     v = obj.get(name)
     if v is None and optional:
         return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"{what}: {name} must be an integer >= 0, got {v!r:.60}")
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_INT:
+        raise ValueError(f"{what}: {name} must be an integer in 0..{MAX_INT}, got {v!r:.60}")
     return v
 
 
@@ -66,7 +71,20 @@ def _str(obj: Mapping[str, Any], name: str, *, what: str, optional: bool = False
     limit = limit or MAX_NAME_CHARS.get(name, MAX_PARAM_CHARS)
     if len(v) > limit:
         raise ValueError(f"{what}: {name} is {len(v)} characters, over {limit}")
+    if not _storable(v):
+        raise ValueError(f"{what}: {name} holds a NUL character or invalid Unicode")
     return v
+
+
+def _storable(v: str) -> bool:
+    """Text both databases store: no NUL (PostgreSQL refuses it), no lone surrogates (not UTF-8)."""
+    if "\x00" in v:
+        return False
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _size(obj: Mapping[str, Any], limit: int, what: str) -> None:
@@ -97,12 +115,19 @@ def check_record(call_id: str, record: Any) -> dict[str, Any]:
     if kind not in RECORD_KINDS:
         raise ValueError(f"unknown record kind {kind!r:.60} (expected one of {', '.join(RECORD_KINDS)})")
     what = f"{kind} record"
-    rec = {k: v for k, v in record.items() if k not in DROPPED_FIELDS}
-    _size(rec, MAX_RECORD_CHARS, what)
+    rec = dict(record)
+    if not SEGMENT_FIELDS.issuperset(rec):
+        for k in DROPPED_FIELDS:
+            rec.pop(k, None)
+        # every known field is bounded by its own check below: only the others need measuring
+        extra = {k: v for k, v in rec.items() if k not in SEGMENT_FIELDS}
+        if extra:
+            _size(extra, MAX_RECORD_CHARS, what)
     sid = rec.setdefault("stream_id", call_id)
     if not isinstance(sid, str) or not sid or len(sid) > MAX_ID_CHARS:
         raise ValueError(f"{what}: stream_id must be a call id of 1-{MAX_ID_CHARS} characters")
     if kind == "end":
+        _size(rec, MAX_RECORD_CHARS, what)
         _int(rec, "segments", what=what, optional=True)
         _num(rec, "duration_s", what=what, optional=True)
         return rec
@@ -114,7 +139,7 @@ def check_record(call_id: str, record: Any) -> dict[str, Any]:
         raise ValueError(f"{what}: need 0 <= start_s <= end_s, got {start}..{end}")
     _str(rec, "model", what=what, optional=True)
     if kind == "failure":
-        _str(rec, "error", what=what, limit=MAX_PARAM_CHARS * 4)
+        _str(rec, "error", what=what, limit=MAX_ERROR_CHARS)
         return rec
     _str(rec, "label", what=what)
     _num(rec, "confidence", what=what)
@@ -133,7 +158,7 @@ def _started(event: Mapping[str, Any], what: str) -> None:
     params = event.get("params", {})
     if not isinstance(params, dict) or len(params) > MAX_PARAMS or not all(
             isinstance(k, str) and len(k) <= MAX_PARAM_CHARS and isinstance(v, (str, int, float, bool))
-            and len(str(v)) <= MAX_PARAM_CHARS for k, v in params.items()):
+            and len(str(v)) <= MAX_PARAM_CHARS and _storable(k) and _storable(str(v)) for k, v in params.items()):
         raise ValueError(f"{what}: params must be an object of at most {MAX_PARAMS} short string values")
     labels = event.get("labels", [])
     if not isinstance(labels, list) or len(labels) > MAX_LABELS or not all(isinstance(x, str) for x in labels):

@@ -98,8 +98,9 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
     return (r["channel"], r["seq"], r["kind"])
 
 
-def test_every_record_archived_field_for_field(engine: Engine) -> None:
-    events, records = make_call("CA é/1", seed=2)  # an id that is not a key id: stored under key_id, raw kept
+@pytest.mark.parametrize("n", [12, 80])  # 80: PostgreSQL takes the rows through COPY (db.COPY_MIN_ROWS)
+def test_every_record_archived_field_for_field(engine: Engine, n: int) -> None:
+    events, records = make_call("CA é/1", seed=2, segments=n)  # not a key id: stored under key_id, raw kept
     records[0]["embedding"] = "AAAA"  # never archived
     records[1]["novel_field"] = {"x": [1, 2]}  # a field the schema does not know: kept in extra
     write(engine, events, records, call_id="CA é/1")
@@ -196,7 +197,9 @@ def test_invalid_events_are_refused_with_the_reason(event: Any, reason: str) -> 
 
 @pytest.mark.parametrize("change, reason", [
     ({"kind": "bogus"}, "unknown record kind 'bogus'"),
-    ({"seq": -1}, "seq must be an integer >= 0"),
+    ({"seq": -1}, "seq must be an integer in 0..2147483647"),
+    ({"seq": 2**31}, "seq must be an integer in"),
+    ({"label": "a\x00b"}, "label holds a NUL"),
     ({"seq": 1.5}, "seq must be an integer"),
     ({"channel": None}, "channel must be a non-empty string"),
     ({"channel": "c" * 65}, "channel is 65 characters, over 64"),
