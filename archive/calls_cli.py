@@ -312,4 +312,4 @@ def prune(ctx: click.Context, days: float, dry_run: bool) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="ser-calls")

@@ -199,7 +199,7 @@ def _float(value: Any) -> float | None:
 #: Export columns of ``segments`` rows: the call's ids and start, then the record.
 SEGMENT_EXPORT_COLUMNS = ("call_id", "raw_id", "started_ts", "channel", "role", "seq", "kind", "start_s",
                           "end_s", "label", "confidence", "uncertain", "probs", "history", "segments", "error",
-                          "model")
+                          "model", "extra")
 #: Export columns of ``calls`` rows (every column; JSON ones as values).
 CALL_EXPORT_COLUMNS = tuple(c.name for c in calls.columns)
 
@@ -214,7 +214,7 @@ def export_rows(conn: Connection, flt: CallFilter, *, what: str = "calls") -> It
         s = segments.c
         stmt = apply(select(
             s.call_id, calls.c.raw_id, calls.c.started_ts, s.channel, calls.c.roles, s.seq, s.kind, s.start_s,
-            s.end_s, s.label, s.confidence, s.uncertain, s.probs, s.history, s.segments, s.error, s.model,
+            s.end_s, s.label, s.confidence, s.uncertain, s.probs, s.history, s.segments, s.error, s.model, s.extra,
         ).join(calls, calls.c.call_id == s.call_id), flt).order_by(
             calls.c.started_ts, s.call_id, s.start_s, s.channel, s.kind, s.seq)
     else:

@@ -4,7 +4,7 @@ archived call-hour, the query plans, and ingest throughput.
     python -m bench.archive                       # 100,000 calls (~5 M segment records), PostgreSQL and SQLite
     python -m bench.archive --calls 20000 --backend sqlite
     python -m bench.archive --database postgresql+psycopg://user@host/db   # an existing server
-    python -m bench.archive --ingest              # records/s through archive.ingest.write
+    python -m bench.archive --ingest              # records/s through archive.ingest.write (bench.archive_ingest)
     python -m bench.archive --tiny                # seconds: the CI smoke test
 
 Generation (:mod:`bench.archive_data`) writes seeded calls straight into the tables (COPY / executemany),
@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plans", type=Path, help="also write the EXPLAIN plans to this file")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
     ap.add_argument("--ingest", action="store_true", help="measure ingest throughput (archive.ingest.write) instead")
+    ap.add_argument("--ingest-records", type=int, default=100_000, help="--ingest: result records to write")
+    ap.add_argument("--concurrent", type=int, default=200, help="--ingest: calls live at a time")
+    ap.add_argument("--batch", type=int, default=500, help="--ingest: stream entries per transaction")
     ap.add_argument("--tiny", action="store_true", help=f"{TINY_CALLS} calls, {TINY_REPEATS} repeats: a smoke test")
     args = ap.parse_args(argv)
     if args.tiny:

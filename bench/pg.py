@@ -1,5 +1,5 @@
 """A throwaway PostgreSQL server for benchmarks: ``initdb`` in a temporary directory, ``pg_ctl start`` on a
-free loopback port, trust authentication, durability off (nothing here is worth keeping); removed at the
+free loopback port, trust authentication, durability off unless asked (nothing here is worth keeping); removed at the
 end. As root the server runs as ``nobody`` (``initdb`` and ``postgres`` refuse root), like the tests'
 ``tests/pg_server.py``.
 """
@@ -36,8 +36,9 @@ def pg_bindir() -> Path:
 
 
 @contextmanager
-def pg_server(*, shared_buffers: str = "256MB") -> Iterator[str]:
-    """Start a private server; yields the SQLAlchemy URL of its ``postgres`` database."""
+def pg_server(*, shared_buffers: str = "256MB", durable: bool = False) -> Iterator[str]:
+    """Start a private server; yields the SQLAlchemy URL of its ``postgres`` database. ``durable`` keeps
+    PostgreSQL's defaults (fsync, synchronous commit): for write throughput figures."""
     bindir = pg_bindir()
     workdir = Path(tempfile.mkdtemp(prefix="ser-bench-pg-"))
     as_user: dict[str, Any] = {}
@@ -58,8 +59,10 @@ def pg_server(*, shared_buffers: str = "256MB") -> Iterator[str]:
     try:
         run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", PG_USER, "-E", "UTF8", "--locale=C",
             "--no-sync")
-        opts = (f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
-                f"-c full_page_writes=off -c shared_buffers={shared_buffers} -c TimeZone=UTC")
+        opts = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c shared_buffers={shared_buffers} " \
+            "-c TimeZone=UTC"
+        if not durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         run(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(workdir / "log"), "-w", "start")
         yield f"postgresql+psycopg://{PG_USER}@127.0.0.1:{port}/postgres"
     finally:

@@ -253,3 +253,39 @@ def test_prune_by_age(engine: Engine) -> None:
     assert ids(engine, CallFilter()) == ["age0"]
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(calls)).scalar_one() == 1
+
+
+def test_calls_written_by_ingest(engine: Engine) -> None:
+    """What archive.ingest writes is what search, show, trends and delete read."""
+    from archive_fixtures import make_call
+
+    from archive import db, ingest
+    from models.ids import key_id
+
+    batch = ingest.Batch()
+    for seed, raw in enumerate(["CA-one", "CA-two"]):
+        events, records = make_call(raw, seed=seed, t0=MONDAY + seed * H)
+        for e in events:
+            batch.add_event(e)
+        for r in records:
+            batch.add_record(raw, r)
+    with db.begin_write(engine) as conn:
+        ingest.write(conn, batch, now=MONDAY + 3 * H)
+        ingest.dead_letter(conn, stream="ser:events", entry_id="9-0", reason="bad", payload={"x": 1},
+                           call_id=key_id("CA-one"), now=MONDAY)
+    with engine.connect() as conn:
+        page = queries.search(conn, parse({"agent": "agent-0", "queue": "billing", "alert_rule": "customer_negative"}))
+        assert [r["raw_id"] for r in page.rows] == ["CA-one"]
+        shown = queries.show(conn, "CA-one")
+        assert shown is not None and shown["call"]["call_id"] == key_id("CA-one")
+        assert len(shown["segments"]) == 25 and len(shown["turns"]) == 2 and shown["alerts"][0]["until_s"] == 15.0
+        (week,) = queries.trends(conn, CallFilter(), by="tenant", period="week")
+        assert week["tenant"] == "acme" and week["calls"] == 2 and week["customer_score"] is not None
+    with engine.begin() as conn:
+        assert queries.delete(conn, ["CA-one"]) == 1
+    with engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            if "call_id" in table.c:
+                left = conn.execute(select(func.count()).select_from(table).where(
+                    table.c.call_id == key_id("CA-one"))).scalar_one()
+                assert left == 0, table.name

@@ -43,3 +43,12 @@ def test_generator_is_seeded_and_plausible() -> None:
     assert 150 < durations[len(durations) // 2] < 600  # median around 5 minutes
     assert len({r[10] for r in rows}) > 3 and len({r[11] for r in rows}) > 6  # agents, queues
     assert all(-5 <= r[26] <= 5 for r in rows)
+
+
+def test_tiny_ingest_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.archive_ingest import TARGET_RECORDS_S
+
+    assert bench_archive.main(["--ingest", "--tiny", "--backend", "sqlite", "--json", str(tmp_path / "i.json")]) == 0
+    (result,) = json.loads((tmp_path / "i.json").read_text())
+    assert result["results"] == 2400 and result["records"] > result["results"] and result["records_s"] > 0
+    assert f"{TARGET_RECORDS_S:,.0f} records/s" in capsys.readouterr().out
