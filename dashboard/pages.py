@@ -139,15 +139,17 @@ def call_page(call_id: str, call: dict[str, Any], *, nonce: str, login: bool, ar
                     "overtalk appear once the call's first seconds are settled.</p></section>\n")
     negativity = ('<h2>Negativity trend per speaker</h2><div id="trends" class="trends"></div>\n' if archived is None
                   else quarters_html(archived["speakers"]))
+    speech = speech_points(call["events"], channels)
     body_extra = (conversation + negativity +
-                  '<h2>Speaking rate and loudness per speaker</h2><div id="speech-trends" class="trends"></div>\n'
-                  '<script src="/static/call.js" defer></script>\n')
+                  ('<h2>Speaking rate and loudness per speaker</h2><div id="speech-trends" class="trends"></div>\n'
+                   if speech or archived is None else "")  # an archived call without dynamics events: none
+                  + '<script src="/static/call.js" defer></script>\n')
     events = [e for e in call["events"] if e["kind"] in ("alert_opened", "alert_closed", "trend", "call_ended")]
     events += [e for e in call["events"] if e["kind"] == "dynamics"][-1:]  # the newest: the live section
     data_extra = {"call_id": call_id, "live": ended is None, "results_id": call["results_id"],
                   "events_id": call["events_id"], "events": events,
                   "marks": timeline_marks(call["events"], dyn),
-                  "speech": speech_points(call["events"], channels)}
+                  "speech": speech}
     title = state.get("raw_call_id") or call_id  # the platform's own id when the key differs
     return render_call(records, summary, title=title, model_id=model, channels=channels, labels=labels,
                        duration_s=duration, nonce=nonce, head_extra=STYLESHEET, body_top=body_top,

@@ -75,7 +75,8 @@ def quarters_html(speakers: Sequence[Mapping[str, Any]]) -> str:
     for sp in speakers:
         name = str(sp.get("channel", ""))
         quarters = list(sp.get("quarters") or [None] * 4) + [None] * 4
-        role = f' <span class="role">({esc(str(sp["role"]))})</span>' if sp.get("role") else ""
+        role = (f' <span class="role">({esc(str(sp["role"]))})</span>' if sp.get("role") and sp["role"] != name
+                else "")
         cells = "".join(f'<td class="num q{i + 1}">{score_html(q)}</td>' for i, q in enumerate(quarters[:4]))
         rows.append(f'<tr data-channel="{esc(name)}"><th scope="row">{esc(name)}{role}</th>'
                     f'<td class="num overall">{score_html(sp.get("score"))}</td>{cells}'

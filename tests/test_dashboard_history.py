@@ -206,6 +206,7 @@ def test_an_ended_call_is_served_from_the_archive(redis_url: str, engine: Engine
         assert 'class="score neg" title="negative, -5..+5">-3.0' in quarters
         assert quarters.count('data-quarter="3"') == 2 and "Q3: no speech" in quarters  # quarters [0, .5, None, 1]
         assert 'id="trends"' not in page and "summaries" in page  # no trend events archived; the summary is
+        assert 'id="speech-trends"' not in page  # nor dynamics events for this call: no empty charts
         _, _, live = request(base + "/calls/c1", **AUTH)
         assert 'id="archived"' not in live and 'id="live-state" class="state-live"' in live  # Redis first
         code, _, body = request(base + "/calls/nope", **AUTH)
@@ -340,7 +341,8 @@ def test_the_archived_page_renders_what_the_redis_page_did(redis_url: str, engin
                        ('<p class="meta">Model', "</p>")):
         assert section(page, start, end) == section(live_page, start, end), start
     quarters = section(page, 'id="quarters"', "</section>")
-    assert '<tr data-channel="customer"><th scope="row">customer <span class="role">(customer)</span>' in quarters
+    assert '<tr data-channel="customer"><th scope="row">customer</th>' in quarters
+    assert 'id="speech-trends"' in page  # the archived dynamics events draw it
     assert "\u2193 Declining" in quarters  # the customer turned angry in the second half
 
 
