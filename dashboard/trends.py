@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from archive.queries import TREND_BY, TREND_PERIODS
 from archive.scores import SCALE
@@ -92,10 +93,7 @@ def chart(rows: Sequence[Mapping[str, Any]], *, by: str, period: str, metric: st
     :data:`TRENDS_MAX_LINES` groups with most calls), a point per (group, period) with its value as tooltip."""
     title, field, fixed = METRICS[metric]
     periods = sorted({period_of(r) for r in rows})
-    totals: dict[str, int] = {}
-    for r in rows:
-        totals[group_of(r, by)] = totals.get(group_of(r, by), 0) + int(r.get("calls") or 0)
-    groups = sorted(totals, key=lambda g: (-totals[g], g))[:TRENDS_MAX_LINES]
+    groups = ranked(rows, by)[0][:TRENDS_MAX_LINES]
     values = [v for r in rows if (v := _number(r.get(field))) is not None]
     lo, hi = fixed if fixed is not None else (0.0, _nice(max(values, default=0.0)))
     pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
@@ -148,15 +146,27 @@ def chart(rows: Sequence[Mapping[str, Any]], *, by: str, period: str, metric: st
     return "".join(out) + "</svg>"
 
 
-def _legend(rows: Sequence[Mapping[str, Any]], by: str) -> tuple[str, int]:
+def ranked(rows: Sequence[Mapping[str, Any]], by: str) -> tuple[list[str], dict[str, int]]:
+    """The groups, most calls first (then by name), and each one's calls."""
     totals: dict[str, int] = {}
     for r in rows:
         totals[group_of(r, by)] = totals.get(group_of(r, by), 0) + int(r.get("calls") or 0)
-    groups = sorted(totals, key=lambda g: (-totals[g], g))
+    return sorted(totals, key=lambda g: (-totals[g], g)), totals
+
+
+def _legend(rows: Sequence[Mapping[str, Any]], q: Query) -> tuple[str, int]:
+    """The lines' names and calls, each linked to its calls on the History page (same filter)."""
+    by = q.extra["by"]
+    groups, totals = ranked(rows, by)
     shown = groups[:TRENDS_MAX_LINES]
-    items = "".join(f'<li><span class="line-key" style="background:{COLOURS[n % len(COLOURS)]}"></span>'
-                    f"{esc(g)} ({totals[g]} call(s))</li>" for n, g in enumerate(shown))
-    return f'<ul class="legend-list" id="chart-legend">{items}</ul>', len(groups) - len(shown)
+    items = []
+    for n, g in enumerate(shown):
+        text = f"{esc(g)} ({totals[g]} call(s))"
+        if g != NONE_GROUP:
+            params = {k: v for k, v in q.values.items() if v or k == "since"}
+            text = f'<a href="/history?{esc(urlencode({**params, by: g}))}">{text}</a>'
+        items.append(f'<li><span class="line-key" style="background:{COLOURS[n % len(COLOURS)]}"></span>{text}</li>')
+    return f'<ul class="legend-list" id="chart-legend">{"".join(items)}</ul>', len(groups) - len(shown)
 
 
 def _table(rows: Sequence[Mapping[str, Any]], *, by: str, period: str) -> str:
@@ -205,7 +215,7 @@ def trends_page(q: Query, rows: list[dict[str, Any]] | None, *, login: bool) -> 
     else:
         title = METRICS[metric][0]
         first, last = min(period_of(r) for r in rows), max(period_of(r) for r in rows)
-        legend, more = _legend(rows, by)
+        legend, more = _legend(rows, q)
         note = (f'<p class="meta">{more} more {esc(by)} value(s) with fewer calls: in the table below.</p>'
                 if more else "")
         out.append(f'<h2 id="chart-title">{esc(title)} per {esc(by)} and {esc(period)}, {when(first)[:10]} to '

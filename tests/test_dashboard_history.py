@@ -162,8 +162,10 @@ def test_trends_chart_and_table(redis_url: str, engine: Engine) -> None:
         assert code == 200 and "content-security-policy" in headers and "<script" not in body
         assert 'id="trend-chart"' in body and 'data-metric="customer_score"' in body
         assert re.search(r'data-lines="2"', body) and 'data-group="a1"' in body and 'data-group="a2"' in body
+        link = re.search(r'id="chart-legend"><li><span[^>]*></span><a href="([^"]+)">a1 \(4 call\(s\)\)', body)
+        assert rows(request(base + link.group(1).replace("&amp;", "&"), **AUTH)[2]) == ["c0", "c2", "c4", "old"]
         table = body.split('id="trend-table"')[1]
-        assert len(re.findall(r'<tr><th scope="row">', table)) >= 2 and "old" not in table
+        assert len(re.findall(r'<tr><th scope="row">', table)) >= 2  # 28 days by default: "old" counts
         body = get(base, "/trends", by="queue", period="week", metric="negative_share")[2]
         assert 'data-group="billing"' in body and 'data-group="sales"' in body and "week of " in body
         assert 'data-metric="negative_share"' in body

@@ -194,4 +194,11 @@ def test_history_trends_and_an_archived_call_in_chromium(redis_url: str, archive
         groups = {g.get_attribute("data-group") for g in browser.find_elements("css selector", "g.series")}
         assert groups == {"billing", "support"}
         assert fits_width(browser, 768), "Trends overflows a tablet-width window"
+        # a legend entry opens that group's calls on History
+        browser.find_element("partial link text", "billing (").click()
+        wait_until(lambda: browser.find_elements("css selector", "#history"), 10, "History of the billing queue")
+        queues = {tr.find_elements("tag name", "td")[4].text for tr in browser.find_elements("css selector",
+                                                                                             "#history tbody tr")}
+        since = browser.find_element("css selector", 'input[name="since"]').get_attribute("value")
+        assert queues == {"billing"} and since == default_since(5)  # Trends' time range carried over
     assert (img_dir / "dashboard-history.png").stat().st_size > 10_000
