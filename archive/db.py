@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from models.errors import SERError
+from workers.contract import read_url_file as _read_url_file
 
 #: The embedded default: a SQLite file in the working directory.
 DEFAULT_URL = "sqlite:///calls.db"
@@ -64,13 +65,9 @@ def redact_url(url: str) -> str:
 def read_url_file(path: str) -> str:
     """The database URL stored in a file (first non-empty line): ``--database-url-file``."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    return line.strip()
-    except OSError as exc:
-        raise SERError(f"cannot read --database-url-file {path}: {exc.strerror or exc}") from None
-    raise SERError(f"--database-url-file {path} is empty")
+        return _read_url_file(path, option="--database-url-file")
+    except ValueError as exc:
+        raise SERError(str(exc)) from None
 
 
 def parse_url(url: str) -> URL:
@@ -206,16 +203,17 @@ def _dedup(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[Mappi
             k = tuple(row[c] for c in keys)
         except KeyError as exc:
             raise ValueError(f"upsert row lacks key column {exc.args[0]!r}") from None
-        last.pop(k, None)  # keep the order of last occurrence
         last[k] = row
-    return list(last.values())
+    # in key order: concurrent writers (several archivers on PostgreSQL) then lock rows in the same order
+    return [last[k] for k in sorted(last)]
 
 
 def upsert(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]], *, keys: Sequence[str],
            update: Sequence[str] | None = None) -> int:
     """Insert ``rows`` into ``table``; a row whose ``keys`` exist updates the ``update`` columns (default:
     every non-key column given; ``()``: do nothing). Rows sharing a key are de-duplicated first (the last
-    wins), since PostgreSQL refuses one ``INSERT ... ON CONFLICT`` touching a row twice. Returns the rows sent.
+    wins), since PostgreSQL refuses one ``INSERT ... ON CONFLICT`` touching a row twice, and sent in key
+    order (writers running side by side lock rows in one order). Returns the rows sent.
 
     Rows are grouped by the set of columns they give (a column a row leaves out is not touched); each group
     is sent as one prepared statement executed for many rows (``executemany``; SQLAlchemy batches it into

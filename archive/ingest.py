@@ -211,6 +211,7 @@ def write(conn: Connection, batch: Batch, *, now: float | None = None) -> set[st
     if not base:
         return set()
     upsert(conn, calls, base.values(), keys=["call_id"], update=())
+    _lock_calls(conn, base)
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for e in batch.events:
         by_kind.setdefault(e["kind"], []).append(e)
@@ -231,6 +232,17 @@ def write(conn: Connection, batch: Batch, *, now: float | None = None) -> set[st
     _recount(conn, touched, now)
     refresh_scores(conn, _ended_among(conn, touched))
     return touched
+
+
+def _lock_calls(conn: Connection, call_ids: Iterable[str]) -> None:
+    """On PostgreSQL, lock the batch's call rows at once, in key order: writers side by side (several
+    archivers) touching the same calls then wait for each other instead of deadlocking. (SQLite has one
+    writer at a time: :func:`archive.db.begin_write`.)"""
+    if conn.dialect.name != "postgresql":
+        return
+    for ids in _chunks(sorted(call_ids)):
+        conn.execute(select(calls.c.call_id).where(calls.c.call_id.in_(ids)).order_by(calls.c.call_id)
+                     .with_for_update()).all()
 
 
 def _write_dynamics(conn: Connection, dyn_events: list[dict[str, Any]], now: float) -> None:

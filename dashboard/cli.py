@@ -36,9 +36,9 @@ def open_archive(url: str | None, url_file: str | None) -> Engine | None:
 
     if url_file:
         try:
-            url = db.read_url_file(url_file)
-        except SERError as exc:
-            raise click.ClickException(str(exc).replace("--database-url-file", "--archive-url-file")) from None
+            url = read_url_file(url_file, option="--archive-url-file")
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     if not url:
         return None
     try:

@@ -140,6 +140,44 @@ def test_replay_twice_in_random_order_gives_the_same_database(engine: Engine) ->
     assert dump(engine) == once
 
 
+def test_two_writers_side_by_side(engine: Engine) -> None:
+    """Two archivers writing overlapping calls at once, each every entry in its own random order: no
+    deadlock, no error, the same database as one writer in order."""
+    import threading
+
+    calls = [make_call(f"CB{i}", seed=i, segments=4) for i in range(5)]
+    entries = [("e", e, None) for ev, _ in calls for e in ev] + \
+              [("r", r, r["stream_id"]) for _, rec in calls for r in rec]
+    for kind, obj, cid in entries:
+        write(engine, [obj] if kind == "e" else [], [obj] if kind == "r" else [], call_id=cid or "")
+    once = dump(engine)
+    with engine.begin() as conn:
+        conn.execute(schema.calls.delete())
+    errors: list[BaseException] = []
+
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        mine = entries[:]
+        rng.shuffle(mine)
+        try:
+            for i in range(0, len(mine), 6):
+                batch = ingest.Batch()
+                for kind, obj, cid in mine[i:i + 6]:
+                    batch.add_event(obj) if kind == "e" else batch.add_record(cid, obj)
+                with db.begin_write(engine) as conn:
+                    ingest.write(conn, batch, now=NOW)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert dump(engine) == once
+
+
 def test_records_before_call_started_make_a_placeholder(engine: Engine) -> None:
     events, records = make_call("CA9", seed=3)
     started, ended = events[0], events[-1]
@@ -255,3 +293,41 @@ def test_refresh_scores_after_a_segment_changes(engine: Engine) -> None:
         ingest.refresh_scores(conn, ["CA8"])
     c = call_row(engine, "CA8")
     assert c.customer_score == 5.0 and c.customer_negative_share == 0.0 and c.customer_trend == "NoChange"
+
+
+def test_a_real_call_from_redis_equals_its_results_stream(engine: Engine, redis_url: str, stereo_call: Any,
+                                                          speaker_bundle_dir: Any) -> None:
+    """The pipeline's own output (ser-produce through Redis, a worker, the call events): read back from the
+    streams as ser-archive reads them, archived, and every record of the results stream is in the archive."""
+    import redis
+    from test_pipeline_redis import producer_proc, wait_for, work_in_process
+
+    from callevents.schema import EVENTS_KEY, decode_event
+    from models.bundle import load_bundle
+    from models.runtime import EmotionModel
+    from workers.contract import decode_entry, results_key
+
+    client = redis.Redis.from_url(redis_url)
+    prod = producer_proc(redis_url, str(stereo_call), "--model", str(speaker_bundle_dir), "--stream-id", "real 1",
+                         "--channel-names", "agent,customer", "--format", "jsonl")
+    wait_for(lambda: client.llen("rq:queue:ser") >= 2)
+    work_in_process(redis_url, EmotionModel(load_bundle(speaker_bundle_dir), threads=1))
+    _, err = prod.communicate(timeout=60)
+    assert prod.returncode == 0, err
+    batch = ingest.Batch()
+    for _, fields in client.xrange(EVENTS_KEY):
+        batch.add_event(decode_event(fields))
+    stream = [decode_entry(f, embedding=True) for _, f in client.xrange(results_key("real 1"))]
+    assert {r["kind"] for r in stream} >= {"result", "turn", "end"}
+    for r in stream:
+        batch.add_record("real 1", r)
+    with db.begin_write(engine) as conn:
+        ingest.write(conn, batch)
+    from models.ids import key_id
+
+    c = call_row(engine, key_id("real 1"))
+    # ser-produce itself names the call by its key id (--stream-id goes through models.ids.key_id)
+    assert c.raw_id == key_id("real 1") and c.status == "ended" and c.channels == ["agent", "customer"]
+    assert c.segments == sum(r["kind"] == "result" for r in stream) and c.customer_score is not None
+    want = sorted(({k: v for k, v in r.items() if k != "embedding"} for r in stream if r["kind"] != "end"), key=_key)
+    assert sorted(records_back(engine, key_id("real 1")), key=_key) == want

@@ -89,16 +89,17 @@ def redact_url(url: str) -> str:
         return "<unparsable Redis URL>"
 
 
-def read_url_file(path: str) -> str:
-    """The Redis URL stored in a file (first non-empty line), so that no password is in argv."""
+def read_url_file(path: str, *, option: str = "--redis-url-file") -> str:
+    """The Redis URL stored in a file (first non-empty line), so that no password is in argv. ``option``:
+    the command-line option named in errors (``archive.db.read_url_file`` reads database URLs with it)."""
     try:
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 if line.strip():
                     return line.strip()
     except OSError as exc:
-        raise ValueError(f"cannot read --redis-url-file {path}: {exc.strerror or exc}") from None
-    raise ValueError(f"--redis-url-file {path} is empty")
+        raise ValueError(f"cannot read {option} {path}: {exc.strerror or exc}") from None
+    raise ValueError(f"{option} {path} is empty")
 
 
 def job_id(stream_id: str, channel: str, seq: int) -> str:
