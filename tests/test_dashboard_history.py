@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -416,3 +417,31 @@ def test_a_select_only_postgresql_role_is_enough(redis_url: str, pg_url: str) ->
         with owner.begin() as conn:
             conn.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}"))
         owner.dispose()
+
+
+def test_a_blocked_archive_query_does_not_stall_the_live_pages(redis_url: str, pg_url: str) -> None:
+    """While a History query waits on a lock in PostgreSQL, the overview's SSE still delivers the live
+    call events at once (the queries run in the threadpool, not on the event loop)."""
+    from sqlalchemy import text
+    from test_dashboard_app import sse
+
+    eng = open_archive(pg_url)
+    populate(eng)
+    client = redis.Redis.from_url(redis_url)
+    with serve(redis_url, eng) as base, eng.connect() as locker:
+        locker.execute(text("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE"))  # held until the rollback below
+        got: list[int] = []
+        waiting = threading.Thread(target=lambda: got.append(get(base, "/history")[0]), daemon=True)
+        waiting.start()
+        time.sleep(1.0)
+        assert waiting.is_alive() and not got  # the History query is blocked in the database
+        CallEvents(client, call_id="live-1", source="file", channels=["agent"]).start()
+        t0 = time.monotonic()
+        (msg,) = sse(base, "/sse/overview", 1, timeout=5.0)
+        assert msg["data"]["kind"] == "call_started" and time.monotonic() - t0 < 3.0
+        assert request(base + "/healthz")[0] == 200 and waiting.is_alive()
+        locker.rollback()
+        waiting.join(10)
+        assert got == [200]
+    client.close()
+    eng.dispose()
