@@ -100,6 +100,10 @@ def test_without_an_archive_the_pages_are_404_and_unlinked(redis_url: str) -> No
 def test_history_filters_sorts_and_pages(redis_url: str, engine: Engine) -> None:
     populate(engine)
     with serve(redis_url, engine) as base:
+        for path in ("/history?agent=a1", "/trends", "/calls/c0"):  # the login first; then back here
+            code, headers, body = request(base + path)
+            assert code == 401 and 'action="/login"' in body and "content-security-policy" in headers
+            assert f'name="next" value="{path}"' in body
         code, headers, body = get(base, "/history")
         assert code == 200 and "default-src 'none'" in headers["content-security-policy"]
         assert rows(body) == ["c0", "c1", "c2", "c3", "c4"]  # the last 7 days by default, newest first
