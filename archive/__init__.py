@@ -3,7 +3,8 @@ writes it; ``ser-calls`` searches, compares and exports it; the dashboard's Hist
 it). Reference: docs/archive.md.
 
 Modules: :mod:`~archive.schema` (tables), :mod:`~archive.db` (engine, migrations, upserts),
-:mod:`~archive.ingest` (events and records -> rows, idempotent writes), :mod:`~archive.scores` (emotion
-score, quarters, trend), :mod:`~archive.filters` (the one filter set of search, trends, export and the
-dashboard), :mod:`~archive.queries` (search, show, trends, delete, prune).
+:mod:`~archive.ingest` (events and records -> rows, idempotent writes; :mod:`~archive.validate` checks
+them first), :mod:`~archive.scores` (emotion score, quarters, trend), :mod:`~archive.filters` (the one
+filter set of search, trends, export and the dashboard), :mod:`~archive.queries` (search, show, trends,
+delete, prune).
 """

@@ -192,3 +192,25 @@ def test_pg_private_server_stops_and_starts(pg_private: pg_server.PgServer) -> N
     with engine.begin() as conn:  # the pool's stale connections are replaced (pre-ping)
         db.upsert(conn, calls, [_call("b")], keys=["call_id"])
     engine.dispose()
+
+
+def test_alembic_commands_without_a_connection_open_the_url(tmp_path: Path) -> None:
+    """The migrations' env.py also serves Alembic's own commands (a developer's ``command.upgrade``/
+    ``revision --autogenerate`` with ``sqlalchemy.url`` set): it opens the URL itself."""
+    from alembic import command
+    from alembic.config import Config
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.upgrade(cfg, "head")
+    engine = db.open_engine(url, migrate=False)
+    with engine.connect() as conn:
+        assert db.current_revision(conn) == SCHEMA_REVISION
+    engine.dispose()
+    command.downgrade(cfg, "base")
+    engine = db.open_engine(url, migrate=False)
+    with engine.connect() as conn:
+        assert db.current_revision(conn) is None and set(inspect(conn).get_table_names()) == {"alembic_version"}
+    engine.dispose()
