@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, select
+from sqlalchemy import ColumnElement, Select, select
 
 from archive.schema import ROLES, alerts, calls, label_shares
 from archive.scores import SCALE, TRENDS
@@ -234,16 +234,18 @@ def conditions(flt: CallFilter) -> list[ColumnElement[bool]]:
     if flt.model_version is not None:
         column = c.model if "@" in flt.model_version else c.model_version
         where.append(column == flt.model_version)
+    # Label share and alert rule: the call ids from the child table's index, computed once and hashed
+    # (PostgreSQL's "hashed SubPlan"; SQLite materialises IN (SELECT ...) anyway). OFFSET 0 keeps PostgreSQL
+    # from flattening it into a semi-join probed once per candidate call, which costs a probe for every
+    # call in the time range when few match (docs/archive.md, "Indexes and query plans").
     if flt.label is not None:
         share = label_shares.c
-        cond = and_(share.call_id == c.call_id, share.label == flt.label,
-                    share.share >= (flt.label_share_min or 0.0))
+        conds = [share.label == flt.label, share.share >= (flt.label_share_min or 0.0)]
         if flt.label_role is not None:
-            cond = and_(cond, share.role == flt.label_role)
-        where.append(exists(select(share.call_id).where(cond)))
+            conds.append(share.role == flt.label_role)
+        where.append(c.call_id.in_(select(share.call_id).where(*conds).offset(0)))
     if flt.alert_rule is not None:
-        where.append(exists(select(alerts.c.call_id).where(alerts.c.call_id == c.call_id,
-                                                           alerts.c.rule == flt.alert_rule)))
+        where.append(c.call_id.in_(select(alerts.c.call_id).where(alerts.c.rule == flt.alert_rule).offset(0)))
     return where
 
 

@@ -89,10 +89,8 @@ def search_statement(flt: CallFilter, *, sort: str = "started", descending: bool
     """The SELECT of :func:`search`, before its LIMIT/OFFSET (``bench.archive`` explains it)."""
     _check_sort(sort)
     column = SORT_COLUMNS[sort]
-    order: list[Any] = []
-    if column.nullable:
-        order.append(column.is_(None))  # nulls last, the same on both databases
-    order.append(column.desc() if descending else column.asc())
+    first = column.desc() if descending else column.asc()
+    order: list[Any] = [first.nulls_last() if column.nullable else first]
     if sort != "started":
         order.append(calls.c.started_ts.desc() if descending else calls.c.started_ts.asc())
     order.append(calls.c.call_id.desc() if descending else calls.c.call_id.asc())

@@ -87,7 +87,7 @@ class Generator:
         queue_idx = rng.choice(len(QUEUES), n, p=self.queue_weights)
         tenant_idx = rng.choice(len(TENANTS), n, p=TENANT_WEIGHTS)
         direction = rng.choice(["inbound", "outbound", "internal"], n, p=[0.8, 0.18, 0.02])
-        results = rng.poisson(RECORDS_PER_CALL * 8 / 9 - 1, n) + 1
+        results = rng.poisson(RECORDS_PER_CALL * 8 / 9, n) + 1
         out: dict[Table, list[tuple[Any, ...]]] = {t: [] for t in (calls, speakers, label_shares, segments, events,
                                                                     alerts)}
         for i in range(n):
