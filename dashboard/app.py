@@ -1,8 +1,10 @@
 """The dashboard's ASGI app (Starlette): pages, Server-Sent Events, login.
 
 Routes: ``/`` overview, ``/calls/<id>`` a call, ``/sse/overview`` and ``/sse/call?id=`` live
-updates, ``/login`` ``/logout``, ``/static/*``, ``/healthz``. Every page and stream needs the
+updates, ``/history`` and ``/trends`` (the call archive, with ``--archive``; 404 without it),
+``/login`` ``/logout``, ``/static/*``, ``/healthz``. Every page and stream needs the
 login when a token is configured (401 otherwise; a page's 401 body is the login form).
+A call no longer in Redis is served from the archive (:mod:`dashboard.archived`), same rendering.
 
 SSE: each message has ``id:`` = the stream position after it (overview: the ``ser:events``
 entry id; a call: ``<results id> <events id>``), so a browser that reconnects (``Last-Event-ID``,
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -34,8 +37,10 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from dashboard import pages
+from dashboard import history, pages, trends
+from dashboard.archived import Archive
 from dashboard.auth import FailureLimiter, authorised, safe_next, session_value, token_matches
+from dashboard.history import Query
 from dashboard.settings import (
     COOKIE_NAME,
     HEALTH_EVERY_S,
@@ -84,11 +89,14 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
     return (redis.RedisError, OSError)
 
 
-def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: Any = None) -> Starlette:
-    """The app; ``client``/``sync_client`` (redis.asyncio / redis) are made from the URL when None."""
+def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: Any = None,
+               archive: Engine | None = None) -> Starlette:
+    """The app; ``client``/``sync_client`` (redis.asyncio / redis) are made from the URL when None;
+    ``archive``: the archive's engine (opened from ``settings.archive_url`` at start when None and a URL is set)."""
     token = settings.token
     login = token is not None
-    state: dict[str, Store] = {}
+    state: dict[str, Any] = {}
+    has_archive = archive is not None or settings.archive_url is not None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -98,9 +106,17 @@ def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: 
         aclient = client or redis.asyncio.Redis.from_url(settings.redis_url)
         sclient = sync_client or redis.Redis.from_url(settings.redis_url)
         state["store"] = Store(aclient, queue=settings.queue, sync_client=sclient)
+        engine = archive
+        if engine is None and settings.archive_url is not None:
+            from archive.db import open_engine
+
+            engine = open_engine(settings.archive_url, migrate=False)
+        state["archive"] = Archive(engine) if engine is not None else None
         try:
             yield
         finally:
+            if engine is not None and archive is None:
+                engine.dispose()
             if client is None:
                 await aclient.aclose()
             if sync_client is None:
@@ -137,15 +153,42 @@ def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: 
 
     async def overview(request: Request) -> Response:
         snapshot = await state["store"].overview()
-        return _harden(HTMLResponse(pages.overview_page(snapshot, labels=OVERVIEW_LABELS, login=login)))
+        return _harden(HTMLResponse(pages.overview_page(snapshot, labels=OVERVIEW_LABELS, login=login,
+                                                        archive=has_archive)))
 
     async def call(request: Request) -> Response:
         call_id = request.path_params["call_id"]
-        data = await state["store"].call(call_id)
+        arch: Archive | None = state["archive"]
+        try:
+            data = await state["store"].call(call_id)
+        except _redis_errors():
+            if arch is None:
+                raise
+            data = None  # Redis away: an archived call can still be shown
+        if data is None and arch is not None:
+            data = await arch.call(call_id)
         if data is None:
-            return _harden(HTMLResponse(pages.not_found_page(call_id), status_code=404))
+            return _harden(HTMLResponse(pages.not_found_page(call_id, archive=arch is not None), status_code=404))
         nonce = secrets.token_urlsafe(16)
-        return _harden(HTMLResponse(pages.call_page(call_id, data, nonce=nonce, login=login)), nonce)
+        return _harden(HTMLResponse(pages.call_page(call_id, data, nonce=nonce, login=login, archive=has_archive)),
+                       nonce)
+
+    def no_archive() -> Response:
+        return _harden(PlainTextResponse(history.NO_ARCHIVE, status_code=404))
+
+    def archive_route(read: Callable[..., Query], fetch: Callable[[Archive, Query], Awaitable[Any]],
+                      render: Callable[..., str]) -> Handler:
+        """A page over the archive: the query string read (``read``), the archive asked (``fetch``) unless
+        a value is invalid (400, the form and the message), the page rendered (``render``)."""
+        async def route(request: Request) -> Response:
+            arch: Archive | None = state["archive"]
+            if arch is None:
+                return no_archive()
+            q = read(request.query_params)
+            got = await fetch(arch, q) if q.flt is not None and not q.error else None
+            return _harden(HTMLResponse(render(q, got, login=login), status_code=400 if q.error else 200))
+
+        return route
 
     def sse_response(gen: AsyncIterator[str]) -> Response:
         return _harden(StreamingResponse(gen, media_type="text/event-stream",
@@ -267,6 +310,8 @@ def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: 
     routes = [
         Route("/", guarded(overview)),
         Route("/calls/{call_id:path}", guarded(call)),
+        Route("/history", guarded(archive_route(history.read_history, Archive.history, history.history_page))),
+        Route("/trends", guarded(archive_route(trends.read_trends, Archive.trends_of, trends.trends_page))),
         Route("/sse/overview", guarded(sse_overview, page=False)),
         Route("/sse/call", guarded(sse_call, page=False)),
         Route("/login", login_form, methods=["GET"]),
@@ -276,6 +321,12 @@ def create_app(settings: DashboardSettings, *, client: Any = None, sync_client: 
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     import redis
+    from sqlalchemy.exc import SQLAlchemyError
 
-    handlers: dict[Any, Any] = {redis.RedisError: redis_down, ConnectionError: redis_down}
+    async def archive_down(request: Request, exc: Exception) -> Response:
+        return _harden(HTMLResponse(pages.unavailable_page(f"The call archive cannot be read ({type(exc).__name__});"
+                                                           " reload in a moment."), status_code=503))
+
+    handlers: dict[Any, Any] = {redis.RedisError: redis_down, ConnectionError: redis_down,
+                                SQLAlchemyError: archive_down}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)

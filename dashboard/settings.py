@@ -30,6 +30,14 @@ LOGIN_FAILURES = 10
 LOGIN_WINDOW_S = 300.0
 #: Name of the session cookie (HttpOnly, SameSite=Strict).
 COOKIE_NAME = "ser_dashboard"
+#: The History page's default time range (days back from today, UTC, today included) and rows per page
+#: (``limit`` in the query string changes it, up to HISTORY_MAX_LIMIT).
+HISTORY_DAYS = 7
+HISTORY_PAGE_SIZE = 50
+HISTORY_MAX_LIMIT = 500
+#: The Trends page's default time range (days) and the most groups (agents, queues...) drawn as lines.
+TRENDS_DAYS = 28
+TRENDS_MAX_LINES = 8
 
 
 @dataclass(frozen=True)
@@ -39,3 +47,4 @@ class DashboardSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     token: str | None = None  # SER_DASHBOARD_TOKEN; None: no login (loopback only)
+    archive_url: str | None = None  # --archive / SER_ARCHIVE_URL; None: no History/Trends, Redis only

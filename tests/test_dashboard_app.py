@@ -48,14 +48,15 @@ def request(url: str, *, data: bytes | None = None, **headers: str) -> tuple[int
 
 
 @contextmanager
-def serve(redis_url: str) -> Iterator[str]:
+def serve(redis_url: str, *, archive: Any = None) -> Iterator[str]:
+    """The app on a free loopback port (``archive``: the call archive's engine, tests/test_dashboard_history.py)."""
     import uvicorn
 
     from dashboard.app import create_app
 
     port = free_port()
     settings = DashboardSettings(redis_url=redis_url, port=port, token=TOKEN)
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
+    config = uvicorn.Config(create_app(settings, archive=archive), host="127.0.0.1", port=port, log_level="warning",
                             timeout_graceful_shutdown=1)
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)

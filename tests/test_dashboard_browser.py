@@ -50,7 +50,7 @@ IMG_ENV = "SER_SCREENSHOT_DIR"
 
 def env() -> dict[str, str]:
     out = dict(os.environ)
-    for key in ("SER_REDIS_URL", "SER_DASHBOARD_TOKEN", "SER_ALERT_RULES"):
+    for key in ("SER_REDIS_URL", "SER_DASHBOARD_TOKEN", "SER_ALERT_RULES", "SER_ARCHIVE_URL", "SER_ARCHIVE_URL_FILE"):
         out.pop(key, None)
     out["PYTHONPATH"] = str(ROOT) + os.pathsep + out.get("PYTHONPATH", "")
     return out

@@ -43,6 +43,7 @@
 
   function renderTrends() {
     var box = document.getElementById("trends");
+    if (!box) { return; }  // an archived call: its scores per quarter instead (trend events are not archived)
     box.replaceChildren();
     data.channels.forEach(function (ch) {
       var list = trends[ch] || [];
