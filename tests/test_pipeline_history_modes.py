@@ -144,3 +144,20 @@ def test_a_channel_waits_for_its_previous_job_and_a_failed_segment_adds_nothing(
     assert [r["kind"] for r in ch0[:2]] == ["failure", "failure"]
     assert [r["history"] for r in ch0[2:]] == [min(i, MAX) for i in range(SEGMENTS["ch0"] - 2)]
     assert [r["history"] for r in recs if r["channel"] == "ch1"] == [min(i, MAX) for i in range(SEGMENTS["ch1"])]
+
+
+def test_a_resent_job_carries_the_history_it_carried_the_first_time(redis_url: str, bundle10: Path) -> None:
+    from producer.dispatch import Batch
+
+    spec = load_bundle(bundle10).spec
+    conn = redis.Redis.from_url(redis_url)
+    backend = RedisBackend(spec=spec, stream_id="again", connection=conn, queue=DEFAULT_QUEUE, max_pending=8,
+                           timeout_s=10, resend_after_s=30)
+    past = np.arange(3 * 64, dtype=np.float32).reshape(3, 64) / 100
+    window = spec.segment.samples(spec.sample_rate)[0]
+    backend.submit(Batch("ch0", [(5, 15.0, 18.0)], [np.zeros(window, np.float32)], history=past))
+    (p,) = backend.pending.values()
+    backend._send(p, again=True)  # as after a worker died with it, or a Redis restart
+    q = Queue(DEFAULT_QUEUE, connection=conn, serializer=JSONSerializer)
+    first, again = (q.fetch_job(jid).args[0] for jid in (p.base_jid, p.jid))
+    assert p.jid.endswith("-r1") and first["history_count"] == 3 and first["history"] == again["history"]
