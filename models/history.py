@@ -4,28 +4,35 @@ relative to the same voice a moment earlier.
 A call gives speaker normalisation for free: each channel is one speaker (and one line), and by the
 time a segment is classified the call has already heard that channel. A bundle with an
 ``embedding_history`` section has a second graph input ``history`` ``(k, size)`` and a second output
-``embedding`` ``(k, size)`` (each segment's pooled encoder frames); the head sees the segment's
-frames *minus* ``history``, the channel's recent mean embedding shrunk towards the training prior:
+``embedding`` ``(k, size)`` (each segment's pooled encoder frames; it does not depend on ``history``);
+the head sees the segment's frames *minus* ``history``, the channel's recent mean embedding shrunk
+towards the training prior:
 
 ``history = (sum of the last m embeddings + n0 * prior) / (m + n0)``, ``m <= max_segments``
 
 with ``n0 = prior_segments`` the warm-up (after ``n0`` segments the channel's own voice weighs as
-much as the prior). It is causal by construction: the ingestion side (the producer, a gateway)
-folds in the embeddings that workers return with their results, and sends the channel's current
-vector with its *later* jobs, so a segment never sees itself or anything after it. In a batch every
-segment carries the vector of the moment the batch was sent; distributed, a result that has not come
-back yet is not in it. Each record names the history it used (``history``: the number of earlier
-segments ``m``), so embedded and distributed runs can be compared record by record.
+much as the prior).
 
-Training simulates exactly this (``training.fit_v3.history_means``): ``0..max_segments`` other clips
+**The contract** (the same in embedded, distributed and live runs, whatever the batch size): a
+segment's history is the embeddings of the last ``max_segments`` earlier segments of its channel that
+have a result (a failed segment has no embedding and is skipped), each rounded to float16 (the
+precision they travel at). A job carries the channel's history as of its first segment
+(:func:`encode_embeddings`); the worker classifies its segments one by one (:func:`causal`), adding
+each segment's embedding to the history of the next, so a segment never sees itself or anything after
+it. The ingestion side (:class:`CallHistory`, folded from the results) sends a channel's next job only
+once the previous one's records are in (``producer.session``). Each record names the history it used
+(``history``: the number of earlier segments ``m``).
+
+Training simulates this (``training.fit_v3.history_means``): ``0..max_segments`` other clips
 of the same speaker, drawn without looking at labels, the same prior and ``n0``.
 
-On the wire the vector carries one more value, ``m`` (:func:`wire_vector`): ``(size + 1,)``.
+The graph's input is the mean; :func:`wire_vector` appends ``m``: ``(size + 1,)``.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -108,7 +115,7 @@ class CallHistory:
         self._seen: dict[str, dict[int, np.ndarray]] = {}
 
     def add(self, channel: str, seq: int, embedding: np.ndarray) -> None:
-        e = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        e = as_sent(np.asarray(embedding, dtype=np.float32).reshape(-1))
         if e.shape != (self.params.size,):
             raise ParameterError(f"embedding has {e.size} values, expected {self.params.size}")
         per = self._seen.setdefault(channel, {})
@@ -117,16 +124,61 @@ class CallHistory:
             for old in sorted(per)[: len(per) - self.params.max_segments]:
                 del per[old]
 
-    def wire(self, channel: str) -> np.ndarray:
-        """The channel's current wire vector ``(size + 1,)``."""
+    def recent(self, channel: str) -> np.ndarray:
+        """The channel's history: its last ``max_segments`` embeddings by ``seq`` ``(m, size)`` float32."""
         per = self._seen.get(channel, {})
         recent = [per[s] for s in sorted(per)[-self.params.max_segments :]]
-        return wire_vector(np.stack(recent) if recent else np.zeros((0, self.params.size)), self.params)
+        return np.stack(recent) if recent else np.zeros((0, self.params.size), np.float32)
+
+    def wire(self, channel: str) -> np.ndarray:
+        """The channel's current wire vector ``(size + 1,)``."""
+        return wire_vector(self.recent(channel), self.params)
+
+
+def as_sent(e: np.ndarray) -> np.ndarray:
+    """An embedding at the precision a history holds it (float16, as results carry it), as float32."""
+    return np.asarray(e, dtype=np.float32).astype("<f2").astype(np.float32)
+
+
+#: ``predict(x (1, frames, bands), wire (1, size + 1))`` -> ``(probs (1, n), embedding (1, size))``.
+Predict = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def causal(predict: Predict, x: np.ndarray, past: np.ndarray, params: HistoryParams
+           ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Classify one channel's consecutive segments ``x`` ``(k, frames, bands)`` in order, each with the
+    history of everything before it: ``past`` ``(m, size)`` (the channel's history as of the first
+    segment) and the embeddings of the segments before it in ``x``. One segment per graph run, so a
+    segment's output never depends on how its channel was batched. Returns probabilities ``(k, n)``,
+    embeddings ``(k, size)`` (float16 precision) and each segment's ``m``."""
+    window = [as_sent(e) for e in np.asarray(past, dtype=np.float32).reshape(-1, params.size)[-params.max_segments :]]
+    probs, embs, counts = [], [], []
+    for i in range(len(x)):
+        hist = np.stack(window) if window else np.zeros((0, params.size), np.float32)
+        p, e = predict(x[i : i + 1], wire_vector(hist, params)[None, :])
+        emb = as_sent(e[0])
+        probs.append(p[0])
+        embs.append(emb)
+        counts.append(len(window))
+        window = [*window, emb][-params.max_segments :]
+    if not embs:
+        return np.zeros((0, 0), np.float32), np.zeros((0, params.size), np.float32), []
+    return np.stack(probs), np.stack(embs), counts
 
 
 def encode_embedding(e: np.ndarray) -> str:
     """One embedding ``(size,)`` -> base64 of little-endian float16 (what a result record carries)."""
     return base64.b64encode(np.ascontiguousarray(e, dtype="<f2").tobytes()).decode("ascii")
+
+
+def encode_embeddings(e: np.ndarray) -> str:
+    """``(m, size)`` embeddings (a job's history) -> base64 of little-endian float16, row after row."""
+    return encode_embedding(np.asarray(e).reshape(-1))
+
+
+def decode_embeddings(text: Any, *, count: int, size: int) -> np.ndarray:
+    """Inverse of :func:`encode_embeddings`: ``(count, size)``; ValueError unless it holds that many finite values."""
+    return decode_embedding(text, size=count * size).reshape(count, size)
 
 
 def decode_embedding(text: Any, *, size: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import onnxruntime as ort
 from models.bundle import Bundle, load_bundle
 from models.errors import BundleError, ParameterError
 from models.features import compute
-from models.history import prior_wire, wire_vector
+from models.history import causal, prior_wire, wire_vector
 from models.speaker import prior_vector, segment_sums, stats_vector
 from models.utterances import clip_windows
 
@@ -170,6 +170,21 @@ class EmotionModel:
         if calibrated and self.spec.calibration is not None:
             probs = self.spec.calibration.apply(probs)
         return probs, np.asarray(emb, dtype=np.float32)
+
+    def predict_causal(self, x: np.ndarray, past: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """One channel's consecutive segments ``x`` ``(k, frames, n_bands)``, each with the history of the
+        channel's earlier segments (:func:`models.history.causal`): ``past`` ``(m, size)``, the channel's
+        history before the first (None: none). Returns probabilities, embeddings and each segment's ``m``."""
+        hist = self.spec.history
+        if hist is None:
+            raise ParameterError(f"{self.model_id} takes no embedding history")
+        self._check_features(x)
+        past = np.zeros((0, hist.size), np.float32) if past is None else np.asarray(past, dtype=np.float32)
+        if past.ndim != 2 or past.shape[1] != hist.size:
+            raise ParameterError(f"history embeddings have shape {past.shape}, expected (m, {hist.size})")
+        probs, emb, counts = causal(self.predict_history, x, past, hist)
+        return (probs if len(x) else np.zeros((0, len(self.labels)), np.float32)), emb, counts
 
     def _check_features(self, x: np.ndarray) -> None:
         if x.ndim != 3 or x.shape[1:] != (self.spec.n_frames, self.spec.features.n_mels):

@@ -31,6 +31,9 @@ class Batch:
     items: list[tuple[int, float, float]] = field(default_factory=list)  # (seq, start_s, end_s)
     segments: list[np.ndarray] = field(default_factory=list)
     speaker: list[np.ndarray] = field(default_factory=list)  # per segment, when the model takes them
+    #: A model with an embedding history: the channel's history before the first segment ``(m, size)``,
+    #: set when the batch is sent (``producer.session``).
+    history: np.ndarray | None = None
 
 
 class Batcher:
@@ -69,7 +72,8 @@ class Backend:
         try:
             return make_payload(stream_id=self.stream_id, channel=batch.channel, model_id=self.spec.model_id,
                                 sample_rate=self.spec.sample_rate, window=self.window, items=batch.items,
-                                pcm_key=key, speaker=np.stack(batch.speaker) if batch.speaker else None)
+                                pcm_key=key, speaker=np.stack(batch.speaker) if batch.speaker else None,
+                                history=batch.history)
         except ValueError as exc:
             raise SERError(f"refusing to enqueue a batch: {exc}") from None
 

@@ -36,17 +36,19 @@ class Collector:
             self._order.append(key)
             self._done += key in self._seen
 
-    def add(self, record: dict[str, Any]) -> None:
-        """Take a result or failure record; a second record for the same segment is dropped."""
+    def add(self, record: dict[str, Any]) -> bool:
+        """Take a result or failure record; a second record for the same segment is dropped.
+        True: the record is the segment's first."""
         if record.get("kind") not in ("result", "failure"):
-            return
+            return False
         key = (str(record["channel"]), int(record["seq"]))
         if key in self._seen:
             self.duplicates += 1
-            return
+            return False
         self._seen.add(key)
         self._arrived[key] = record
         self._done += key in self._expected
+        return True
 
     def pop_ready(self) -> list[dict[str, Any]]:
         """Records whose predecessors have all arrived, in output order."""

@@ -62,6 +62,7 @@ class Pending:
     sent_at: float
     attempt: int = 0
     speaker: np.ndarray | None = None  # the batch's speaker vectors, when the model takes them
+    history: np.ndarray | None = None  # the channel's history before the batch (models.history), re-sent as is
 
     @property
     def jid(self) -> str:
@@ -199,7 +200,7 @@ class RedisBackend(Backend):
         pipe.set(key, p.pcm, ex=PCM_TTL_S)
         payload = make_payload(stream_id=self.stream_id, channel=p.channel, model_id=self.spec.model_id,
                                sample_rate=self.spec.sample_rate, window=self.window, items=p.items, pcm_key=key,
-                               speaker=p.speaker)
+                               speaker=p.speaker, history=p.history)
         self.queue.enqueue_call(
             JOB_FUNC, args=(payload,), job_id=jid, timeout=JOB_TIMEOUT_S,
             result_ttl=JOB_RESULT_TTL_S, failure_ttl=JOB_FAILURE_TTL_S, ttl=PCM_TTL_S,
@@ -229,10 +230,10 @@ class RedisBackend(Backend):
         return [bool(won) for won in self._retry(claim)[:-1]]
 
     def _add_pending(self, jid: str, channel: str, items: list[tuple[int, float, float]],
-                     segments: list[np.ndarray], speaker: list[np.ndarray]) -> Pending:
+                     segments: list[np.ndarray], speaker: list[np.ndarray], history: np.ndarray | None) -> Pending:
         p = Pending(base_jid=jid, channel=channel, items=items, pcm=pcm_encode(np.stack(segments)),
                     left={int(s) for s, _, _ in items}, sent_at=time.monotonic(),
-                    speaker=np.stack(speaker) if speaker else None)
+                    speaker=np.stack(speaker) if speaker else None, history=history)
         self.pending[jid] = p
         for seq in p.left:
             self._owner[(p.channel, seq)] = jid
@@ -255,12 +256,12 @@ class RedisBackend(Backend):
             self.resent += len(old)
             self._add_pending(f"{job_id(self.stream_id, batch.channel, batch.items[old[0]][0])}-c", batch.channel,
                               [batch.items[i] for i in old], [batch.segments[i] for i in old],
-                              [batch.speaker[i] for i in old] if batch.speaker else [])
+                              [batch.speaker[i] for i in old] if batch.speaker else [], batch.history)
         if not new:
             return []
         jid = job_id(self.stream_id, batch.channel, batch.items[new[0]][0])
         p = self._add_pending(jid, batch.channel, [batch.items[i] for i in new], [batch.segments[i] for i in new],
-                              [batch.speaker[i] for i in new] if batch.speaker else [])
+                              [batch.speaker[i] for i in new] if batch.speaker else [], batch.history)
 
         def first_send() -> None:
             if not p.attempt:  # after a reconnect (attempt > 0) the batch has been sent already

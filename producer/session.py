@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import queue
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -50,8 +51,10 @@ from workers.turns import TurnBuilder
 
 #: Seconds one blocking wait for results lasts while results are outstanding.
 FOLLOW_BLOCK_S = 0.5
-#: While audio comes in, look for results at most this often (seconds).
+#: While audio comes in, look for results at most this often (seconds; every block while a batch is held).
 POLL_INTERVAL_S = 0.05
+#: Seconds one wait for results lasts while ``max_pending`` batches are held.
+HELD_POLL_S = 0.05
 
 Records = list[dict[str, Any]]
 
@@ -73,6 +76,11 @@ class CallSession:
         self.tracker = SpeakerTracker(spec) if spec.speaker is not None else None
         #: The channels' embedding history (models.history), fed by the results, sent with later jobs.
         self.history = CallHistory(spec.history) if spec.history is not None else None
+        #: A model with a history: each channel's batches not sent yet (its previous job's records are
+        #: not all in: its history is not known yet), and the seqs of its job in flight without a record.
+        self._held: dict[str, deque[Batch]] = {}
+        self._flight: dict[str, set[int]] = {}
+        self._sending = self._releasing = False
         self.metrics = ProducerMetrics(connection)  # no-op embedded
         self.calls = CallEvents(connection, call_id=call_id, source=source, channels=self.names,
                                 model=spec.model_id, labels=spec.labels, params=params, settings=events,
@@ -105,8 +113,12 @@ class CallSession:
         """Collect records; release those now in order (each followed by the turn it closed) to the
         sink, and the results to the call events. True: any record arrived."""
         for rec in records:
-            self._fold(rec)
-            self.collector.add(rec)
+            embedding = rec.pop("embedding", None)
+            if self.collector.add(rec):  # a segment's first record only: a later duplicate changes nothing
+                self._fold(rec, embedding)
+            if rec.get("kind") in ("result", "failure"):
+                self._flight.get(str(rec.get("channel")), set()).discard(int(rec.get("seq", -1)))
+        self._release()
         ready = self.collector.pop_ready()
         if ready:
             out = self.turn_builder.interleave(ready)
@@ -117,10 +129,9 @@ class CallSession:
             self._finish_turns()
         return bool(records)
 
-    def _fold(self, rec: dict[str, Any]) -> None:
-        """A result's embedding goes into its channel's history (and out of the record: it is the
-        model's internal state, not output; the results stream keeps it)."""
-        text = rec.pop("embedding", None)
+    def _fold(self, rec: dict[str, Any], text: Any) -> None:
+        """A result's embedding (taken out of the record: it is the model's internal state, not output;
+        the results stream keeps it) goes into its channel's history. A failure adds nothing."""
         if self.history is None or text is None or rec.get("kind") != "result":
             return
         try:
@@ -182,14 +193,61 @@ class CallSession:
         """Register the call and publish ``call_started``."""
         self.calls.start()
 
+    def _queue(self, batch: Batch) -> None:
+        """Send ``batch``, or (a model with a history) hold it until its channel's job in flight has all
+        its records: its history holds every earlier segment of the channel. At most ``max_pending``
+        batches are held in all: beyond that this waits for results (the producer stops reading)."""
+        if self.history is None:
+            self._send(batch)
+            return
+        self._held.setdefault(batch.channel, deque()).append(batch)
+        self._release()
+        limit = max(1, int(getattr(self.backend, "max_pending", 1)))
+        timeout_s = float(getattr(self.backend, "timeout_s", 60.0))
+        deadline = time.monotonic() + timeout_s
+        while self.held >= limit:
+            if self.poll(HELD_POLL_S):
+                deadline = time.monotonic() + timeout_s
+            elif time.monotonic() > deadline:
+                raise StalledError(f"{self.held} batch(es) held for {timeout_s:g} s waiting for their channel's "
+                                   f"previous results (--max-pending {limit}): are workers running?")
+
+    @property
+    def held(self) -> int:
+        """Batches formed but not sent yet (a model with a history: waiting for their channel's results)."""
+        return sum(len(q) for q in self._held.values())
+
+    def _release(self) -> None:
+        """Send each channel's next held batch once its previous job has all its records (failures
+        count: a failed segment adds nothing to the history), with the channel's history as of now."""
+        if self._sending or self._releasing or self.history is None:
+            return  # the loop below (or the send under way) sends what this frees
+        self._releasing = True
+        try:
+            moved = True
+            while moved:
+                moved = False
+                for channel, held in self._held.items():
+                    if held and not self._flight.get(channel):
+                        batch = held.popleft()
+                        batch.history = self.history.recent(channel)
+                        self._flight[channel] = {int(s) for s, _, _ in batch.items}
+                        self._send(batch)
+                        moved = True
+        finally:
+            self._releasing = False
+
     def _send(self, batch: Batch) -> None:
-        if self.history is not None:  # the channel's history as of now: every result folded in so far
-            batch.speaker = [self.history.wire(batch.channel)] * len(batch.items)
         jobs, waited = self.backend.jobs, getattr(self.backend, "backpressure_s", 0.0)
-        self.take(self.backend.submit(batch, on_idle=self.poll))
+        self._sending = True
+        try:
+            records = self.backend.submit(batch, on_idle=self.poll)
+        finally:
+            self._sending = False
         if self.backend.jobs > jobs:
             self.metrics.enqueued(len(batch.items))
         self.metrics.backpressure_wait(getattr(self.backend, "backpressure_s", 0.0) - waited)
+        self.take(records)
 
     def _cut(self, cuts: list[Cut]) -> None:
         sr = self.spec.sample_rate
@@ -227,7 +285,7 @@ class CallSession:
         sr = self.spec.sample_rate
         batch = self.batcher.add(st.name, c.seq, c.start / sr, c.end / sr, samples[0], vec)
         if batch is not None:
-            self._send(batch)
+            self._queue(batch)
 
     def _events(self, events: list[dict[str, Any]]) -> None:
         if events:
@@ -237,7 +295,7 @@ class CallSession:
         """Add a ``(channels, n)`` float32 block at the input rate; cut, gate, batch and send what it completes."""
         self._cut(self.segmenter.feed(block))
         self._events(self.dynamics.advance(clock_s=self.duration_s))
-        if time.monotonic() - self._last_poll >= POLL_INTERVAL_S:  # one read per block would dominate
+        if self.held or time.monotonic() - self._last_poll >= POLL_INTERVAL_S:  # one read per block would dominate
             self.poll()
             self._last_poll = time.monotonic()
 
@@ -250,7 +308,7 @@ class CallSession:
         if empty is not None and self.segmenter.samples_seen == 0:
             raise AudioError(empty)
         for batch in self.batcher.flush():
-            self._send(batch)
+            self._queue(batch)
         self.calls.publish(self.dynamics.finish(duration_s=self.duration_s))
         self.end_record = {
             "kind": "end", "stream_id": self.call_id, "segments": self.collector.expected,

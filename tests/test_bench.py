@@ -47,3 +47,13 @@ def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
     for row in ROWS:
         assert any(ln.startswith(f"| {row}") for ln in lines), f"missing row {row!r}"
     assert "skipped" in text  # --quick skips the seed-style baseline and says so
+
+
+def test_jobcost_prints_the_cpu_of_jobs_with_a_history(tmp_path: Path) -> None:
+    from tinybundle import make_tiny_bundle
+
+    from bench.jobcost import job_cost
+
+    make_tiny_bundle(tmp_path / "h", history=True)
+    cost = job_cost(str(tmp_path / "h"), k=2, rounds=2, segments=2)
+    assert len(cost) == 2 and all(c > 0 for c in cost)

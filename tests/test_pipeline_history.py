@@ -13,10 +13,28 @@ import redis
 import soundfile as sf
 from test_pipeline_redis import embedded, producer_proc, records, worker_proc
 
-from models.history import CallHistory, HistoryParams, decode_embedding, encode_embedding, shrunk_mean, wire_vector
+from models.history import (
+    CallHistory,
+    HistoryParams,
+    as_sent,
+    decode_embedding,
+    encode_embedding,
+    encode_embeddings,
+    shrunk_mean,
+    wire_vector,
+)
 from models.runtime import EmotionModel
 from producer.dispatch import Batch, EmbeddedBackend
-from workers.contract import check_payload, classify, decode_entry, pcm_encode, results_key
+from workers.contract import (
+    MAX_HISTORY_SEGMENTS,
+    check_payload,
+    classify,
+    decode_entry,
+    make_payload,
+    pcm_decode,
+    pcm_encode,
+    results_key,
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,28 +76,66 @@ def test_call_history_keeps_the_latest_segments_whatever_the_arrival_order() -> 
             decode_embedding(bad, size=2 if why == "non-finite" else 64)
 
 
-def test_jobs_with_a_history_return_embeddings_and_name_their_history(history_bundle_dir: Path) -> None:
+def test_a_job_classifies_its_segments_one_by_one_each_after_the_ones_before(history_bundle_dir: Path) -> None:
     model = EmotionModel(history_bundle_dir)
     hist = model.spec.history
-    assert model.uses_history and hist is not None and hist.size == 64
+    assert model.uses_history and hist is not None and hist.size == 64 and hist.max_segments == 4
     rng = np.random.default_rng(0)
-    segs = (rng.standard_normal((3, 24000)) * 0.1).astype(np.float32)
-    earlier = rng.standard_normal((3, 64)).astype(np.float32)
-    vecs = np.stack([wire_vector(earlier[:k], hist) for k in range(3)])
+    segs = (rng.standard_normal((5, 24000)) * rng.uniform(0.05, 0.3, (5, 1))).astype(np.float32)
+    earlier = as_sent(rng.standard_normal((3, 64)).astype(np.float32))
     backend = EmbeddedBackend(spec=model.spec, stream_id="s", model=model)
-    payload = check_payload(backend.payload(Batch("agent", [(i, 3.0 * i, 3.0 * i + 3) for i in range(3)],
-                                                  list(segs), list(vecs)), "ser:pcm:x"))
+    items = [(i, 3.0 * i, 3.0 * i + 3) for i in range(5)]
+    payload = check_payload(backend.payload(Batch("agent", items, list(segs), history=earlier), "ser:pcm:x"))
+    assert payload["v"] == 2 and payload["history_count"] == 3 and payload["history_size"] == 64
     out = classify(model, payload, pcm_encode(segs))
-    assert [r["history"] for r in out] == [0, 1, 2]
+    assert [r["history"] for r in out] == [3, 4, 4, 4, 4]  # the last max_segments: 3 carried, then the job's own
     emb = np.stack([decode_embedding(r["embedding"], size=64) for r in out])
-    _, want = model.predict_history(model.features(segs))
-    np.testing.assert_allclose(emb, want, atol=2e-3 * np.abs(want).max())
-    assert out[0]["probs"] != out[1]["probs"]
-    payload.pop("speaker")
-    payload.pop("speaker_size")
-    plain = classify(model, payload, pcm_encode(segs))  # no vectors: the prior, history 0
-    assert [r["history"] for r in plain] == [0, 0, 0] and plain[0]["probs"] == out[0]["probs"]
-    assert plain[1]["probs"] != out[1]["probs"] and plain[2]["probs"] != out[2]["probs"]  # the history matters
+    x = model.features(pcm_decode(pcm_encode(segs), k=5, window=24000))  # what the worker hears
+    _, want = model.predict_history(x)
+    np.testing.assert_allclose(emb, want, atol=2e-3 * np.abs(want).max())  # the embedding ignores the history
+    for i in range(5):  # segment i: its probabilities are those of the history of everything before it
+        before = np.concatenate([earlier, emb[:i]])[-4:]
+        probs = model.predict_history(x[i : i + 1], wire_vector(before, hist)[None, :])[0][0]
+        assert [out[i]["probs"][lab] for lab in model.labels] == [round(float(v), 6) for v in probs]
+    # the same segments in two jobs, the second carrying what the first returned: the same records
+    first = classify(model, check_payload(backend.payload(Batch("agent", items[:2], list(segs[:2]), history=earlier),
+                                                          "ser:pcm:x")), pcm_encode(segs[:2]))
+    carried = np.concatenate([earlier, [decode_embedding(r["embedding"], size=64) for r in first]])[-4:]
+    second = classify(model, check_payload(backend.payload(Batch("agent", items[2:], list(segs[2:]), history=carried),
+                                                           "ser:pcm:x")), pcm_encode(segs[2:]))
+    assert first + second == out
+    for name in ("history", "history_count", "history_size"):
+        payload.pop(name)
+    plain = classify(model, payload, pcm_encode(segs))  # no history carried: the call's first job
+    assert [r["history"] for r in plain] == [0, 1, 2, 3, 4]
+    assert plain[0]["probs"] != out[0]["probs"]  # the history matters
+
+
+def test_malformed_histories_and_old_payloads_are_refused(history_bundle_dir: Path, tiny_bundle_dir: Path) -> None:
+    model = EmotionModel(history_bundle_dir)
+    segs = np.zeros((1, 24000), np.float32)
+    good = make_payload(stream_id="s", channel="a", model_id=model.model_id, sample_rate=8000, window=24000,
+                        items=[(0, 0.0, 3.0)], pcm_key="ser:pcm:x", history=np.ones((2, 64), np.float32))
+    assert check_payload(dict(good)) == good
+    for change, why in (({"history_count": 3}, "not 3 x 64"), ({"history": 5}, "base64 text"),
+                        ({"history_count": MAX_HISTORY_SEGMENTS + 1}, "history_count 0-"),
+                        ({"history_size": 0}, "history_size 1-"), ({"history_count": True}, "history_count")):
+        with pytest.raises(ValueError, match=why):
+            check_payload({**good, **change})
+    with pytest.raises(ValueError, match="history embeddings have shape"):
+        make_payload(stream_id="s", channel="a", model_id="m", sample_rate=8000, window=24000, items=[(0, 0.0, 3.0)],
+                     pcm_key="ser:pcm:x", history=np.ones((MAX_HISTORY_SEGMENTS + 1, 64), np.float32))
+    wrong = dict(good, history_size=32, history=encode_embeddings(np.ones((2, 32))), history_count=2)
+    rec = classify(model, check_payload(wrong), pcm_encode(segs))[0]  # not this model's size: the worker says so
+    assert rec["kind"] == "failure" and "of size 32 do not fit" in rec["error"]
+    old = {k: v for k, v in good.items() if not k.startswith("history")} | {"v": 1}  # an older producer's job
+    rec = classify(model, check_payload(old), pcm_encode(segs))[0]
+    assert rec["kind"] == "failure" and "payload version 1 carries no embedding history" in rec["error"]
+    plain = EmotionModel(tiny_bundle_dir)  # without a history, version 1 jobs run as before
+    old = make_payload(stream_id="s", channel="a", model_id=plain.model_id, sample_rate=8000, window=24000,
+                       items=[(0, 0.0, 3.0)], pcm_key="ser:pcm:x") | {"v": 1}
+    assert classify(plain, old, pcm_encode(segs))[0]["kind"] == "result"
+    assert classify(plain, old | {"v": 3}, pcm_encode(segs))[0]["error"].startswith("payload version 3 is not")
 
 
 def test_embedded_history_is_causal_and_output_carries_no_embedding(tmp_path: Path, stereo_call: Path,
@@ -110,18 +166,20 @@ def test_distributed_records_name_the_history_they_had(redis_url: str, stereo_ca
     code, out, err = embedded([*args, "--stream-id", "hd0"])
     assert code == 0, err
     emb = {(r["channel"], r["seq"]): r for r in records(out)}
-    prod = producer_proc(redis_url, *args, "--stream-id", "hd1")
-    worker = worker_proc(redis_url, history_bundle_dir, "--processes", "1", "--burst")
-    dout, derr = prod.communicate(timeout=60)
-    worker.communicate(timeout=60)
+    # not --burst: with a history the queue is empty while a channel's next job waits for the last one's results
+    worker = worker_proc(redis_url, history_bundle_dir, "--processes", "1")
+    try:
+        prod = producer_proc(redis_url, *args, "--stream-id", "hd1")
+        dout, derr = prod.communicate(timeout=60)
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=60)
     assert prod.returncode == 0, derr
     dist = {(r["channel"], r["seq"]): r for r in records(dout)}
     assert dist.keys() == emb.keys()
-    for key, r in dist.items():  # at most what the embedded run had: results not back yet are not in it
-        assert "embedding" not in r and 0 <= r["history"] <= emb[key]["history"]
-        if r["history"] == emb[key]["history"]:  # the same earlier segments (fewer than max_segments here)
-            assert r["probs"] == emb[key]["probs"]
-    assert any(r["history"] == emb[k]["history"] for k, r in dist.items())
+    for key, r in dist.items():  # the same history, the same probabilities: the embeddings came back in time
+        assert "embedding" not in r and r["history"] == emb[key]["history"] and r["probs"] == emb[key]["probs"]
+    assert max(r["history"] for r in dist.values()) == 2  # fails where distributed mode never folds an embedding
     # the results stream keeps each result's embedding in a field of its own, beside the record: readers
     # of records (the dashboard, reports) never see it; the ingestion side asks for it
     conn = redis.Redis.from_url(redis_url)

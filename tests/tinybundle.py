@@ -26,14 +26,16 @@ WHISPER = FeatureParams(n_fft=400, hop_length=160, n_mels=80, fmin=0.0, fmax=800
 
 def tiny_spec(*, labels: tuple[str, ...] = LABELS, sample_rate: int = 8000, window_s: float = 3.0,
               speaker: bool = False, calibration: Calibration | None = None, vad: str = "energy",
-              whisper: bool = False, history: bool = False) -> Spec:
+              whisper: bool = False, history: bool = False, history_segments: int = 4) -> Spec:
     """``vad="silero"``: Silero VAD and utterance-aligned segments (3 s windows every 1.5 s, >= 0.8 s);
     ``whisper``: Whisper's front end (the 3.x models' features), identity normalisation;
-    ``history``: an embedding history (:mod:`models.history`) of ``n_mels`` values, prior 0."""
+    ``history``: an embedding history (:mod:`models.history`) of ``n_mels`` values, prior 0, of the
+    last ``history_segments`` segments."""
     features = WHISPER if whisper else FeatureParams()
     sp = (SpeakerParams(prior_mean=(0.5,) * features.n_mels, prior_std=(1.0,) * features.n_mels, prior_frames=200.0)
           if speaker else None)
-    hist = HistoryParams(prior=(0.0,) * features.n_mels, prior_segments=1.0, max_segments=4) if history else None
+    hist = (HistoryParams(prior=(0.0,) * features.n_mels, prior_segments=1.0, max_segments=history_segments)
+            if history else None)
     return Spec(speaker=sp, calibration=calibration, history=hist,
         name="tiny-test", version="0.0.1", labels=labels, sample_rate=sample_rate,
         segment=(SegmentParams(window_s=window_s, hop_s=window_s / 2, min_s=0.8) if vad == "silero"

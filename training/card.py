@@ -105,13 +105,14 @@ def _history_text(h: dict[str, Any] | None) -> tuple[str, str, str]:
 
 The graph has a second input `history` [batch, {len(h.get('prior', []))}] and a second output `embedding`
 (each segment's pooled encoder frames averaged over time). Workers return each result's embedding; the
-ingestion side (`ser-produce`, `ser-gateway`) folds it into its channel's history and sends
-`(sum of the channel's last m <= {m} embeddings + {n0} × prior) / (m + {n0})` with the channel's later jobs.
+ingestion side (`ser-produce`, `ser-gateway`) folds it into its channel's history, and the worker classifies
+a job's segments in order against
+`(sum of the channel's last m <= {m} embeddings + {n0} × prior) / (m + {n0})`, a job's own earlier segments included.
 **Warm-up:** a channel's first segment is classified against the prior (a typical voice); after {n0} segments
 the channel's own mean weighs as much as the prior; from {m} segments on it is a moving window. It is causal:
 a segment never sees itself or anything after it, and every record names the history it used
-(`history`: the number of earlier segments). Distributed, a result that has not come back when a later job
-is sent is not in that job's history (fewer than embedded; the record says so). Training drew 0–{m} other
+(`history`: the number of earlier segments, up to {m}). A channel's next job waits for the previous one's
+results, so file, live, embedded and distributed runs give the same records. Training drew 0–{m} other
 clips of the same speaker, label-blind, in the same line condition, with the same prior and shrinkage; the
 figures below give each test clip 6 other clips of its speaker. Files classified alone
 (`ser-train evaluate --history none`) and a call's first segment get the prior.

@@ -9,9 +9,11 @@ the producer may import).
   ``kind`` (``result``, ``failure``, ``end`` or ``turn``) and ``record`` (the JSON record); workers
   publish ``result``/``failure``, the producer ``end`` and ``turn`` (:mod:`workers.turns`). With a
   model that keeps an embedding history (:mod:`models.history`) a result entry also has the field
-  ``embedding`` (base64 float16, read back by the ingestion side only), the job's ``speaker`` vectors
-  are the channel's history wire vectors, and each result record says how many earlier segments of its
-  channel that history held (``history``).
+  ``embedding`` (base64 float16, read back by the ingestion side only), the job carries the channel's
+  history as of its first segment (``history``: its last ``m`` embeddings, ``history_count`` = m,
+  ``history_size``), the worker classifies the job's segments one by one, each with the embeddings
+  of the segments before it, and each result record says how many earlier segments of its channel
+  its history held (``history``). Version 1 jobs (no ``history`` field) are refused for such a model.
 * :func:`classify` is the job itself as a pure function, shared by the RQ job and the producer's
   embedded (no Redis) mode, so both give identical records.
 """
@@ -27,12 +29,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.history import encode_embedding
+from models.history import decode_embeddings, encode_embedding, encode_embeddings
 from models.ids import key_id
 from models.speaker import decode_vectors, encode_vectors
 
-#: Payload layout version; workers reject other versions with a failure record.
-PAYLOAD_VERSION = 1
+#: Payload layout version: 2 carries a history model's channel history as embeddings (``history``).
+PAYLOAD_VERSION = 2
+#: Versions workers accept (others get failure records); 1 only for models without an embedding history.
+ACCEPTED_VERSIONS = (1, 2)
 #: Default RQ queue name (Redis list ``rq:queue:ser``).
 DEFAULT_QUEUE = "ser"
 #: Dotted path of the RQ job function (a string, so the producer never imports the job module).
@@ -59,6 +63,9 @@ MAX_BATCH = 256
 MAX_PCM_BYTES = 32 << 20
 #: Largest speaker vector a job may carry (``2 * n_mels + 1`` floats per segment).
 MAX_SPEAKER_SIZE = 1025
+#: Most embeddings a job's history may carry, and the longest embedding (base64 float16: <= 44 KB a job).
+MAX_HISTORY_SEGMENTS = 16
+MAX_HISTORY_SIZE = 1024
 #: Scale between float samples in [-1, 1] and int16 PCM.
 PCM_SCALE = 32768.0
 
@@ -142,12 +149,15 @@ def pcm_decode(data: bytes, *, k: int, window: int) -> np.ndarray:
 def make_payload(
     *, stream_id: str, channel: str, model_id: str, sample_rate: int, window: int,
     items: Sequence[tuple[int, float, float]], pcm_key: str, speaker: np.ndarray | None = None,
+    history: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The JSON job argument. ``items``: ``(seq, start_s, end_s)`` per segment, in PCM order.
 
     ``speaker``: optional ``(len(items), size)`` speaker vectors (the channel's running statistics up
     to each segment, :mod:`models.speaker`), carried as base64 float32 in ``speaker`` with
     ``speaker_size``; a worker whose model takes them uses them, and the prior when they are absent.
+    ``history``: for a model with an embedding history, the channel's history before the first segment,
+    ``(m, size)`` embeddings (m may be 0), carried as base64 float16 with ``history_count`` and ``history_size``.
     """
     if not 1 <= len(items) <= MAX_BATCH:
         raise ValueError(f"a job carries 1-{MAX_BATCH} segments, got {len(items)}")
@@ -165,7 +175,22 @@ def make_payload(
                              f"expected ({len(items)}, <= {MAX_SPEAKER_SIZE})")
         out["speaker"] = encode_vectors(speaker)
         out["speaker_size"] = int(speaker.shape[1])
+    if history is not None:
+        if history.ndim != 2 or len(history) > MAX_HISTORY_SEGMENTS or not 1 <= history.shape[1] <= MAX_HISTORY_SIZE:
+            raise ValueError(f"history embeddings have shape {history.shape}, "
+                             f"expected (<= {MAX_HISTORY_SEGMENTS}, <= {MAX_HISTORY_SIZE})")
+        out.update(history=encode_embeddings(history), history_count=len(history), history_size=int(history.shape[1]))
     return out
+
+
+def _check_history(payload: dict[str, Any]) -> None:
+    count, size, text = payload.get("history_count"), payload.get("history_size"), payload.get("history")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (count, size)) or not isinstance(text, str) \
+            or not 0 <= count <= MAX_HISTORY_SEGMENTS or not 1 <= size <= MAX_HISTORY_SIZE:  # type: ignore[operator]
+        raise ValueError(f"payload history must be base64 text with history_count 0-{MAX_HISTORY_SEGMENTS} "
+                         f"and history_size 1-{MAX_HISTORY_SIZE}")
+    if len(text) != 4 * -(-2 * count * size // 3):  # type: ignore[operator]
+        raise ValueError(f"payload history holds {len(text)} base64 characters, not {count} x {size} float16")
 
 
 def check_payload(payload: Any) -> dict[str, Any]:
@@ -192,6 +217,8 @@ def check_payload(payload: Any) -> dict[str, Any]:
         if not isinstance(payload["speaker"], str) or not isinstance(size, int) or isinstance(size, bool) \
                 or not 1 <= size <= MAX_SPEAKER_SIZE or len(payload["speaker"]) > 8 * len(items) * size:
             raise ValueError(f"payload speaker vectors must be base64 text with speaker_size 1-{MAX_SPEAKER_SIZE}")
+    if any(k in payload for k in ("history", "history_count", "history_size")):
+        _check_history(payload)
     return payload
 
 
@@ -225,15 +252,33 @@ class Classifier(Protocol):
     def predict_features(self, x: np.ndarray, speaker: np.ndarray | None = None) -> np.ndarray: ...
 
 
-def _history_outputs(model: Any, feats: np.ndarray, vectors: np.ndarray | None
+def _history_outputs(model: Any, feats: np.ndarray, payload: dict[str, Any]
                      ) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
     """Probabilities, and for a model with an embedding history (``uses_history``) each segment's
-    embedding and the count of earlier segments its history held (the wire vectors' last value)."""
+    embedding and the count of earlier segments its history held: the job's segments one by one, each
+    after the job's ``history`` and the segments before it (``models.history.causal``)."""
     if not getattr(model, "uses_history", False):
-        return model.predict_features(feats, vectors), None, []
-    probs, emb = model.predict_history(feats, vectors)
-    counts = [0] * len(feats) if vectors is None else [int(round(float(v))) for v in vectors[:, -1]]
-    return probs, emb, counts
+        speaker = (decode_vectors(payload["speaker"], k=len(feats), size=int(payload["speaker_size"]))
+                   if "speaker" in payload else None)
+        return model.predict_features(feats, speaker), None, []
+    past = (decode_embeddings(payload["history"], count=int(payload["history_count"]),
+                              size=int(payload["history_size"])) if "history" in payload else None)
+    return model.predict_causal(feats, past)  # type: ignore[no-any-return]
+
+
+def _refusal(model: Classifier, payload: dict[str, Any]) -> str | None:
+    """Why ``model`` will not run this job (failure records say so), or None."""
+    if payload.get("v") not in ACCEPTED_VERSIONS:
+        return f"payload version {payload.get('v')!r} is not one of {list(ACCEPTED_VERSIONS)}"
+    if payload["model_id"] != model.model_id:
+        return f"model mismatch: job wants {payload['model_id']}, worker has {model.model_id}"
+    if getattr(model, "uses_history", False) and payload.get("v") == 1:
+        return (f"payload version 1 carries no embedding history, which {model.model_id} needs: "
+                f"upgrade the producer (ser-produce, ser-gateway) to payload version {PAYLOAD_VERSION}")
+    hist = getattr(getattr(model, "spec", None), "history", None)
+    if hist is not None and payload.get("history_size", hist.size) != hist.size:
+        return f"history embeddings of size {payload['history_size']} do not fit {model.model_id} (size {hist.size})"
+    return None
 
 
 #: ``timer(stage)`` -> context manager; stages: ``decode``, ``features``, ``inference`` (and the
@@ -251,22 +296,16 @@ def classify(model: Classifier, payload: dict[str, Any], pcm: bytes,
 
     A mismatch between the job's model and ``model`` gives failure records, not an exception.
     """
-    if payload.get("v") != PAYLOAD_VERSION:
-        return failure_records(payload, f"payload version {payload.get('v')!r} is not {PAYLOAD_VERSION}",
-                               model=model.model_id)
-    if payload["model_id"] != model.model_id:
-        return failure_records(
-            payload, f"model mismatch: job wants {payload['model_id']}, worker has {model.model_id}",
-            model=model.model_id)
+    refused = _refusal(model, payload)
+    if refused is not None:
+        return failure_records(payload, refused, model=model.model_id)
     items = payload["items"]
     with timer("decode"):
         segs = pcm_decode(pcm, k=len(items), window=int(payload["window"]))
-        speaker = (decode_vectors(payload["speaker"], k=len(items), size=int(payload["speaker_size"]))
-                   if "speaker" in payload else None)
     with timer("features"):
         feats = model.features(segs)
     with timer("inference"):
-        probs, emb, counts = _history_outputs(model, feats, speaker)
+        probs, emb, counts = _history_outputs(model, feats, payload)
     labels = model.labels
     below = model.uncertain_below
     out = []
