@@ -23,7 +23,7 @@ it. The ingestion side (:class:`CallHistory`, folded from the results) sends a c
 once the previous one's records are in (``producer.session``). Each record names the history it used
 (``history``: the number of earlier segments ``m``).
 
-Training simulates this (``training.fit_v3.history_means``): ``0..max_segments`` other clips
+Training simulates this (``training.fit.history_means``): ``0..max_segments`` other clips
 of the same speaker, drawn without looking at labels, the same prior and ``n0``.
 
 The graph's input is the mean; :func:`wire_vector` appends ``m``: ``(size + 1,)``.
