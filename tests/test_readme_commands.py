@@ -5,8 +5,8 @@ What the test changes, and only this (each checked, so a README edit that breaks
 here rather than silently running something else):
 
 * the quick start's ``python3 -m venv .venv && . .venv/bin/activate && pip install . && `` prefix is
-  dropped (the package is already installed where the tests run), its archive line runs as written
-  (``ser-calls``: where this environment's scripts predate it, a shim running ``python -m
+  dropped (the package is already installed where the tests run), the rest (classify, archive, search)
+  runs as written (``ser-calls``: where this environment's scripts predate it, a shim running ``python -m
   archive.calls_cli`` is put on PATH) and its last command, ``bash .ci/run``, is not run (it is
   what runs this test);
 * the ports 6379 (Redis), 9100 (metrics) and 8080 (gateway) become free ports (the test's own
@@ -54,13 +54,13 @@ def readme_script(ports: dict[int, int]) -> tuple[str, list[str]]:
     text = README.read_text(encoding="utf-8")
     quick, dist, live = (section(text, t) for t in SECTIONS)
     (quick_block,) = sh_blocks(quick)
-    first, archive_line, second = quick_block.strip().splitlines()
+    first, second = quick_block.strip().splitlines()  # two commands: install and run; install and test
     assert first.startswith(INSTALL_PREFIX), first
-    assert "--archive sqlite:///calls.db" in archive_line and archive_line.endswith("&& ser-calls search"), archive_line
+    assert "--archive sqlite:///calls.db" in first and first.endswith("&& ser-calls search"), first
     assert second.startswith("bash .ci/run"), second
     (dist_block,) = sh_blocks(dist)
     live_block = sh_blocks(live)[0]  # the local rehearsal; the next block is the real gateway's settings
-    commands = [first[len(INSTALL_PREFIX):], archive_line]
+    commands = [first[len(INSTALL_PREFIX):]]
     for block in (dist_block, live_block):
         commands += [line for line in block.strip().splitlines() if line.strip() and not line.startswith("#")]
     lines = ["set -euo pipefail", "trap 'kill -TERM $(jobs -p) 2>/dev/null; wait' EXIT",
