@@ -24,18 +24,21 @@ from models.bundle import load_bundle
 from producer.backend import Backend
 from producer.dispatch import Batch
 from producer.dynamics import Dynamics
+from workers.contract import failure_records
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "default"
 
 
 class PayloadOnly(Backend):
-    """The distributed side's per-batch work without Redis: int16 PCM and the job payload, dropped."""
+    """The distributed side's per-batch work without Redis: int16 PCM and the job payload, dropped.
+    Each batch is answered at once with failure records (nothing was classified), so that a session
+    whose model keeps an embedding history sends a channel's next batch as it would once results are in."""
 
     def submit(self, batch: Batch, *, on_idle: Any = None) -> list[dict[str, Any]]:
         pcm = np.clip(np.round(np.stack(batch.segments) * 32768), -32768, 32767).astype("<i2").tobytes()
-        self.payload(batch, f"ser:pcm:{len(pcm)}")
+        payload = self.payload(batch, f"ser:pcm:{len(pcm)}")
         self.jobs += 1
-        return []
+        return failure_records(payload, "not classified (bench: payload only)")
 
 
 class NoDynamics(Dynamics):
