@@ -170,7 +170,8 @@ def stage_split(stats: pstats.Stats) -> list[tuple[str, float]]:
     return rows
 
 
-def profile_producer(wav: Path, *, model: str | None, redis_url: str, out: Path) -> tuple[float, list[tuple[str, float]]]:
+def profile_producer(wav: Path, *, model: str | None, redis_url: str,
+                     out: Path) -> tuple[float, list[tuple[str, float]]]:
     """The distributed producer in this process under cProfile (process time): (CPU s, stages)."""
     from producer.cli import main as produce_main
 
@@ -205,7 +206,8 @@ def wait_ready(wav: Path, *, model: str | None, redis_url: str, tmp: Path, worke
               show_default=True, help="The call to tile (stereo WAV).")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,
               help="Model bundle [default: the shipped bundle].")
-@click.option("--tiny", is_flag=True, help="Use a tiny generated bundle (tests/tinybundle.py, Silero VAD): a smoke test.")
+@click.option("--tiny", is_flag=True,
+              help="Use a tiny generated bundle (tests/tinybundle.py, Silero VAD): a smoke test.")
 @click.option("--no-profile", "no_profile", is_flag=True, help="Skip the profiled producer run.")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Copy both runs' records (embedded.jsonl, worker.jsonl) here, to diff against another build.")

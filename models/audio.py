@@ -53,7 +53,7 @@ PCM16_SCALE = np.float32(1 / 32768)
 def ulaw_decode(data: bytes) -> np.ndarray:
     """``(n,)`` float32 from ``n`` mu-law bytes (a table lookup: ~20x cheaper than libsndfile on a
     20 ms frame)."""
-    return ULAW[np.frombuffer(data, dtype=np.uint8)]
+    return ULAW.take(np.frombuffer(data, dtype=np.uint8))
 
 
 def _fast_raw(data: bytes, *, encoding: str, channels: int) -> np.ndarray | None:

@@ -367,7 +367,7 @@ class VadStream:
             if gains is not None:
                 x = x * gains[busy][:, None]
             enc = self.model.encode(x)
-            for j, (c, i) in enumerate(zip(*np.nonzero(busy))):
+            for j, (c, i) in enumerate(zip(*np.nonzero(busy), strict=True)):
                 at[c][i] = j
         self._run(k, frames, gains, loud.tolist(), above, at, enc, out)
 
