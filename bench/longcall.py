@@ -41,6 +41,7 @@ from typing import Any  # noqa: E402
 import click  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.gateway import cpu_seconds, stop  # noqa: E402
 from bench.server import redis_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,15 +118,6 @@ def start_worker(redis_url: str, model: str | None, log: Path) -> subprocess.Pop
     with open(log, "wb") as fh:
         return subprocess.Popen(cmd + (["--model", model] if model else []), env=_env(), cwd=ROOT, stdout=fh,
                                 stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def vad_cost(wav: Path, model: str | None) -> tuple[float, float, int, int]:
@@ -231,8 +223,6 @@ def main(minutes: float, wav: Path, model_dir: str | None, tiny: bool, no_profil
             worker = start_worker(url, model_dir, tmp / "worker.log")
             try:
                 wait_ready(wav, model=model_dir, redis_url=url, tmp=tmp, worker=worker)
-                from bench.gateway import cpu_seconds
-
                 w0 = cpu_seconds(worker.pid)
                 dist_wall, dist_cpu = produce(call, model=model_dir, out=tmp / "worker.jsonl", redis_url=url)
                 worker_cpu = cpu_seconds(worker.pid) - w0
