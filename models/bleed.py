@@ -64,6 +64,8 @@ class BleedDetector:
         self._lag = [[0] * channels for _ in range(channels)]
         self._hits = [[0] * channels for _ in range(channels)]
         self._pairs = [(c, o) for c in range(channels) for o in range(channels) if o != c]
+        self._own = np.array([c for c, _ in self._pairs], dtype=np.intp)  # each pair's channel ...
+        self._other = np.array([o for _, o in self._pairs], dtype=np.intp)  # ... and the other one
         self._base = np.arange(64) * window  # window starts of a block (blocks of up to 64 windows)
 
     def windows(self, body: np.ndarray) -> np.ndarray:
@@ -117,9 +119,13 @@ class BleedDetector:
         share is 0 by definition; ``whole``, the energy of ``o``'s whole span, rules most windows out at once).
         One FFT correlation per such window, every pair's in one batch."""
         d, w = self.max_delay, self.window
+        own, other = self._own[: len(pairs)], self._other[: len(pairs)]
+        candidate = (whole[other] >= LOUDER * ex[own]) & (ex[own] > 0)  # (pairs, k), every pair at once
+        if not candidate.any():
+            return {}
         picked = []
-        for c, o in pairs:
-            rows = np.nonzero((whole[o] >= LOUDER * ex[c]) & (ex[c] > 0))[0]
+        for (c, o), cand in zip(pairs, candidate, strict=True):
+            rows = np.nonzero(cand)[0]
             if rows.size:
                 starts = (rows * w)[:, None] + np.arange(d + 1)
                 ey = cs_pre[o, starts + w] - cs_pre[o, starts]  # (r, d + 1): o's w samples at each offset

@@ -332,9 +332,9 @@ class VadStream:
         if k:
             body = buf[:, ctx : ctx + k * w].reshape(self.channels, k, w)  # window i's own samples
             # window i's input: the ctx samples before it (the end of window i - 1), then its own; a view
-            frames = np.lib.stride_tricks.as_strided(buf, (self.channels, k, ctx + w),
-                                                     (buf.strides[0], w * buf.strides[1], buf.strides[1]),
-                                                     writeable=False)
+            # of the (contiguous) buf, made directly: as_strided costs ~6 us a block
+            frames = np.ndarray((self.channels, k, ctx + w), dtype=np.float32, buffer=buf,
+                                strides=(buf.strides[0], w * buf.strides[1], buf.strides[1]))
             power = np.einsum("ckw,ckw->ck", body, body) / np.float32(w)  # mean square, (channels, k)
             loud = power > self._floor_ms
             if self.bleed is not None:  # a copy of another channel is not this channel's speech
