@@ -426,7 +426,7 @@ class VadStream:
                     x = frames[rows, i, :]
                     x = self.model.encode(x if gains is None else x * gains[rows, i][:, None])
                 else:
-                    x = enc[idx]
+                    x = enc[idx[0] : idx[0] + 1] if len(idx) == 1 else enc[idx]
                 whole = len(rows) == n_ch
                 p, state = self.model.step(x, self._state if whole else self._state[:, rows, :], self.sr)
                 if whole:
