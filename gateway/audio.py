@@ -10,21 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _ulaw_table() -> np.ndarray:
-    u = ~np.arange(256, dtype=np.int32) & 0xFF
-    sign, exponent, mantissa = u & 0x80, (u >> 4) & 0x07, u & 0x0F
-    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
-    return (np.where(sign != 0, -magnitude, magnitude) / 32768.0).astype(np.float32)
-
-
-#: mu-law byte -> float32 sample in [-1, 1) (ITU-T G.711, as libsndfile decodes it).
-ULAW = _ulaw_table()
-
-
-def ulaw_decode(data: bytes) -> np.ndarray:
-    """``(n,)`` float32 from ``n`` mu-law bytes."""
-    return ULAW[np.frombuffer(data, dtype=np.uint8)]
+from models.audio import ULAW, ulaw_decode  # noqa: F401  (the one G.711 decoder, re-exported)
 
 
 class GapError(ValueError):

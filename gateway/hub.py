@@ -176,6 +176,7 @@ class LiveCall:
         self.arrived = asyncio.Event()
         self.finished = False
         self.block = max(1, round(PUSH_BLOCK_S * in_rate))
+        self._audio_seconds = hub.metrics.audio_seconds.labels(source)  # per frame: the labelled child once
         self._held: list[np.ndarray] = []
         self._held_n = 0
         self._queue: asyncio.Queue[np.ndarray | int | str | None] = asyncio.Queue(
@@ -246,7 +247,7 @@ class LiveCall:
         self._raise_failure()
         self._held.append(block)
         self._held_n += block.shape[1]
-        self.hub.metrics.audio_seconds.labels(self.source).inc(block.shape[1] / self.rate)
+        self._audio_seconds.inc(block.shape[1] / self.rate)
         if self._held_n >= self.block:
             await self._enqueue(self._take_held())
 

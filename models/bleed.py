@@ -63,6 +63,10 @@ class BleedDetector:
         self._gain_db: list[list[float | None]] = [[None] * channels for _ in range(channels)]
         self._lag = [[0] * channels for _ in range(channels)]
         self._hits = [[0] * channels for _ in range(channels)]
+        self._pairs = [(c, o) for c in range(channels) for o in range(channels) if o != c]
+        self._own = np.array([c for c, _ in self._pairs], dtype=np.intp)  # each pair's channel ...
+        self._other = np.array([o for _, o in self._pairs], dtype=np.intp)  # ... and the other one
+        self._base = np.arange(64) * window  # window starts of a block (blocks of up to 64 windows)
 
     def windows(self, body: np.ndarray) -> np.ndarray:
         """``body`` ``(channels, k, window)``: the next ``k`` windows -> ``(channels, k)`` bool (bleed)."""
@@ -71,23 +75,25 @@ class BleedDetector:
             raise ParameterError(f"body shape {body.shape} must be ({self.channels}, k, {self.window})")
         out = np.zeros((c_n, k), dtype=bool)
         d = self.max_delay
-        seq = np.concatenate([self._past, body.reshape(c_n, k * w)], axis=1).astype(np.float64)
+        seq = np.concatenate([self._past, body.reshape(c_n, k * w)], axis=1, dtype=np.float64)
         self._past = seq[:, seq.shape[1] - d - 1 :].astype(np.float32)
         if k == 0 or c_n < 2:
             return out
         # pre-emphasis whitens the line floor (independent pink noise on two channels correlates
         # by chance over a short window) and weighs the speech band
-        raw, pre = seq[:, 1:], seq[:, 1:] - PRE_EMPHASIS * seq[:, :-1]
+        pre = seq[:, 1:] - PRE_EMPHASIS * seq[:, :-1]
         # running sums of squares: window i of a channel is sig[i*w + d :][:w], the other channel's
         # candidate copy at offset m (m = 0..d, delay d - m) is sig[i*w + m :][:w]
-        cs_raw, cs_pre = _cumulative_power(raw), _cumulative_power(pre)
-        base = np.arange(k) * w
-        ex_raw = cs_raw[:, base + d + w] - cs_raw[:, base + d]  # (channels, k)
-        ex = cs_pre[:, base + d + w] - cs_pre[:, base + d]
+        cs_pre = _cumulative_power(pre)
+        base = self._base[:k] if k <= len(self._base) else np.arange(k) * w
+        ex = cs_pre[:, base + d + w] - cs_pre[:, base + d]  # (channels, k)
         whole = cs_pre[:, base + d + w] - cs_pre[:, base]  # the span's energy: at least any offset's
-        exl = ex_raw.tolist()
-        pairs = [(c, o) for c in range(c_n) for o in range(c_n) if o != c]
+        pairs = self._pairs
         found = self._copies(pre, cs_pre, ex, whole, pairs)
+        if not found and not any(self._hits[c][o] >= MIN_HITS for c, o in pairs):
+            return out  # no clear copy and no coupling learned yet: nothing is bleed, nothing is learned
+        cs_raw = _cumulative_power(seq[:, 1:])
+        exl = (cs_raw[:, base + d + w] - cs_raw[:, base + d]).tolist()  # (channels, k)
         for i in range(k):  # in window order: the learned coupling only uses earlier windows
             for c, o in pairs:
                 if exl[c][i] <= 0:
@@ -113,9 +119,13 @@ class BleedDetector:
         share is 0 by definition; ``whole``, the energy of ``o``'s whole span, rules most windows out at once).
         One FFT correlation per such window, every pair's in one batch."""
         d, w = self.max_delay, self.window
+        own, other = self._own[: len(pairs)], self._other[: len(pairs)]
+        candidate = (whole[other] >= LOUDER * ex[own]) & (ex[own] > 0)  # (pairs, k), every pair at once
+        if not candidate.any():
+            return {}
         picked = []
-        for c, o in pairs:
-            rows = np.nonzero((whole[o] >= LOUDER * ex[c]) & (ex[c] > 0))[0]
+        for (c, o), cand in zip(pairs, candidate, strict=True):
+            rows = np.nonzero(cand)[0]
             if rows.size:
                 starts = (rows * w)[:, None] + np.arange(d + 1)
                 ey = cs_pre[o, starts + w] - cs_pre[o, starts]  # (r, d + 1): o's w samples at each offset

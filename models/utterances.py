@@ -148,10 +148,14 @@ class UtteranceCutter:
         probs = self.vad.feed(block)
         out: list[Utterance] = []
         first = self._vad_pos // self.w
+        rows, threshold, chans = probs.tolist(), self.params.threshold, self._ch
         for k in range(probs.shape[1]):
-            for c in range(self.channels):
-                self._step(c, first + k, float(probs[c, k]), out)
-            self._release((first + k + 1) * self.w, out)
+            for c, st in enumerate(chans):
+                p = rows[c][k]
+                if st.speaking or p >= threshold:  # (a quiet channel's step below the threshold is a no-op)
+                    self._step(c, first + k, p, out)
+            if any(st.pending for st in chans):
+                self._release((first + k + 1) * self.w, out)
         self._vad_pos += probs.shape[1] * self.w
         self._trim()
         return out

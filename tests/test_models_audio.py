@@ -99,3 +99,16 @@ def test_decode_raw_encodings_roundtrip():
         decode_raw(b"\x00\x00\x00", sr=8000, channels=2)
     with pytest.raises(AudioError, match="unknown raw encoding"):
         decode_raw(b"\x00\x00", sr=8000, channels=1, encoding="pcm12")
+
+
+@pytest.mark.parametrize(("encoding", "subtype", "width"), [("mulaw", "ULAW", 1), ("pcm16", "PCM_16", 2)])
+def test_decode_raw_without_libsndfile_gives_its_values_bit_for_bit(encoding, subtype, width):
+    """mu-law (a table) and pcm16 (a scale) skip libsndfile: every code decodes to libsndfile's float32,
+    interleaved stereo lands in the right channel."""
+    codes = np.arange(256, dtype=np.uint8) if width == 1 else np.arange(-32768, 32768, dtype="<i2")
+    data = codes.tobytes()
+    mine, _ = decode_raw(data, sr=8000, channels=2, encoding=encoding)
+    ref, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=True, samplerate=8000, channels=2, format="RAW",
+                     subtype=subtype, endian="LITTLE")
+    assert mine.dtype == np.float32 and mine.shape == (2, codes.size // 2)
+    np.testing.assert_array_equal(mine.view(np.uint32), np.ascontiguousarray(ref.T).view(np.uint32))
