@@ -40,7 +40,7 @@ class Outcome:
     retried: int = 0  # batches sent again (no result in time, or after a Redis reconnect)
     reconnects: int = 0  # times Redis was lost (a connection error, or a restart that lost our keys)
     dynamics: dict[str, Any] | None = None  # producer.dynamics: the call's totals, silences and overtalks
-    turns: tuple[dict[str, Any], ...] = ()  # turn records (workers.turns), in the order they were written
+    turns: tuple[dict[str, Any], ...] = ()  # turn records (producer.turns), in the order they were written
     end_record: dict[str, Any] | None = None  # the ``end`` record (docs/pipeline.md, "Records")
 
 
