@@ -81,10 +81,12 @@ class CallSession:
         self._held: dict[str, deque[Batch]] = {}
         self._flight: dict[str, set[int]] = {}
         self._sending = self._releasing = False
-        self.metrics = ProducerMetrics(connection)  # no-op embedded
+        # The backend's view of Redis (None embedded): events and metrics skip Redis while it is down.
+        link = getattr(backend, "link", None)
+        self.metrics = ProducerMetrics(connection, link=link)  # no-op embedded
         self.calls = CallEvents(connection, call_id=call_id, source=source, channels=self.names,
                                 model=spec.model_id, labels=spec.labels, params=params, settings=events,
-                                collect=collect)  # collect: the events also kept in this list (--archive)
+                                collect=collect, link=link)  # collect: the events also kept in this list (--archive)
         self.sink = sink or (lambda records: None)
         # Conversation dynamics (producer.dynamics) from the speech the VAD found: settled once no
         # later segment can still add speech before that time (a long utterance's first segment
