@@ -29,8 +29,8 @@ import redis
 
 from bench.server import free_port, redis_server
 from callevents.writer import CallEvents
+from producer.turns import TurnBuilder
 from workers.contract import RESULTS_TTL_S, encode_entry, results_key
-from workers.turns import TurnBuilder
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Seconds between two records of one call (two channels, an utterance every ~3 s each).

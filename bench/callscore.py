@@ -8,7 +8,7 @@
   the true labels present. Records that overlap no utterance are **false segments**, reported per
   minute of non-speech (per channel: call duration minus that channel's utterance time, summed), and
   separately those that overlap a DTMF/hold event.
-- **turn accuracy**: the same for ``kind == "turn"`` records (workers.turns).
+- **turn accuracy**: the same for ``kind == "turn"`` records (producer.turns).
 - **latency**: for ``ser-produce --realtime`` output, whose records carry ``wall_s`` (when the
   record came out, in seconds on the call's clock): per covered utterance, the ``wall_s`` of the
   first record whose span contains the utterance's true end (else the last record overlapping it)

@@ -8,7 +8,10 @@ call's channels are known, :meth:`~CallEvents.add` with the result records as th
 
 Events are best effort: the results stream is the record of a call. A Redis error while writing
 events is logged (once per call) and counted in :attr:`CallEvents.dropped`, and never stops the
-call; for :data:`BACKOFF_S` after one, events are dropped without trying (``end`` always tries).
+call; for :data:`BACKOFF_S` after one, events are dropped without trying (``end`` always tries). While
+the call's :class:`RedisLink` says Redis is down (the producer's backend lost it and has not heard from
+it since), every write is dropped without trying, ``end`` included: a hung Redis costs a socket timeout
+per try, and the backend's ``--timeout`` is what bounds the wait.
 Without a connection (embedded mode) nothing is computed or written, unless a ``collect`` list is
 given: then every event is computed as in a distributed run and appended to it (``ser-produce
 --archive`` hands them to the archive); with a connection too, each event is both written and collected.
@@ -52,6 +55,35 @@ log = logging.getLogger(__name__)
 BACKOFF_S = 5.0
 
 
+class RedisLink:
+    """What a call's Redis clients know of their server, shared by the producer's backend and its
+    best-effort writers (call events, metrics): ``down_since`` is the ``time.monotonic()`` of the first
+    connection error or timeout not yet followed by an answer (None: up)."""
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def lost(self) -> float:
+        """Note a connection error or timeout (the first since the last answer counts); returns ``down_since``."""
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+        return self.down_since
+
+    def answered(self) -> None:
+        self.down_since = None
+
+    def failed(self, exc: BaseException) -> None:
+        """Note ``exc`` when it is a lost connection (a timeout or connection error), not a refused command."""
+        import redis
+
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)):
+            self.lost()
+
+
 def _json(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
@@ -64,8 +96,10 @@ class CallEvents:
     def __init__(self, connection: Any, *, call_id: str, source: str, channels: Sequence[str], model: str = "",
                  labels: Sequence[str] = (), params: Mapping[str, str] | None = None,
                  settings: EventSettings | None = None, clock: Callable[[], float] = time.time,
-                 collect: list[dict[str, Any]] | None = None) -> None:
+                 collect: list[dict[str, Any]] | None = None, link: RedisLink | None = None) -> None:
         self.connection = connection
+        #: Shared with the producer's backend: while it says Redis is down, nothing is tried.
+        self.link = link
         #: Every event computed, in order (None: not kept); lets a caller without Redis have them.
         self.collected = collect
         self.raw_id = str(call_id)
@@ -120,17 +154,20 @@ class CallEvents:
         pipe.expire(ekey, CALL_TTL_S)
 
     def _skip(self, events: list[dict[str, Any]], extra: Callable[[Any], None] | None, *, force: bool) -> bool:
-        """True when there is nothing to write, or Redis failed less than BACKOFF_S ago (counted)."""
+        """True when there is nothing to write, Redis is known down, or it failed less than BACKOFF_S ago
+        (counted)."""
         if not events and extra is None:
             return True
         self.written += len(events)
-        if not force and time.monotonic() < self._retry_at:
+        if (self.link is not None and self.link.down) or (not force and time.monotonic() < self._retry_at):
             self.dropped += len(events)
             return True
         return False
 
     def _failed(self, events: list[dict[str, Any]], exc: Exception) -> None:
         self._retry_at = time.monotonic() + BACKOFF_S
+        if self.link is not None:
+            self.link.failed(exc)
         self.dropped += len(events)
         if self.dropped == len(events):  # the first loss of this call
             log.warning("call %s: events not written to Redis (%s); the call goes on", self.call_id, exc)

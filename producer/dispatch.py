@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from callevents.writer import RedisLink
 from models.bundle import Spec
 from models.ids import key_id
 from producer import retry
@@ -106,14 +107,22 @@ class RedisBackend(Backend):
         self._end: dict[str, Any] | None = None
         self.reread = False
         self._checked = time.monotonic()
+        #: Whether Redis answers, shared with the call's events and metrics (CallSession wires them).
+        self.link = RedisLink()
 
     # --- Redis calls, retried across a lost connection -------------------------------------------
     def _retry(self, fn: Any) -> Any:
-        return retry.call(fn, timeout_s=self.timeout_s, reconnect=self._reconnect)
+        out = retry.call(fn, timeout_s=self.timeout_s, reconnect=self._reconnect)
+        self.link.answered()
+        return out
 
     def _reconnect(self, first: Exception) -> None:
-        """Wait (back-off, at most ``timeout_s``) until Redis answers, then re-send what it may have lost."""
-        retry.wait_for_redis(self.conn, first, timeout_s=self.timeout_s, recover=self._recover)
+        """Wait (back-off, at most ``timeout_s`` since Redis was first found gone: :attr:`link`) until
+        Redis answers, then re-send what it may have lost. Meanwhile the call's best-effort writers
+        (events, metrics) skip Redis; after ``timeout_s`` they go on skipping it."""
+        since = self.link.lost()
+        retry.wait_for_redis(self.conn, first, timeout_s=self.timeout_s, recover=self._recover, since=since)
+        self.link.answered()
         self.reconnects += 1
 
     def _recover(self) -> None:

@@ -16,7 +16,8 @@ pool's ``/metrics`` exports that hash on scrape (``workers.exporter.SerCollector
   ``ser_producer_overtalk_seconds_total``, ``ser_producer_interruptions_total``
 
 All pools read the same hash, so aggregate with ``max()``. Recording is best effort: a Redis error
-is logged once and never fails the call.
+is logged once and never fails the call; while the call's link (:class:`callevents.writer.RedisLink`)
+says Redis is down, nothing is tried.
 
 Usage in the producer::
 
@@ -31,6 +32,8 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+
+from callevents.writer import RedisLink
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +54,14 @@ DYNAMICS_FIELDS = ("talk_seconds", "non_talk_seconds", "silences", "silence_long
 class ProducerMetrics:
     """Adds to the producer counters in Redis. ``redis=None`` records nothing (embedded mode)."""
 
-    def __init__(self, redis: Any, *, key: str = PRODUCER_METRICS_KEY) -> None:
+    def __init__(self, redis: Any, *, key: str = PRODUCER_METRICS_KEY, link: RedisLink | None = None) -> None:
         self.redis = redis
         self.key = key
+        self.link = link
         self._warned = False
 
     def _add(self, *pairs: tuple[str, float]) -> None:
-        if self.redis is None:
+        if self.redis is None or (self.link is not None and self.link.down):
             return
         try:
             pipe = self.redis.pipeline(transaction=False)
@@ -68,6 +72,8 @@ class ProducerMetrics:
                     pipe.hincrbyfloat(self.key, field, float(amount))
             pipe.execute()
         except Exception as exc:  # noqa: BLE001 - metrics must never fail a call
+            if self.link is not None:
+                self.link.failed(exc)
             if not self._warned:
                 log.warning("producer metrics not recorded: %s", exc)
                 self._warned = True

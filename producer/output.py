@@ -1,7 +1,7 @@
 """Record writers: ``table`` (for people), ``jsonl`` and ``csv`` (for programs).
 
 Every writer gets the released records in order, ``result``/``failure`` and the ``turn`` records
-(:mod:`workers.turns`) among them, each right after the segment record that closed it (the last
+(:mod:`producer.turns`) among them, each right after the segment record that closed it (the last
 turns after the last record); ``jsonl``/``csv`` tell them apart by ``kind``."""
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ class Outcome:
     retried: int = 0  # batches sent again (no result in time, or after a Redis reconnect)
     reconnects: int = 0  # times Redis was lost (a connection error, or a restart that lost our keys)
     dynamics: dict[str, Any] | None = None  # producer.dynamics: the call's totals, silences and overtalks
-    turns: tuple[dict[str, Any], ...] = ()  # turn records (workers.turns), in the order they were written
+    turns: tuple[dict[str, Any], ...] = ()  # turn records (producer.turns), in the order they were written
     end_record: dict[str, Any] | None = None  # the ``end`` record (docs/pipeline.md, "Records")
 
 
@@ -148,16 +148,20 @@ def run(settings: ProducerSettings, *, stdin: BinaryIO | None, out: TextIO, conn
         writer.flush()
         bar.close()
     per_channel = session.end(error=error)
-    error = session.error
-    collector, stats = session.collector, session.stats
+    return outcome_of(session, per_channel, seconds=time.monotonic() - t0)
+
+
+def outcome_of(session: CallSession, per_channel: dict[str, Any], *, seconds: float) -> Outcome:
+    """The :class:`Outcome` of an ended session (``per_channel``: what :meth:`CallSession.end` returned)."""
+    backend, spec, collector = session.backend, session.spec, session.collector
     released = collector.released
     failures = [r for r in released if r["kind"] == "failure"]
     return Outcome(
         expected=collector.expected, results=len(released) - len(failures), failures=len(failures),
         jobs=backend.jobs, resent=backend.resent, duplicates=collector.duplicates,
-        seconds=time.monotonic() - t0, summary=summary_lines(stats, per_channel, hop_s=spec.segment.hop_s,
-                                                      dynamics=session.dynamics.summary()),
-        error=error, channels=tuple(names), records=tuple(released), per_channel=per_channel,
+        seconds=seconds, summary=summary_lines(session.stats, per_channel, hop_s=spec.segment.hop_s,
+                                               dynamics=session.dynamics.summary()),
+        error=session.error, channels=tuple(session.names), records=tuple(released), per_channel=per_channel,
         duration_s=session.duration_s, model_id=spec.model_id, labels=spec.labels,
         retried=getattr(backend, "retried", 0),
         reconnects=getattr(backend, "reconnects", 0) + getattr(backend, "restarts", 0),

@@ -51,12 +51,14 @@ def call(fn: Callable[[], Any], *, timeout_s: float, reconnect: Callable[[Except
             delay = min(delay * RECONNECT_FACTOR, RECONNECT_MAX_S)
 
 
-def wait_for_redis(conn: Any, first: Exception, *, timeout_s: float, recover: Callable[[], None]) -> None:
+def wait_for_redis(conn: Any, first: Exception, *, timeout_s: float, recover: Callable[[], None],
+                   since: float | None = None) -> None:
     """Ping ``conn`` with back-off until it answers and ``recover()`` has run without a connection
-    error; :class:`StalledError` naming the last error after ``timeout_s``."""
+    error; :class:`StalledError` naming the last error ``timeout_s`` after ``since`` (when Redis was
+    first found gone, by this or another client of the call; default: now)."""
     import redis
 
-    deadline = time.monotonic() + timeout_s
+    deadline = (time.monotonic() if since is None else since) + timeout_s
     delay, last = RECONNECT_FIRST_S, first
     while True:
         if time.monotonic() > deadline:

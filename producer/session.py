@@ -5,7 +5,7 @@ records and call events.
 ``ser-gateway`` share: the segmenter (resample, cut), the VAD gate, per-channel speaker statistics,
 batching, the backend (embedded, or RQ through Redis with idempotent job ids, per-segment claims,
 backpressure and re-send on worker death), the ordered collector, the ``turn`` records built from
-the released records (:mod:`workers.turns`), the ``end`` record and the call events
+the released records (:mod:`producer.turns`), the ``end`` record and the call events
 (:mod:`callevents`). It is driven by :func:`producer.pipeline.run` (a file or stdin, one blocking loop)
 and by the gateway (many calls in one event loop: it calls the blocking methods in a thread, one at a
 time per session, and delivers the call's results-stream entries read by one shared reader through
@@ -47,7 +47,7 @@ from producer.dynamics import Dynamics
 from producer.metrics import ProducerMetrics
 from producer.segmenter import Cut, make_segmenter
 from producer.summary import ChannelStats, summarise
-from workers.turns import TurnBuilder
+from producer.turns import TurnBuilder
 
 #: Seconds one blocking wait for results lasts while results are outstanding.
 FOLLOW_BLOCK_S = 0.5
@@ -81,10 +81,12 @@ class CallSession:
         self._held: dict[str, deque[Batch]] = {}
         self._flight: dict[str, set[int]] = {}
         self._sending = self._releasing = False
-        self.metrics = ProducerMetrics(connection)  # no-op embedded
+        # The backend's view of Redis (None embedded): events and metrics skip Redis while it is down.
+        link = getattr(backend, "link", None)
+        self.metrics = ProducerMetrics(connection, link=link)  # no-op embedded
         self.calls = CallEvents(connection, call_id=call_id, source=source, channels=self.names,
                                 model=spec.model_id, labels=spec.labels, params=params, settings=events,
-                                collect=collect)  # collect: the events also kept in this list (--archive)
+                                collect=collect, link=link)  # collect: the events also kept in this list (--archive)
         self.sink = sink or (lambda records: None)
         # Conversation dynamics (producer.dynamics) from the speech the VAD found: settled once no
         # later segment can still add speech before that time (a long utterance's first segment
@@ -97,7 +99,7 @@ class CallSession:
         self.inbox: queue.SimpleQueue[list[Any]] | None = queue.SimpleQueue() if shared_reader else None
         self.closed = False
         self.error: str | None = None
-        # Turns (workers.turns): fed the released records; closed turns go to the sink after the record
+        # Turns (producer.turns): fed the released records; closed turns go to the sink after the record
         # that closed them and to the results stream; the open ones once every record is in.
         self.turn_builder = TurnBuilder(uncertain_below=spec.calibration.uncertain_below if spec.calibration else 0.0)
         self.turns: Records = []

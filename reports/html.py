@@ -11,7 +11,7 @@ segment (coloured by label, opacity by confidence, a short text label when it fi
 tooltip of label, confidence and time, focusable with the keyboard). A record with
 ``"uncertain": true`` is drawn as class ``segment uncertain`` (hatched, dashed outline, "uncertain"
 in its tooltip and label). Under each channel's lane a thin band shows its turns (``turn`` records,
-:mod:`workers.turns`): one ``<rect class="turn">`` per turn, coloured by the turn's label, hatched
+:mod:`producer.turns`): one ``<rect class="turn">`` per turn, coloured by the turn's label, hatched
 when uncertain, with a tooltip of label, confidence, segment count and time. When the embedded
 data has ``marks`` (:func:`reports.dynamics.timeline_marks`: the call's silences and overtalks),
 a row under the lanes, on the same time axis, holds one ``<rect class="mark silence">`` or

@@ -34,7 +34,7 @@ class ChannelSummary(TypedDict):
     uncertain: int  # classified segments flagged ``uncertain`` (not counted in shares or stretches)
     shares: dict[str, float]  # every label -> fraction of the confident segments (sums to 1, or all 0)
     longest_negative: Stretch | None
-    turns: int  # turn records (workers.turns; 0 for records written before turns existed)
+    turns: int  # turn records (producer.turns; 0 for records written before turns existed)
     turns_uncertain: int  # turns flagged ``uncertain`` (not counted in turn_shares)
     turn_shares: dict[str, float]  # every label -> fraction of the confident turns (sums to 1, or all 0)
 

@@ -18,9 +18,10 @@ from producer.cli import connect
 from producer.settings import SOCKET_TIMEOUT_MAX_S, SOCKET_TIMEOUT_MIN_S
 
 #: Seconds a ``--timeout 1`` run may take to give up on a stopped Redis: one socket timeout for the
-#: command that hung, one for the reconnect's PING, one for a call-event write that meets the hung
-#: server first (the conversation dynamics publish every 5 s of audio), and start-up/exit slack.
-BOUND_S = 1 + 3 * SOCKET_TIMEOUT_MIN_S + 3.5
+#: command that hung (the backend's, or a call-event write's that met it first: --timeout counts from
+#: then), one for the reconnect's PING, and start-up/exit slack. Once Redis is known down the call's
+#: events and metrics skip it (callevents.writer.RedisLink), ``call_ended`` included.
+BOUND_S = 1 + 2 * SOCKET_TIMEOUT_MIN_S + 3.5
 
 
 def test_producer_client_has_explicit_socket_timeouts() -> None:
@@ -62,3 +63,34 @@ def test_stopped_redis_mid_call_ends_within_the_timeout_in_one_line(tmp_path: Pa
     errors = [line for line in err.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and "Redis unreachable for 1 s" in errors[0] and "Traceback" not in err, err
     assert elapsed < BOUND_S, f"gave up after {elapsed:.1f} s (bound {BOUND_S:g} s)"
+
+
+def test_a_lost_link_is_shared_by_the_calls_writers(tmp_path: Path) -> None:
+    """The first timeout of any writer marks the link down; then events (``end`` too) and metrics skip
+    Redis without a socket timeout each, until the backend hears from it again."""
+    import redis
+
+    from callevents.writer import CallEvents, RedisLink
+    from producer.metrics import ProducerMetrics
+
+    with RedisServer(tmp_path) as server:
+        assert server.proc is not None
+        conn = redis.Redis.from_url(server.url(), socket_timeout=0.5, socket_connect_timeout=0.5)
+        link = RedisLink()
+        calls = CallEvents(conn, call_id="c", source="file", channels=["ch0"], link=link)
+        calls.start()
+        assert not link.down and conn.exists("ser:call:c") == 1
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            calls.publish([{"kind": "dynamics", "talk_s": 1.0}])  # meets the hung server: one timeout
+            assert link.down and link.down_since is not None and link.down_since >= t0
+            t1 = time.monotonic()
+            ProducerMetrics(conn, link=link).call_done()
+            calls.end(reason="incomplete", duration_s=1.0, summary={})
+            assert time.monotonic() - t1 < 0.25 and calls.dropped == 2  # dynamics, then call_ended: not tried
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        link.answered()
+        ProducerMetrics(conn, link=link).call_done()
+        assert conn.hget("ser:metrics:producer", "calls:ok") == b"1"

@@ -13,7 +13,7 @@ import sysdeps
 
 from producer.report import png_path_for, write_report
 from producer.summary import summarise
-from workers.turns import TurnBuilder
+from producer.turns import TurnBuilder
 
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 

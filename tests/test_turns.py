@@ -1,4 +1,4 @@
-"""Turns (workers.turns): aggregation rules with exact numbers, the session's wiring (embedded and
+"""Turns (producer.turns): aggregation rules with exact numbers, the session's wiring (embedded and
 distributed through a real redis-server give the same output, turns in the results stream), the
 writers, the summary and the report."""
 
@@ -19,9 +19,9 @@ from producer.cli import main as produce_main
 from producer.collector import Collector
 from producer.output import CSV_HEAD, CSV_TAIL, make_writer
 from producer.summary import ChannelStats, channel_lines, summarise
+from producer.turns import DEFAULT_TURN_GAP_S, TurnBuilder
 from reports.html import render_call
 from workers.contract import decode_entry, encode_entry, results_key
-from workers.turns import DEFAULT_TURN_GAP_S, TurnBuilder
 
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 EXPECTED = [("ch0", 0), ("ch0", 1), ("ch1", 2), ("ch1", 3), ("ch0", 4), ("ch1", 4)]

@@ -7,7 +7,7 @@ the producer may import).
   concatenated, stored under :func:`pcm_key` with a TTL (never inside RQ's job data).
 * Results: one Redis Stream per call, :func:`results_key`; each entry has the fields
   ``kind`` (``result``, ``failure``, ``end`` or ``turn``) and ``record`` (the JSON record); workers
-  publish ``result``/``failure``, the producer ``end`` and ``turn`` (:mod:`workers.turns`). With a
+  publish ``result``/``failure``, the producer ``end`` and ``turn`` (:mod:`producer.turns`). With a
   model that keeps an embedding history (:mod:`models.history`) a result entry also has the field
   ``embedding`` (base64 float16, read back by the ingestion side only), the job carries the channel's
   history as of its first segment (``history``: its last ``m`` embeddings, ``history_count`` = m,

@@ -1,6 +1,6 @@
 """Turns: a channel's consecutive segments without a long pause, folded into one ``turn`` record.
 
-Part of the result contract (the producer may import it, like :mod:`workers.contract`): it is a
+The producer's own (:mod:`producer.session` feeds it; the gateway gets it through the session): a
 pure function of the *released*, ordered ``result`` records of one call (fields ``kind``,
 ``stream_id``, ``channel``, ``seq``, ``start_s``, ``end_s``, ``probs``, ``model``), whatever cut the
 segments. Both modes release the same records in the same order, so they build the same turns.
