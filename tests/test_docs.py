@@ -1,4 +1,5 @@
-"""The docs hold together: every relative link in README.md and docs/*.md resolves (the file, and the
+"""The docs hold together: every relative link in README.md, docs/*.md and the deploy/ and examples/
+READMEs resolves (the file, and the
 #anchor by GitHub's rules), and no docs page is over ``MAX_LINES`` lines unless ``LONG_PAGES`` says why."""
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ def broken_links(page: Path, root: Path = ROOT) -> list[str]:
 
 
 def doc_pages() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", ROOT / "deploy" / "README.md", ROOT / "examples" / "README.md",
+            *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def test_slugs_follow_githubs_rules():
