@@ -1,5 +1,6 @@
 """The docs hold together: every relative link in README.md, docs/*.md and the deploy/ and examples/
-READMEs resolves (the file, and the #anchor by GitHub's rules), and no docs page is over ``MAX_LINES`` lines unless ``LONG_PAGES`` says why."""
+READMEs resolves (the file, and the #anchor by GitHub's rules), and no docs page is over ``MAX_LINES``
+lines unless ``LONG_PAGES`` says why."""
 from __future__ import annotations
 
 import re
