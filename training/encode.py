@@ -96,7 +96,9 @@ def build_cache(store: Any, spec: Any, *, jobs: dict[str, list[int]], onnx_bytes
     results: dict[str, dict[int, np.ndarray]] = {v: {} for v in jobs}
     t0 = time.time()
     timing = cache / "timing.json"
-    ctx = mp.get_context("fork")
+    # not fork: a forked child of a process with threads (TensorFlow, onnxruntime, a test runner) can
+    # deadlock on a lock one of them held (seen in the test suite: a pool worker stuck for minutes)
+    ctx = mp.get_context("forkserver")
     with ctx.Pool(processes, initializer=_init, initargs=(store, spec, onnx_bytes, babble_idx, seed)) as pool:
         for n, (clip, version, x) in enumerate(pool.imap_unordered(_work, todo, chunksize=8), 1):
             results[version][clip] = x
