@@ -87,10 +87,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def produce(wav: Path, *, model: str | None, out: Path, redis_url: str | None = None) -> tuple[float, float]:
-    """One ``ser-produce`` command: (wall seconds, CPU seconds of the command)."""
+def produce(wav: Path, *, model: str | None, out: Path, redis_url: str | None = None,
+            stream_id: str = "longcall") -> tuple[float, float]:
+    """One ``ser-produce`` command: (wall seconds, CPU seconds of the command). The warm-up call has a
+    stream id of its own: re-sending an id re-uses its claimed jobs (idempotent re-sends), so a warm-up
+    under the measured call's id would hand it the warm-up's shorter segments."""
     cmd = [sys.executable, "-m", "producer.cli", str(wav), "--format", "jsonl", "-o", str(out),
-           "--stream-id", "longcall", "--queue", QUEUE] + (["--model", model] if model else [])
+           "--stream-id", stream_id, "--queue", QUEUE] + (["--model", model] if model else [])
     if redis_url:
         cmd += ["--redis-url", redis_url]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -103,14 +106,9 @@ def produce(wav: Path, *, model: str | None, out: Path, redis_url: str | None = 
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def records(path: Path) -> list[tuple[Any, ...]]:
-    """The result records' (channel, seq, start, end, label) in output order."""
-    out = []
-    for line in path.read_text().splitlines():
-        r = json.loads(line)
-        if r.get("kind") == "result":
-            out.append((r.get("channel"), r.get("seq"), r.get("start_s"), r.get("end_s"), r.get("label")))
-    return out
+def records(path: Path) -> list[dict[str, Any]]:
+    """The result records, whole (times, label, probabilities, history), in output order."""
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r.get("kind") == "result"]
 
 
 def start_worker(redis_url: str, model: str | None, log: Path) -> subprocess.Popen[bytes]:
@@ -184,7 +182,7 @@ def wait_ready(wav: Path, *, model: str | None, redis_url: str, tmp: Path, worke
     deadline = time.monotonic() + WORKER_READY_S
     while True:
         try:
-            produce(short, model=model, out=tmp / "warmup.jsonl", redis_url=redis_url)
+            produce(short, model=model, out=tmp / "warmup.jsonl", redis_url=redis_url, stream_id="longcall-warmup")
             return
         except click.ClickException:
             if worker.poll() is not None or time.monotonic() > deadline:
@@ -244,7 +242,7 @@ def main(minutes: float, wav: Path, model_dir: str | None, tiny: bool, no_profil
         click.echo(f"{'embedded':<22}{emb_wall:>9.2f}{seconds / emb_wall:>13.0f}{emb_cpu:>15.2f}"
                    f"   ({dist_wall / emb_wall:.2f} of the worker run's speed)")
         click.echo(f"{n} result records; embedded and worker records "
-                   + ("identical (channel, seq, extent, label)" if same else "DIFFER"))
+                   + ("identical, field for field" if same else "DIFFER"))
         click.echo(f"targets: worker run >= {TARGET_X_REALTIME:.0f}x real time, embedded >= "
                    f"{TARGET_EMBEDDED_SHARE} of it, VAD <= {TARGET_VAD_MS} ms per channel-second")
         vad_cpu, per_s, runs, windows = vad_cost(call, model_dir)
