@@ -41,10 +41,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from archive import validate
+from archive import rollup, validate
 from archive.db import begin_write, upsert
-from archive.rescore import chunks, close_lost, refresh_scores
+from archive.rescore import chunks, close_lost, refresh_scores, rescore
 from archive.schema import ROLES, alerts, calls, dead_letters, events, segments
 from callevents import schema as ev
 from models.ids import key_id
@@ -214,8 +215,10 @@ def write(conn: Connection, batch: Batch, *, now: float | None = None) -> set[st
     base = _placeholders(batch, now)
     if not base:
         return set()
-    upsert(conn, calls, base.values(), keys=["call_id"], update=())
-    ended = _lock_calls(conn, base)
+    inserted = _insert_placeholders(conn, base)
+    ended, before = _lock_calls(conn, base)
+    for cid in inserted:  # the rollup counts a call from its first row (this one)
+        before.pop(cid, None)
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for e in batch.events:
         by_kind.setdefault(e["kind"], []).append(e)
@@ -235,21 +238,35 @@ def write(conn: Connection, batch: Batch, *, now: float | None = None) -> set[st
     touched = set(base)
     alerted = {key_id(e["call_id"]) for kind in (ev.ALERT_OPENED, ev.ALERT_CLOSED) for e in by_kind.get(kind, [])}
     _touch(conn, touched, alerted, now)
-    refresh_scores(conn, ended | {key_id(e["call_id"]) for e in by_kind.get(ev.CALL_ENDED, [])})
+    rescore(conn, ended | {key_id(e["call_id"]) for e in by_kind.get(ev.CALL_ENDED, [])})
+    rollup.apply_changes(conn, before, rollup.snapshot(conn, touched))
     return touched
 
 
-def _lock_calls(conn: Connection, call_ids: Iterable[str]) -> set[str]:
-    """The batch's calls that have ended already. On PostgreSQL their rows are locked at once, in key
+def _insert_placeholders(conn: Connection, rows: Mapping[str, dict[str, Any]]) -> set[str]:
+    """Insert the calls not archived yet (placeholders); returns the ids this transaction inserted."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(calls).on_conflict_do_nothing(index_elements=["call_id"]).returning(calls.c.call_id)
+    return set(conn.execute(stmt, [rows[cid] for cid in sorted(rows)]).scalars())
+
+
+def _lock_calls(conn: Connection, call_ids: Iterable[str]) -> tuple[set[str], dict[str, dict[str, Any]]]:
+    """The batch's calls that have ended already, and every call's rolled-up columns
+    (:data:`archive.rollup.COLUMNS`) before this write. On PostgreSQL their rows are locked at once, in key
     order: writers side by side (several archivers) touching the same calls then wait for each other
     instead of deadlocking. (SQLite has one writer at a time: :func:`archive.db.begin_write`.)"""
     ended: set[str] = set()
+    before: dict[str, dict[str, Any]] = {}
     for ids in chunks(sorted(call_ids)):
-        query = select(calls.c.call_id, calls.c.status).where(calls.c.call_id.in_(ids)).order_by(calls.c.call_id)
+        query = select(calls.c.call_id, calls.c.status, *(calls.c[c] for c in rollup.COLUMNS)) \
+            .where(calls.c.call_id.in_(ids)).order_by(calls.c.call_id)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()
-        ended.update(cid for cid, status in conn.execute(query) if status == "ended")
-    return ended
+        for r in conn.execute(query):
+            if r.status == "ended":
+                ended.add(r.call_id)
+            before[r.call_id] = {c: r._mapping[c] for c in rollup.COLUMNS}
+    return ended, before
 
 
 def _write_dynamics(conn: Connection, dyn_events: list[dict[str, Any]], now: float) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, update
 
 from archive.db import upsert
+from archive.rollup import Tracked
 from archive.schema import ROLES, alerts, calls, label_shares, segments, speakers
 from archive.scores import speaker_scores
 
@@ -26,7 +27,14 @@ def chunks(ids: list[str]) -> Iterable[list[str]]:
 
 def refresh_scores(conn: Connection, call_ids: Iterable[str]) -> None:
     """Recompute ``speakers``, ``label_shares``, the calls' headline columns and their ``segments``,
-    ``failed`` and ``alerts_fired`` counts from their stored rows."""
+    ``failed`` and ``alerts_fired`` counts from their stored rows (and the trends rollup with them)."""
+    ids = sorted(set(call_ids))
+    with Tracked(conn, ids):
+        rescore(conn, ids)
+
+
+def rescore(conn: Connection, call_ids: Iterable[str]) -> None:
+    """:func:`refresh_scores` without the rollup: for a caller that keeps it (:func:`archive.ingest.write`)."""
     for ids in chunks(sorted(set(call_ids))):
         info = {r.call_id: r for r in conn.execute(
             select(calls.c.call_id, calls.c.duration_s, calls.c.channels, calls.c.roles, calls.c.dynamics)
@@ -92,11 +100,16 @@ def close_lost(conn: Connection, *, idle_s: float, now: float) -> list[str]:
     :data:`archive.ingest.TOUCH_EVERY_S` (a live call's ``updated_ts`` may be that old)."""
     ids = sorted(conn.execute(select(calls.c.call_id).where(calls.c.status == "live",
                                                             calls.c.updated_ts < now - idle_s)).scalars())
+    with Tracked(conn, ids):
+        _close(conn, ids, now)
+    return ids
+
+
+def _close(conn: Connection, ids: list[str], now: float) -> None:
     for part in chunks(ids):
         last_end = select(func.max(segments.c.end_s)).where(segments.c.call_id == calls.c.call_id) \
             .scalar_subquery()
         conn.execute(update(calls).where(calls.c.call_id.in_(part), calls.c.status == "live").values(
             status="ended", end_reason=LOST, ended_ts=calls.c.updated_ts,
             duration_s=func.coalesce(calls.c.duration_s, last_end, 0.0), updated_ts=now))
-    refresh_scores(conn, ids)
-    return ids
+    rescore(conn, ids)
