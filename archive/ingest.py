@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from archive import rollup, validate
@@ -276,6 +276,7 @@ def _write_dynamics(conn: Connection, dyn_events: list[dict[str, Any]], now: flo
         cid = key_id(e["call_id"])
         if cid not in newest or float(e["at_s"]) >= float(newest[cid]["at_s"]):
             newest[cid] = e
+    rows: list[dict[str, Any]] = []
     for ids in chunks(sorted(newest)):
         have = conn.execute(select(calls.c.call_id, calls.c.status, calls.c.dynamics)
                             .where(calls.c.call_id.in_(ids))).all()
@@ -284,8 +285,12 @@ def _write_dynamics(conn: Connection, dyn_events: list[dict[str, Any]], now: flo
             if status == "ended" or (isinstance(stored, dict) and float(stored.get("at_s", -1.0)) > float(e["at_s"])):
                 continue
             dyn = {k: v for k, v in e.items() if k not in ("kind", "call_id", "ts")}
-            conn.execute(update(calls).where(calls.c.call_id == cid)
-                         .values(**dynamics_columns(dyn, None), updated_ts=now))
+            rows.append({f"v_{k}": v for k, v in dynamics_columns(dyn, None).items()} | {"v_call_id": cid})
+    if rows:  # one prepared UPDATE for every call (building a statement per call was most of a batch's cost)
+        names = [k[2:] for k in rows[0] if k != "v_call_id"]
+        conn.execute(update(calls).where(calls.c.call_id == bindparam("v_call_id"))
+                     .values({n: bindparam(f"v_{n}") for n in names} | {"updated_ts": now}), sorted(
+                         rows, key=lambda r: r["v_call_id"]))
 
 
 def _write_alerts(conn: Connection, opened: list[dict[str, Any]], closed: list[dict[str, Any]]) -> None:

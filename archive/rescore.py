@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from archive.db import upsert
 from archive.rollup import Tracked
@@ -53,10 +53,15 @@ def rescore(conn: Connection, call_ids: Iterable[str]) -> None:
         conn.execute(delete(speakers).where(speakers.c.call_id.in_(ids)))
         spk_rows: list[dict[str, Any]] = []
         share_rows: list[dict[str, Any]] = []
-        for cid, row in info.items():
-            heads = _score_call(cid, row, recs[cid], spk_rows, share_rows)
-            conn.execute(update(calls).where(calls.c.call_id == cid).values(
-                **heads, segments=len(recs[cid]), failed=failed.get(cid, 0), alerts_fired=alerted.get(cid, 0)))
+        heads: list[dict[str, Any]] = []
+        for cid, row in sorted(info.items()):
+            cols = _score_call(cid, row, recs[cid], spk_rows, share_rows) | {
+                "segments": len(recs[cid]), "failed": failed.get(cid, 0), "alerts_fired": alerted.get(cid, 0)}
+            heads.append({f"v_{k}": v for k, v in cols.items()} | {"v_call_id": cid})
+        if heads:  # one prepared UPDATE executed for every call
+            names = [k[2:] for k in heads[0] if k != "v_call_id"]
+            conn.execute(update(calls).where(calls.c.call_id == bindparam("v_call_id"))
+                         .values({n: bindparam(f"v_{n}") for n in names}), heads)
         upsert(conn, speakers, spk_rows, keys=["call_id", "channel"])
         upsert(conn, label_shares, share_rows, keys=["call_id", "channel", "label"])
 

@@ -66,9 +66,18 @@ def _contribution(row: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def _keys(row: Mapping[str, Any]) -> list[tuple[str, float, str, str, str]]:
-    day = day_of(float(row["started_ts"]))
-    return [(grain_name(g), day, *((row[d] or "") if d in g else "" for d in DIMENSIONS)) for g in GRAINS]
+_GRAIN_INDEX = [(grain_name(g), [i if d in g else -1 for i, d in enumerate(DIMENSIONS)]) for g in GRAINS]
+
+
+Key = tuple[str, float, str, str, str]
+
+
+def _keys(day: float, dims: list[str | None]) -> list[Key]:
+    out: list[Key] = []
+    for name, index in _GRAIN_INDEX:
+        a, q, t = ((dims[i] or "") if i >= 0 else "" for i in index)
+        out.append((name, day, a, q, t))
+    return out
 
 
 def snapshot(conn: Connection, call_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -86,16 +95,17 @@ def apply_changes(conn: Connection, before: Mapping[str, Mapping[str, Any]],
                   after: Mapping[str, Mapping[str, Any]]) -> int:
     """Move the calls' contributions from their ``before`` to their ``after`` columns (a call absent from one
     side: added or removed). Returns the rollup rows changed."""
-    deltas: dict[tuple[str, float, str, str, str], dict[str, float]] = {}
+    deltas: dict[Key, dict[str, float]] = {}
     for cid in set(before) | set(after):
         old, new = before.get(cid), after.get(cid)
         if old is not None and new is not None and all(old[c] == new[c] for c in COLUMNS):
             continue
-        for row, sign in ((old, -1.0), (new, 1.0)):
-            if row is None:
-                continue
-            contrib = _contribution(row)
-            for key in _keys(row):
+        sides = [(sign, (day_of(float(row["started_ts"])), row["agent"], row["queue"], row["tenant"]),
+                  _contribution(row)) for row, sign in ((old, -1.0), (new, 1.0)) if row is not None]
+        if len(sides) == 2 and sides[0][1:] == sides[1][1:]:
+            continue  # e.g. a live call's non-talk share without a duration: nothing rolled up changed
+        for sign, (day, *dims), contrib in sides:
+            for key in _keys(day, dims):
                 acc = deltas.setdefault(key, dict.fromkeys(("calls", *SUMS), 0.0))
                 for name, v in contrib.items():
                     acc[name] += sign * v

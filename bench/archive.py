@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ingest", action="store_true", help="measure ingest throughput (archive.ingest.write) instead")
     ap.add_argument("--ingest-records", type=int, default=100_000, help="--ingest: result records to write")
     ap.add_argument("--concurrent", type=int, default=200, help="--ingest: calls live at a time")
-    ap.add_argument("--batch", type=int, default=500, help="--ingest: stream entries per transaction")
+    ap.add_argument("--batch", type=int, default=1000, help="--ingest: stream entries per transaction")
     ap.add_argument("--tiny", action="store_true", help=f"{TINY_CALLS} calls, {TINY_REPEATS} repeats: a smoke test")
     args = ap.parse_args(argv)
     if args.tiny:

@@ -24,8 +24,8 @@ def open_archive(url: str) -> Engine:
 def add_call(conn: Connection, call_id: str, *, started_ts: float = MONDAY + 3600, duration_s: float | None = 120.0,
              channels: Sequence[str] = ("agent", "customer"), shares: Mapping[str, Mapping[str, float]] | None = None,
              alert_rules: Sequence[str] = (), n_segments: int = 4, **cols: Any) -> None:
-    """One ended call (counted in the trends rollup) with its speakers, label shares (channel -> label -> share), alerts and
-    ``n_segments`` result records per channel, plus a turn and an event."""
+    """One ended call (counted in the trends rollup) with its speakers, label shares (channel -> label ->
+    share), alerts and ``n_segments`` result records per channel, plus a turn and an event."""
     length = duration_s or 0.0
     roles = {ch: ch for ch in channels if ch in ("agent", "customer")}
     row: dict[str, Any] = dict(
