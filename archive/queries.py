@@ -231,20 +231,23 @@ def rollup_trends_statement(flt: CallFilter, *, by: str, period: str) -> Select[
     if flt.until_ts is not None:
         where.append(d.day_ts < flt.until_ts)
     where += [d[dim] == getattr(flt, dim) for dim in rollup_mod.DIMENSIONS if getattr(flt, dim) is not None]
-    return (select(key.label("key"), bucket, func.sum(d.calls).label("calls"),
-                   *(func.sum(d[name]).label(name) for name in rollup_mod.SUMS))
+    def mean(total: str, n: str) -> Any:  # NULL where no call has the value (a residue of deltas is ignored)
+        return func.sum(d[total]) / func.nullif(func.sum(d[n]), 0)
+
+    return (select(key.label("key"), bucket, func.sum(d.calls).label("calls"), mean("score_sum", "score_n"),
+                   mean("neg_sum", "neg_n"), mean("inter_sum", "inter_n"),
+                   case((func.sum(d.nt_n) > 0, func.sum(d.nt_sum) / func.nullif(func.sum(d.base_sum), 0.0))))
             .where(*where).group_by(key, bucket).order_by(key == "", key, bucket))
 
 
 def _rollup_trends(conn: Connection, flt: CallFilter, *, by: str, period: str) -> list[dict[str, Any]]:
+    names = (by, "period_ts", "calls", "customer_score", "customer_negative_share", "interruptions_per_call",
+             "non_talk_share")
     out = []
-    for r in conn.execute(rollup_trends_statement(flt, by=by, period=period)):
-        base = float(r.base_sum) if r.base_n else 0.0
-        out.append({by: r.key or None, "period_ts": float(r.period_ts), "calls": int(r.calls),
-                    "customer_score": float(r.score_sum) / int(r.score_n) if r.score_n else None,
-                    "customer_negative_share": float(r.neg_sum) / int(r.neg_n) if r.neg_n else None,
-                    "interruptions_per_call": float(r.inter_sum) / int(r.inter_n) if r.inter_n else None,
-                    "non_talk_share": float(r.nt_sum) / base if base > 0 and r.nt_n else None})
+    for key, period_ts, n, score, neg, inter, non_talk in conn.execute(
+            rollup_trends_statement(flt, by=by, period=period)):
+        out.append(dict(zip(names, (key or None, float(period_ts), int(n), _float(score), _float(neg), _float(inter),
+                                    _float(non_talk)), strict=True)))
     return out
 
 
