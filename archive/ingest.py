@@ -28,7 +28,8 @@ so whichever arrives last, the row ends the same. Counts are recounted from the 
 (``alerts_fired`` when alerts arrive; ``segments`` and ``failed`` once the call has ended: 0 while it is
 live),
 and the scores of every touched call that has ended are recomputed from its stored segments
-(:func:`refresh_scores`): replaying any entry changes nothing but ``updated_ts``.
+(:func:`refresh_scores`): replaying any entry changes nothing but ``updated_ts``. The trends rollup
+(:mod:`archive.rollup`) moves with every change of a call's rolled-up columns, in the same transaction.
 """
 
 from __future__ import annotations

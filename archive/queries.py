@@ -304,7 +304,7 @@ def delete(conn: Connection, call_ids: Sequence[str]) -> int:
 
 
 def _delete_keys(conn: Connection, keys: list[str]) -> int:
-    before = rollup_mod.snapshot(conn, keys)
+    before = rollup_mod.snapshot(conn, keys, lock=True)  # locked: an archiver cannot change them meanwhile
     for table in CHILD_TABLES:
         conn.execute(sql_delete(table).where(table.c.call_id.in_(keys)))
     conn.execute(sql_delete(dead_letters).where(dead_letters.c.call_id.in_(keys)))

@@ -80,13 +80,17 @@ def _keys(day: float, dims: list[str | None]) -> list[Key]:
     return out
 
 
-def snapshot(conn: Connection, call_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The rolled-up columns of the calls that exist among ``call_ids``."""
+def snapshot(conn: Connection, call_ids: Iterable[str], *, lock: bool = False) -> dict[str, dict[str, Any]]:
+    """The rolled-up columns of the calls that exist among ``call_ids``; ``lock``: on PostgreSQL their rows
+    are locked (in key order) so that nobody changes them before this transaction's change is applied."""
     wanted = sorted(set(call_ids))
     out: dict[str, dict[str, Any]] = {}
     for i in range(0, len(wanted), IN_CHUNK):
-        ids = wanted[i:i + IN_CHUNK]
-        for r in conn.execute(select(calls.c.call_id, *(calls.c[c] for c in COLUMNS)).where(calls.c.call_id.in_(ids))):
+        query = select(calls.c.call_id, *(calls.c[c] for c in COLUMNS)) \
+            .where(calls.c.call_id.in_(wanted[i:i + IN_CHUNK])).order_by(calls.c.call_id)
+        if lock and conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        for r in conn.execute(query):
             out[r.call_id] = dict(r._mapping)
     return out
 
@@ -140,7 +144,7 @@ class Tracked:
         self.conn, self.ids = conn, sorted(set(call_ids))
 
     def __enter__(self) -> Tracked:
-        self.before = snapshot(self.conn, self.ids)
+        self.before = snapshot(self.conn, self.ids, lock=True)
         return self
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
