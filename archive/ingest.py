@@ -216,10 +216,14 @@ def write(conn: Connection, batch: Batch, *, now: float | None = None) -> set[st
     base = _placeholders(batch, now)
     if not base:
         return set()
-    inserted = _insert_placeholders(conn, base)
-    ended, before = _lock_calls(conn, base)
-    for cid in inserted:  # the rollup counts a call from its first row (this one)
-        before.pop(cid, None)
+    ended, before = _lock_calls(conn, base)  # the calls archived already, locked
+    missing = {cid: row for cid, row in base.items() if cid not in before}
+    if missing:  # placeholders only for the others (re-sending every call's JSON columns was a batch's cost)
+        raced = set(missing) - _insert_placeholders(conn, missing)
+        if raced:  # another writer inserted them meanwhile (its transaction has committed): lock them too
+            more_ended, more = _lock_calls(conn, raced)
+            ended |= more_ended
+            before.update(more)  # the calls this transaction inserted count in the rollup from their first row
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for e in batch.events:
         by_kind.setdefault(e["kind"], []).append(e)
