@@ -28,7 +28,8 @@ so whichever arrives last, the row ends the same. Counts are recounted from the 
 (``alerts_fired`` when alerts arrive; ``segments`` and ``failed`` once the call has ended: 0 while it is
 live),
 and the scores of every touched call that has ended are recomputed from its stored segments
-(:func:`refresh_scores`): replaying any entry changes nothing but ``updated_ts``.
+(:func:`refresh_scores`): replaying any entry changes nothing but ``updated_ts``. The trends rollup
+(:mod:`archive.rollup`) moves with every change of a call's rolled-up columns, in the same transaction.
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from archive import validate
+from archive import rollup, validate
 from archive.db import begin_write, upsert
-from archive.rescore import chunks, close_lost, refresh_scores
+from archive.rescore import chunks, close_lost, refresh_scores, rescore
 from archive.schema import ROLES, alerts, calls, dead_letters, events, segments
 from callevents import schema as ev
 from models.ids import key_id
@@ -214,8 +216,14 @@ def write(conn: Connection, batch: Batch, *, now: float | None = None) -> set[st
     base = _placeholders(batch, now)
     if not base:
         return set()
-    upsert(conn, calls, base.values(), keys=["call_id"], update=())
-    ended = _lock_calls(conn, base)
+    ended, before = _lock_calls(conn, base)  # the calls archived already, locked
+    missing = {cid: row for cid, row in base.items() if cid not in before}
+    if missing:  # placeholders only for the others (re-sending every call's JSON columns was a batch's cost)
+        raced = set(missing) - _insert_placeholders(conn, missing)
+        if raced:  # another writer inserted them meanwhile (its transaction has committed): lock them too
+            more_ended, more = _lock_calls(conn, raced)
+            ended |= more_ended
+            before.update(more)  # the calls this transaction inserted count in the rollup from their first row
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for e in batch.events:
         by_kind.setdefault(e["kind"], []).append(e)
@@ -235,21 +243,35 @@ def write(conn: Connection, batch: Batch, *, now: float | None = None) -> set[st
     touched = set(base)
     alerted = {key_id(e["call_id"]) for kind in (ev.ALERT_OPENED, ev.ALERT_CLOSED) for e in by_kind.get(kind, [])}
     _touch(conn, touched, alerted, now)
-    refresh_scores(conn, ended | {key_id(e["call_id"]) for e in by_kind.get(ev.CALL_ENDED, [])})
+    rescore(conn, ended | {key_id(e["call_id"]) for e in by_kind.get(ev.CALL_ENDED, [])})
+    rollup.apply_changes(conn, before, rollup.snapshot(conn, touched))
     return touched
 
 
-def _lock_calls(conn: Connection, call_ids: Iterable[str]) -> set[str]:
-    """The batch's calls that have ended already. On PostgreSQL their rows are locked at once, in key
+def _insert_placeholders(conn: Connection, rows: Mapping[str, dict[str, Any]]) -> set[str]:
+    """Insert the calls not archived yet (placeholders); returns the ids this transaction inserted."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(calls).on_conflict_do_nothing(index_elements=["call_id"]).returning(calls.c.call_id)
+    return set(conn.execute(stmt, [rows[cid] for cid in sorted(rows)]).scalars())
+
+
+def _lock_calls(conn: Connection, call_ids: Iterable[str]) -> tuple[set[str], dict[str, dict[str, Any]]]:
+    """The batch's calls that have ended already, and every call's rolled-up columns
+    (:data:`archive.rollup.COLUMNS`) before this write. On PostgreSQL their rows are locked at once, in key
     order: writers side by side (several archivers) touching the same calls then wait for each other
     instead of deadlocking. (SQLite has one writer at a time: :func:`archive.db.begin_write`.)"""
     ended: set[str] = set()
+    before: dict[str, dict[str, Any]] = {}
     for ids in chunks(sorted(call_ids)):
-        query = select(calls.c.call_id, calls.c.status).where(calls.c.call_id.in_(ids)).order_by(calls.c.call_id)
+        query = select(calls.c.call_id, calls.c.status, *(calls.c[c] for c in rollup.COLUMNS)) \
+            .where(calls.c.call_id.in_(ids)).order_by(calls.c.call_id)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()
-        ended.update(cid for cid, status in conn.execute(query) if status == "ended")
-    return ended
+        for r in conn.execute(query):
+            if r.status == "ended":
+                ended.add(r.call_id)
+            before[r.call_id] = {c: r._mapping[c] for c in rollup.COLUMNS}
+    return ended, before
 
 
 def _write_dynamics(conn: Connection, dyn_events: list[dict[str, Any]], now: float) -> None:
@@ -259,6 +281,7 @@ def _write_dynamics(conn: Connection, dyn_events: list[dict[str, Any]], now: flo
         cid = key_id(e["call_id"])
         if cid not in newest or float(e["at_s"]) >= float(newest[cid]["at_s"]):
             newest[cid] = e
+    rows: list[dict[str, Any]] = []
     for ids in chunks(sorted(newest)):
         have = conn.execute(select(calls.c.call_id, calls.c.status, calls.c.dynamics)
                             .where(calls.c.call_id.in_(ids))).all()
@@ -267,8 +290,12 @@ def _write_dynamics(conn: Connection, dyn_events: list[dict[str, Any]], now: flo
             if status == "ended" or (isinstance(stored, dict) and float(stored.get("at_s", -1.0)) > float(e["at_s"])):
                 continue
             dyn = {k: v for k, v in e.items() if k not in ("kind", "call_id", "ts")}
-            conn.execute(update(calls).where(calls.c.call_id == cid)
-                         .values(**dynamics_columns(dyn, None), updated_ts=now))
+            rows.append({f"v_{k}": v for k, v in dynamics_columns(dyn, None).items()} | {"v_call_id": cid})
+    if rows:  # one prepared UPDATE for every call (building a statement per call was most of a batch's cost)
+        names = [k[2:] for k in rows[0] if k != "v_call_id"]
+        conn.execute(update(calls).where(calls.c.call_id == bindparam("v_call_id"))
+                     .values({n: bindparam(f"v_{n}") for n in names} | {"updated_ts": now}), sorted(
+                         rows, key=lambda r: r["v_call_id"]))
 
 
 def _write_alerts(conn: Connection, opened: list[dict[str, Any]], closed: list[dict[str, Any]]) -> None:

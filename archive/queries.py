@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import Column, ColumnElement, Connection, Float, Select, Table, case, func, or_, select
@@ -20,8 +20,9 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from archive import rollup as rollup_mod
 from archive.filters import SORT_COLUMNS, SORTS, CallFilter, apply
-from archive.schema import alerts, calls, dead_letters, events, metadata, segments, speakers
+from archive.schema import alerts, call_days, calls, dead_letters, events, metadata, segments, speakers
 
 #: Rows per page unless asked otherwise, and the most a page may hold.
 DEFAULT_PAGE_SIZE = 50
@@ -157,14 +158,17 @@ def show(conn: Connection, call_id: str) -> dict[str, Any] | None:
             "segments": [s for s in seg if s["kind"] != "turn"], "turns": [s for s in seg if s["kind"] == "turn"]}
 
 
-def trends(conn: Connection, flt: CallFilter, *, by: str, period: str) -> list[dict[str, Any]]:
+def trends(conn: Connection, flt: CallFilter, *, by: str, period: str, rollup: bool = True) -> list[dict[str, Any]]:
     """Per (``by`` value, period start): calls, mean customer score, negative share (customer), interruptions
-    per call, non-talk share.
+    per call, non-talk share. Summed from the per-day rollup (:mod:`archive.rollup`) where the filter allows
+    (:func:`rollup_grain`; ``rollup=False``: never), else computed from the calls.
 
     Rows: ``{by: value (None: calls without one), "period_ts": start, "calls", "customer_score"`` (mean over
     calls with a score), ``"customer_negative_share"`` (mean), ``"interruptions_per_call"`` (mean over calls
     with dynamics), ``"non_talk_share"`` (duration-weighted: non-talk seconds / seconds)``}``, ordered by value
     (None last) then period."""
+    if rollup and period in TREND_PERIODS and rollup_grain(flt, by=by) is not None:
+        return _rollup_trends(conn, flt, by=by, period=period)
     out = []
     for r in conn.execute(trends_statement(flt, by=by, period=period)):
         base = float(r.base_s or 0.0)
@@ -194,6 +198,57 @@ def trends_statement(flt: CallFilter, *, by: str, period: str) -> Select[Any]:
         func.sum(case((c.non_talk_share.is_not(None), c.duration_s))).label("base_s"),
     )
     return apply(stmt, flt).group_by(key, bucket).order_by(key.is_(None), key, bucket)
+
+
+def rollup_grain(flt: CallFilter, *, by: str) -> str | None:
+    """The rollup grain (:data:`archive.rollup.GRAINS`) that answers trends by ``by`` under ``flt``, or None
+    when only the calls can: the filter may use ``since``/``until`` on whole UTC days and ``agent``,
+    ``queue``, ``tenant``; nothing else."""
+    for f in fields(flt):
+        value = getattr(flt, f.name)
+        if value is None:
+            continue
+        if f.name in ("since_ts", "until_ts"):
+            if value % rollup_mod.DAY_S != 0:
+                return None
+        elif f.name not in rollup_mod.DIMENSIONS or value == "":
+            return None
+    if by not in rollup_mod.DIMENSIONS:
+        return None
+    return rollup_mod.grain_name({by, *(d for d in rollup_mod.DIMENSIONS if getattr(flt, d) is not None)})
+
+
+def rollup_trends_statement(flt: CallFilter, *, by: str, period: str) -> Select[Any]:
+    """The grouped SELECT over :data:`archive.schema.call_days` that :func:`trends` runs when it can."""
+    grain = rollup_grain(flt, by=by)
+    if grain is None or period not in TREND_PERIODS:
+        raise ValueError(f"trends by {by!r} per {period!r} under this filter cannot use the rollup")
+    d = call_days.c
+    key, bucket = d[by], bucket_start(d.day_ts, period).label("period_ts")
+    where = [d.grain == grain]
+    if flt.since_ts is not None:
+        where.append(d.day_ts >= flt.since_ts)
+    if flt.until_ts is not None:
+        where.append(d.day_ts < flt.until_ts)
+    where += [d[dim] == getattr(flt, dim) for dim in rollup_mod.DIMENSIONS if getattr(flt, dim) is not None]
+    def mean(total: str, n: str) -> Any:  # NULL where no call has the value (a residue of deltas is ignored)
+        return func.sum(d[total]) / func.nullif(func.sum(d[n]), 0)
+
+    return (select(key.label("key"), bucket, func.sum(d.calls).label("calls"), mean("score_sum", "score_n"),
+                   mean("neg_sum", "neg_n"), mean("inter_sum", "inter_n"),
+                   case((func.sum(d.nt_n) > 0, func.sum(d.nt_sum) / func.nullif(func.sum(d.base_sum), 0.0))))
+            .where(*where).group_by(key, bucket).order_by(key == "", key, bucket))
+
+
+def _rollup_trends(conn: Connection, flt: CallFilter, *, by: str, period: str) -> list[dict[str, Any]]:
+    names = (by, "period_ts", "calls", "customer_score", "customer_negative_share", "interruptions_per_call",
+             "non_talk_share")
+    out = []
+    for key, period_ts, n, score, neg, inter, non_talk in conn.execute(
+            rollup_trends_statement(flt, by=by, period=period)):
+        out.append(dict(zip(names, (key or None, float(period_ts), int(n), _float(score), _float(neg), _float(inter),
+                                    _float(non_talk)), strict=True)))
+    return out
 
 
 def _float(value: Any) -> float | None:
@@ -249,10 +304,13 @@ def delete(conn: Connection, call_ids: Sequence[str]) -> int:
 
 
 def _delete_keys(conn: Connection, keys: list[str]) -> int:
+    before = rollup_mod.snapshot(conn, keys, lock=True)  # locked: an archiver cannot change them meanwhile
     for table in CHILD_TABLES:
         conn.execute(sql_delete(table).where(table.c.call_id.in_(keys)))
     conn.execute(sql_delete(dead_letters).where(dead_letters.c.call_id.in_(keys)))
-    return int(conn.execute(sql_delete(calls).where(calls.c.call_id.in_(keys))).rowcount or 0)
+    deleted = int(conn.execute(sql_delete(calls).where(calls.c.call_id.in_(keys))).rowcount or 0)
+    rollup_mod.apply_changes(conn, before, {})
+    return deleted
 
 
 def prune(conn: Connection, *, older_than_s: float, now: float | None = None, dry_run: bool = False) -> int:

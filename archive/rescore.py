@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from archive.db import upsert
+from archive.rollup import Tracked
 from archive.schema import ROLES, alerts, calls, label_shares, segments, speakers
 from archive.scores import speaker_scores
 
@@ -26,7 +27,14 @@ def chunks(ids: list[str]) -> Iterable[list[str]]:
 
 def refresh_scores(conn: Connection, call_ids: Iterable[str]) -> None:
     """Recompute ``speakers``, ``label_shares``, the calls' headline columns and their ``segments``,
-    ``failed`` and ``alerts_fired`` counts from their stored rows."""
+    ``failed`` and ``alerts_fired`` counts from their stored rows (and the trends rollup with them)."""
+    ids = sorted(set(call_ids))
+    with Tracked(conn, ids):
+        rescore(conn, ids)
+
+
+def rescore(conn: Connection, call_ids: Iterable[str]) -> None:
+    """:func:`refresh_scores` without the rollup: for a caller that keeps it (:func:`archive.ingest.write`)."""
     for ids in chunks(sorted(set(call_ids))):
         info = {r.call_id: r for r in conn.execute(
             select(calls.c.call_id, calls.c.duration_s, calls.c.channels, calls.c.roles, calls.c.dynamics)
@@ -45,10 +53,15 @@ def refresh_scores(conn: Connection, call_ids: Iterable[str]) -> None:
         conn.execute(delete(speakers).where(speakers.c.call_id.in_(ids)))
         spk_rows: list[dict[str, Any]] = []
         share_rows: list[dict[str, Any]] = []
-        for cid, row in info.items():
-            heads = _score_call(cid, row, recs[cid], spk_rows, share_rows)
-            conn.execute(update(calls).where(calls.c.call_id == cid).values(
-                **heads, segments=len(recs[cid]), failed=failed.get(cid, 0), alerts_fired=alerted.get(cid, 0)))
+        heads: list[dict[str, Any]] = []
+        for cid, row in sorted(info.items()):
+            cols = _score_call(cid, row, recs[cid], spk_rows, share_rows) | {
+                "segments": len(recs[cid]), "failed": failed.get(cid, 0), "alerts_fired": alerted.get(cid, 0)}
+            heads.append({f"v_{k}": v for k, v in cols.items()} | {"v_call_id": cid})
+        if heads:  # one prepared UPDATE executed for every call
+            names = [k[2:] for k in heads[0] if k != "v_call_id"]
+            conn.execute(update(calls).where(calls.c.call_id == bindparam("v_call_id"))
+                         .values({n: bindparam(f"v_{n}") for n in names}), heads)
         upsert(conn, speakers, spk_rows, keys=["call_id", "channel"])
         upsert(conn, label_shares, share_rows, keys=["call_id", "channel", "label"])
 
@@ -92,11 +105,16 @@ def close_lost(conn: Connection, *, idle_s: float, now: float) -> list[str]:
     :data:`archive.ingest.TOUCH_EVERY_S` (a live call's ``updated_ts`` may be that old)."""
     ids = sorted(conn.execute(select(calls.c.call_id).where(calls.c.status == "live",
                                                             calls.c.updated_ts < now - idle_s)).scalars())
+    with Tracked(conn, ids):
+        _close(conn, ids, now)
+    return ids
+
+
+def _close(conn: Connection, ids: list[str], now: float) -> None:
     for part in chunks(ids):
         last_end = select(func.max(segments.c.end_s)).where(segments.c.call_id == calls.c.call_id) \
             .scalar_subquery()
         conn.execute(update(calls).where(calls.c.call_id.in_(part), calls.c.status == "live").values(
             status="ended", end_reason=LOST, ended_ts=calls.c.updated_ts,
             duration_s=func.coalesce(calls.c.duration_s, last_end, 0.0), updated_ts=now))
-    refresh_scores(conn, ids)
-    return ids
+    rescore(conn, ids)

@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 
 #: Schema version the code expects (the newest Alembic revision; ``archive/migrations/versions``).
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 metadata = MetaData()
 
@@ -183,3 +183,17 @@ dead_letters = Table(  # stream entries the archiver could not archive, and why
     Column("ts", Float, nullable=False),
 )
 Index("ux_dead_letters_entry", dead_letters.c.stream, dead_letters.c.entry_id, unique=True)
+
+
+call_days = Table(  # revision 0003: the per-day rollup that trends sum (archive.rollup; no foreign key)
+    "call_days", metadata,
+    Column("grain", String(24), primary_key=True),  # archive.rollup.GRAINS: "agent", "agent+queue", ...
+    Column("day_ts", Float, primary_key=True),  # the UTC day's start (unix s)
+    Column("agent", String(128), primary_key=True),  # "" outside the grain, and for calls without one
+    Column("queue", String(128), primary_key=True),
+    Column("tenant", String(128), primary_key=True),
+    Column("calls", Integer, nullable=False),
+    *(Column(name, Integer if name.endswith("_n") else Float, nullable=False)
+      for name in ("score_n", "score_sum", "neg_n", "neg_sum", "inter_n", "inter_sum", "nt_n", "nt_sum",
+                   "base_n", "base_sum")),
+)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from archive.db import open_engine
+from archive.rollup import Tracked
 from archive.schema import alerts, calls, events, label_shares, segments, speakers
 
 #: 2026-11-30 00:00 UTC, a Monday.
@@ -23,8 +24,8 @@ def open_archive(url: str) -> Engine:
 def add_call(conn: Connection, call_id: str, *, started_ts: float = MONDAY + 3600, duration_s: float | None = 120.0,
              channels: Sequence[str] = ("agent", "customer"), shares: Mapping[str, Mapping[str, float]] | None = None,
              alert_rules: Sequence[str] = (), n_segments: int = 4, **cols: Any) -> None:
-    """One ended call with its speakers, label shares (channel -> label -> share), alerts and
-    ``n_segments`` result records per channel, plus a turn and an event."""
+    """One ended call (counted in the trends rollup) with its speakers, label shares (channel -> label ->
+    share), alerts and ``n_segments`` result records per channel, plus a turn and an event."""
     length = duration_s or 0.0
     roles = {ch: ch for ch in channels if ch in ("agent", "customer")}
     row: dict[str, Any] = dict(
@@ -37,7 +38,8 @@ def add_call(conn: Connection, call_id: str, *, started_ts: float = MONDAY + 360
         customer_negative_share=0.2, agent_score=1.0, agent_trend="NoChange", agent_negative_share=0.1,
         alerts_fired=len(alert_rules), archived_ts=started_ts + length, updated_ts=started_ts + length)
     row.update(cols)
-    conn.execute(calls.insert(), [row])
+    with Tracked(conn, [call_id]):  # the trends rollup counts it, as archive.ingest would
+        conn.execute(calls.insert(), [row])
     conn.execute(speakers.insert(), [
         dict(call_id=call_id, channel=ch, role=roles.get(ch), segments=n_segments, speech_s=10.0,
              score=row["customer_score"] if ch == "customer" else row["agent_score"], quarters=[0.0, 0.5, None, 1.0],

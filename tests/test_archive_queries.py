@@ -216,8 +216,10 @@ def counts(engine: Engine) -> dict[str, int]:
 
 def test_delete_leaves_nothing_behind(engine: Engine) -> None:
     with engine.begin() as conn:
-        add_call(conn, "gone", raw_id="+15551234", shares={"customer": {"angry": 0.3}}, alert_rules=["anger"])
-        add_call(conn, "kept", shares={"customer": {"angry": 0.3}}, alert_rules=["anger"])
+        add_call(conn, "gone", raw_id="+15551234", shares={"customer": {"angry": 0.3}}, alert_rules=["anger"],
+                 agent="a1", queue="q1", tenant="t1")  # rollup rows of its own
+        add_call(conn, "kept", shares={"customer": {"angry": 0.3}}, alert_rules=["anger"], agent="a2", queue="q2",
+                 tenant="t2")
         conn.execute(dead_letters.insert(), [
             {"stream": "ser:events", "entry_id": "1-0", "call_id": "gone", "reason": "bad", "payload": "{}", "ts": 1.0},
             {"stream": "ser:events", "entry_id": "2-0", "call_id": "kept", "reason": "bad", "payload": "{}", "ts": 1.0},
