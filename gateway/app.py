@@ -19,7 +19,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from gateway import audiohook, stream, twilio
+from gateway import audiohook, generic, twilio
 from gateway.auth import ReplayGuard, SignatureError, audiohook_verify, bearer_ok, twilio_ok, twilio_url
 from gateway.guard import ConnectionGuard, install_log_limits, protocols
 from gateway.hub import Hub
@@ -130,7 +130,7 @@ def create_app(settings: GatewaySettings, *, connection: Any = None, aconnection
     async def ws_stream(ws: WebSocket) -> None:
         if await guarded("stream", ws, 401):
             await ws.accept()
-            await stream.serve(ws, state["hub"])
+            await generic.serve(ws, state["hub"])
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")

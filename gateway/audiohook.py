@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 from starlette.websockets import WebSocket
 
-from gateway.audio import ulaw_decode
 from gateway.hub import Hub, LiveCall, failure_reason
 from gateway.settings import CLOSE_WAIT_S, MAX_GAP_S
-from gateway.streams import CallRefused
+from gateway.stream_ids import CallRefused
 from gateway.wsio import CLOSE_NORMAL, BadInput, close, parse_json, receive
+from models.audio import ulaw_decode
 
 log = logging.getLogger("ser.gateway.audiohook")
 RATE = 8000

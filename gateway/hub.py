@@ -21,7 +21,7 @@ import numpy as np
 
 from gateway.metrics import GatewayMetrics
 from gateway.settings import PUSH_BLOCK_S, GatewaySettings
-from gateway.streams import claim_stream
+from gateway.stream_ids import claim_stream
 from models.bundle import load_bundle
 from models.ids import key_id
 from producer.dispatch import Backend, EmbeddedBackend, RedisBackend, StalledError

@@ -16,10 +16,10 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from gateway.audio import Aligner, GapError, ulaw_decode
 from gateway.hub import Hub, LiveCall, failure_reason
 from gateway.settings import MAX_GAP_S, MAX_TRACK_LAG_S
-from gateway.streams import CallRefused
+from gateway.stream_ids import CallRefused
+from gateway.tracks import Aligner, GapError
 from gateway.wsio import (
     CLOSE_BAD_DATA,
     CLOSE_ERROR,
@@ -30,6 +30,7 @@ from gateway.wsio import (
     parse_json,
     receive,
 )
+from models.audio import ulaw_decode
 
 log = logging.getLogger("ser.gateway.twilio")
 RATE = 8000

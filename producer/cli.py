@@ -342,7 +342,7 @@ class Job:
                  + (f", {outcome.reconnects} reconnect(s)" if outcome.reconnects else "") + ")")
         if self.report:
             from producer.files import report_path
-            from producer.report import write_report
+            from producer.report_writer import write_report
 
             html_path, png_path = write_report(
                 report_path(self.report, settings.audio, several=self.several), outcome.records + outcome.turns,

@@ -16,7 +16,7 @@ from producer.progress import Progress
 from producer.session import FOLLOW_BLOCK_S, POLL_INTERVAL_S, CallSession  # noqa: F401  (re-exported)
 from producer.settings import ProducerSettings
 from producer.source import open_source
-from producer.summary import Summary, summary_lines
+from producer.summary_lines import Summary, summary_lines
 from workers.contract import sanitize
 
 
@@ -33,7 +33,7 @@ class Outcome:
     error: str | None = None  # why the run is incomplete (timeout, failed segments), else None
     channels: tuple[str, ...] = ()
     records: tuple[dict[str, Any], ...] = ()  # released records (results and failures), in output order
-    per_channel: Summary | None = None  # producer.summary.summarise() of the records
+    per_channel: Summary | None = None  # producer.summary_lines.summarise() of the records
     duration_s: float = 0.0
     model_id: str = ""
     labels: tuple[str, ...] = ()

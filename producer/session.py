@@ -46,7 +46,7 @@ from producer.dispatch import Backend, Batch, Batcher, StalledError
 from producer.dynamics import Dynamics
 from producer.metrics import ProducerMetrics
 from producer.segmenter import Cut, make_segmenter
-from producer.summary import ChannelStats, summarise
+from producer.summary_lines import ChannelStats, summarise
 from producer.turns import TurnBuilder
 
 #: Seconds one blocking wait for results lasts while results are outstanding.

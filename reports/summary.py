@@ -3,7 +3,7 @@
 :func:`summarise` is a pure function over the result records the workers publish (fields
 ``stream_id``, ``channel``, ``seq``, ``start_s``, ``end_s``, ``label``, ``confidence``, ``probs``,
 ``model``; an optional ``kind`` of ``result``/``failure``/``end``/``turn`` as in :mod:`workers.contract`);
-``ser-produce``'s printed summary (``producer.summary.summary_lines``), the HTML report and
+``ser-produce``'s printed summary (``producer.summary_lines.summary_lines``), the HTML report and
 ``ser-dashboard`` use it (the ``call_ended`` event carries it too).
 """
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from bench.gateway_clients import PAUSE_S, TURN_S, turn_call
 from bench.platforms import RATE, ulaw_encode
-from gateway.audio import ulaw_decode
+from models.audio import ulaw_decode
 from models.bundle import load_bundle
 from producer.segmenter import make_segmenter
 

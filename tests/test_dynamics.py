@@ -309,6 +309,6 @@ def test_speaking_rate_relative_to_the_speakers_own_baseline() -> None:
     ch = d.summary()["channels"]
     assert ch["agent"]["rate_rel"] == pytest.approx(1.5, rel=0.15)
     assert ch["agent"]["rate_sps"] == pytest.approx((3.0 * 30 + 4.5 * 14) / 44, rel=0.15)
-    from producer.summary import talk_line
+    from producer.summary_lines import talk_line
 
     assert f"(latest {ch['agent']['rate_rel']:.2f}x their own earlier pace)" in talk_line(ch["agent"])

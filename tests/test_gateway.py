@@ -56,7 +56,7 @@ def rules(labels: tuple[str, ...]) -> EventSettings:
 def expected_voiced(y: np.ndarray, bundle_dir: Path) -> dict[str, set[int]]:
     """What the VAD gate lets through on this audio (as decoded from mu-law), per channel."""
     from bench.platforms import ulaw_encode
-    from gateway.audio import ulaw_decode
+    from models.audio import ulaw_decode
 
     spec = load_bundle(bundle_dir).spec
     dec = np.stack([ulaw_decode(ulaw_encode(ch)) for ch in y])

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import sysdeps
 
-from gateway.audio import Aligner, GapError, ulaw_decode
 from gateway.audiohook import choose_media, duration_s
 from gateway.auth import SignatureError, audiohook_verify, bearer_ok, twilio_ok, twilio_signature, twilio_url
-from models.audio import decode_raw
+from gateway.tracks import Aligner, GapError
+from models.audio import decode_raw, ulaw_decode
 
 # Genesys AudioHook protocol documentation, "Example 1" (developer.genesys.cloud, AudioHook security).
 DOC_API_KEY = "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh"

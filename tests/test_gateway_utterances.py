@@ -15,7 +15,7 @@ from test_gateway import TWILIO_TOKEN, gateway_pool, results, wait_ended
 
 from bench.platforms import connect, twilio_messages, twilio_signature, ulaw_encode
 from bench.speechlike import stereo
-from gateway.audio import ulaw_decode
+from models.audio import ulaw_decode
 from models.bundle import load_bundle
 from models.utterances import utterance_segments
 

@@ -23,7 +23,7 @@ from models.errors import AudioError
 from models.features import SegmentParams, segment
 from producer.cli import EXIT_INCOMPLETE, main
 from producer.segmenter import Segmenter
-from producer.summary import longest_negative
+from producer.summary_lines import longest_negative
 from producer.wavstream import read_header
 
 EXPECTED = [("ch0", 0), ("ch0", 1), ("ch1", 2), ("ch1", 3), ("ch0", 4), ("ch1", 4)]
@@ -191,7 +191,7 @@ def test_longest_negative_stretch() -> None:
 
 
 def test_a_mixed_negative_stretch_is_not_reported_as_one_label() -> None:
-    from producer.summary import ChannelStats, channel_lines
+    from producer.summary_lines import ChannelStats, channel_lines
 
     recs = [{"kind": "result", "seq": s, "start_s": 3.0 * s, "end_s": 3.0 * s + 3, "label": lab}
             for s, lab in enumerate(["angry", "sad", "angry", "neutral", "sad"])]

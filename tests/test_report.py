@@ -1,4 +1,4 @@
-"""producer.summary.summarise (pure) and producer.report.write_report, rendered in a real
+"""producer.summary_lines.summarise (pure) and producer.report_writer.write_report, rendered in a real
 headless Chromium (skipped where the ``chromium`` binary is absent)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import sysdeps
 
-from producer.report import png_path_for, write_report
-from producer.summary import summarise
+from producer.report_writer import png_path_for, write_report
+from producer.summary_lines import summarise
 from producer.turns import TurnBuilder
 
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")

@@ -18,7 +18,7 @@ from callevents.rules import Engine
 from producer.cli import main as produce_main
 from producer.collector import Collector
 from producer.output import CSV_HEAD, CSV_TAIL, make_writer
-from producer.summary import ChannelStats, channel_lines, summarise
+from producer.summary_lines import ChannelStats, channel_lines, summarise
 from producer.turns import DEFAULT_TURN_GAP_S, TurnBuilder
 from reports.html import render_call
 from workers.contract import decode_entry, encode_entry, results_key

@@ -1,4 +1,4 @@
-"""Decoding and aligning the platforms' audio: G.711 mu-law, and per-track sample positions.
+"""Aligning the platforms' tracks of one call: per-track sample positions (G.711 decoding is models.audio's).
 
 :class:`Aligner` keeps the tracks of one call on one time line: each chunk lands at its position
 (a timestamp or a sample count); a gap is silence, a late or duplicated chunk is dropped (it never
@@ -9,8 +9,6 @@ silence so the call goes on.
 from __future__ import annotations
 
 import numpy as np
-
-from models.audio import ULAW, ulaw_decode  # noqa: F401  (the one G.711 decoder, re-exported)
 
 
 class GapError(ValueError):

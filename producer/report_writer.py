@@ -87,7 +87,7 @@ def write_report(
 
     ``records``: the call's result records (``channel``, ``seq``, ``start_s``, ``end_s``,
     ``label``, ``confidence`` ...; failure/end records are ignored here). ``summary``: as
-    returned by :func:`producer.summary.summarise`, i.e. ``{channel: {"segments": int,
+    returned by :func:`producer.summary_lines.summarise`, i.e. ``{channel: {"segments": int,
     "failed": int, "shares": {label: fraction}, "longest_negative": {"label", "start_s", "end_s",
     "segments"} | None}}``. ``model_id``: ``name@version``. ``channels``: display order (e.g.
     ``["agent", "customer"]``). ``labels``: the model's ordered labels (legend and colours).

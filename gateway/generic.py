@@ -14,7 +14,7 @@ from starlette.websockets import WebSocket
 
 from callevents.schema import check_params
 from gateway.hub import Hub, LiveCall, failure_reason
-from gateway.streams import CallRefused
+from gateway.stream_ids import CallRefused
 from gateway.wsio import (
     CLOSE_BAD_DATA,
     CLOSE_ERROR,
@@ -29,7 +29,7 @@ from models.audio import RAW_ENCODINGS, decode_raw
 from models.errors import SERError
 from workers.contract import sanitize
 
-log = logging.getLogger("ser.gateway.stream")
+log = logging.getLogger("ser.gateway.generic")
 ENCODINGS = ("pcm16", "mulaw", "alaw")
 
 
