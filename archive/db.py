@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 from sqlalchemy import JSON, Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from models.errors import SERError
 from workers.contract import read_url_file as _read_url_file
@@ -121,7 +122,7 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
         engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
     try:
         if migrate:
-            upgrade(engine)
+            _upgrade_retrying(engine)
         else:
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
@@ -159,6 +160,25 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
         command.upgrade(_alembic_config(conn), revision)
+
+
+#: SQLite: how often a start that found the file locked tries again (several processes starting at once on a
+#: new file: switching it to WAL and the first migration need the file to themselves, and SQLite answers a
+#: lock upgrade it cannot wait for without deadlocking with "database is locked" at once, busy timeout or not).
+SQLITE_START_TRIES = 8
+
+
+def _upgrade_retrying(engine: Engine) -> None:
+    """:func:`upgrade`, tried again on SQLite's immediate "database is locked" (PostgreSQL waits on its lock)."""
+    for attempt in range(SQLITE_START_TRIES):
+        try:
+            upgrade(engine)
+            return
+        except OperationalError as exc:
+            if engine.dialect.name != "sqlite" or "locked" not in str(exc) or attempt == SQLITE_START_TRIES - 1:
+                raise
+            engine.dispose()
+            time.sleep(0.05 * 2 ** attempt)
 
 
 def current_revision(conn: Connection) -> str | None:
