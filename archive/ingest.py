@@ -41,7 +41,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from archive import rollup, validate
@@ -216,14 +216,13 @@ def write(conn: Connection, batch: Batch, *, now: float | None = None) -> set[st
     base = _placeholders(batch, now)
     if not base:
         return set()
-    ended, before = _lock_calls(conn, base)  # the calls archived already, locked
-    missing = {cid: row for cid, row in base.items() if cid not in before}
-    if missing:  # placeholders only for the others (re-sending every call's JSON columns was a batch's cost)
-        raced = set(missing) - _insert_placeholders(conn, missing)
-        if raced:  # another writer inserted them meanwhile (its transaction has committed): lock them too
-            more_ended, more = _lock_calls(conn, raced)
-            ended |= more_ended
-            before.update(more)  # the calls this transaction inserted count in the rollup from their first row
+    if conn.dialect.name == "postgresql":
+        ended, before = _claim_calls(conn, base)
+    else:  # one writer at a time (archive.db.begin_write): read what exists, add the others
+        ended, before = _lock_calls(conn, base)  # the calls archived already
+        missing = {cid: row for cid, row in base.items() if cid not in before}
+        if missing:  # placeholders only for the others (re-sending every call's JSON columns was a batch's cost)
+            _insert_placeholders(conn, missing)
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for e in batch.events:
         by_kind.setdefault(e["kind"], []).append(e)
@@ -253,6 +252,30 @@ def _insert_placeholders(conn: Connection, rows: Mapping[str, dict[str, Any]]) -
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = insert(calls).on_conflict_do_nothing(index_elements=["call_id"]).returning(calls.c.call_id)
     return set(conn.execute(stmt, [rows[cid] for cid in sorted(rows)]).scalars())
+
+
+def _claim_calls(conn: Connection, base: Mapping[str, dict[str, Any]]) -> tuple[set[str], dict[str, dict[str, Any]]]:
+    """PostgreSQL: every call of the batch inserted (a placeholder) or, when archived already, locked, in ONE
+    statement per chunk, in key order: writers side by side (several archivers) touching the same calls take
+    their row locks in the same order and wait for each other instead of deadlocking (locking the existing
+    rows first and inserting the others after could deadlock: each writer held one the other wanted).
+    Returns the calls that had ended already and the rolled-up columns (:data:`archive.rollup.COLUMNS`) of
+    those archived before this write (a call this transaction inserted counts in the rollup from its first
+    row)."""
+    ended: set[str] = set()
+    before: dict[str, dict[str, Any]] = {}
+    for ids in chunks(sorted(base)):
+        insert = postgresql.insert(calls)
+        stmt = insert.on_conflict_do_update(index_elements=["call_id"], set_={"call_id": insert.excluded.call_id}) \
+            .returning(calls.c.call_id, calls.c.status, *(calls.c[c] for c in rollup.COLUMNS),
+                       literal_column("(xmax = 0)").label("inserted"))
+        for r in conn.execute(stmt, [base[cid] for cid in ids]):
+            if r.inserted:
+                continue
+            if r.status == "ended":
+                ended.add(r.call_id)
+            before[r.call_id] = {c: r._mapping[c] for c in rollup.COLUMNS}
+    return ended, before
 
 
 def _lock_calls(conn: Connection, call_ids: Iterable[str]) -> tuple[set[str], dict[str, dict[str, Any]]]:
