@@ -7,18 +7,12 @@ aggregate them with ``max()``); the counters are this process's.
 
 from __future__ import annotations
 
-import http.server
-import logging
-import threading
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from archive.settings import DEFAULT_METRICS_HOST
-
-log = logging.getLogger(__name__)
+from workers.probes import ProbeServer
 
 #: Stream label values: the global events stream and the calls' results streams.
 STREAMS = ("events", "results")
@@ -69,50 +63,11 @@ def sample_names(metrics: ArchiveMetrics | None = None) -> set[str]:
     return {s.name for fam in m.registry.collect() for s in fam.samples}
 
 
-class MetricsServer:
+class MetricsServer(ProbeServer):
     """``/metrics``; ``/healthz`` (200 while the process serves); ``/readyz`` (200 when ``ready()``
     says so: Redis and the database answered the latest call; 503 with the reason otherwise)."""
 
     def __init__(self, metrics: ArchiveMetrics, port: int, *, host: str = DEFAULT_METRICS_HOST,
                  ready: Callable[[], tuple[bool, str]] = lambda: (True, "ready")) -> None:
         self.metrics, self.ready = metrics, ready
-        self._httpd = http.server.ThreadingHTTPServer((host, port), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="ser-archive-metrics", daemon=True)
-        self._thread.start()
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-
-def _handler(server: MetricsServer) -> type[http.server.BaseHTTPRequestHandler]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, server.metrics.render(), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                self._send(200, b"ok\n")
-            elif path == "/readyz":
-                ok, why = server.ready()
-                self._send(200 if ok else 503, (why + "\n").encode())
-            else:
-                self._send(404, b"not found\n")
-
-        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base
-            log.debug("metrics http: " + format, *args)
-
-    return Handler
+        super().__init__(port, host=host, render=metrics.render, readiness=ready, name="ser-archive-metrics")

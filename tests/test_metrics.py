@@ -341,7 +341,7 @@ def test_metrics_server_binds_loopback_by_default_and_prints_the_address_it_boun
 
     server = exporter.start_metrics_server(0)
     try:
-        assert server._httpd.server_address[0] == "127.0.0.1"
+        assert server.host == "127.0.0.1"  # the address the socket is bound to
         assert server.url == f"http://127.0.0.1:{server.port}"
     finally:
         server.close()

@@ -7,10 +7,8 @@ module serves them (see its docstring for the wiring and the PromQL).
 
 from __future__ import annotations
 
-import http.server
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -20,10 +18,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import multiprocess as prom_mp
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from workers.metrics import DYNAMICS_HELP, ENV_VAR, PRODUCER_METRICS_KEY
+from workers.probes import ProbeServer
 from workers.settings import DEFAULT_METRICS_HOST
 
 log = logging.getLogger(__name__)
@@ -189,21 +187,21 @@ class MetricsServer:
         self.registry.register(self.collector)
         self._ready_cb = ready
         self._ready_flag: bool | None = None
-        self._httpd = http.server.ThreadingHTTPServer((host, port), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="ser-metrics", daemon=True)
-        self._thread.start()
+        self._probes = ProbeServer(port, host=host, render=self.render, readiness=self.readiness, name="ser-metrics")
 
     @property
     def port(self) -> int:
-        return int(self._httpd.server_address[1])
+        return self._probes.port
+
+    @property
+    def host(self) -> str:
+        """The address actually bound (``0.0.0.0``: every interface)."""
+        return self._probes.host
 
     @property
     def url(self) -> str:
         """``http://<the address actually bound>:<port>`` (``0.0.0.0``: every interface)."""
-        bound = self._httpd.server_address[0]
-        host = bound.decode() if isinstance(bound, bytes) else str(bound)
-        return f"http://{host or '0.0.0.0'}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def set_ready(self, ready: bool) -> None:
         """Override readiness from the pool parent (takes effect when no callback was given)."""
@@ -229,40 +227,7 @@ class MetricsServer:
         return generate_latest(self.registry)
 
     def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-
-def _make_handler(server: MetricsServer) -> type[http.server.BaseHTTPRequestHandler]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                try:
-                    self._send(200, server.render(), CONTENT_TYPE_LATEST)
-                except Exception as exc:  # noqa: BLE001
-                    log.exception("metrics collection failed")
-                    self._send(500, f"collection failed: {exc}\n".encode())
-            elif path == "/healthz":
-                self._send(200, b"ok\n")
-            elif path == "/readyz":
-                ok, why = server.readiness()
-                self._send(200 if ok else 503, (why + "\n").encode())
-            else:
-                self._send(404, b"not found\n")
-
-        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base
-            log.debug("metrics http: " + format, *args)
-
-    return Handler
+        self._probes.close()
 
 
 def start_metrics_server(
